@@ -1,0 +1,393 @@
+"""Half-open time intervals, sets of them, and the schedule's interval grid.
+
+``Interval`` is an immutable ``(start, end)`` pair of aware UTC datetimes.
+``IntervalSet`` keeps intervals sorted, disjoint and merged (touching ones fuse),
+stored as integer microseconds so every operation is a linear sweep.
+``IntervalCalculator`` turns a ``Schedule`` into intervals and answers
+"what is pending" against a set of completed intervals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+from .schedule import Schedule
+from .timeutil import EPOCH, UTC, TimeLike, get_zone, to_utc
+
+_US = dt.timedelta(microseconds=1)
+_US_PER_S = 1_000_000
+
+
+def _us(value: TimeLike, tz: dt.tzinfo = UTC) -> int:
+    return (to_utc(value, tz) - EPOCH) // _US
+
+
+def _from_us(value: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=value)
+
+
+class _IntervalBase(NamedTuple):
+    start: dt.datetime
+    end: dt.datetime
+
+
+class Interval(_IntervalBase):
+    """A half-open ``[start, end)`` range of UTC instants; also a 2-tuple."""
+
+    __slots__ = ()
+
+    def __new__(cls, start: TimeLike, end: TimeLike) -> Interval:
+        start_utc, end_utc = to_utc(start), to_utc(end)
+        if not start_utc < end_utc:
+            raise ValueError(
+                f"interval start {start_utc.isoformat()} must be before end {end_utc.isoformat()}"
+            )
+        return tuple.__new__(cls, (start_utc, end_utc))
+
+    @classmethod
+    def _trusted(cls, start: dt.datetime, end: dt.datetime) -> Interval:
+        """Build without validation, for values already known to be aware UTC and ordered."""
+        return tuple.__new__(cls, (start, end))
+
+    @property
+    def duration(self) -> dt.timedelta:
+        return self.end - self.start
+
+    def contains(self, item: TimeLike | tuple) -> bool:
+        if isinstance(item, tuple):
+            other = _coerce_interval(item)
+            return self.start <= other.start and other.end <= self.end
+        instant = to_utc(item)
+        return self.start <= instant < self.end
+
+    def overlaps(self, other: tuple) -> bool:
+        other = _coerce_interval(other)
+        return self.start < other.end and other.start < self.end
+
+    def __repr__(self) -> str:
+        return f"Interval({self.start.isoformat()}, {self.end.isoformat()})"
+
+
+def _coerce_interval(item: object, tz: dt.tzinfo = UTC) -> Interval:
+    if isinstance(item, Interval):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return Interval(to_utc(item[0], tz), to_utc(item[1], tz))
+    raise TypeError(f"expected an Interval or a (start, end) pair, got {item!r}")
+
+
+def _merge(pairs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Sort and merge (start, end) microsecond pairs; touching pairs fuse."""
+    pairs.sort()
+    starts: list[int] = []
+    ends: list[int] = []
+    for s, e in pairs:
+        if ends and s <= ends[-1]:
+            if e > ends[-1]:
+                ends[-1] = e
+        else:
+            starts.append(s)
+            ends.append(e)
+    return starts, ends
+
+
+class IntervalSet:
+    """A sorted set of disjoint half-open intervals; touching intervals are merged."""
+
+    __slots__ = ("_starts", "_ends")
+
+    def __init__(self, intervals: Iterable[object] = (), *, timezone: str | dt.tzinfo = UTC):
+        tz = get_zone(timezone) if isinstance(timezone, str) else timezone
+        pairs = []
+        for item in intervals:
+            iv = _coerce_interval(item, tz)
+            pairs.append(((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US))
+        self._starts, self._ends = _merge(pairs)
+
+    @classmethod
+    def _from_arrays(cls, starts: list[int], ends: list[int]) -> IntervalSet:
+        new = cls.__new__(cls)
+        new._starts, new._ends = starts, ends
+        return new
+
+    @classmethod
+    def from_epoch_pairs(cls, pairs: Iterable[tuple[int, int]]) -> IntervalSet:
+        """Build from (start, end) epoch-second pairs (the hot path for schedules)."""
+        return cls._from_arrays(*_merge([(s * _US_PER_S, e * _US_PER_S) for s, e in pairs]))
+
+    # -- mutation -----------------------------------------------------------------
+    def add(self, item: object) -> IntervalSet:
+        """Add one interval in place (merging neighbours); returns self for chaining."""
+        iv = _coerce_interval(item)
+        s, e = (iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US
+        lo = bisect_left(self._ends, s)  # first interval ending at or after s
+        hi = bisect_right(self._starts, e)  # intervals starting after e are untouched
+        if lo < hi:
+            s = min(s, self._starts[lo])
+            e = max(e, self._ends[hi - 1])
+        self._starts[lo:hi] = [s]
+        self._ends[lo:hi] = [e]
+        return self
+
+    # -- algebra --------------------------------------------------------------------
+    def _pairs(self) -> list[tuple[int, int]]:
+        return list(zip(self._starts, self._ends))
+
+    def union(self, other: Iterable[object]) -> IntervalSet:
+        other = _as_set(other)
+        return IntervalSet._from_arrays(*_merge(self._pairs() + other._pairs()))
+
+    def difference(self, other: Iterable[object]) -> IntervalSet:
+        other = _as_set(other)
+        out_s: list[int] = []
+        out_e: list[int] = []
+        os_, oe = other._starts, other._ends
+        j, m = 0, len(os_)
+        for s, e in zip(self._starts, self._ends):
+            while j < m and oe[j] <= s:
+                j += 1
+            k = j
+            cur = s
+            while k < m and os_[k] < e:
+                if os_[k] > cur:
+                    out_s.append(cur)
+                    out_e.append(os_[k])
+                cur = max(cur, oe[k])
+                if oe[k] >= e:
+                    break
+                k += 1
+            if cur < e:
+                out_s.append(cur)
+                out_e.append(e)
+        return IntervalSet._from_arrays(out_s, out_e)
+
+    def intersection(self, other: Iterable[object]) -> IntervalSet:
+        other = _as_set(other)
+        out_s: list[int] = []
+        out_e: list[int] = []
+        a_s, a_e, b_s, b_e = self._starts, self._ends, other._starts, other._ends
+        i = j = 0
+        while i < len(a_s) and j < len(b_s):
+            lo = max(a_s[i], b_s[j])
+            hi = min(a_e[i], b_e[j])
+            if lo < hi:
+                out_s.append(lo)
+                out_e.append(hi)
+            if a_e[i] < b_e[j]:
+                i += 1
+            else:
+                j += 1
+        return IntervalSet._from_arrays(out_s, out_e)
+
+    __or__ = union
+    __sub__ = difference
+    __and__ = intersection
+
+    def gaps(self, within: object) -> IntervalSet:
+        """The parts of ``within`` (an interval) not covered by this set."""
+        return IntervalSet([_coerce_interval(within)]).difference(self)
+
+    # -- queries --------------------------------------------------------------------
+    def covers_us(self, start: int, end: int) -> bool:
+        i = bisect_right(self._starts, start) - 1
+        return i >= 0 and self._ends[i] >= end
+
+    def contains(self, item: object) -> bool:
+        """True when an instant, or a whole interval, lies inside one member."""
+        if isinstance(item, (tuple, list)):
+            iv = _coerce_interval(item)
+            return self.covers_us((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US)
+        t = _us(item)  # type: ignore[arg-type]
+        i = bisect_right(self._starts, t) - 1
+        return i >= 0 and t < self._ends[i]
+
+    def __contains__(self, item: object) -> bool:
+        return self.contains(item)
+
+    def overlaps(self, item: object) -> bool:
+        iv = _coerce_interval(item)
+        s, e = (iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US
+        i = bisect_left(self._ends, s + 1)
+        return i < len(self._starts) and self._starts[i] < e
+
+    def epoch_pairs(self) -> list[tuple[int, int]]:
+        """Members as (start, end) epoch seconds (floored), for storage and grids."""
+        return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
+
+    @property
+    def total_duration(self) -> dt.timedelta:
+        return dt.timedelta(microseconds=sum(e - s for s, e in zip(self._starts, self._ends)))
+
+    def __iter__(self) -> Iterator[Interval]:
+        for s, e in zip(self._starts, self._ends):
+            yield Interval._trusted(_from_us(s), _from_us(e))
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IntervalSet):
+            return self._starts == other._starts and self._ends == other._ends
+        if isinstance(other, (list, tuple)):
+            try:
+                return self == IntervalSet(other)
+            except (TypeError, ValueError):
+                return False
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"[{iv.start.isoformat()}, {iv.end.isoformat()})" for iv in self)
+        return f"IntervalSet({inner})"
+
+
+def _as_set(value: Iterable[object]) -> IntervalSet:
+    return value if isinstance(value, IntervalSet) else IntervalSet(value)
+
+
+class IntervalCalculator:
+    """Intervals of a schedule, and which of them are still pending.
+
+    ``schedule`` is a cron expression or preset; ``timezone`` an IANA name.  Inputs may
+    be datetimes (naive = the schedule's timezone), dates, or ISO strings.
+    """
+
+    def __init__(self, schedule: str | Schedule | None = None, timezone: str = "UTC"):
+        if isinstance(schedule, Schedule):
+            self.schedule: Schedule | None = schedule
+        elif schedule is None:
+            self.schedule = None
+        else:
+            self.schedule = Schedule(schedule, timezone)
+        self.timezone = self.schedule.timezone if self.schedule else timezone
+        self._tz = get_zone(self.timezone)
+
+    def _schedule(self, schedule: str | Schedule | None = None) -> Schedule:
+        if schedule is None:
+            if self.schedule is None:
+                raise ValueError(
+                    "no schedule: pass one to create_interval_calculator(...) or as schedule=..."
+                )
+            return self.schedule
+        if isinstance(schedule, Schedule):
+            return schedule
+        if self.schedule is not None and schedule == self.schedule.expression:
+            return self.schedule
+        return Schedule(schedule, self.timezone)
+
+    def _range(self, start: TimeLike, end: TimeLike, sched: Schedule) -> tuple[int, int]:
+        tz = get_zone(sched.timezone)
+        s, e = to_utc(start, tz), to_utc(end, tz)
+        if s > e:
+            raise ValueError(f"start {s.isoformat()} is after end {e.isoformat()}")
+        return (s - EPOCH) // _US, (e - EPOCH) // _US
+
+    def _grid(self, start: TimeLike, end: TimeLike, sched: Schedule) -> list[int]:
+        """Epoch-second ticks bounding every interval that overlaps [start, end)."""
+        s_us, e_us = self._range(start, end, sched)
+        if s_us == e_us:
+            return []
+        first = sched.tick_at_or_before(s_us // _US_PER_S)
+        last = sched.tick_at_or_after(-(-e_us // _US_PER_S))
+        return sched.ticks(first, last)
+
+    def get_intervals(self, start: TimeLike, end: TimeLike) -> list[Interval]:
+        """Every schedule interval overlapping ``[start, end)``, whole."""
+        ticks = self._grid(start, end, self._schedule())
+        return _pairs_to_intervals(list(zip(ticks, ticks[1:])))
+
+    def pending_ticks(
+        self, completed: Iterable[object], start: TimeLike, end: TimeLike, schedule=None
+    ) -> list[tuple[int, int]]:
+        """Pending intervals as epoch-second pairs (the allocation-free core)."""
+        sched = self._schedule(schedule)
+        ticks = self._grid(start, end, sched)
+        done = completed if isinstance(completed, IntervalSet) else IntervalSet(
+            completed, timezone=self._tz
+        )
+        c_s, c_e = done._starts, done._ends
+        out: list[tuple[int, int]] = []
+        j, m = 0, len(c_s)
+        for a, b in zip(ticks, ticks[1:]):
+            a_us, b_us = a * _US_PER_S, b * _US_PER_S
+            while j < m and c_e[j] <= a_us:
+                j += 1
+            if j < m and c_s[j] <= a_us and c_e[j] >= b_us:
+                continue
+            out.append((a, b))
+        return out
+
+    def get_pending_intervals(
+        self, completed_intervals: Iterable[object], start: TimeLike, end: TimeLike
+    ) -> list[Interval]:
+        """Schedule intervals overlapping ``[start, end)`` not fully covered by completed ones.
+
+        One entry per schedule period, in order.
+        """
+        pairs = self.pending_ticks(completed_intervals, start, end)
+        return _pairs_to_intervals(pairs)
+
+    def get_missing_intervals(
+        self,
+        completed_intervals: Iterable[object],
+        start_date: TimeLike,
+        end_date: TimeLike,
+        schedule: str | Schedule | None = None,
+    ) -> list[Interval]:
+        """Same as ``get_pending_intervals``; the schedule may be given per call."""
+        pairs = self.pending_ticks(completed_intervals, start_date, end_date, schedule)
+        return _pairs_to_intervals(pairs)
+
+    def interval_containing(self, instant: TimeLike) -> Interval:
+        sched = self._schedule()
+        t = to_utc(instant, self._tz)
+        t_s = (t - EPOCH) // dt.timedelta(seconds=1)
+        a = sched.tick_at_or_before(t_s)
+        b = sched.tick_after(a)
+        return _pairs_to_intervals([(a, b)])[0]
+
+    def next_interval(self, after: TimeLike) -> Interval:
+        """The first interval starting at or after ``after``."""
+        sched = self._schedule()
+        t = to_utc(after, self._tz)
+        a = sched.tick_at_or_after(-(-((t - EPOCH) // _US) // _US_PER_S))
+        return _pairs_to_intervals([(a, sched.tick_after(a))])[0]
+
+    def previous_interval(self, before: TimeLike) -> Interval:
+        """The last interval ending at or before ``before``."""
+        sched = self._schedule()
+        t = to_utc(before, self._tz)
+        b = sched.tick_at_or_before((t - EPOCH) // dt.timedelta(seconds=1))
+        return _pairs_to_intervals([(sched.tick_before(b), b)])[0]
+
+    def last_complete_interval(self, now: TimeLike | None = None) -> Interval:
+        """The latest interval whose end is at or before ``now`` (default: the clock)."""
+        return self.previous_interval(now if now is not None else dt.datetime.now(UTC))
+
+
+def _pairs_to_intervals(pairs: list[tuple[int, int]]) -> list[Interval]:
+    """Intervals from epoch-second pairs; contiguous neighbours share one datetime."""
+    if not pairs:
+        return []
+    td = dt.timedelta
+    out = []
+    make = Interval._trusted
+    prev_t, prev_end = None, None
+    for a, b in pairs:
+        start = prev_end if a == prev_t else EPOCH + td(seconds=a)
+        end = EPOCH + td(seconds=b)
+        out.append(make(start, end))
+        prev_t, prev_end = b, end
+    return out
+
+
+def create_interval_calculator(schedule: str, timezone: str = "UTC") -> IntervalCalculator:
+    """An ``IntervalCalculator`` for a cron expression or preset in an IANA timezone."""
+    return IntervalCalculator(schedule, timezone)

@@ -1,0 +1,264 @@
+"""A schedule (cron expression or preset + IANA timezone) and its grid of ticks.
+
+Ticks are integer epoch seconds.  They are computed by arithmetic: a day's ticks are
+the cron's wall-clock times of day shifted by the day's UTC offset, and only a day
+on which the offset changes is resolved time by time.  DST follows Dagster's
+``cron_string_iterator`` exactly, because Dagster is the orchestrator whose
+partitions must line up with ours:
+
+* crons that fire every hour (hour field ``*``) skip wall times that do not exist
+  and fire at both instants of an ambiguous wall time;
+* other crons move a non-existent wall time to the end of the gap (02:30 -> 03:00)
+  and take the later instant (after the fall-back) of an ambiguous wall time.
+
+croniter is used only to parse and expand the expression.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from functools import lru_cache
+
+from .timeutil import UTC, get_zone
+
+PRESETS = {
+    "hourly": "0 * * * *",
+    "daily": "0 0 * * *",
+    "midnight": "0 0 * * *",
+    "weekly": "0 0 * * 0",
+    "monthly": "0 0 1 * *",
+    "yearly": "0 0 1 1 *",
+    "annually": "0 0 1 1 *",
+}
+
+DAY = 86_400
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_MAX_SEARCH_DAYS = 366 * 30  # a valid cron fires at least every 28 years (Feb 29 on a weekday)
+
+
+def normalise_expression(expression: str) -> str:
+    """A preset (``@daily``, ``daily``, ``DAILY``) as its cron; a cron with single spaces."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise ValueError(f"invalid schedule {expression!r}: use a preset like '@daily' or a 5-field cron")
+    text = expression.strip()
+    key = text.lstrip("@").lower()
+    if key in PRESETS:
+        return PRESETS[key]
+    if text.startswith("@"):
+        raise ValueError(
+            f"unknown schedule preset {expression!r}: use one of "
+            + ", ".join("@" + p for p in PRESETS if p != "midnight")
+        )
+    return " ".join(text.split())
+
+
+@lru_cache(maxsize=512)
+def _expand(cron: str):
+    from croniter import croniter
+
+    fields = cron.split(" ")
+    if len(fields) != 5:
+        raise ValueError(
+            f"invalid cron {cron!r}: expected 5 fields (minute hour day-of-month month "
+            f"day-of-week), got {len(fields)}"
+        )
+    try:
+        expanded, nth, *_ = croniter.expand(cron)
+    except Exception as exc:  # croniter raises several unrelated types
+        raise ValueError(f"invalid cron {cron!r}: {exc}") from None
+    if len(expanded) != 5:
+        raise ValueError(f"invalid cron {cron!r}: only 5-field expressions are supported")
+    return expanded, nth
+
+
+class Schedule:
+    """A cron schedule in a timezone; produces the ticks that delimit intervals."""
+
+    __slots__ = (
+        "expression", "cron", "timezone", "_tz", "_times", "_hourly", "_months", "_doms",
+        "_dows", "_nth", "_dom_star", "_dow_star", "_every_day", "_period", "_phase",
+    )
+
+    def __init__(self, expression: str, timezone: str = "UTC"):
+        self.expression = expression
+        self.cron = normalise_expression(expression)
+        self.timezone = timezone or "UTC"
+        self._tz = get_zone(self.timezone)
+        (minutes, hours, doms, months, dows), nth = _expand(self.cron)
+        minutes = list(range(60)) if minutes == ["*"] else sorted(int(m) for m in minutes)
+        self._hourly = hours == ["*"]
+        hours = list(range(24)) if self._hourly else sorted(int(h) for h in hours)
+        self._times = [h * 3600 + m * 60 for h in hours for m in minutes]
+        self._months = None if months == ["*"] else frozenset(int(m) for m in months)
+        self._dom_star = doms == ["*"]
+        self._doms = frozenset(doms) if not self._dom_star else frozenset()
+        self._dow_star = dows == ["*"] and not nth
+        self._dows = frozenset(0 if d == 7 else d for d in dows if d != "*")
+        self._nth = {(0 if d == 7 else d): frozenset(n) for d, n in nth.items()}
+        self._every_day = self._months is None and self._dom_star and self._dow_star
+        self._period = self._phase = None
+        if self._every_day and self._tz is UTC:
+            gaps = {b - a for a, b in zip(self._times, self._times[1:])}
+            gaps.add(self._times[0] + DAY - self._times[-1])
+            if len(gaps) == 1:
+                self._period = gaps.pop()
+                self._phase = self._times[0] % self._period
+        if not self._can_fire():
+            raise ValueError(f"cron {self.cron!r} never fires: no month has such a day")
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.expression!r}, timezone={self.timezone!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Schedule)
+            and self.cron == other.cron
+            and self.timezone == other.timezone
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.cron, self.timezone))
+
+    @property
+    def midnight_aligned(self) -> bool:
+        """True when every tick is at local midnight (daily or coarser)."""
+        return self._times == [0]
+
+    # -- which days fire ----------------------------------------------------------------
+    def _can_fire(self) -> bool:
+        if not self._dow_star or self._dom_star:
+            return True  # every month holds every weekday (and its 1st..4th occurrence)
+        months = self._months or range(1, 13)
+        if "l" in self._doms:
+            return True
+        max_day = {m: 29 if m == 2 else calendar.monthrange(2001, m)[1] for m in months}
+        return any(int(d) <= max_day[m] for m in months for d in self._doms)
+
+    def _day_fires(self, day: dt.date) -> bool:
+        if self._months is not None and day.month not in self._months:
+            return False
+        if self._dom_star and self._dow_star:
+            return True
+        dom_ok = dow_ok = False
+        if not self._dom_star:
+            dom_ok = day.day in self._doms or (
+                "l" in self._doms and day.day == calendar.monthrange(day.year, day.month)[1]
+            )
+        if not self._dow_star:
+            weekday = day.isoweekday() % 7
+            if weekday in self._dows:
+                wanted = self._nth.get(weekday)
+                dow_ok = not wanted or ((day.day - 1) // 7 + 1) in wanted
+        if self._dom_star:
+            return dow_ok
+        if self._dow_star:
+            return dom_ok
+        return dom_ok or dow_ok  # cron's rule: both restricted means either
+
+    # -- wall time -> instant -------------------------------------------------------------
+    def _resolve(self, naive: dt.datetime) -> list[int]:
+        """The instants (epoch s) a wall time fires at on a day whose offset changes."""
+        tz = self._tz
+        base = int((naive - dt.datetime(1970, 1, 1)).total_seconds())
+        o0 = int(naive.replace(tzinfo=tz, fold=0).utcoffset().total_seconds())
+        o1 = int(naive.replace(tzinfo=tz, fold=1).utcoffset().total_seconds())
+        if o0 == o1:
+            return [base - o0]
+        if o0 > o1:  # ambiguous: the wall time happens twice
+            return [base - o0, base - o1] if self._hourly else [base - o1]
+        if self._hourly:  # non-existent: hourly crons skip it
+            return []
+        shifted = naive.replace(minute=0, second=0) + dt.timedelta(seconds=o1 - o0)
+        return self._resolve(shifted)
+
+    def _day_ticks(self, ordinal: int, out: list[int], lo: int, hi: int, offset_cache: list) -> None:
+        day = dt.date.fromordinal(ordinal)
+        if not self._every_day and not self._day_fires(day):
+            return
+        naive_midnight = (ordinal - _EPOCH_ORDINAL) * DAY
+        tz = self._tz
+        if tz is UTC:
+            offsets = (0, 0)
+        else:
+            if offset_cache and offset_cache[0] == ordinal:
+                start_off = offset_cache[1]
+            else:
+                start_off = _offset_at(tz, day)
+            nxt = day + dt.timedelta(days=1)
+            end_off = _offset_at(tz, nxt)
+            offset_cache[:] = [ordinal + 1, end_off]
+            offsets = (start_off, end_off)
+        if offsets[0] == offsets[1]:
+            shift = naive_midnight - offsets[0]
+            last = out[-1] if out else None
+            for w in self._times:
+                t = shift + w
+                if lo <= t <= hi and (last is None or t > last):
+                    out.append(t)
+                    last = t
+            return
+        midnight = dt.datetime(day.year, day.month, day.day)
+        for w in self._times:
+            for t in self._resolve(midnight + dt.timedelta(seconds=w)):
+                if lo <= t <= hi and (not out or t > out[-1]):
+                    out.append(t)
+
+    # -- the grid -------------------------------------------------------------------------
+    def ticks(self, lo: int, hi: int) -> list[int]:
+        """Every tick t with lo <= t <= hi, ascending."""
+        if lo > hi:
+            return []
+        if self._period is not None:
+            first = lo + (-(lo - self._phase)) % self._period
+            return list(range(first, hi + 1, self._period))
+        out: list[int] = []
+        first_day = _local_ordinal(self._tz, lo) - 1
+        last_day = _local_ordinal(self._tz, hi) + 1
+        cache: list = []
+        day_ticks = self._day_ticks
+        for ordinal in range(first_day, last_day + 1):
+            day_ticks(ordinal, out, lo, hi, cache)
+        return out
+
+    def tick_at_or_before(self, t: int) -> int:
+        if self._period is not None:
+            return t - (t - self._phase) % self._period
+        span = 2 * DAY
+        while True:
+            found = self.ticks(t - span, t)
+            if found:
+                return found[-1]
+            if span > _MAX_SEARCH_DAYS * DAY:
+                raise ValueError(f"cron {self.cron!r} has no tick before {t}")
+            span *= 4
+
+    def tick_at_or_after(self, t: int) -> int:
+        if self._period is not None:
+            return t + (-(t - self._phase)) % self._period
+        span = 2 * DAY
+        while True:
+            found = self.ticks(t, t + span)
+            if found:
+                return found[0]
+            if span > _MAX_SEARCH_DAYS * DAY:
+                raise ValueError(f"cron {self.cron!r} has no tick after {t}")
+            span *= 4
+
+    def tick_after(self, t: int) -> int:
+        return self.tick_at_or_after(t + 1)
+
+    def tick_before(self, t: int) -> int:
+        return self.tick_at_or_before(t - 1)
+
+    def is_tick(self, t: int) -> bool:
+        return self.tick_at_or_before(t) == t
+
+
+def _offset_at(tz: dt.tzinfo, day: dt.date) -> int:
+    """UTC offset (s) in force at local midnight of ``day`` (first instant if ambiguous)."""
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=tz).utcoffset().total_seconds())
+
+
+def _local_ordinal(tz: dt.tzinfo, t: int) -> int:
+    return dt.datetime.fromtimestamp(t, tz).toordinal()
