@@ -121,6 +121,11 @@ class Schedule:
         return hash((self.cron, self.timezone))
 
     @property
+    def period(self) -> int | None:
+        """Seconds between ticks when the grid is arithmetic in UTC, else None."""
+        return self._period
+
+    @property
     def midnight_aligned(self) -> bool:
         """True when every tick is at local midnight (daily or coarser)."""
         return self._times == [0]
@@ -191,18 +196,18 @@ class Schedule:
             offsets = (start_off, end_off)
         if offsets[0] == offsets[1]:
             shift = naive_midnight - offsets[0]
-            last = out[-1] if out else None
-            for w in self._times:
-                t = shift + w
-                if lo <= t <= hi and (last is None or t > last):
-                    out.append(t)
-                    last = t
+            times = self._times
+            floor = max(lo - 1, out[-1]) if out else lo - 1
+            if shift + times[0] > floor and shift + times[-1] <= hi:
+                out.extend([shift + w for w in times])
+            else:
+                out.extend([shift + w for w in times if floor < shift + w <= hi])
             return
         midnight = dt.datetime(day.year, day.month, day.day)
-        for w in self._times:
-            for t in self._resolve(midnight + dt.timedelta(seconds=w)):
-                if lo <= t <= hi and (not out or t > out[-1]):
-                    out.append(t)
+        resolved = {t for w in self._times for t in self._resolve(midnight + dt.timedelta(seconds=w))}
+        for t in sorted(resolved):
+            if lo <= t <= hi and (not out or t > out[-1]):
+                out.append(t)
 
     # -- the grid -------------------------------------------------------------------------
     def ticks(self, lo: int, hi: int) -> list[int]:
