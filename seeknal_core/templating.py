@@ -1,0 +1,132 @@
+"""Render a node's SQL for one interval with Jinja2.
+
+Variables (all in the node's timezone; ``end`` is exclusive)::
+
+    start, end            '2024-01-01 00:00:00'          wall clock
+    start_date, end_date  '2024-01-01'
+    start_ts, end_ts      '2024-01-01T00:00:00-05:00'    ISO 8601 with offset
+    ref('node')           '"node"', or relation_for('node') when given
+    this                  the node's own relation (to read its previous output)
+
+The seed tutorial's ``__START__``/``__END__`` placeholders mean ``{{ start }}`` and
+``{{ end }}``.  Undefined variables are errors (StrictUndefined), so a typo names
+itself instead of rendering as an empty string.  jinja2 is imported on first render:
+it costs ~50 ms, which commands that only load the project should not pay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from .errors import ProjectError
+from .project import TransformNode, did_you_mean, split_id
+from .timeutil import get_zone, to_utc
+
+if TYPE_CHECKING:
+    import jinja2
+
+VARIABLES = ("start", "end", "start_date", "end_date", "start_ts", "end_ts", "ref", "this")
+_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+
+
+def quote_identifier(name: str) -> str:
+    """A DuckDB quoted identifier: ``events`` -> ``"events"``."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def interval_variables(
+    start: dt.datetime, end: dt.datetime, timezone: str = "UTC"
+) -> dict[str, str]:
+    """The interval's template variables; naive datetimes are read in ``timezone``."""
+    tz = get_zone(timezone)
+    values: dict[str, str] = {}
+    for key, instant in (("start", start), ("end", end)):
+        local = to_utc(instant, tz).astimezone(tz)
+        values[key] = local.strftime("%Y-%m-%d %H:%M:%S")
+        values[f"{key}_date"] = local.strftime("%Y-%m-%d")
+        values[f"{key}_ts"] = local.isoformat(timespec="seconds")
+    return values
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+
+
+_ENV = None
+
+
+@lru_cache(maxsize=1024)
+def _template(sql: str):
+    global _ENV
+    if _ENV is None:
+        _ENV = _environment()
+    return _ENV.from_string(sql.replace("__START__", "{{ start }}").replace("__END__", "{{ end }}"))
+
+
+def _where(node: TransformNode) -> str:
+    return f"node '{node.name}'" + (f" ({node.path})" if node.path else "")
+
+
+def compile_sql(node: TransformNode) -> jinja2.Template:
+    """The node's compiled template (cached per SQL text); syntax errors as ProjectError."""
+    import jinja2
+
+    try:
+        return _template(node.sql)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ProjectError(
+            f"{_where(node)}: SQL template error on line {exc.lineno}: {exc.message}"
+        ) from None
+
+
+def render_sql(
+    node: TransformNode,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    relation_for: Callable[[str], str] | None = None,
+) -> str:
+    """The node's SQL for the interval ``[start, end)``.
+
+    ``start``/``end`` may be None for a full refresh of an unscheduled node; using an
+    interval variable then is an error.  ``relation_for(name)`` maps a dependency to
+    the relation the engine exposes for it (default: the quoted name).
+    """
+    import jinja2
+
+    template = compile_sql(node)
+    relation = relation_for or quote_identifier
+    allowed = {d.lower(): d for d in node.depends_on}
+
+    def ref(name: str) -> str:
+        target = allowed.get(split_id(str(name))[1].lower())
+        if target is None:
+            raise ProjectError(
+                f"{_where(node)}: ref('{name}') is not one of its dependencies"
+                + (did_you_mean(name, node.depends_on) or
+                   " — list it in depends_on or use a literal ref('name')")
+            )
+        return relation(target)
+
+    context: dict[str, object] = {"ref": ref, "this": relation(node.name)}
+    if start is not None and end is not None:
+        context.update(interval_variables(start, end, node.timezone))
+    try:
+        return template.render(context)
+    except jinja2.UndefinedError as exc:
+        match = _UNDEFINED.search(str(exc))
+        name = match.group(1) if match else str(exc)
+        if name in VARIABLES:
+            hint = " — the node has no interval here (set a schedule, or pass start and end)"
+        else:
+            hint = did_you_mean(name, VARIABLES) or f" — available: {', '.join(VARIABLES)}"
+        raise ProjectError(f"{_where(node)}: undefined template variable '{name}'{hint}") from None
+    except jinja2.TemplateError as exc:
+        raise ProjectError(f"{_where(node)}: SQL template error: {exc}") from None
