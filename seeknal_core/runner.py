@@ -1,0 +1,596 @@
+"""Plan what is due, then execute it: incremental runs, backfills, restatements.
+
+``plan`` is pure bookkeeping over the project, the state store and the clock; it never
+touches data.  ``execute`` writes each batch in one DuckDB transaction and only then
+marks its intervals complete, so a crash between the two causes an idempotent re-run,
+never a false "complete".  Progress is reported through a ``Progress`` object the CLI
+(or Dagster) renders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import SeeknalError
+from .intervals import IntervalCalculator, IntervalSet, pending_index_runs
+from .project import Project, TransformNode
+from .schedule import Schedule
+from .templating import compile_sql, render_sql
+from .timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
+
+if TYPE_CHECKING:
+    from .engine.duckdb import DuckDBEngine
+    from .state import StateStore
+
+Pair = tuple[int, int]  # an interval as (start, end) epoch seconds
+
+#: precedence when one interval is due for several reasons (higher wins)
+_REASON_RANK = {"new": 0, "lookback": 1, "backfill": 2, "partition": 3, "restate": 4, "retry": 5}
+#: the audit-log mode recorded for a completed interval, by why it ran
+_ORIGIN = {"restate": "restate", "backfill": "backfill", "partition": "backfill"}
+
+
+class PlanError(SeeknalError):
+    """The request cannot be planned (bad range, unknown partition key, ...)."""
+
+
+# -- plan -----------------------------------------------------------------------------------
+@dataclass
+class NodePlan:
+    """What one node will do: intervals due (with why), or a full refresh."""
+
+    node: str
+    due: dict[Pair, str] = field(default_factory=dict)
+    batch_size: int | None = None
+    full_refresh: bool = False
+    partition_keys: dict[Pair, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def intervals(self) -> list[Pair]:
+        return sorted(self.due)
+
+    def batches(self) -> list[list[Pair]]:
+        """Retries first, each alone; then contiguous runs up to ``batch_size``."""
+        retries = [[p] for p in self.intervals if self.due[p] == "retry"]
+        rest = [p for p in self.intervals if self.due[p] != "retry"]
+        return retries + coalesce(rest, self.batch_size)
+
+    def to_dict(self, tz: str = "UTC") -> dict:
+        zone = get_zone(tz)
+        return {
+            "node": self.node,
+            "full_refresh": self.full_refresh,
+            "intervals": [
+                {"start": from_epoch(a).isoformat(), "end": from_epoch(b).isoformat(),
+                 "local_start": from_epoch(a).astimezone(zone).isoformat(),
+                 "reason": self.due[(a, b)]}
+                for a, b in self.intervals
+            ],
+            "batches": len(self.batches()) if not self.full_refresh else 1,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class Plan:
+    mode: str
+    now: dt.datetime
+    nodes: list[NodePlan]
+
+    @property
+    def total_intervals(self) -> int:
+        return sum(len(n.due) for n in self.nodes)
+
+    def to_dict(self, project: Project) -> dict:
+        return {
+            "mode": self.mode,
+            "now": self.now.isoformat(),
+            "nodes": [n.to_dict(project.nodes[n.node].timezone) for n in self.nodes],
+        }
+
+
+def coalesce(pairs: Sequence[Pair], batch_size: int | None) -> list[list[Pair]]:
+    """Group sorted intervals into contiguous runs of at most ``batch_size``."""
+    batches: list[list[Pair]] = []
+    for pair in pairs:
+        last = batches[-1] if batches else None
+        if last and last[-1][1] == pair[0] and (batch_size is None or len(last) < batch_size):
+            last.append(pair)
+        else:
+            batches.append([pair])
+    return batches
+
+
+def _grid(schedule: Schedule, lo: int, hi: int) -> list[int]:
+    """Ticks t with lo <= t <= hi (intervals lying inside [lo, hi])."""
+    if hi <= lo:
+        return []
+    return schedule.ticks(lo, hi)
+
+
+def _pending(ticks: list[int], done: IntervalSet, schedule: Schedule) -> list[Pair]:
+    runs = pending_index_runs(ticks, done, schedule.period)
+    return [(ticks[k], ticks[k + 1]) for i, j in runs for k in range(i, j)]
+
+
+def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
+    """Every interval of the grid that overlaps [lo, hi), whole."""
+    if hi <= lo:
+        return []
+    ticks = schedule.ticks(schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi))
+    return list(zip(ticks, ticks[1:]))
+
+
+def _to_pairs(intervals: IntervalSet) -> list[Pair]:
+    return intervals.epoch_pairs()
+
+
+def node_bounds(node: TransformNode, now_s: int, include_open: bool = False) -> tuple[int | None, int]:
+    """(first tick at or after the node's start, last tick at or before now)."""
+    schedule = node.schedule
+    assert schedule is not None
+    hi = schedule.tick_after(now_s) if include_open else schedule.tick_at_or_before(now_s)
+    lo = schedule.tick_at_or_after(to_epoch(node.start)) if node.start is not None else None
+    return lo, hi
+
+
+def partition_interval(node: TransformNode, key: str) -> Pair:
+    """The interval a partition key names (the node's tracking format, else its key format)."""
+    schedule = node.schedule
+    assert schedule is not None
+    fmt = node.partition_format or ("%Y-%m-%d" if schedule.midnight_aligned else "%Y-%m-%d-%H:%M")
+    try:
+        local = dt.datetime.strptime(key.strip(), fmt)
+    except ValueError:
+        raise PlanError(
+            f"partition key {key!r} does not match node '{node.name}' format {fmt!r}"
+        ) from None
+    instant = to_epoch(local, node.timezone)
+    a = schedule.tick_at_or_before(instant)
+    return a, schedule.tick_after(a)
+
+
+def plan(
+    project: Project,
+    store: StateStore,
+    *,
+    mode: str = "run",
+    nodes: Iterable[str] | None = None,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    partitions: Iterable[str] | None = None,
+    batch_size: int | None = None,
+    now: TimeLike | None = None,
+    include_open: bool = False,
+) -> Plan:
+    """Decide, per node in dependency order, which intervals are due.
+
+    * ``run``: intervals after the last completed one up to the last complete interval
+      (first run: from the node's start), plus failed intervals (retried first), pending
+      restatements and the node's ``lookback``.
+    * ``backfill``: every missing (never completed, failed or restated) interval in
+      ``[start, end)``, default the node's start to now.
+    * ``partitions``: exactly the intervals those keys name, completed or not.
+    Only intervals with ``end <= now`` are due unless ``include_open``.
+    """
+    if mode not in ("run", "backfill", "restate"):
+        raise PlanError(f"unknown run mode {mode!r}: use run, backfill or restate")
+    now_dt = dt.datetime.now(UTC) if now is None else _utc(now)
+    now_s = int((now_dt - EPOCH).total_seconds())
+    if batch_size is not None and batch_size < 1:
+        raise PlanError(f"batch size must be at least 1, got {batch_size}")
+    names = project.topological_order(nodes)
+    keys = [k for k in (partitions or ()) if k.strip()]
+    range_lo = None if start is None else to_epoch(start)
+    range_hi = None if end is None else to_epoch(end)
+    if range_lo is not None and range_hi is not None and range_lo > range_hi:
+        raise PlanError(
+            f"start {from_epoch(range_lo).isoformat()} is after end {from_epoch(range_hi).isoformat()}"
+        )
+    states = store.load()
+    out: list[NodePlan] = []
+    for name in names:
+        node = project.nodes[name]
+        compile_sql(node)  # template errors surface now, before anything runs
+        np = NodePlan(node=name, batch_size=batch_size or node.batch_size)
+        out.append(np)
+        if not node.is_incremental:
+            np.full_refresh = True
+            continue
+        state = states.get(name)
+        done = state.completed if state else IntervalSet()
+        if state and state.fingerprint and state.fingerprint != node.fingerprint:
+            np.notes.append("definition changed since the last run: restate old intervals "
+                            "to recompute them with the new SQL")
+        schedule = node.schedule
+        lo, hi = node_bounds(node, now_s, include_open)
+        if keys:
+            for key in keys:
+                pair = partition_interval(node, key)
+                np.due[pair] = "partition"
+                if node.partition_column:
+                    np.partition_keys[pair] = key
+            continue
+        if mode in ("backfill", "restate") or range_lo is not None or range_hi is not None:
+            a = range_lo if range_lo is not None else lo
+            if a is None:
+                np.notes.append("no start: set `start:` on the node or in seeknal_project.yml, "
+                                "or pass --start")
+                continue
+            b = hi if range_hi is None else min(range_hi, hi)
+            for pair in _missing_overlapping(schedule, done, a, b, hi):
+                np.due[pair] = "backfill"
+        else:
+            if lo is None and not done:
+                np.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
+                continue
+            last_end = done.epoch_pairs()[-1][1] if done else None
+            first = max(lo, last_end) if (lo is not None and last_end is not None) else (
+                last_end if last_end is not None else lo)
+            for pair in _pending(_grid(schedule, schedule.tick_at_or_after(first), hi), done, schedule):
+                np.due[pair] = "new"
+            if node.lookback and last_end is not None:
+                ticks = schedule.ticks(_back(schedule, last_end, node.lookback), last_end)
+                for pair in zip(ticks, ticks[1:]):
+                    _add(np.due, pair, "lookback")
+        if state:
+            for pair in _grid_pairs(schedule, state.failed_intervals, hi):
+                _add(np.due, pair, "retry")
+            for restatement in state.pending_restatements:
+                for pair in _grid_pairs(schedule, IntervalSet(restatement.intervals), hi):
+                    if not done.covers_us(pair[0] * 1_000_000, pair[1] * 1_000_000):
+                        _add(np.due, pair, "restate")
+        if node.partition_column:
+            np.partition_keys.update({p: _key(node, p) for p in np.due})
+    return Plan(mode=mode, now=now_dt, nodes=out)
+
+
+def _utc(value: TimeLike) -> dt.datetime:
+    return from_epoch(to_epoch(value))
+
+
+def _add(due: dict[Pair, str], pair: Pair, reason: str) -> None:
+    if _REASON_RANK[reason] >= _REASON_RANK.get(due.get(pair, "new"), 0) or pair not in due:
+        due[pair] = reason
+
+
+def _back(schedule: Schedule, t: int, n: int) -> int:
+    for _ in range(n):
+        t = schedule.tick_before(t)
+    return t
+
+
+def _key(node: TransformNode, pair: Pair) -> str:
+    return from_epoch(pair[0]).astimezone(get_zone(node.timezone)).strftime(node.partition_format)
+
+
+def _missing_overlapping(schedule: Schedule, done: IntervalSet, lo: int, hi: int, limit: int) -> list[Pair]:
+    """Intervals overlapping [lo, hi) (whole, ending by ``limit``) not covered by ``done``."""
+    if hi <= lo:
+        return []
+    first = schedule.tick_at_or_before(lo)
+    last = min(schedule.tick_at_or_after(hi), limit)
+    return _pending(_grid(schedule, first, last), done, schedule)
+
+
+def _grid_pairs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
+    """Grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
+    pairs: set[Pair] = set()
+    for a, b in intervals.epoch_pairs():
+        pairs.update(p for p in _pairs_overlapping(schedule, a, b) if p[1] <= limit)
+    return sorted(pairs)
+
+
+# -- restatement ------------------------------------------------------------------------------
+def restatement_impact(
+    project: Project,
+    nodes: Iterable[str] | None,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    now: TimeLike | None = None,
+) -> dict[str, list[Pair]]:
+    """Intervals to restate per node: the selected nodes' intervals overlapping
+    ``[start, end)``, then, downstream, every interval overlapping a restated upstream one.
+    Only complete intervals (``end <= now``) are restated."""
+    lo, hi = to_epoch(start), to_epoch(end)
+    if lo > hi:
+        raise PlanError(f"start {from_epoch(lo).isoformat()} is after end {from_epoch(hi).isoformat()}")
+    now_s = to_epoch(now) if now is not None else int(time.time())
+    selected = project.topological_order(nodes) if nodes else [
+        n for n in project.topological_order() if project.nodes[n].is_incremental]
+    impact: dict[str, IntervalSet] = {}
+    for name in selected:
+        node = project.nodes[name]
+        if not node.is_incremental:
+            raise PlanError(f"node '{name}' has no schedule: it is rebuilt whole on every run "
+                            "and has no intervals to restate")
+        _, limit = node_bounds(node, now_s)
+        pairs = [p for p in _pairs_overlapping(node.schedule, lo, hi) if p[1] <= limit]
+        impact[name] = IntervalSet.from_epoch_pairs(pairs)
+    for name in project.topological_order():
+        if name in impact or not project.nodes[name].is_incremental:
+            continue
+        node = project.nodes[name]
+        upstream = [u for u in project.upstream(name) if u in impact]
+        if not upstream:
+            continue
+        _, limit = node_bounds(node, now_s)
+        span = IntervalSet()
+        for u in upstream:
+            span = span.union(impact[u])
+        pairs = _grid_pairs(node.schedule, span, limit)
+        if pairs:
+            impact[name] = IntervalSet.from_epoch_pairs(pairs)
+    return {n: _to_pairs(s) for n, s in impact.items() if s}
+
+
+def restate(
+    project: Project,
+    store: StateStore,
+    nodes: Iterable[str] | None,
+    start: TimeLike,
+    end: TimeLike,
+    reason: str,
+    *,
+    actor: str | None = None,
+    now: TimeLike | None = None,
+) -> dict[str, list[Pair]]:
+    """Mark intervals (and their downstream intervals) for re-processing, with a reason."""
+    if not reason or not reason.strip():
+        raise PlanError("a restatement needs a reason: pass --reason \"why the data is wrong\"")
+    selected = [project.node(n).name for n in nodes] if nodes else None
+    impact = restatement_impact(project, selected, start, end, now=now)
+    direct = {n: v for n, v in impact.items() if selected is None or n in selected}
+    cascade = {n: v for n, v in impact.items() if n not in direct}
+    if direct:
+        store.restate({n: IntervalSet.from_epoch_pairs(v) for n, v in direct.items()}, reason, actor)
+    if cascade:
+        store.restate(
+            {n: IntervalSet.from_epoch_pairs(v) for n, v in cascade.items()},
+            f"{reason} (downstream of {', '.join(sorted(direct))})", actor,
+        )
+    return impact
+
+
+# -- execute ----------------------------------------------------------------------------------
+class Progress:
+    """Callbacks during execution; the default does nothing."""
+
+    def node_started(self, node: str, plan: NodePlan, batches: int) -> None: ...
+
+    def batch_finished(self, node: str, batch: list[Pair], rows: int, seconds: float,
+                       error: str | None = None) -> None: ...
+
+    def node_finished(self, result: NodeResult) -> None: ...
+
+
+@dataclass
+class NodeResult:
+    node: str
+    done: list[Pair] = field(default_factory=list)
+    batches: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[Pair, str]] = field(default_factory=list)
+    skipped: list[tuple[Pair, str]] = field(default_factory=list)
+    full_refresh: bool = False
+
+    def to_dict(self) -> dict:
+        def iso(p: Pair) -> dict:
+            return {"start": from_epoch(p[0]).isoformat(), "end": from_epoch(p[1]).isoformat()}
+        return {
+            "node": self.node, "intervals": len(self.done), "batches": self.batches,
+            "rows": self.rows, "seconds": round(self.seconds, 4), "full_refresh": self.full_refresh,
+            "failures": [{**iso(p), "error": e} for p, e in self.failures],
+            "skipped": [{**iso(p), "reason": r} for p, r in self.skipped],
+        }
+
+
+@dataclass
+class RunResult:
+    nodes: list[NodeResult]
+    seconds: float
+
+    @property
+    def failed(self) -> int:
+        return sum(len(n.failures) for n in self.nodes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def intervals(self) -> int:
+        return sum(len(n.done) for n in self.nodes)
+
+    @property
+    def rows(self) -> int:
+        return sum(n.rows for n in self.nodes)
+
+
+def execute(
+    the_plan: Plan,
+    project: Project,
+    store: StateStore,
+    *,
+    engine: DuckDBEngine | None = None,
+    progress: Progress | None = None,
+    origin: str | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Run the plan: per node, per batch, write then mark complete; isolate failures."""
+    from .engine.duckdb import DuckDBEngine
+
+    progress = progress or Progress()
+    own = engine is None
+    engine = engine or DuckDBEngine(project)
+    t0 = time.perf_counter()
+    results: list[NodeResult] = []
+    failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
+    try:
+        for np in the_plan.nodes:
+            node = project.nodes[np.node]
+            result = NodeResult(node=np.node, full_refresh=np.full_refresh)
+            results.append(result)
+            if np.full_refresh:
+                progress.node_started(np.node, np, 1)
+                _refresh(engine, store, node, result, progress, origin or the_plan.mode, run_id,
+                         failed_nodes)
+            elif np.due:
+                batches = np.batches()
+                progress.node_started(np.node, np, len(batches))
+                runner = _NodeRunner(engine, store, project, node, np, result, progress,
+                                     origin, the_plan.mode, run_id, failed_nodes)
+                for batch in batches:
+                    runner.run(batch)
+                if result.failures:
+                    failed_nodes[np.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
+            else:
+                continue
+            progress.node_finished(result)
+    finally:
+        if own:
+            engine.close()
+    return RunResult(nodes=results, seconds=time.perf_counter() - t0)
+
+
+def _error_text(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
+    import duckdb
+
+    t = time.perf_counter()
+    try:
+        rows = engine.replace_table(node, render_sql(node, None, None))
+    except (duckdb.Error, SeeknalError) as exc:  # the SQL's fault: recorded, the run goes on
+        error = f"node '{node.name}': {_error_text(exc)}"
+        result.failures.append(((0, 0), error))
+        failed_nodes[node.name] = None  # the whole table failed
+        store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
+                               run_id=run_id, duration=time.perf_counter() - t)
+        progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
+        return
+    seconds = time.perf_counter() - t
+    result.rows, result.batches, result.seconds = rows, 1, seconds
+    store.record_execution(node.name, (), mode=_mode(mode), status="success", rows=rows,
+                           duration=seconds, run_id=run_id)
+    progress.batch_finished(node.name, [], rows, seconds)
+
+
+def _mode(mode: str) -> str:
+    return mode if mode in ("run", "backfill", "restate", "manual", "dagster") else "run"
+
+
+class _NodeRunner:
+    """Runs one node's batches: readiness against upstream state, write, record,
+    and binary splitting of a failed batch to isolate the bad intervals."""
+
+    def __init__(self, engine, store, project, node, np, result, progress, origin, mode, run_id,
+                 failed_nodes):
+        self.engine, self.store, self.node, self.np = engine, store, node, np
+        self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
+        self.run_id, self.failed_nodes = run_id, failed_nodes
+        self.upstream = [u for u in project.upstream(node.name)]
+        self.incremental_upstream = [u for u in self.upstream if project.nodes[u].is_incremental]
+
+    def _readiness(self, batch: list[Pair]) -> tuple[list[Pair], list[tuple[Pair, str]]]:
+        if not self.upstream:
+            return batch, []
+        completed = {u: self.store.completed(u) for u in self.incremental_upstream}
+        ready, blocked = [], []
+        for pair in batch:
+            a_us, b_us = pair[0] * 1_000_000, pair[1] * 1_000_000
+            reason = None
+            for u in self.upstream:
+                if u in self.failed_nodes and (
+                    self.failed_nodes[u] is None
+                    or self.failed_nodes[u].overlaps((from_epoch(pair[0]), from_epoch(pair[1])))
+                ):
+                    reason = f"upstream '{u}' failed for this interval"
+                    break
+                if u in completed and not completed[u].covers_us(a_us, b_us):
+                    reason = f"waiting for upstream '{u}' to complete this interval"
+                    break
+            if reason:
+                blocked.append((pair, reason))
+            else:
+                ready.append(pair)
+        return ready, blocked
+
+    def run(self, batch: list[Pair]) -> None:
+        ready, blocked = self._readiness(batch)
+        self.result.skipped.extend(blocked)
+        for group in coalesce(ready, None):
+            self._write(group)
+
+    def _origin(self, group: list[Pair]) -> str:
+        if self.origin:
+            return self.origin
+        reasons = {self.np.due.get(p, "new") for p in group}
+        for reason in ("restate", "backfill", "partition"):
+            if reason in reasons:
+                return _ORIGIN[reason]
+        return _mode(self.mode)
+
+    def _write(self, group: list[Pair]) -> None:
+        import duckdb
+
+        node = self.node
+        start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
+        keys = [self.np.partition_keys[p] for p in group if p in self.np.partition_keys]
+        t = time.perf_counter()
+        try:
+            sql = render_sql(node, start, end)
+            rows = self.engine.write_batch(node, sql, start, end, keys or None)
+        except (duckdb.Error, SeeknalError) as exc:  # the SQL's fault: these intervals fail
+            if len(group) > 1:
+                mid = len(group) // 2
+                self._write(group[:mid])
+                self._write(group[mid:])
+                return
+            seconds = time.perf_counter() - t
+            error = (f"node '{node.name}' interval {start.isoformat()} to {end.isoformat()}: "
+                     f"{_error_text(exc)}")
+            self.store.mark_failed(node.name, [(start, end)], error, origin=self._origin(group),
+                                   run_id=self.run_id, duration=seconds)
+            self.result.failures.append((group[0], error))
+            self.progress.batch_finished(node.name, group, 0, seconds, error)
+            return
+        seconds = time.perf_counter() - t
+        self.store.mark_complete(node.name, IntervalSet.from_epoch_pairs(group),
+                                 origin=self._origin(group), run_id=self.run_id, rows=rows,
+                                 duration=seconds, partition_keys=keys, fingerprint=node.fingerprint)
+        self.result.done.extend(group)
+        self.result.batches += 1
+        self.result.rows += rows
+        self.result.seconds += seconds
+        self.progress.batch_finished(node.name, group, rows, seconds)
+
+
+def run(
+    project: Project,
+    store: StateStore,
+    *,
+    engine: DuckDBEngine | None = None,
+    progress: Progress | None = None,
+    origin: str | None = None,
+    run_id: str | None = None,
+    **plan_options,
+) -> RunResult:
+    """Plan and execute in one call."""
+    return execute(plan(project, store, **plan_options), project, store, engine=engine,
+                   progress=progress, origin=origin, run_id=run_id)
+
+
+__all__ = [
+    "IntervalCalculator", "NodePlan", "NodeResult", "Plan", "PlanError", "Progress", "RunResult",
+    "coalesce", "execute", "partition_interval", "plan", "restate", "restatement_impact", "run",
+]
