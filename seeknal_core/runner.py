@@ -126,10 +126,6 @@ def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
     return list(zip(ticks, ticks[1:]))
 
 
-def _to_pairs(intervals: IntervalSet) -> list[Pair]:
-    return intervals.epoch_pairs()
-
-
 def node_bounds(node: TransformNode, now_s: int, include_open: bool = False) -> tuple[int | None, int]:
     """(first tick at or after the node's start, last tick at or before now)."""
     schedule = node.schedule
@@ -304,30 +300,23 @@ def restatement_impact(
     now_s = to_epoch(now) if now is not None else int(time.time())
     selected = project.topological_order(nodes) if nodes else [
         n for n in project.topological_order() if project.nodes[n].is_incremental]
-    impact: dict[str, IntervalSet] = {}
+    impact: dict[str, list[Pair]] = {}
     for name in selected:
         node = project.nodes[name]
         if not node.is_incremental:
             raise PlanError(f"node '{name}' has no schedule: it is rebuilt whole on every run "
                             "and has no intervals to restate")
         _, limit = node_bounds(node, now_s)
-        pairs = [p for p in _pairs_overlapping(node.schedule, lo, hi) if p[1] <= limit]
-        impact[name] = IntervalSet.from_epoch_pairs(pairs)
+        impact[name] = [p for p in _pairs_overlapping(node.schedule, lo, hi) if p[1] <= limit]
     for name in project.topological_order():
-        if name in impact or not project.nodes[name].is_incremental:
-            continue
         node = project.nodes[name]
-        upstream = [u for u in project.upstream(name) if u in impact]
-        if not upstream:
+        upstream = [u for u in project.upstream(name) if impact.get(u)]
+        if name in impact or not node.is_incremental or not upstream:
             continue
         _, limit = node_bounds(node, now_s)
-        span = IntervalSet()
-        for u in upstream:
-            span = span.union(impact[u])
-        pairs = _grid_pairs(node.schedule, span, limit)
-        if pairs:
-            impact[name] = IntervalSet.from_epoch_pairs(pairs)
-    return {n: _to_pairs(s) for n, s in impact.items() if s}
+        span = IntervalSet.from_epoch_pairs(p for u in upstream for p in impact[u])
+        impact[name] = _grid_pairs(node.schedule, span, limit)
+    return {n: pairs for n, pairs in impact.items() if pairs}
 
 
 def restate(
@@ -447,8 +436,11 @@ def execute(
                 progress.node_started(np.node, np, len(batches))
                 runner = _NodeRunner(engine, store, project, node, np, result, progress,
                                      origin, the_plan.mode, run_id, failed_nodes)
-                for batch in batches:
-                    runner.run(batch)
+                try:
+                    for batch in batches:
+                        runner.run(batch)
+                finally:
+                    runner.flush()
                 if result.failures:
                     failed_nodes[np.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
             else:
@@ -467,10 +459,12 @@ def _error_text(exc: BaseException) -> str:
 def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
     import duckdb
 
+    from .engine.duckdb import ExecutionError
+
     t = time.perf_counter()
     try:
         rows = engine.replace_table(node, render_sql(node, None, None))
-    except (duckdb.Error, SeeknalError) as exc:  # the SQL's fault: recorded, the run goes on
+    except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: recorded, the run goes on
         error = f"node '{node.name}': {_error_text(exc)}"
         result.failures.append(((0, 0), error))
         failed_nodes[node.name] = None  # the whole table failed
@@ -498,13 +492,17 @@ class _NodeRunner:
         self.engine, self.store, self.node, self.np = engine, store, node, np
         self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
         self.run_id, self.failed_nodes = run_id, failed_nodes
-        self.upstream = [u for u in project.upstream(node.name)]
-        self.incremental_upstream = [u for u in self.upstream if project.nodes[u].is_incremental]
+        self.upstream = project.upstream(node.name)
+        # upstream nodes finished before this one started: their state is read once
+        self.upstream_done = {u: store.completed(u) for u in self.upstream
+                              if project.nodes[u].is_incremental}
+        self._unrecorded: dict[str, list] = {}  # origin -> [(group, rows, seconds, keys)]
+        self._last_flush = time.perf_counter()
 
     def _readiness(self, batch: list[Pair]) -> tuple[list[Pair], list[tuple[Pair, str]]]:
         if not self.upstream:
             return batch, []
-        completed = {u: self.store.completed(u) for u in self.incremental_upstream}
+        completed = self.upstream_done
         ready, blocked = [], []
         for pair in batch:
             a_us, b_us = pair[0] * 1_000_000, pair[1] * 1_000_000
@@ -525,9 +523,28 @@ class _NodeRunner:
                 ready.append(pair)
         return ready, blocked
 
+    def flush(self) -> None:
+        """Record the committed batches' completions: one state mutation per origin."""
+        for origin, entries in self._unrecorded.items():
+            self.store.mark_complete(
+                self.node.name, IntervalSet.from_epoch_pairs(p for g, *_ in entries for p in g),
+                origin=origin, run_id=self.run_id, rows=sum(e[1] for e in entries),
+                duration=sum(e[2] for e in entries),
+                partition_keys=[k for e in entries for k in e[3]], fingerprint=self.node.fingerprint)
+        self._unrecorded.clear()
+        self._last_flush = time.perf_counter()
+
     def run(self, batch: list[Pair]) -> None:
         ready, blocked = self._readiness(batch)
         self.result.skipped.extend(blocked)
+        # recorded like failures, so the next run retries them first and `intervals show`
+        # tells why they are missing
+        by_reason: dict[str, list[Pair]] = {}
+        for pair, reason in blocked:
+            by_reason.setdefault(reason, []).append(pair)
+        for reason, pairs in by_reason.items():
+            self.store.mark_failed(self.node.name, IntervalSet.from_epoch_pairs(pairs),
+                                   f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
         for group in coalesce(ready, None):
             self._write(group)
 
@@ -543,6 +560,8 @@ class _NodeRunner:
     def _write(self, group: list[Pair]) -> None:
         import duckdb
 
+        from .engine.duckdb import ExecutionError
+
         node = self.node
         start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
         keys = [self.np.partition_keys[p] for p in group if p in self.np.partition_keys]
@@ -550,7 +569,7 @@ class _NodeRunner:
         try:
             sql = render_sql(node, start, end)
             rows = self.engine.write_batch(node, sql, start, end, keys or None)
-        except (duckdb.Error, SeeknalError) as exc:  # the SQL's fault: these intervals fail
+        except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: these intervals fail
             if len(group) > 1:
                 mid = len(group) // 2
                 self._write(group[:mid])
@@ -565,14 +584,20 @@ class _NodeRunner:
             self.progress.batch_finished(node.name, group, 0, seconds, error)
             return
         seconds = time.perf_counter() - t
-        self.store.mark_complete(node.name, IntervalSet.from_epoch_pairs(group),
-                                 origin=self._origin(group), run_id=self.run_id, rows=rows,
-                                 duration=seconds, partition_keys=keys, fingerprint=node.fingerprint)
+        self._unrecorded.setdefault(self._origin(group), []).append((group, rows, seconds, keys))
+        if time.perf_counter() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
         self.result.done.extend(group)
         self.result.batches += 1
         self.result.rows += rows
         self.result.seconds += seconds
         self.progress.batch_finished(node.name, group, rows, seconds)
+
+
+#: Completions of committed batches are written to the state store at most this often
+#: (group commit). Data always commits first, so a crash in between only re-runs those
+#: intervals idempotently; it never marks an interval complete without its rows.
+FLUSH_SECONDS = 0.5
 
 
 def run(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..errors import SeeknalError
+from ..errors import ProjectError, SeeknalError
 from ..project import Project, SourceNode, TransformNode
 from ..templating import quote_identifier as q
 from ..timeutil import get_zone
@@ -141,9 +141,9 @@ class DuckDBEngine:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM ({sql}) AS q LIMIT 0")
                 self._table_kinds.pop(node.name, None)
                 if node.time_column and node.time_column.lower() not in self._columns(node.name):
-                    raise ExecutionError(
-                        f"node '{node.name}': its SQL has no column '{node.time_column}' "
-                        f"(time_column); output columns: {', '.join(self._columns(node.name))}"
+                    raise ProjectError(
+                        f"node '{node.name}': its SQL has no output column '{node.time_column}' "
+                        f"(time_column); set time_column: to one of {', '.join(self._columns(node.name))}"
                     )
             where = self._range_predicate(node, start, end)
             delete_where = where
