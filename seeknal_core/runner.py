@@ -213,7 +213,8 @@ def plan(
                     np.partition_keys[pair] = key
             continue
         if mode in ("backfill", "restate") or range_lo is not None or range_hi is not None:
-            a = range_lo if range_lo is not None else lo
+            # like SQLMesh, a range never reaches before the node's own start
+            a = lo if range_lo is None else (range_lo if lo is None else max(range_lo, lo))
             if a is None:
                 np.notes.append("no start: set `start:` on the node or in seeknal_project.yml, "
                                 "or pass --start")
