@@ -182,17 +182,12 @@ def plan(
         raise PlanError(f"batch size must be at least 1, got {batch_size}")
     names = project.topological_order(nodes)
     keys = [k for k in (partitions or ()) if k.strip()]
-    range_lo = None if start is None else to_epoch(start)
-    range_hi = None if end is None else to_epoch(end)
-    if range_lo is not None and range_hi is not None and range_lo > range_hi:
-        raise PlanError(
-            f"start {from_epoch(range_lo).isoformat()} is after end {from_epoch(range_hi).isoformat()}"
-        )
+    has_range = start is not None or end is not None
+    _range(start, end, "UTC")  # an inverted range is an error even for an empty node list
     states = store.load()
     out: list[NodePlan] = []
     for name in names:
         node = project.nodes[name]
-        compile_sql(node)  # template errors surface now, before anything runs
         np = NodePlan(node=name, batch_size=batch_size or node.batch_size)
         out.append(np)
         if not node.is_incremental:
@@ -212,7 +207,8 @@ def plan(
                 if node.partition_column:
                     np.partition_keys[pair] = key
             continue
-        if mode in ("backfill", "restate") or range_lo is not None or range_hi is not None:
+        if mode in ("backfill", "restate") or has_range:
+            range_lo, range_hi = _range(start, end, node.timezone)
             # like SQLMesh, a range never reaches before the node's own start
             a = lo if range_lo is None else (range_lo if lo is None else max(range_lo, lo))
             if a is None:
@@ -245,6 +241,15 @@ def plan(
         if node.partition_column:
             np.partition_keys.update({p: _key(node, p) for p in np.due})
     return Plan(mode=mode, now=now_dt, nodes=out)
+
+
+def _range(start: TimeLike | None, end: TimeLike | None, timezone: str) -> tuple[int | None, int | None]:
+    """Epoch bounds of a user range; naive values are wall clock in ``timezone``."""
+    lo = None if start is None else to_epoch(start, timezone)
+    hi = None if end is None else to_epoch(end, timezone)
+    if lo is not None and hi is not None and lo > hi:
+        raise PlanError(f"start {start} is after end {end}: swap them")
+    return lo, hi
 
 
 def _utc(value: TimeLike) -> dt.datetime:
@@ -291,24 +296,33 @@ def restatement_impact(
     end: TimeLike,
     *,
     now: TimeLike | None = None,
+    store: StateStore | None = None,
 ) -> dict[str, list[Pair]]:
     """Intervals to restate per node: the selected nodes' intervals overlapping
-    ``[start, end)``, then, downstream, every interval overlapping a restated upstream one.
-    Only complete intervals (``end <= now``) are restated."""
-    lo, hi = to_epoch(start), to_epoch(end)
-    if lo > hi:
-        raise PlanError(f"start {from_epoch(lo).isoformat()} is after end {from_epoch(hi).isoformat()}")
+    ``[start, end)`` (naive bounds in each node's timezone), then, downstream, every interval
+    overlapping a restated upstream one.  Only finished intervals (``end <= now``) count and,
+    given a ``store``, only completed ones: there is nothing to redo in the others."""
+    _range(start, end, "UTC")
     now_s = to_epoch(now) if now is not None else int(time.time())
     selected = project.topological_order(nodes) if nodes else [
         n for n in project.topological_order() if project.nodes[n].is_incremental]
+    states = store.load() if store is not None else {}
+
+    def done(name: str, pairs: list[Pair]) -> list[Pair]:
+        if store is None:
+            return pairs
+        completed = states[name].completed if name in states else IntervalSet()
+        return [p for p in pairs if completed.overlaps((from_epoch(p[0]), from_epoch(p[1])))]
+
     impact: dict[str, list[Pair]] = {}
     for name in selected:
         node = project.nodes[name]
         if not node.is_incremental:
             raise PlanError(f"node '{name}' has no schedule: it is rebuilt whole on every run "
                             "and has no intervals to restate")
+        lo, hi = _range(start, end, node.timezone)
         _, limit = node_bounds(node, now_s)
-        impact[name] = [p for p in _pairs_overlapping(node.schedule, lo, hi) if p[1] <= limit]
+        impact[name] = done(name, [p for p in _pairs_overlapping(node.schedule, lo, hi) if p[1] <= limit])
     for name in project.topological_order():
         node = project.nodes[name]
         upstream = [u for u in project.upstream(name) if impact.get(u)]
@@ -316,7 +330,7 @@ def restatement_impact(
             continue
         _, limit = node_bounds(node, now_s)
         span = IntervalSet.from_epoch_pairs(p for u in upstream for p in impact[u])
-        impact[name] = _grid_pairs(node.schedule, span, limit)
+        impact[name] = done(name, _grid_pairs(node.schedule, span, limit))
     return {n: pairs for n, pairs in impact.items() if pairs}
 
 
@@ -335,7 +349,7 @@ def restate(
     if not reason or not reason.strip():
         raise PlanError("a restatement needs a reason: pass --reason \"why the data is wrong\"")
     selected = [project.node(n).name for n in nodes] if nodes else None
-    impact = restatement_impact(project, selected, start, end, now=now)
+    impact = restatement_impact(project, selected, start, end, now=now, store=store)
     direct = {n: v for n, v in impact.items() if selected is None or n in selected}
     cascade = {n: v for n, v in impact.items() if n not in direct}
     if direct:
@@ -423,6 +437,8 @@ def execute(
     t0 = time.perf_counter()
     results: list[NodeResult] = []
     failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
+    for np in the_plan.nodes:
+        compile_sql(project.nodes[np.node])  # template errors stop the run before any write
     try:
         for np in the_plan.nodes:
             node = project.nodes[np.node]
@@ -571,7 +587,9 @@ class _NodeRunner:
             sql = render_sql(node, start, end)
             rows = self.engine.write_batch(node, sql, start, end, keys or None)
         except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: these intervals fail
-            if len(group) > 1:
+            whole_query = isinstance(exc, (duckdb.ParserException, duckdb.BinderException,
+                                           duckdb.CatalogException))
+            if len(group) > 1 and not whole_query:  # split to isolate the bad intervals
                 mid = len(group) // 2
                 self._write(group[:mid])
                 self._write(group[mid:])
@@ -581,7 +599,7 @@ class _NodeRunner:
                      f"{_error_text(exc)}")
             self.store.mark_failed(node.name, [(start, end)], error, origin=self._origin(group),
                                    run_id=self.run_id, duration=seconds)
-            self.result.failures.append((group[0], error))
+            self.result.failures.extend((pair, error) for pair in group)
             self.progress.batch_finished(node.name, group, 0, seconds, error)
             return
         seconds = time.perf_counter() - t

@@ -83,16 +83,20 @@ def is_date_only(value: TimeLike) -> bool:
     return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
 
 
-def end_bound(value: TimeLike, tz: dt.tzinfo | str = UTC) -> dt.datetime:
-    """The exclusive end instant a user meant: a date alone means the end of that day.
+def inclusive_end(value: TimeLike) -> dt.datetime | dt.date:
+    """The exclusive end a user meant: a date alone means through the end of that day.
 
-    Used by the CLI, where ``--start 2024-01-01 --end 2024-01-01`` is one day.
+    The CLI reads ``--start 2024-01-01 --end 2024-01-01`` as one day.  Naive results stay
+    naive, to be read in each node's timezone.
     """
     if isinstance(value, str):
         value = parse_datetime_text(value)
-    if is_date_only(value):
-        value = value + dt.timedelta(days=1)
-    return to_utc(value, tz)
+    return value + dt.timedelta(days=1) if is_date_only(value) else value
+
+
+def end_bound(value: TimeLike, tz: dt.tzinfo | str = UTC) -> dt.datetime:
+    """``inclusive_end`` as a UTC instant (naive values read in ``tz``)."""
+    return to_utc(inclusive_end(value), tz)
 
 
 def format_local(instant: dt.datetime, tz: dt.tzinfo | str = UTC, *, date_only: bool = False) -> str:

@@ -232,8 +232,10 @@ def test_sql_error_names_node_and_interval(tmp_path):
     result = runner.run(project, store, now="2024-01-03")
     assert not result.ok and result.failed == 2
     error = result.nodes[0].failures[0][1]
-    assert error.startswith("node 'daily' interval 2024-01-01T00:00:00+00:00 to 2024-01-02")
+    # a binder error is the query's, not an interval's: the batch fails once, unsplit
+    assert error.startswith("node 'daily' interval 2024-01-01T00:00:00+00:00 to 2024-01-03")
     assert "no_such_column" in error
+    assert [h["status"] for h in store.history("daily")].count("failed") == 1
 
 
 # -- exactness under random sequences ----------------------------------------------------------

@@ -1,0 +1,103 @@
+"""The ``seeknal`` command line: thin over the runner and the state store.
+
+Exit codes: 0 success, 1 some intervals failed, 2 usage or configuration error.  User
+errors are one ``Error: ...`` line on stderr, never a traceback.  ``$SEEKNAL_NOW`` (an
+ISO instant) replaces the clock for every command.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from ..errors import SeeknalError
+from .common import Session, project_option
+from .init import init_command
+from .intervals import intervals
+from .run import run_command
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class SeeknalGroup(click.Group):
+    """A group whose ``main`` turns user errors into one line and an exit code."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        code = _guarded(lambda: super(SeeknalGroup, self).main(
+            args, prog_name or "seeknal", complete_var, standalone_mode=False, **extra))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _state_error() -> type[Exception]:
+    from ..state import StateError  # may not subclass SeeknalError
+
+    return StateError
+
+
+def _guarded(call: Any) -> int:
+    """Run the CLI; map results and user errors to exit codes."""
+    try:
+        result = call()
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return EXIT_OK
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        _error(exc.format_message() + hint)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _error("aborted")
+        return 130
+    except SeeknalError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except Exception as exc:
+        if isinstance(exc, _state_error()):
+            _error(str(exc))
+            return EXIT_USAGE
+        raise
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _error(message: str) -> None:
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+
+
+@click.group("seeknal", cls=SeeknalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@project_option
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Interval tracking for incremental SQL pipelines.
+
+    \b
+    seeknal run                          process new intervals
+    seeknal run --backfill               fill every missing interval
+    seeknal intervals show               completed intervals per node
+    seeknal intervals pending            what a backfill would do
+
+    Exit codes: 0 ok, 1 some intervals failed, 2 usage or configuration error.
+    SEEKNAL_NOW=2024-01-05T00:00:00Z replaces the clock (tests, demos).
+    """
+    ctx.ensure_object(Session)
+
+
+cli.add_command(run_command)
+cli.add_command(intervals)
+cli.add_command(init_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``seeknal``)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="seeknal")
+
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli", "main"]

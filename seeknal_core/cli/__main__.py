@@ -1,0 +1,5 @@
+"""`python -m seeknal_core.cli`."""
+
+from . import main
+
+main()

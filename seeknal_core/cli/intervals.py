@@ -1,0 +1,337 @@
+"""``seeknal intervals ...``: read and change what the state store knows about intervals.
+
+These commands load the project and the state store only; they never import duckdb
+(``backfill`` does, when it runs) or dagster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..intervals import IntervalCalculator, IntervalSet
+from ..timeutil import end_bound, from_epoch, get_zone, to_epoch, to_utc
+from . import render
+from .common import (
+    CliError,
+    Session,
+    Window,
+    check_date,
+    check_schedule,
+    date_options,
+    plan_nodes,
+    project_option,
+    same_schedule,
+    session,
+)
+from .restate import restate_options, restate_report
+
+if TYPE_CHECKING:
+    from ..project import TransformNode
+    from ..state import NodeState
+
+Pair = tuple[int, int]
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group("intervals", short_help="Inspect and manage intervals.")
+@project_option
+def intervals() -> None:
+    """Completed, pending and failed intervals; backfills, restatements, manual completion."""
+
+
+# -- list / show ----------------------------------------------------------------------------------
+@intervals.command("list", short_help="Completed intervals of one node.")
+@click.argument("node")
+@project_option
+@json_option
+def list_command(node: str, as_json: bool) -> int:
+    """Completed intervals of one node (merged runs)."""
+    sess = session()
+    spec = sess.scheduled(node)
+    done = sess.store.completed(spec.name)
+    if as_json:
+        render.echo_json({"node": spec.name, "timezone": spec.timezone,
+                          "completed": [render.interval_dict(a, b, spec) for a, b in done.epoch_pairs()]})
+        return 0
+    if not done:
+        click.echo(f"No completed intervals for {spec.name} yet: run `seeknal run`.")
+        return 0
+    click.echo(f"Completed intervals for {spec.name}:")
+    for a, b in done.epoch_pairs():
+        click.echo(f"  {render.span(a, b, spec)}")
+    return 0
+
+
+@intervals.command("show", short_help="Completed intervals per node, annotated.")
+@click.argument("node", required=False)
+@project_option
+@json_option
+def show_command(node: str | None, as_json: bool) -> int:
+    """Completed intervals per node, annotated from the audit log, with pending
+    restatements and failed intervals."""
+    sess = session()
+    nodes = [sess.scheduled(node)] if node else sess.scheduled_nodes()
+    states = sess.store.load()
+    reports = [_node_report(sess, spec, states.get(spec.name)) for spec in nodes]
+    if as_json:
+        render.echo_json({"nodes": [r[0] for r in reports]})
+        return 0
+    if not nodes:
+        click.echo("No scheduled nodes: add schedule: '@daily' to a transform to track its intervals.")
+    click.echo("\n\n".join("\n".join(r[1]) for r in reports))
+    return 0
+
+
+def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) -> tuple[dict, list[str]]:
+    """(JSON, text lines) of one node for ``intervals show``."""
+    completed = state.completed if state else IntervalSet()
+    pieces = render.annotated_runs(completed, sess.store.history(spec.name)) if completed else []
+    lines = [f"Completed Intervals for {spec.name}:"]
+    lines += [f"  {render.span(a, b, spec)} ✓{render.annotation(mode)}" for (a, b), mode in pieces]
+    if not pieces:
+        lines.append("  none yet: run `seeknal run`")
+    restatements = []
+    for r in state.pending_restatements if state else []:
+        left = IntervalSet(r.intervals).difference(completed).epoch_pairs()
+        restatements.append((r, left))
+    if restatements:
+        lines.append(f"Pending restatements for {spec.name}:")
+        for r, left in restatements:
+            lines.append(f"  {render.spans_text(left, spec)}: {r.reason} "
+                         f"(by {r.actor}, {render.local_text(r.requested_at, spec)})")
+    failed = [f for f in (state.failed if state else []) if not completed.contains(f.interval)]
+    if failed:
+        lines.append(f"Failed intervals for {spec.name}:")
+        for f in failed:
+            lines.append(f"  {render.span(f.start, f.end, spec)} ✗ "
+                         f"({render.plural(f.attempts, 'attempt')}): {f.error}")
+    data = {
+        "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
+        "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
+        "pending_restatements": [
+            {"id": r.id, "reason": r.reason, "actor": r.actor, "requested_at": r.requested_at.isoformat(),
+             "intervals": [render.interval_dict(a, b, spec) for a, b in left]}
+            for r, left in restatements],
+        "failed": [render.interval_dict(f.start, f.end, spec, error=f.error, attempts=f.attempts,
+                                        last_attempt=f.last_attempt.isoformat()) for f in failed],
+    }
+    return data, lines
+
+
+# -- pending --------------------------------------------------------------------------------------
+@intervals.command("pending", short_help="Intervals a backfill would process.")
+@click.argument("node", required=False)
+@project_option
+@date_options
+@click.option("--schedule", metavar="CRON", help="Only nodes on this schedule (e.g. @daily).")
+@json_option
+def pending_command(node: str | None, start: str | None, end: str | None, schedule: str | None,
+                    as_json: bool) -> int:
+    """Intervals a backfill would process (default: from each node's start to now)."""
+    sess = session()
+    nodes = _select(sess, node, schedule)
+    plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end), mode="backfill")
+    node_plans = [np for np in plan.nodes if not np.full_refresh]
+    total = sum(len(np.due) for np in node_plans)
+    if as_json:
+        render.echo_json({"now": plan.now.isoformat(), "total": total, "nodes": [
+            {"node": np.node, "timezone": sess.project.nodes[np.node].timezone, "notes": np.notes,
+             "intervals": [render.interval_dict(a, b, sess.project.nodes[np.node], reason=np.due[(a, b)])
+                           for a, b in np.intervals]}
+            for np in node_plans]})
+        return 0
+    click.echo(f"Pending intervals ({total}){':' if total else ''}")
+    several = len(node_plans) > 1
+    for np in node_plans:
+        spec = sess.project.nodes[np.node]
+        indent = "    " if several else "  "
+        if several and np.due:
+            click.echo(f"  {np.node} ({len(np.due)}):")
+        for a, b, reason, count in _reason_runs(np.due):
+            more = f" ({count} intervals)" if count > 1 else ""
+            click.echo(f"{indent}{render.span(a, b, spec)}{more}{_PENDING_WHY.get(reason, '')}")
+        for note in np.notes:
+            click.echo(f"  {np.node}: note: {note}")
+    return 0
+
+
+_PENDING_WHY = {"retry": " (failed: will retry)", "restate": " (restatement)"}
+
+
+def _reason_runs(due: dict[Pair, str]) -> list[tuple[int, int, str, int]]:
+    """Contiguous runs of due intervals with the same reason: (start, end, reason, count)."""
+    out: list[list[Any]] = []
+    for (a, b), reason in sorted(due.items()):
+        if out and out[-1][1] == a and out[-1][2] == reason:
+            out[-1][1], out[-1][3] = b, out[-1][3] + 1
+        else:
+            out.append([a, b, reason, 1])
+    return [tuple(r) for r in out]  # type: ignore[misc]
+
+
+def _select(sess: Session, node: str | None, schedule: str | None) -> list[TransformNode]:
+    """One node (checked against ``--schedule``), the nodes on ``--schedule``, or all scheduled."""
+    if node:
+        spec = _with_schedule(sess, sess.node(node), schedule)
+        check_schedule(spec, schedule)
+        return [spec]
+    nodes = sess.scheduled_nodes()
+    if schedule is None:
+        return nodes
+    chosen = [n for n in nodes if same_schedule(n, schedule)]
+    if not chosen:
+        known = ", ".join(f"{n.name} {n.schedule.expression!r}" for n in nodes) or "none"
+        raise CliError(f"no node runs on schedule {schedule!r} — scheduled nodes: {known}")
+    return chosen
+
+
+def _with_schedule(sess: Session, spec: TransformNode, schedule: str | None) -> TransformNode:
+    """The node, given ``--schedule`` when it has none of its own; it must track intervals."""
+    if spec.schedule is None and schedule is not None:
+        spec = sess.with_schedule(spec, schedule)
+    elif spec.schedule is None:
+        raise CliError(f"node '{spec.name}' has no schedule: pass --schedule '@daily' or add "
+                       "schedule: to its YAML")
+    return sess.scheduled(spec.name)
+
+
+# -- backfill -------------------------------------------------------------------------------------
+@intervals.command("backfill", short_help="Process every missing interval of a node.")
+@click.argument("node")
+@project_option
+@date_options
+@click.option("--schedule", metavar="CRON",
+              help="The node's schedule; gives one to a node that has none (for this backfill).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Intervals per query (default: node's).")
+@click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
+@json_option
+def backfill_command(node: str, start: str | None, end: str | None, schedule: str | None,
+                     batch_size: int | None, dry_run: bool, as_json: bool) -> int:
+    """Process every missing interval of NODE in the range (default: its start to now)."""
+    from . import progress
+
+    sess = session()
+    spec = _with_schedule(sess, sess.node(node), schedule)
+    check_schedule(spec, schedule)
+    plan = plan_nodes(sess, [spec.name], Window(start, end), mode="backfill", batch_size=batch_size)
+    if dry_run:
+        if as_json:
+            render.echo_json(progress.plan_json(sess, plan))
+        else:
+            click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
+        return 0
+    return progress.execute(sess, plan, as_json=as_json)
+
+
+# -- complete -------------------------------------------------------------------------------------
+@intervals.command("complete", short_help="Mark intervals done by hand (manual).")
+@click.argument("node", required=False)
+@project_option
+@click.option("--interval", "specs", multiple=True, required=True, callback=check_date,
+              metavar="DATE|START/END",
+              help="The interval containing DATE, or every interval overlapping START/END (repeatable).")
+def complete_command(node: str | None, specs: tuple[str, ...]) -> int:
+    """Mark intervals done by hand (data loaded elsewhere); recorded as manual."""
+    sess = session()
+    nodes = [sess.scheduled(node)] if node else sess.scheduled_nodes()
+    if not node:
+        if not nodes:
+            raise CliError("no scheduled nodes to mark complete")
+        names = ", ".join(n.name for n in nodes)
+        click.echo(f"No node given: marking every scheduled node ({len(nodes)}: {names}).")
+    chosen = {spec.name: _manual_intervals(sess, spec, specs) for spec in nodes}  # validate all first
+    for name, pairs in chosen.items():
+        spec = sess.project.nodes[name]
+        already = sess.store.completed(name)
+        known = sum(1 for a, b in pairs if already.contains((from_epoch(a), from_epoch(b))))
+        sess.store.mark_complete(name, [(from_epoch(a), from_epoch(b)) for a, b in pairs], origin="manual")
+        note = f" ({known} already complete)" if known else ""
+        click.echo(f"{name}: marked {render.plural(len(pairs), 'interval')} complete (manual){note}: "
+                   f"{render.spans_text(pairs, spec)}")
+    return 0
+
+
+def _manual_intervals(sess: Session, spec: TransformNode, specs: tuple[str, ...]) -> list[Pair]:
+    """The schedule intervals the ``--interval`` values name for one node; only ended ones."""
+    calc = IntervalCalculator(spec.schedule)
+    pairs: set[Pair] = set()
+    for text in specs:
+        if "/" in text:
+            first, _, last = text.partition("/")
+            lo, hi = to_utc(first, spec.timezone), end_bound(last, spec.timezone)
+            if lo >= hi:
+                raise CliError(f"--interval {text}: start is not before end")
+            found = calc.get_intervals(lo, hi)
+        else:
+            found = [calc.interval_containing(to_utc(text, spec.timezone))]
+        pairs.update((to_epoch(iv.start), to_epoch(iv.end)) for iv in found)
+    now = to_epoch(sess.now)
+    for a, b in sorted(pairs):
+        if b > now:
+            raise CliError(
+                f"node '{spec.name}' interval {render.span(a, b, spec)} has not ended yet (now "
+                f"{sess.now.astimezone(get_zone(spec.timezone)):%Y-%m-%d %H:%M}): only finished "
+                "intervals can be marked complete")
+    return sorted(pairs)
+
+
+# -- restate ----------------------------------------------------------------------------------------
+@intervals.command("restate", short_help="Mark intervals for re-processing.")
+@project_option
+@restate_options
+@click.option("--reason", required=True, help="Why the data must be recomputed (recorded).")
+@click.option("--dry-run", is_flag=True, help="Show every affected interval; change nothing.")
+@json_option
+def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, reason: str,
+                    dry_run: bool, as_json: bool) -> int:
+    """Mark intervals (and their downstream intervals) for re-processing."""
+    sess = session()
+    restate_report(sess, nodes, Window(start, end), reason, dry_run=dry_run, as_json=as_json)
+    if not dry_run and not as_json:
+        click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
+    return 0
+
+
+# -- history ----------------------------------------------------------------------------------------
+@intervals.command("history", short_help="The audit log of one node.")
+@click.argument("node")
+@project_option
+@click.option("--limit", type=click.IntRange(min=1), help="Only the last N records.")
+@json_option
+def history_command(node: str, limit: int | None, as_json: bool) -> int:
+    """The audit log of one node: executions, backfills, restatements, manual completions."""
+    sess = session()
+    spec = sess.node(node)
+    records = sess.store.history(spec.name, limit=limit)
+    if as_json:
+        render.echo_json({"node": spec.name, "timezone": spec.timezone, "records": records})
+        return 0
+    if not records:
+        click.echo(f"No history for {spec.name} yet.")
+        return 0
+    click.echo(f"History of {spec.name} (times in {spec.timezone}):")
+    rows = [_history_row(r, spec) for r in records]
+    header = ("TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "REASON/ERROR")
+    for line in render.table(header, rows):
+        click.echo(line)
+    return 0
+
+
+def _history_row(record: dict[str, Any], spec: TransformNode) -> tuple[str, ...]:
+    zone = get_zone(spec.timezone)
+    try:
+        at = f"{to_utc(record['at']).astimezone(zone):%Y-%m-%d %H:%M:%S}"
+    except (KeyError, TypeError, ValueError):
+        at = str(record.get("at", "-"))
+    pairs = [(to_epoch(a), to_epoch(b)) for a, b in record.get("intervals") or ()]
+    rows = record.get("rows")
+    detail = record.get("error") or record.get("reason") or ""
+    if record.get("event") == "resolve":
+        detail = f"resolved ({record.get('reason', '')})"
+    actor = record.get("actor") or record.get("resolved_by") or ""
+    return (at, str(record.get("event", "-")), str(record.get("mode") or "-"),
+            str(record.get("status") or "-"), render.spans_text(pairs, spec, limit=2) or "-",
+            "-" if rows is None else str(rows), render.seconds_text(record.get("duration")),
+            actor or "-", " ".join(str(detail).split()) or "-")

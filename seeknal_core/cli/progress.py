@@ -1,0 +1,192 @@
+"""Running a plan from the CLI: what it will do, progress while it runs, the summary after.
+
+A rich progress bar per node (advanced per batch) when stdout is a terminal; plain lines
+otherwise.  rich is imported only here, and only for a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .. import runner
+from . import render
+from .common import Session
+
+if TYPE_CHECKING:
+    from ..runner import NodePlan, NodeResult, Plan, RunResult
+
+Pair = tuple[int, int]
+MAX_ERRORS = 5  # failure lines printed; the rest are counted
+
+
+class PlainProgress(runner.Progress):
+    """One line per finished batch (logs, CI, pipes)."""
+
+    def __init__(self, sess: Session):
+        self.sess = sess
+
+    def batch_finished(self, node: str, batch: list[Pair], rows: int, seconds: float,
+                       error: str | None = None) -> None:
+        spec = self.sess.project.nodes[node]
+        where = render.spans_text(batch, spec) if batch else "whole table"
+        status = "failed" if error else f"{render.plural(rows, 'row')} in {render.seconds_text(seconds)}"
+        click.echo(f"  {node}  {where}  {'✗' if error else '✓'} {status}")
+
+
+@dataclass
+class _Bar:
+    task: Any
+    batches: int
+    total: int
+    done: int = 0
+
+
+class RichProgress(runner.Progress):
+    """A bar per node counting intervals, its description naming the batch."""
+
+    def __init__(self, sess: Session, console: Any = None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.sess = sess
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console or Console(), transient=False,
+        )
+        self.tasks: dict[str, _Bar] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def node_started(self, node: str, plan: NodePlan, batches: int) -> None:
+        total = max(len(plan.due), 1)
+        task = self.bars.add_task(self._label(node, 0, batches), total=total)
+        self.tasks[node] = _Bar(task, batches, total)
+
+    def batch_finished(self, node: str, batch: list[Pair], rows: int, seconds: float,
+                       error: str | None = None) -> None:
+        bar = self.tasks[node]
+        bar.done += 1
+        self.bars.update(bar.task, advance=max(len(batch), 1),
+                         description=self._label(node, min(bar.done, bar.batches), bar.batches))
+        if error:
+            spec = self.sess.project.nodes[node]
+            where = render.spans_text(batch, spec) if batch else "whole table"
+            self.bars.console.print(f"[red]✗[/red] {node} {where} failed", highlight=False)
+
+    def node_finished(self, result: NodeResult) -> None:
+        bar = self.tasks[result.node]
+        self.bars.update(bar.task, completed=bar.total)
+
+    @staticmethod
+    def _label(node: str, done: int, batches: int) -> str:
+        return f"{node} [dim]batch {done}/{batches}[/dim]"
+
+
+# -- before: what the plan will do ---------------------------------------------------------------
+def plan_lines(sess: Session, plan: Plan, *, dry_run: bool = False) -> list[str]:
+    """One line per node (``events_flow: Processing 1 new interval (...)``) plus its notes."""
+    lines = []
+    verb = "Would process" if dry_run else "Processing"
+    for np in plan.nodes:
+        node = sess.project.nodes[np.node]
+        if np.full_refresh:
+            text = f"{'Would rebuild' if dry_run else 'Rebuilding'} the whole table (no schedule)"
+        elif np.due:
+            text = render.describe_due(np.due, node, verb)
+            batches = len(np.batches())
+            if dry_run:
+                text += f" in {render.plural(batches, 'batch', 'batches')}"
+        elif np.notes:
+            text = "nothing to do"
+        else:
+            text = "up to date" if plan.mode == "run" else "nothing missing in the range"
+        lines.append(f"{np.node}: {text}")
+        lines += [f"{np.node}: note: {note}" for note in np.notes]
+    return lines
+
+
+def plan_json(sess: Session, plan: Plan) -> dict:
+    data = plan.to_dict(sess.project)
+    data["total_intervals"] = plan.total_intervals
+    return data
+
+
+def is_terminal() -> bool:
+    """Progress bars only for a person watching (not pipes, logs or CI)."""
+    return sys.stdout.isatty()
+
+
+# -- during and after --------------------------------------------------------------------------
+def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | None = None,
+            extra: dict | None = None) -> int:
+    """Run the plan with progress, print the summary; the exit code (1 if any failed)."""
+    run_id = uuid.uuid4().hex[:12]
+    busy = any(np.due or np.full_refresh for np in plan.nodes)
+    if not as_json:
+        for line in plan_lines(sess, plan):
+            click.echo(line)
+    if not busy:
+        if as_json:
+            render.echo_json({**result_json(plan, None, run_id), **(extra or {})})
+        return 0
+    if as_json:
+        result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
+    elif is_terminal():
+        with RichProgress(sess) as progress:
+            result = runner.execute(plan, sess.project, sess.store, progress=progress,
+                                    origin=origin, run_id=run_id)
+    else:
+        result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
+                                origin=origin, run_id=run_id)
+    if as_json:
+        render.echo_json({**result_json(plan, result, run_id), **(extra or {})})
+    else:
+        summary(sess, result)
+    return 0 if result.ok else 1
+
+
+def result_json(plan: Plan, result: RunResult | None, run_id: str) -> dict:
+    nodes = [n.to_dict() for n in result.nodes] if result else []
+    return {
+        "mode": plan.mode, "now": plan.now.isoformat(), "run_id": run_id,
+        "ok": result.ok if result else True, "intervals": result.intervals if result else 0,
+        "rows": result.rows if result else 0, "failed": result.failed if result else 0,
+        "seconds": round(result.seconds, 4) if result else 0.0, "nodes": nodes,
+    }
+
+
+def summary(sess: Session, result: RunResult) -> None:
+    """Totals on stdout; each failure as one ``Error:`` line on stderr; skips with reasons."""
+    tables = sum(1 for n in result.nodes if n.full_refresh and not n.failures)
+    parts = [render.plural(result.intervals, "interval")]
+    if tables:
+        parts.append(render.plural(tables, "table") + " rebuilt")
+    parts.append(render.plural(result.rows, "row"))
+    skipped = [(n, p, r) for n in result.nodes for p, r in n.skipped]
+    if result.failed:
+        parts.append(f"{result.failed} failed")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped")
+    head = "Done" if result.ok and not skipped else "Finished with problems"
+    click.echo(f"{head}: {', '.join(parts)} in {render.seconds_text(result.seconds)}")
+    for n, pair, reason in skipped:
+        node = sess.project.nodes[n.node]
+        click.echo(f"  skipped {n.node} {render.span(pair[0], pair[1], node)}: {reason}")
+    # a query-level error fails a whole batch with one message: print it once
+    errors = list(dict.fromkeys((n.node, error) for n in result.nodes for _pair, error in n.failures))
+    for _node, error in errors[:MAX_ERRORS]:
+        click.echo(f"Error: {error}", err=True)
+    if len(errors) > MAX_ERRORS:
+        nodes = ", ".join(dict.fromkeys(n for n, _ in errors[MAX_ERRORS:]))
+        click.echo(f"Error: {len(errors) - MAX_ERRORS} more failures of {nodes}: "
+                   "`seeknal intervals show` lists them", err=True)

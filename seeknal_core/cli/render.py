@@ -1,0 +1,157 @@
+"""Text and JSON shapes of the CLI's output: interval spans, annotations, tables.
+
+Nothing here decides what is due or done; it only shows what the runner and the state
+store answered, in the node's timezone (dates alone when the schedule ticks at midnight).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import click
+
+from ..intervals import IntervalSet
+from ..project import TransformNode
+from ..timeutil import UTC, format_local, from_epoch, get_zone, to_utc
+
+Pair = tuple[int, int]
+
+#: completion mode (audit log) -> annotation shown by `intervals show`
+ANNOTATIONS = {"backfill": "backfilled", "restate": "restated", "manual": "manual", "dagster": "dagster"}
+#: why the runner planned an interval -> how a "Processing ..." line names it
+REASON_WORDS = {
+    "new": "new", "backfill": "missing", "restate": "restated", "retry": "failed",
+    "lookback": "lookback", "partition": "partition",
+}
+MAX_RUNS_SHOWN = 3
+
+
+# -- instants and spans ---------------------------------------------------------------------
+def _instant(value: dt.datetime | int) -> dt.datetime:
+    return from_epoch(value) if isinstance(value, int) else to_utc(value)
+
+
+def local_text(value: dt.datetime | int, node: TransformNode) -> str:
+    """An instant in the node's timezone: a date when the node ticks at midnight and the
+    instant is a local midnight, else ``YYYY-MM-DD HH:MM``."""
+    instant = _instant(value)
+    local = instant.astimezone(get_zone(node.timezone))
+    dates = node.schedule is not None and node.schedule.midnight_aligned
+    return format_local(instant, node.timezone, date_only=dates and local.time() == dt.time(0))
+
+
+def span(a: dt.datetime | int, b: dt.datetime | int, node: TransformNode) -> str:
+    """``2024-01-01 to 2024-01-02`` (half-open, in the node's timezone)."""
+    return f"{local_text(a, node)} to {local_text(b, node)}"
+
+
+def runs(pairs: Iterable[Pair]) -> list[Pair]:
+    """Contiguous runs of sorted intervals (display only; the store keeps its own)."""
+    out: list[Pair] = []
+    for a, b in sorted(pairs):
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def spans_text(pairs: Iterable[Pair], node: TransformNode, limit: int = MAX_RUNS_SHOWN) -> str:
+    """The runs of ``pairs`` as text, at most ``limit`` of them, then ``+N more ranges``."""
+    merged = runs(pairs)
+    text = ", ".join(span(a, b, node) for a, b in merged[:limit])
+    if len(merged) > limit:
+        text += f", +{len(merged) - limit} more range{'s' if len(merged) - limit > 1 else ''}"
+    return text
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def interval_dict(a: dt.datetime | int, b: dt.datetime | int, node: TransformNode, **extra: Any) -> dict:
+    """The JSON shape of one interval: UTC ISO bounds, local ISO bounds, extras."""
+    zone = get_zone(node.timezone)
+    start, end = _instant(a), _instant(b)
+    return {"start": start.isoformat(), "end": end.isoformat(),
+            "local_start": start.astimezone(zone).isoformat(),
+            "local_end": end.astimezone(zone).isoformat(), **extra}
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# -- what a plan will do ----------------------------------------------------------------------
+def describe_due(due: Mapping[Pair, str], node: TransformNode, verb: str = "Processing") -> str:
+    """``Processing 1 new interval (2024-01-04 to 2024-01-05)``; mixed reasons are counted."""
+    counts: dict[str, int] = {}
+    for reason in due.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    total = len(due)
+    where = spans_text(due, node)
+    if len(counts) == 1:
+        word = REASON_WORDS.get(next(iter(counts)), next(iter(counts)))
+        return f"{verb} {total} {word} interval{'' if total == 1 else 's'} ({where})"
+    parts = ", ".join(f"{n} {REASON_WORDS.get(r, r)}" for r, n in sorted(counts.items(),
+                                                                     key=lambda kv: -kv[1]))
+    return f"{verb} {plural(total, 'interval')}: {parts} ({where})"
+
+
+# -- annotations from the audit log ----------------------------------------------------------
+def annotated_runs(completed: IntervalSet, history: Sequence[Mapping[str, Any]]) -> list[tuple[Pair, str]]:
+    """The completed set as (run, mode) pieces: the latest completion covering a piece
+    gives its mode; parts no record covers (an imported state file) get ``""``."""
+    by_mode: dict[str, IntervalSet] = {}
+    for record in history:
+        if record.get("event") != "complete" or not record.get("intervals"):
+            continue
+        try:
+            done = IntervalSet([tuple(p) for p in record["intervals"]])
+        except (TypeError, ValueError):
+            continue
+        for mode in by_mode:
+            by_mode[mode] = by_mode[mode].difference(done)
+        mode = str(record.get("mode") or "")
+        by_mode[mode] = by_mode.get(mode, IntervalSet()).union(done)
+    covered = IntervalSet()
+    pieces: list[tuple[Pair, str]] = []
+    for mode, members in by_mode.items():
+        part = members.intersection(completed)
+        covered = covered.union(part)
+        pieces += [(p, mode) for p in part.epoch_pairs()]
+    pieces += [(p, "") for p in completed.difference(covered).epoch_pairs()]
+    return sorted(pieces)
+
+
+def annotation(mode: str) -> str:
+    word = ANNOTATIONS.get(mode)
+    return f" ({word})" if word else ""
+
+
+# -- tables -------------------------------------------------------------------------------------
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def seconds_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.2f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"

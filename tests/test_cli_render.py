@@ -1,0 +1,142 @@
+"""CLI rendering (spans, annotations, progress) and its fixed cost (no heavy imports)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+
+from test_cli import EVENTS_FLOW, HOURLY, SUMMARY, invoke, make_project
+
+from seeknal_core.cli import progress, render
+from seeknal_core.cli.common import Session
+from seeknal_core.intervals import IntervalSet
+from seeknal_core.project import TransformNode
+
+DAY = 86_400
+JAN1 = 1704067200  # 2024-01-01T00:00:00Z
+
+
+def node(schedule: str, timezone: str = "UTC") -> TransformNode:
+    return TransformNode(name="n", sql="SELECT 1", schedule=schedule, timezone=timezone, time_column="t")
+
+
+def test_spans_in_the_node_timezone():
+    assert render.span(JAN1, JAN1 + DAY, node("@daily")) == "2024-01-01 to 2024-01-02"
+    assert render.span(JAN1, JAN1 + 3600, node("@hourly")) == "2024-01-01 00:00 to 2024-01-01 01:00"
+    ny = node("@daily", "America/New_York")
+    assert render.span(JAN1 + 5 * 3600, JAN1 + 29 * 3600, ny) == "2024-01-01 to 2024-01-02"
+    assert render.span(JAN1, JAN1 + DAY, ny) == "2023-12-31 19:00 to 2024-01-01 19:00"  # not ticks
+    assert render.span(JAN1 + 7200, JAN1 + DAY + 7200, node("0 2 * * *")) == \
+        "2024-01-01 02:00 to 2024-01-02 02:00"
+
+
+def test_spans_text_merges_and_limits():
+    daily = node("@daily")
+    pairs = [(JAN1 + i * DAY, JAN1 + (i + 1) * DAY) for i in (0, 1, 3, 5, 7)]
+    assert render.spans_text(pairs, daily) == ("2024-01-01 to 2024-01-03, 2024-01-04 to 2024-01-05, "
+                                              "2024-01-06 to 2024-01-07, +1 more range")
+
+
+def test_describe_due_counts_reasons():
+    daily = node("@daily")
+    due = {(JAN1, JAN1 + DAY): "retry", (JAN1 + DAY, JAN1 + 2 * DAY): "new",
+           (JAN1 + 2 * DAY, JAN1 + 3 * DAY): "new"}
+    assert render.describe_due(due, daily) == "Processing 3 intervals: 2 new, 1 failed (2024-01-01 to 2024-01-04)"
+    assert render.describe_due({(JAN1, JAN1 + DAY): "new"}, daily) == \
+        "Processing 1 new interval (2024-01-01 to 2024-01-02)"
+
+
+def iso(t: int) -> str:
+    return f"{render.from_epoch(t):%Y-%m-%dT%H:%M:%S}Z"
+
+
+def test_annotations_follow_the_latest_completion():
+    completed = IntervalSet.from_epoch_pairs([(JAN1, JAN1 + 6 * DAY)])
+    history = [
+        {"event": "complete", "mode": "run", "intervals": [[iso(JAN1), iso(JAN1 + 4 * DAY)]]},
+        {"event": "restate", "intervals": [[iso(JAN1 + DAY), iso(JAN1 + 2 * DAY)]]},
+        {"event": "complete", "mode": "restate", "intervals": [[iso(JAN1 + DAY), iso(JAN1 + 2 * DAY)]]},
+        {"event": "complete", "mode": "manual", "intervals": [[iso(JAN1 + 3 * DAY), iso(JAN1 + 5 * DAY)]]},
+    ]
+    pieces = render.annotated_runs(completed, history)
+    assert [((a - JAN1) // DAY, (b - JAN1) // DAY, mode) for (a, b), mode in pieces] == [
+        (0, 1, "run"), (1, 2, "restate"), (2, 3, "run"), (3, 5, "manual"), (5, 6, "")]
+    assert [render.annotation(m) for _, m in pieces] == ["", " (restated)", "", " (manual)", ""]
+
+
+def test_rich_progress_bars_per_node(tmp_path):
+    from rich.console import Console
+
+    from seeknal_core import runner
+
+    root = make_project(tmp_path, EVENTS_FLOW, SUMMARY)
+    sess = Session(str(root))
+    sess._now = render.to_utc("2024-01-04T06:00:00Z")
+    plan = runner.plan(sess.project, sess.store, now=sess.now, batch_size=2)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, no_color=True)
+    with progress.RichProgress(sess, console) as bars:
+        result = runner.execute(plan, sess.project, sess.store, progress=bars)
+    assert result.ok and result.intervals == 6
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "events_flow batch 2/2" in text and "summary batch 2/2" in text and "3/3" in text
+
+
+def test_rich_is_used_on_a_terminal_and_respects_no_color(tmp_path, monkeypatch):
+    root = make_project(tmp_path)
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    made = []
+    original = progress.RichProgress.__init__
+
+    def spy(self, sess, console=None):
+        original(self, sess, console)
+        made.append(self.bars.console)
+
+    monkeypatch.setattr(progress.RichProgress, "__init__", spy)
+    result = invoke(root, "run")
+    assert result.exit_code == 0 and "Done: 3 intervals" in result.output
+    assert made and made[0].no_color
+    assert "\x1b[3" not in result.output  # no colour escapes
+
+
+IMPORT_PROBE = """
+import sys, json
+from seeknal_core.cli import cli
+code = cli.main(args=sys.argv[1:], prog_name="seeknal", standalone_mode=False)
+heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("duckdb", "dagster", "rich")})
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def probe(root, *args) -> dict:
+    proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args, "--project-path", str(root)],
+                          capture_output=True, text=True, env={"SEEKNAL_NOW": "2024-01-04T06:00:00Z",
+                                                               "PATH": "/usr/bin:/bin"})
+    return json.loads(proc.stderr.splitlines()[-1])
+
+
+def test_interval_commands_import_neither_duckdb_nor_dagster_nor_rich(tmp_path):
+    root = make_project(tmp_path, EVENTS_FLOW, HOURLY)
+    assert invoke(root, "run").exit_code == 0
+    for args in (["intervals", "list", "events_flow"], ["intervals", "show"], ["intervals", "pending"],
+                 ["intervals", "history", "events_flow", "--json"], ["run", "--dry-run"],
+                 ["intervals", "restate", "--start", "2024-01-01", "--end", "2024-01-01", "--reason", "r"],
+                 ["intervals", "complete", "events_flow", "--interval", "2024-01-03"]):
+        assert probe(root, *args) == {"code": 0, "heavy": []}, args
+    assert "duckdb" in probe(root, "run")["heavy"]  # running does need the engine
+
+
+def test_startup_is_small(tmp_path):
+    """A generous bound (the report gives measured numbers): a quick command stays well
+    under a second even on a slow CI machine."""
+    root = make_project(tmp_path)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "seeknal_core.cli", "intervals", "pending",
+                           "--project-path", str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("Pending intervals (")
+    assert time.perf_counter() - t < 3.0
