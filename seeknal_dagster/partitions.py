@@ -1,0 +1,408 @@
+"""A node's schedule as a Dagster ``TimeWindowPartitionsDefinition``, and keys <-> intervals.
+
+Dagster and seeknal must agree on every window, or a partition Dagster reports as
+materialized would not be the interval seeknal completed.  Both follow the same cron
+rules, so the factory builds the definition from the node's schedule and then checks it
+against seeknal's grid on a sample (the first windows, the last ones before now, and
+those around every UTC-offset change in the first 400 days and the next 400 days),
+reading windows through partition keys, which is the path Dagster's runs take.  A definition that
+disagrees is refused with a message naming the node and the fix.
+
+Key format: ``%Y-%m-%d`` when every tick is at local midnight, ``%Y-%m-%d-%H:%M``
+otherwise.  On a fall-back night Dagster itself appends the UTC offset to the second
+instance of a repeated wall time for crons whose hour field is ``*`` (America/New_York
+hourly: ``2024-11-03-01:00`` then ``2024-11-03-01:00-0500``), so keys stay unique; if
+a format ever did collide, the factory retries with ``%z`` appended.
+
+Translation goes through Dagster's own key parsing and formatting, never by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+
+from dagster import TimeWindow, TimeWindowPartitionsDefinition
+
+from seeknal_core.errors import SeeknalError
+from seeknal_core.intervals import Interval, IntervalCalculator, IntervalSet
+from seeknal_core.project import TransformNode
+from seeknal_core.schedule import Schedule
+from seeknal_core.timeutil import EPOCH, UTC, TimeLike, format_local, get_zone, to_utc
+
+__all__ = [
+    "PartitionsError",
+    "check_partitions_def",
+    "interval_for_key",
+    "interval_for_time_window",
+    "intervals_for_key_range",
+    "key_for_interval",
+    "keys_for_intervals",
+    "partition_format",
+    "partitions_def_for",
+]
+
+DATE_FMT = "%Y-%m-%d"
+MINUTE_FMT = "%Y-%m-%d-%H:%M"
+_HORIZON_S = 400 * 86_400  # how far around the start and "now" offset changes are sampled
+_US = dt.timedelta(microseconds=1)
+
+
+class PartitionsError(SeeknalError, ValueError):
+    """A schedule that cannot be expressed as Dagster partitions, or a key/interval that is no partition."""
+
+
+class _KeyCollision(PartitionsError):
+    """Two windows format to the same key: a finer key format may fix it."""
+
+
+_lock = threading.Lock()
+_defs: dict[tuple[str, str, int], TimeWindowPartitionsDefinition] = {}
+_checked: dict[TimeWindowPartitionsDefinition, Schedule] = {}
+
+
+# --------------------------------------------------------------------------------------
+# The factory
+# --------------------------------------------------------------------------------------
+def partition_format(schedule: Schedule) -> str:
+    """The key format: dates alone when every tick is at local midnight (daily or coarser)."""
+    return DATE_FMT if schedule.midnight_aligned else MINUTE_FMT
+
+
+def partitions_def_for(
+    node_or_schedule: TransformNode | Schedule, start: TimeLike | None = None
+) -> TimeWindowPartitionsDefinition:
+    """The validated partitions definition of a node (or of a schedule and ``start``).
+
+    ``start`` overrides the node's; naive values are read in the schedule's timezone.
+    The first partition begins at the first tick at or after it.  One object is shared
+    per (cron, timezone, first tick), so Dagster sees one definition, and later one
+    schedule, per distinct grid.
+    """
+    if isinstance(node_or_schedule, Schedule):
+        schedule, label = node_or_schedule, ""
+        if start is None:
+            raise PartitionsError(
+                f"schedule '{schedule.expression}' in {schedule.timezone} has no start: pass start=... "
+                "(the first partition begins at the first tick at or after it)"
+            )
+    else:
+        name = getattr(node_or_schedule, "name", repr(node_or_schedule))
+        label = f"node '{name}'"
+        schedule = getattr(node_or_schedule, "schedule", None)
+        if schedule is None:
+            raise PartitionsError(
+                f"{label} has no schedule, so it has no time partitions: set `schedule:` in the node "
+                "(e.g. '@daily') or leave its asset unpartitioned"
+            )
+        start = start if start is not None else getattr(node_or_schedule, "start", None)
+        if start is None:
+            raise PartitionsError(
+                f"{label} has no start, so its partitions have no first window: set `start:` in the "
+                "node or in seeknal_project.yml (e.g. start: 2024-01-01)"
+            )
+    zone = get_zone(schedule.timezone)
+    first = schedule.tick_at_or_after(_ceil_seconds(to_utc(start, zone)))
+    key = (schedule.cron, schedule.timezone, first)
+    with _lock:
+        cached = _defs.get(key)
+        if cached is not None:
+            return cached
+        pdef = _build(schedule, first, label)
+        _defs[key] = pdef
+        _checked[pdef] = schedule
+        return pdef
+
+
+def _build(schedule: Schedule, first: int, label: str) -> TimeWindowPartitionsDefinition:
+    """Build and check; put the UTC offset in every key only if keys would otherwise collide."""
+    # a naive wall time keeps fold=1 (the later of two equal wall times) and Dagster's
+    # start.replace(tzinfo=...) preserves it, so a start on a fall-back night is exact
+    start = dt.datetime.fromtimestamp(first, get_zone(schedule.timezone)).replace(tzinfo=None)
+    make = lambda fmt: TimeWindowPartitionsDefinition(
+        cron_schedule=schedule.cron, timezone=schedule.timezone, start=start, fmt=fmt, end_offset=0
+    )
+    pdef = make(partition_format(schedule))
+    try:
+        check_partitions_def(pdef, schedule, label=label)
+    except _KeyCollision:
+        pdef = make(partition_format(schedule) + "%z")
+        check_partitions_def(pdef, schedule, label=label)
+    return pdef
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+def check_partitions_def(
+    pdef: TimeWindowPartitionsDefinition,
+    schedule: Schedule | None = None,
+    *,
+    label: str | None = None,
+    now: TimeLike | None = None,
+) -> None:
+    """Raise ``PartitionsError`` unless Dagster's windows equal seeknal's intervals on a sample.
+
+    Windows are read as Dagster reads them: the keys Dagster lists in a span, each key's
+    window for a key set (a backfill) and, for the windows nearest an offset change, for a
+    single key (a run), since those paths can disagree.  Keys must be distinct and every
+    window must be the schedule's interval.  Fine crons make Dagster slow per single key,
+    so those lookups are limited to a few per span.
+    """
+    schedule = schedule or Schedule(pdef.cron_schedule, pdef.timezone)
+    what = f"schedule '{schedule.expression}' in {schedule.timezone}"
+    what = f"{label} ({what})" if label else what
+    if pdef.exclusions:
+        raise PartitionsError(f"{what}: partitions with exclusions have no seeknal equivalent; drop them")
+    now_s = int(to_utc(now if now is not None else dt.datetime.now(UTC)).timestamp())
+    for lo, hi, focus in _sample_spans(schedule, round(pdef.start_timestamp), now_s):
+        _check_span(pdef, schedule, lo, hi, focus, what)
+
+
+def _sample_spans(schedule: Schedule, first: int, now: int) -> list[tuple[int, int, int]]:
+    """Tick-aligned spans (lo, hi, instant of interest) worth comparing: the first windows,
+    the last ones before now, and every UTC-offset change (two windows either side) in
+    the first 400 days and in the next 400 days."""
+    s = schedule
+    spans = [(first, s.tick_after(s.tick_after(s.tick_after(first))), first)]
+    last = s.tick_at_or_before(now)
+    if last > first:
+        spans.append((max(first, s.tick_before(s.tick_before(s.tick_before(last)))), last, last))
+    zone = get_zone(schedule.timezone)
+    if zone is UTC:
+        return spans
+    changes = _offset_changes(zone, first, first + _HORIZON_S)
+    changes += _offset_changes(zone, max(now, first + _HORIZON_S), max(now, first) + _HORIZON_S)
+    for t, shift in changes:
+        lo = s.tick_before(s.tick_before(s.tick_at_or_before(t - shift)))
+        hi = s.tick_after(s.tick_after(s.tick_at_or_after(t + shift)))
+        if hi > first:
+            spans.append((max(lo, first), hi, t))
+    return spans
+
+
+def _offset_changes(zone: dt.tzinfo, lo: int, hi: int) -> list[tuple[int, int]]:
+    """(instant, size in seconds) of each UTC-offset change in (lo, hi]: a daily scan, then bisection."""
+    offset = lambda t: int(dt.datetime.fromtimestamp(t, zone).utcoffset().total_seconds())
+    out = []
+    t, before = lo, offset(lo)
+    while t < hi:
+        n = min(t + 86_400, hi)
+        after = offset(n)
+        if after != before:
+            a, b = t, n
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if offset(mid) == before else (a, mid)
+            out.append((b, abs(after - before)))
+        t, before = n, after
+    return out
+
+
+def _check_span(
+    pdef: TimeWindowPartitionsDefinition, schedule: Schedule, lo: int, hi: int, focus: int, what: str
+) -> None:
+    zone = get_zone(schedule.timezone)
+    ticks = schedule.ticks(lo, hi)
+    ours = list(zip(ticks, ticks[1:]))
+    pair = lambda w: (round(w.start.timestamp()), round(w.end.timestamp()))
+    try:
+        keys = list(pdef.get_partition_keys_in_time_window(TimeWindow(_aware(lo), _aware(hi))))
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise _KeyCollision(
+                f"{what}: two partitions share the key {dup!r} (format {pdef.fmt!r}), so Dagster "
+                f"cannot tell them apart; {_fix(schedule)}"
+            )
+        batch = [pair(w) for w in pdef.time_windows_for_partition_keys(frozenset(keys), validate=False)]
+        near = min(range(len(ours)), key=lambda i: abs(ours[i][0] - focus)) if ours else 0
+        spots = sorted({0, len(keys) - 1, *range(near - 2, near + 3)} & set(range(len(keys))))
+        single = {i: pair(pdef.time_window_for_partition_key(keys[i])) for i in spots}
+    except PartitionsError:
+        raise
+    except Exception as exc:  # Dagster raises internal check errors on some grids
+        raise PartitionsError(
+            f"{what}: Dagster fails to compute its partitions near {format_local(_aware(focus), zone)} "
+            f"({type(exc).__name__}: {exc or 'no message'}); {_fix(schedule)}"
+        ) from None
+    theirs = [single.get(i, w) for i, w in enumerate(batch)]
+    if theirs != ours:
+        i = next((i for i, (x, y) in enumerate(zip(theirs, ours)) if x != y), min(len(theirs), len(ours)))
+        show = lambda w: (
+            f"[{format_local(_aware(w[0]), zone)}, {format_local(_aware(w[1]), zone)})" if w else "nothing"
+        )
+        key = f" for key {keys[i]!r}" if i < len(keys) else ""
+        raise PartitionsError(
+            f"{what}: Dagster's partitions differ from seeknal's intervals: Dagster has "
+            f"{show(theirs[i] if i < len(theirs) else None)}{key} where seeknal has "
+            f"{show(ours[i] if i < len(ours) else None)}; {_fix(schedule)}"
+        )
+
+
+def _fix(schedule: Schedule) -> str:
+    """What to change, naming the known cause when the zone shifts by a non-whole hour."""
+    zone = get_zone(schedule.timezone)
+    now = int(dt.datetime.now(UTC).timestamp())
+    minutes = {
+        dt.datetime.fromtimestamp(now + d * 86_400, zone).utcoffset() % dt.timedelta(hours=1)
+        for d in range(0, 366, 15)
+    }
+    if len(minutes) > 1 and schedule.cron.split(" ")[1] == "*":
+        return (
+            f"Dagster's windows for crons that fire every hour do not follow {schedule.timezone}'s "
+            "wall clock across its half-hour offset change (it reads minutes in UTC or local time "
+            "depending on today's offset); set the node's `timezone:` to a zone with whole-hour "
+            "changes (e.g. UTC or Australia/Sydney), or use a schedule whose minutes repeat every "
+            "30 minutes ('*/30 * * * *') or that does not fire every hour ('@daily')"
+        )
+    if zone is UTC:
+        return "choose another `schedule:` for the node"
+    return "choose another `schedule:` for the node, or another `timezone:` (e.g. UTC)"
+
+
+# --------------------------------------------------------------------------------------
+# Translation
+# --------------------------------------------------------------------------------------
+def interval_for_time_window(window: TimeWindow) -> Interval:
+    """A Dagster window (``context.partition_time_window``, a key or a range) as a UTC interval."""
+    return Interval(window.start, window.end)
+
+
+def interval_for_key(pdef: TimeWindowPartitionsDefinition, key: str) -> Interval:
+    """The interval of one existing partition key; ``PartitionsError`` naming the nearest valid key."""
+    _schedule_of(pdef)
+    _require_key(pdef, key)
+    return interval_for_time_window(pdef.time_window_for_partition_key(key))
+
+
+def intervals_for_key_range(
+    pdef: TimeWindowPartitionsDefinition, start_key: str, end_key: str
+) -> list[Interval]:
+    """The contiguous intervals from ``start_key``'s window through ``end_key``'s (inclusive)."""
+    schedule = _schedule_of(pdef)
+    first = interval_for_key(pdef, start_key)
+    last = interval_for_key(pdef, end_key)
+    if last.start < first.start:
+        raise PartitionsError(
+            f"partition key range {start_key!r}..{end_key!r} is reversed: the start key must not be "
+            "after the end key"
+        )
+    return IntervalCalculator(schedule).get_intervals(first.start, last.end)
+
+
+def key_for_interval(pdef: TimeWindowPartitionsDefinition, interval: Interval | tuple) -> str:
+    """The key of the one partition whose window is exactly ``interval``."""
+    schedule = _schedule_of(pdef)
+    iv = interval if isinstance(interval, Interval) else Interval(*interval)
+    a = schedule.tick_at_or_before((iv.start - EPOCH) // dt.timedelta(seconds=1))
+    b = schedule.tick_after(a)
+    if (iv.start, iv.end) != (_aware(a), _aware(b)):
+        zone = get_zone(schedule.timezone)
+        raise PartitionsError(
+            f"interval [{format_local(iv.start, zone)}, {format_local(iv.end, zone)}) is not one "
+            f"partition of {_describe(pdef)}: the partition containing its start is "
+            f"[{format_local(_aware(a), zone)}, {format_local(_aware(b), zone)})"
+        )
+    keys = pdef.get_partition_keys_in_time_window(TimeWindow(iv.start, iv.end))
+    if len(keys) != 1:  # only if Dagster left seeknal's grid outside the checked sample
+        raise PartitionsError(
+            f"interval {iv!r} maps to {len(keys)} partitions of {_describe(pdef)}, not one: "
+            f"{_fix(schedule)}"
+        )
+    _require_key(pdef, keys[0])
+    return keys[0]
+
+
+def keys_for_intervals(pdef: TimeWindowPartitionsDefinition, intervals: Iterable[object]) -> list[str]:
+    """Keys of every partition whose window the intervals cover entirely, ascending.
+
+    These are the partitions to report as materialized.  The intervals are merged first,
+    so the cost follows the number of contiguous runs (one Dagster query each), not the
+    number of intervals; windows outside the definition's partitions are left out.
+    """
+    schedule = _schedule_of(pdef)
+    done = intervals if isinstance(intervals, IntervalSet) else IntervalSet(intervals)
+    first_w, last_w = pdef.get_first_partition_window(), pdef.get_last_partition_window()
+    if not done or first_w is None or last_w is None:
+        return []
+    done = done & IntervalSet([(first_w.start, last_w.end)])
+    if not done:
+        return []
+    # each member is snapped inwards to ticks (keeping Dagster's iteration on its grid),
+    # by bisection in one grid over all members unless that grid would be far larger
+    bounds = [(_ceil_seconds(m.start), (m.end - EPOCH) // dt.timedelta(seconds=1)) for m in done]
+    lo, hi = bounds[0][0], bounds[-1][1]
+    per_day = len(schedule.ticks(lo, lo + 86_400)) + 1
+    if (hi - lo) / 86_400 * per_day <= 100_000 + 64 * len(bounds):
+        grid = schedule.ticks(lo, hi)
+        snapped = [(bisect_left(grid, s), bisect_right(grid, e) - 1) for s, e in bounds]
+        spans = [(grid[i], grid[j]) for i, j in snapped if i < j]
+    else:
+        spans = [(schedule.tick_at_or_after(s), schedule.tick_at_or_before(e)) for s, e in bounds]
+    keys: list[str] = []
+    for a, b in spans:
+        if a < b:
+            keys.extend(pdef.get_partition_keys_in_time_window(TimeWindow(_aware(a), _aware(b))))
+    return keys
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+def _schedule_of(pdef: TimeWindowPartitionsDefinition) -> Schedule:
+    """The checked schedule behind a definition; a definition built elsewhere is checked once."""
+    schedule = _checked.get(pdef)
+    if schedule is None:
+        if not isinstance(pdef, TimeWindowPartitionsDefinition):
+            raise TypeError(f"expected a TimeWindowPartitionsDefinition, got {type(pdef).__name__}")
+        schedule = Schedule(pdef.cron_schedule, pdef.timezone)
+        check_partitions_def(pdef, schedule)
+        with _lock:
+            _checked[pdef] = schedule
+    return schedule
+
+
+def _require_key(pdef: TimeWindowPartitionsDefinition, key: str) -> None:
+    """Raise unless ``key`` is the key of an existing partition.
+
+    ``has_partition_key`` alone is not enough: for plain hourly crons Dagster accepts any
+    parseable time (``2024-01-01-00:30``, ``2024-03-10-02:00`` that a spring-forward
+    night skips), so the key must also be the one Dagster gives the window it maps to.
+    """
+    if pdef.has_partition_key(key):
+        start = pdef.time_window_for_partition_key(key).start.timestamp()
+        if pdef.get_partition_key_for_timestamp(start) == key:
+            return
+    first, last = pdef.get_first_partition_key(), pdef.get_last_partition_key()
+    if first is None or last is None:
+        raise PartitionsError(
+            f"partition key {key!r} does not exist: {_describe(pdef)} has no complete window yet"
+        )
+    try:
+        t = pdef.start_time_for_partition_key(key).timestamp()
+    except ValueError:
+        raise PartitionsError(
+            f"partition key {key!r} does not exist in {_describe(pdef)}: keys look like {first!r} "
+            f"(format {pdef.fmt!r}), from {first!r} to {last!r}"
+        ) from None
+    lo = pdef.start_time_for_partition_key(first).timestamp()
+    hi = pdef.start_time_for_partition_key(last).timestamp()
+    nearest = pdef.get_partition_key_for_timestamp(min(max(t, lo), hi))
+    raise PartitionsError(
+        f"partition key {key!r} does not exist in {_describe(pdef)}: the nearest valid key is "
+        f"{nearest!r} (keys run from {first!r} to {last!r})"
+    )
+
+
+def _describe(pdef: TimeWindowPartitionsDefinition) -> str:
+    return f"partitions '{pdef.cron_schedule}' in {pdef.timezone}"
+
+
+def _aware(t: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(seconds=t)
+
+
+def _ceil_seconds(value: dt.datetime) -> int:
+    return -(-((value - EPOCH) // _US) // 1_000_000)
