@@ -34,12 +34,6 @@ class SeeknalGroup(click.Group):
         return code
 
 
-def _state_error() -> type[Exception]:
-    from ..state import StateError  # may not subclass SeeknalError
-
-    return StateError
-
-
 def _guarded(call: Any) -> int:
     """Run the CLI; map results and user errors to exit codes."""
     try:
@@ -57,14 +51,9 @@ def _guarded(call: Any) -> int:
     except click.exceptions.Abort:
         _error("aborted")
         return 130
-    except SeeknalError as exc:
+    except SeeknalError as exc:  # includes ProjectError, PlanError, StateError
         _error(str(exc))
         return EXIT_USAGE
-    except Exception as exc:
-        if isinstance(exc, _state_error()):
-            _error(str(exc))
-            return EXIT_USAGE
-        raise
     return result if isinstance(result, int) else EXIT_OK
 
 

@@ -1,0 +1,200 @@
+"""The state-store contract: what every backend records, answers and raises.
+
+Backends (the JSON file today, PostgreSQL later) implement ``StateStore``; the runner,
+the CLI and the Dagster adapter only ever talk to this protocol, so they work
+unchanged whichever backend a project configures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import SeeknalError
+from ..intervals import Interval, IntervalSet
+
+#: How an interval came to be computed; the audit log keeps it so a CLI can annotate
+#: completed intervals ``(backfilled)``, ``(restated)`` or ``(manual)``.
+MODES = ("run", "backfill", "restate", "manual", "dagster")
+
+#: ``Change.kind`` values.  ``resync`` means "the journal does not reach back to the
+#: revision you asked about; here is the node's whole completed set instead".
+CHANGE_KINDS = (
+    "complete",
+    "fail",
+    "restate",
+    "resolve",
+    "partitions_removed",
+    "fingerprint",
+    "resync",
+)
+
+#: What ``intervals`` arguments accept: an Interval, a ``(start, end)`` pair of
+#: datetimes/dates/ISO strings, an IntervalSet, or an iterable of intervals/pairs.
+IntervalsLike = Interval | IntervalSet | tuple | Iterable[Any]
+
+
+class StateError(SeeknalError):
+    """A state problem the user must act on; the message is one line naming file and fix."""
+
+
+def default_actor() -> str:
+    """Who is acting: ``$SEEKNAL_ACTOR`` (set it in CI and Dagster) or the login name."""
+    actor = os.environ.get("SEEKNAL_ACTOR", "").strip()
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no passwd entry (containers): still record something
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class FailedInterval:
+    """An interval whose last attempt failed; ``attempts`` counts consecutive failures."""
+
+    start: dt.datetime
+    end: dt.datetime
+    error: str
+    attempts: int
+    last_attempt: dt.datetime
+
+    @property
+    def interval(self) -> Interval:
+        return Interval(self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Restatement:
+    """A request to re-process intervals of one node, and how it was resolved."""
+
+    id: str
+    node: str
+    intervals: list[Interval]
+    reason: str
+    actor: str
+    requested_at: dt.datetime
+    status: str = "pending"  # "pending" | "resolved"
+    resolved_at: dt.datetime | None = None
+    resolved_by: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change journal: what happened to a node at a store revision.
+
+    ``origin`` is the execution mode for completions/failures, the actor for
+    restatements and ``resolved_by`` for resolutions; ``details`` is the raw audit
+    record (reason, restatement id, rows, ...).
+    """
+
+    revision: int
+    node: str
+    kind: str
+    intervals: IntervalSet
+    origin: str | None = None
+    run_id: str | None = None
+    at: dt.datetime | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeState:
+    """Everything the store knows about one node (a snapshot; mutating it changes nothing)."""
+
+    name: str
+    completed: IntervalSet = field(default_factory=IntervalSet)
+    failed: list[FailedInterval] = field(default_factory=list)
+    restatements: list[Restatement] = field(default_factory=list)
+    partition_keys: set[str] = field(default_factory=set)
+    fingerprint: str | None = None
+    last_run: dt.datetime | None = None
+    revision: int = 0  # store revision of the node's latest change
+
+    @property
+    def pending_restatements(self) -> list[Restatement]:
+        return [r for r in self.restatements if r.pending]
+
+    @property
+    def failed_intervals(self) -> IntervalSet:
+        """Failed intervals not completed since (the ones a runner retries first)."""
+        return IntervalSet(f.interval for f in self.failed).difference(self.completed)
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """What the runner, CLI and Dagster adapter need from a state backend.
+
+    Every mutation is atomic, bumps ``revision`` by one and writes audit records;
+    ``intervals`` arguments accept anything in ``IntervalsLike``.
+    """
+
+    @property
+    def revision(self) -> int: ...
+
+    def load(self) -> dict[str, NodeState]: ...
+
+    def node(self, name: str) -> NodeState: ...
+
+    def completed(self, name: str) -> IntervalSet: ...
+
+    def mark_complete(
+        self,
+        node: str,
+        intervals: IntervalsLike,
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+        rows: int | None = None,
+        duration: float | None = None,
+        partition_keys: Iterable[str] = (),
+        fingerprint: str | None = None,
+    ) -> int: ...
+
+    def mark_failed(
+        self,
+        node: str,
+        intervals: IntervalsLike,
+        error: str,
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+        duration: float | None = None,
+    ) -> int: ...
+
+    def restate(
+        self, nodes: Mapping[str, IntervalsLike], reason: str, actor: str | None = None
+    ) -> list[Restatement]: ...
+
+    def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement: ...
+
+    def pending_restatements(self, node: str | None = None) -> list[Restatement]: ...
+
+    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int: ...
+
+    def set_fingerprint(self, node: str, fingerprint: str) -> int: ...
+
+    def record_execution(
+        self,
+        node: str,
+        intervals: IntervalsLike = (),
+        *,
+        mode: str = "run",
+        status: str,
+        rows: int | None = None,
+        duration: float | None = None,
+        error: str | None = None,
+        run_id: str | None = None,
+    ) -> None: ...
+
+    def changes_since(self, revision: int) -> list[Change]: ...
+
+    def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]: ...

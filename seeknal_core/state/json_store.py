@@ -1,0 +1,1544 @@
+"""The default state backend: ``target/run_state.json`` plus the ``target/run_log.jsonl`` audit log.
+
+File layout (one node per line, so ``grep completed_intervals`` and ``git diff`` are
+useful and a mutation re-serialises only the node it touched)::
+
+    {"schema_version": 1, "revision": 7, "updated_at": "2024-05-01T10:00:00.1Z", "nodes": {
+    "orders": {"completed_intervals": [["2024-01-01T00:00:00Z", "2024-03-01T00:00:00Z"]], ...},
+    "users": {...}
+    }, "log_tail": [<audit records not yet fsynced in run_log.jsonl>]}
+
+Completed intervals are stored merged, half-open, in UTC.  Files without
+``schema_version`` (the seed documents' format: every interval listed, naive times,
+closed ``23:59:59`` ends) are normalised on load and rewritten on the next mutation.
+
+Safety:
+
+* every mutation is one read-modify-write under an inter-process flock on
+  ``run_state.json.lock`` (filelock's native lock), so concurrent writers never lose
+  an update;
+* the new state goes to a unique temp file in the same folder, is fsynced, renamed
+  over the old one with ``os.replace`` and the folder is fsynced: a crash leaves the
+  old or the new file, never a torn one;
+* audit records are appended to the log after the state file, under the same lock.
+  The log is fsynced once every ``LOG_TAIL_RECORDS`` mutations; until then the state
+  file carries the records (``log_tail``), so its own fsync makes them durable and the
+  next operation re-appends whatever a crash kept out of the log;
+* a file that does not parse stops every operation with a one-line ``StateError``; it
+  is never rewritten, and a byte-for-byte copy is saved beside it.
+
+Speed: the parsed document is cached per process and reused while the file's
+``(device, inode, size, mtime_ns)`` is unchanged (the store keeps that inode open, so
+the number cannot be recycled by another file); intervals are parsed lazily per node;
+unchanged nodes keep their serialised line.  Readers take no lock: ``os.replace``
+makes every read see a complete file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import logging
+import os
+import stat
+import threading
+import time
+import uuid
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from itertools import chain, islice
+from operator import lt
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+try:  # filelock >= 3.30: the same flock as FileLock, on a descriptor we keep open
+    from filelock import lock_descriptor, unlock_descriptor
+except ImportError:  # pragma: no cover - older filelock: use FileLock per mutation
+    lock_descriptor = unlock_descriptor = None
+
+from ..intervals import Interval, IntervalSet
+from ..timeutil import EPOCH, UTC
+from .base import (
+    MODES,
+    Change,
+    FailedInterval,
+    IntervalsLike,
+    NodeState,
+    Restatement,
+    StateError,
+    default_actor,
+)
+
+__all__ = ["SCHEMA_VERSION", "JsonStateStore"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Resolved restatements kept in the state file per node (older ones live in the audit log).
+KEEP_RESOLVED = 20
+#: Audit records carried in the state file until the log is next fsynced (group commit).
+LOG_TAIL_RECORDS = 8
+LOG_TAIL_BYTES = 64 * 1024
+_TOP_KEYS = ("schema_version", "revision", "updated_at", "nodes", "log_tail")
+
+_US = dt.timedelta(microseconds=1)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+_REV_PREFIX = b'{"revision": '
+_NODE_KEYS = (
+    "completed_intervals",
+    "failed_intervals",
+    "restatements",
+    "partition_keys",
+    "fingerprint",
+    "last_run",
+    "revision",
+)
+
+
+# -- time text <-> integer microseconds ------------------------------------------------
+
+
+def _fmt(us: int) -> str:
+    """Canonical UTC text of an instant: ``2024-01-01T00:00:00Z`` (microseconds when set)."""
+    return (_NAIVE_EPOCH + dt.timedelta(microseconds=us)).isoformat() + "Z"
+
+
+def _parse_us(text: object, *, closed_end: bool = False) -> int:
+    """Microseconds since the epoch of an ISO string; naive means UTC.
+
+    ``closed_end`` applies the legacy rule: an end one tick before a whole second that
+    is itself the 59th second (``23:59:59``, ``10:59:59.999999``) meant "through the end
+    of that minute", so it becomes the next whole second.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected an ISO time string, got {text!r}")
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    us = (value - EPOCH) // _US
+    if closed_end and value.second == 59 and value.microsecond in (0, 999_000, 999_999):
+        us += 1_000_000 - value.microsecond
+    return us
+
+
+def _now_us() -> int:
+    return (dt.datetime.now(UTC) - EPOCH) // _US
+
+
+def _dt(us: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+def _dt_or_none(text: object) -> dt.datetime | None:
+    return None if text is None else _dt(_parse_us(text))
+
+
+def _rows(starts: list[int], ends: list[int]) -> list[list[str]]:
+    return [[_fmt(s), _fmt(e)] for s, e in zip(starts, ends)]
+
+
+def _merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[int, int]]:
+    """Sort and merge overlapping pairs (and touching ones when ``touching``)."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(pairs):
+        if out and (s < out[-1][1] or (touching and s == out[-1][1])):
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _parse_rows(
+    rows: object, memo: dict[str, int], *, legacy: bool = False
+) -> tuple[list[int], list[int], bool]:
+    """Parse ``[[start, end], ...]`` into merged arrays; ``aligned`` means rows map 1:1.
+
+    ``memo`` caches text -> microseconds: nodes share the schedule grid, so most
+    boundaries repeat and are parsed once per file.
+    """
+    if not isinstance(rows, list):
+        raise TypeError(f"expected a list of [start, end] pairs, got {type(rows).__name__}")
+    if not legacy:
+        fast = _parse_rows_fast(rows, memo)
+        if fast is not None:
+            return fast
+    end_memo: dict[str, int] = {} if legacy else memo
+    starts: list[int] = []
+    ends: list[int] = []
+    aligned = True
+    prev = None
+    for row in rows:
+        if isinstance(row, dict):  # tolerated in legacy files: {"start": ..., "end": ...}
+            row = (row.get("start"), row.get("end"))
+        if not isinstance(row, (list, tuple)) or len(row) != 2:
+            raise ValueError(f"expected a [start, end] pair, got {row!r}")
+        a, b = row
+        s = memo.get(a) if type(a) is str else None
+        if s is None:
+            s = memo[a] = _parse_us(a)
+        e = end_memo.get(b) if type(b) is str else None
+        if e is None:
+            e = end_memo[b] = _parse_us(b, closed_end=legacy)
+        if s >= e:
+            raise ValueError(f"interval [{a}, {b}) does not end after it starts")
+        if prev is not None and s <= prev:
+            aligned = False
+        prev = e
+        starts.append(s)
+        ends.append(e)
+    if not aligned:
+        merged = _merge_pairs(list(zip(starts, ends)), touching=True)
+        starts = [s for s, _ in merged]
+        ends = [e for _, e in merged]
+    return starts, ends, aligned
+
+
+class _Memo(dict):
+    """ISO text -> microseconds; a lookup miss parses (``dict.__getitem__`` stays in C)."""
+
+    def __missing__(self, text: str) -> int:
+        value = self[text] = _parse_us(text)
+        return value
+
+
+def _parse_rows_fast(
+    rows: list, memo: dict[str, int]
+) -> tuple[list[int], list[int], bool] | None:
+    """The common case at C speed: well-formed ``[start, end]`` string pairs.
+
+    Returns None when anything is unusual, and the checking loop takes over.
+    """
+    if not rows:
+        return [], [], True
+    try:
+        # rows come from JSON: lists, and memo keys are only ever strings, so a wrong
+        # shape or type fails the lookup or the parse below
+        if set(map(len, rows)) != {2}:
+            return None
+        flat = list(chain.from_iterable(rows))
+        if isinstance(memo, _Memo):  # misses are parsed by __missing__, inline
+            values = list(map(memo.__getitem__, flat))
+        else:
+            values = [memo[t] if t in memo else memo.setdefault(t, _parse_us(t)) for t in flat]
+    except (TypeError, ValueError):
+        return None
+    starts, ends = values[0::2], values[1::2]
+    if not all(map(lt, starts, ends)):
+        return None  # an empty or reversed interval: let the loop name it
+    aligned = all(map(lt, ends, islice(starts, 1, None)))
+    if not aligned:
+        merged = _merge_pairs(list(zip(starts, ends)), touching=True)
+        starts = [s for s, _ in merged]
+        ends = [e for _, e in merged]
+    return starts, ends, aligned
+
+
+def _insert(starts: list[int], ends: list[int], s: int, e: int) -> None:
+    """Add ``[s, e)`` to merged arrays in place, fusing overlapping and touching members."""
+    lo = bisect_left(ends, s)
+    hi = bisect_right(starts, e)
+    if lo < hi:
+        s = min(s, starts[lo])
+        e = max(e, ends[hi - 1])
+    starts[lo:hi] = [s]
+    ends[lo:hi] = [e]
+
+
+def _discard(starts: list[int], ends: list[int], s: int, e: int) -> None:
+    """Remove ``[s, e)`` from merged arrays in place."""
+    lo = bisect_right(ends, s)
+    hi = bisect_left(starts, e)
+    if lo >= hi:
+        return
+    new_s: list[int] = []
+    new_e: list[int] = []
+    if starts[lo] < s:
+        new_s.append(starts[lo])
+        new_e.append(s)
+    if ends[hi - 1] > e:
+        new_s.append(e)
+        new_e.append(ends[hi - 1])
+    starts[lo:hi] = new_s
+    ends[lo:hi] = new_e
+
+
+def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
+    """An IntervalSet over copies of merged arrays (callers may mutate what they get)."""
+    return IntervalSet._from_arrays(list(starts), list(ends))
+
+
+def _as_set(value: IntervalsLike) -> IntervalSet:
+    if isinstance(value, IntervalSet):
+        return value
+    if isinstance(value, Interval):
+        return IntervalSet([value])
+    if _is_pair(value):
+        return IntervalSet([tuple(value)])  # type: ignore[arg-type]
+    return IntervalSet(list(value))  # type: ignore[arg-type]
+
+
+def _as_pairs(value: IntervalsLike) -> list[tuple[int, int]]:
+    """Intervals as microsecond pairs, keeping touching ones apart (failures are per interval)."""
+    if isinstance(value, IntervalSet):
+        items: list[Any] = list(value)
+    elif isinstance(value, Interval) or _is_pair(value):
+        items = [value]
+    else:
+        items = list(value)  # type: ignore[arg-type]
+    pairs = []
+    for item in items:
+        iv = item if isinstance(item, Interval) else Interval(*item)
+        pairs.append(((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US))
+    return _merge_pairs(pairs, touching=False)
+
+
+def _is_pair(value: object) -> bool:
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (str, dt.date)) for v in value)
+    )
+
+
+def _check_node_name(node: object) -> str:
+    if not isinstance(node, str) or not node.strip():
+        raise ValueError(f"node name must be a non-empty string, got {node!r}")
+    return node
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+# -- the audit log ------------------------------------------------------------------------
+
+
+def _line_revision(line: bytes) -> int | None:
+    """The revision of an audit line, read from its prefix without parsing the JSON."""
+    if line.startswith(_REV_PREFIX):
+        end = line.find(b",", len(_REV_PREFIX))
+        try:
+            return int(line[len(_REV_PREFIX) : end])
+        except ValueError:
+            return None
+    return None
+
+
+def _reverse_lines(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
+    """Complete lines of a file, last first; a torn final line (no newline) is skipped."""
+    try:
+        with open(path, "rb") as f:
+            yield from _reverse_lines_of(f, block)
+    except FileNotFoundError:
+        return
+
+
+def _reverse_lines_of(f: Any, block: int) -> Iterator[bytes]:
+    pos = f.seek(0, os.SEEK_END)
+    buf = b""
+    skip_tail = True
+    while pos > 0:
+        n = min(block, pos)
+        pos -= n
+        f.seek(pos)
+        buf = f.read(n) + buf
+        parts = buf.split(b"\n")
+        buf = parts[0]
+        rest = parts[1:]
+        if skip_tail and rest:
+            rest.pop()  # empty, or the torn tail of an interrupted append
+            skip_tail = False
+        yield from reversed(rest)
+    if buf and not skip_tail:
+        yield buf
+
+
+def _entry(event: str, node: str, at: str, **fields: Any) -> dict[str, Any]:
+    """An audit record; ``revision`` comes first so readers can skip lines cheaply."""
+    record: dict[str, Any] = {"revision": None, "at": at, "event": event, "node": node}
+    record.update(fields)
+    return record
+
+
+def _change(record: Mapping[str, Any]) -> Change:
+    rows = record.get("intervals") or []
+    starts, ends, _ = _parse_rows(rows, {})
+    at = record.get("at")
+    return Change(
+        revision=record["revision"],
+        node=record.get("node", ""),
+        kind=record.get("event", ""),
+        intervals=IntervalSet._from_arrays(starts, ends),
+        origin=record.get("mode") or record.get("resolved_by") or record.get("actor"),
+        run_id=record.get("run_id"),
+        at=_dt_or_none(at),
+        details=dict(record),
+    )
+
+
+class _Corrupt(Exception):
+    """Internal: the file parsed as bytes but its content is wrong."""
+
+
+class JsonStateStore:
+    """State in one JSON file, audit in a JSON-lines file beside it (see the module doc).
+
+    ``durable=False`` skips the fsyncs: writes stay atomic, but a power loss may lose
+    the latest ones.  Meant for tests and scratch projects.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        log_path: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = True,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.path = Path(os.path.realpath(os.fspath(path)))
+        self.log_path = (
+            Path(os.path.abspath(os.fspath(log_path)))
+            if log_path is not None
+            else self.path.with_name("run_log.jsonl")
+        )
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self._file_lock = (
+            None
+            if lock_descriptor is not None
+            else FileLock(self.lock_path, timeout=lock_timeout, thread_local=False,
+                          poll_interval=0.001)
+        )
+        self._mutex = threading.RLock()
+        self._swept = False
+        self._folder_ready = False
+        self._tmp_counter = 0
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+        self._log_fd: int | None = None
+        self._log_id: tuple[int, int] | None = None
+        self._held_fd: int | None = None
+        self._invalidate()
+
+    def __repr__(self) -> str:
+        return f"JsonStateStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Release the descriptors this store keeps open (the store stays usable)."""
+        with self._mutex:
+            for attr in ("_lock_fd", "_log_fd", "_held_fd"):
+                fd = getattr(self, attr, None)
+                setattr(self, attr, None)
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            self._sig = None
+
+    def __enter__(self) -> JsonStateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing useful to do
+            pass
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _invalidate(self) -> None:
+        """Forget everything cached; the next access re-reads the file."""
+        self._doc: dict[str, Any] | None = None
+        # (device, inode, size, mtime_ns) of the file the cache came from.  The store keeps
+        # that file open (``_held_fd``), so its inode cannot be reused by a later file:
+        # an equal signature really is the same, unmodified file.
+        self._sig: tuple[int, int, int, int] | None = None
+        self._mode = 0o644
+        self._lines: dict[str, bytes] = {}  # serialised node lines still valid
+        self._sets: dict[str, tuple[list[int], list[int]]] = {}  # parsed completed intervals
+        self._memo: dict[str, int] = _Memo()
+        self._checked: set[str] = set()  # nodes whose records were validated for writing
+        self._legacy = False
+        self._log_ok: int | None = None  # a revision whose audit records are known logged
+        self._tail_enc: list[bytes] | None = None  # serialised doc["log_tail"]
+
+    def _read(self, *, locked: bool = False) -> dict[str, Any]:
+        """The current document, from cache when the file is the one last seen."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._doc is None or self._sig is not None or locked:
+                self._invalidate()
+                self._doc = self._fresh_doc()
+            return self._doc  # type: ignore[return-value]
+        except OSError as exc:
+            raise self._unreadable(exc) from None
+        if (
+            self._doc is not None
+            and self._held_fd is not None
+            and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._sig
+        ):
+            return self._doc
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return self._read(locked=locked)  # replaced between stat and open: look again
+        except OSError as exc:
+            raise self._unreadable(exc) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StateError(
+                    f"state file {self.path} is not a regular file; move it aside "
+                    "(nothing was changed)"
+                )
+            chunks = []
+            while True:
+                chunk = os.read(fd, max(st.st_size, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            self._load_bytes(data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                             stat.S_IMODE(st.st_mode))
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise self._unreadable(exc) from None
+            raise
+        self._hold(fd)
+        return self._doc  # type: ignore[return-value]
+
+    def _hold(self, fd: int) -> None:
+        """Keep the cached file's inode open (see ``_sig``), releasing the previous one."""
+        old, self._held_fd = self._held_fd, fd
+        if old is not None:
+            os.close(old)
+
+    def _unreadable(self, exc: OSError) -> StateError:
+        return StateError(
+            f"cannot read state file {self.path}: {exc.strerror or exc}; "
+            "fix its permissions or path (nothing was changed)"
+        )
+
+    def _fresh_doc(self) -> dict[str, Any]:
+        # Continue the revision sequence of an existing audit log, so a sensor's cursor
+        # never points past a recreated store.
+        base = self._log_last_revision() or 0
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "revision": base,
+            "updated_at": None,
+            "nodes": {},
+            "log_tail": [],
+        }
+
+    def _load_bytes(self, data: bytes, sig: tuple[int, int, int, int], mode: int) -> None:
+        self._invalidate()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # the parsed document is acyclic; collections only slow parsing
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise self._corrupt(_describe_json_error(data, exc), data) from None
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        try:
+            doc = self._check_shape(doc)
+        except _Corrupt as exc:
+            raise self._corrupt(str(exc), data) from None
+        self._doc = doc
+        self._sig = sig
+        self._mode = mode
+        if self._legacy:
+            try:
+                for name, node in doc["nodes"].items():
+                    starts, ends, _ = _parse_rows(
+                        node.get("completed_intervals", []), self._memo, legacy=True
+                    )
+                    node["completed_intervals"] = _rows(starts, ends)
+                    self._sets[name] = (starts, ends)
+            except (ValueError, TypeError) as exc:
+                self._invalidate()
+                raise self._corrupt(f"node {name!r}: completed_intervals: {exc}", data) from None
+        else:
+            self._index_lines(data, doc)
+
+    def _check_shape(self, doc: object) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise _Corrupt(f"top level is a {type(doc).__name__}, expected an object")
+        version = doc.get("schema_version")
+        if version is None:
+            self._legacy = True
+            nodes = doc.get("nodes", {})
+            rev = doc.get("revision", 0)
+            if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
+                rev = 0
+            rev = max(rev, self._log_last_revision() or 0)
+            extra = {k: v for k, v in doc.items() if k not in ("nodes", "revision")}
+            doc = {"schema_version": SCHEMA_VERSION, "revision": rev, "updated_at": None,
+                   "nodes": nodes, "log_tail": [], **extra}
+        elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise _Corrupt(f"schema_version is {version!r}, expected {SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            raise StateError(
+                f"state file {self.path} has schema_version {version}, written by a newer "
+                f"seeknal (this one reads {SCHEMA_VERSION}); upgrade seeknal (nothing was changed)"
+            )
+        else:
+            rev = doc.get("revision")
+            if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
+                raise _Corrupt(f"revision is {rev!r}, expected a non-negative integer")
+            doc.setdefault("updated_at", None)
+            tail = doc.setdefault("log_tail", [])
+            if not isinstance(tail, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("revision"), int) for r in tail
+            ):
+                raise _Corrupt("log_tail is not a list of audit records")
+        nodes = doc.get("nodes")
+        if not isinstance(nodes, dict):
+            raise _Corrupt("'nodes' is missing or not an object")
+        for name, node in nodes.items():
+            if not isinstance(node, dict):
+                raise _Corrupt(f"node {name!r} is a {type(node).__name__}, expected an object")
+        return doc
+
+    def _index_lines(self, data: bytes, doc: dict[str, Any]) -> None:
+        """Keep each node's line of the file as its serialised form (our layout only)."""
+        nodes = doc["nodes"]
+        lines = data.split(b"\n")
+        if len(lines) != len(nodes) + 3 or not lines[0].endswith(b'"nodes": {'):
+            return
+        for name, line in zip(nodes, lines[1:-2]):
+            if line.endswith(b","):
+                line = line[:-1]
+            if not line.startswith(json.dumps(name, ensure_ascii=False).encode() + b": {"):
+                self._lines.clear()
+                return
+            self._lines[name] = line
+
+    def _corrupt(self, problem: str, data: bytes) -> StateError:
+        """The one-line error for a bad file, after saving a byte-for-byte copy beside it."""
+        try:
+            backup = self._backup(data)
+        except OSError as exc:
+            where = (
+                f"no copy could be saved ({exc.strerror or exc}): copy it aside first, then"
+            )
+        else:
+            where = f"a copy is saved as {backup}; to recover,"
+        return StateError(
+            f"state file {self.path} is corrupt: {problem}. It was not changed and "
+            f"every command stops until it is fixed; {where} restore a good copy "
+            "(or delete it to start empty: every interval becomes pending again)"
+        )
+
+    def _backup(self, data: bytes) -> Path:
+        folder, prefix = self.path.parent, self.path.name + ".corrupt-"
+        for entry in os.scandir(folder):
+            if entry.name.startswith(prefix) and entry.is_file():
+                try:
+                    if entry.stat().st_size == len(data) and Path(entry.path).read_bytes() == data:
+                        return Path(entry.path)  # this content was saved already
+                except OSError:
+                    continue
+        stamp = dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        for n in range(1000):
+            target = folder / f"{prefix}{stamp}{'' if n == 0 else f'-{n}'}"
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            return target
+        raise OSError("too many backups with the same timestamp")
+
+    def _completed_arrays(self, name: str, node: dict[str, Any]) -> tuple[list[int], list[int]]:
+        """The node's merged completed intervals; parsed on first use and cached."""
+        arrays = self._sets.get(name)
+        if arrays is None:
+            rows = node.get("completed_intervals", [])
+            try:
+                starts, ends, aligned = _parse_rows(rows, self._memo)
+            except (ValueError, TypeError) as exc:
+                raise self._corrupt_on_disk(f"node {name!r}: completed_intervals: {exc}") from None
+            if not aligned:  # hand-edited or unmerged: keep rows 1:1 with the arrays
+                node["completed_intervals"] = _rows(starts, ends)
+                self._lines.pop(name, None)
+            arrays = self._sets[name] = (starts, ends)
+        return arrays
+
+    def _corrupt_on_disk(self, problem: str) -> StateError:
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            return self._unreadable(exc)
+        return self._corrupt(problem, data)
+
+    def _node_state(self, name: str, node: dict[str, Any]) -> NodeState:
+        starts, ends = self._completed_arrays(name, node)
+        try:
+            failed = [
+                FailedInterval(
+                    start=_dt(_parse_us(f["start"])),
+                    end=_dt(_parse_us(f["end"])),
+                    error=str(f.get("error", "")),
+                    attempts=int(f.get("attempts", 1)),
+                    last_attempt=_dt(_parse_us(f["last_attempt"])),
+                )
+                for f in node.get("failed_intervals", [])
+            ]
+            restatements = [_restatement(name, r) for r in node.get("restatements", [])]
+            keys = node.get("partition_keys", [])
+            if not isinstance(keys, list):
+                raise TypeError("partition_keys is not a list")
+            fingerprint = node.get("fingerprint")
+            return NodeState(
+                name=name,
+                completed=_set_of(starts, ends),
+                failed=failed,
+                restatements=restatements,
+                partition_keys=set(keys),
+                fingerprint=None if fingerprint is None else str(fingerprint),
+                last_run=_dt_or_none(node.get("last_run")),
+                revision=int(node.get("revision", 0)),
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
+
+    # -- public reads ------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The store revision: +1 on every mutation, never reused."""
+        with self._mutex:
+            return self._read()["revision"]
+
+    def load(self) -> dict[str, NodeState]:
+        """A snapshot of every node (parses all intervals; prefer ``node()`` for one)."""
+        with self._mutex:
+            doc = self._read()
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                return {name: self._node_state(name, node) for name, node in doc["nodes"].items()}
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+
+    def node(self, name: str) -> NodeState:
+        """One node's state; an unknown node is simply empty (the project owns the node list)."""
+        with self._mutex:
+            raw = self._read()["nodes"].get(name)
+            return NodeState(name) if raw is None else self._node_state(name, raw)
+
+    def completed(self, name: str) -> IntervalSet:
+        """The node's completed intervals, merged (a copy)."""
+        with self._mutex:
+            raw = self._read()["nodes"].get(name)
+            if raw is None:
+                return IntervalSet()
+            return _set_of(*self._completed_arrays(name, raw))
+
+    def pending_restatements(self, node: str | None = None) -> list[Restatement]:
+        """Restatements not yet resolved, oldest first, for one node or all."""
+        with self._mutex:
+            nodes = self._read()["nodes"]
+            names = [node] if node is not None else list(nodes)
+            out = []
+            for name in names:
+                for raw in nodes.get(name, {}).get("restatements", []):
+                    if raw.get("status") == "pending":
+                        out.append(self._parse_restatement(name, raw))
+        return sorted(out, key=lambda r: r.requested_at)
+
+    def _parse_restatement(self, node: str, raw: Mapping[str, Any]) -> Restatement:
+        try:
+            return _restatement(node, raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise self._corrupt_on_disk(f"node {node!r}: restatement: {exc}") from None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """Hold the inter-process lock around one read-modify-write; yields the fresh document."""
+        with self._mutex:
+            try:
+                if not self._folder_ready:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._folder_ready = True
+                self._acquire()
+            except OSError as exc:
+                self._folder_ready = False
+                raise StateError(
+                    f"cannot lock state file {self.path}: {exc.strerror or exc}; "
+                    "check the folder exists and is writable (nothing was changed)"
+                ) from None
+            try:
+                doc = self._read(locked=True)
+                if not self._swept:
+                    self._sweep_temp_files()
+                self._repair_log(doc)
+                try:
+                    yield doc
+                except BaseException:
+                    self._invalidate()  # the cached document may be half-modified
+                    raise
+            finally:
+                self._release()
+
+    def _acquire(self) -> None:
+        """Take the exclusive flock on ``run_state.json.lock`` (filelock's native lock)."""
+        if self._file_lock is not None:
+            try:
+                self._file_lock.acquire()
+            except Timeout:
+                raise self._lock_timeout() from None
+            return
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.0002
+        while True:
+            if self._lock_fd is None or self._lock_pid != os.getpid():
+                # a forked child must not share its parent's lock description
+                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._lock_pid = os.getpid()
+            fd = self._lock_fd
+            if lock_descriptor(fd, blocking=False):
+                held = os.fstat(fd)
+                try:
+                    current = os.stat(self.lock_path)
+                except FileNotFoundError:
+                    current = None
+                if current is not None and (current.st_dev, current.st_ino) == (
+                    held.st_dev, held.st_ino
+                ):
+                    return
+                # the lock file was deleted or replaced: this lock guards nothing, reopen
+                unlock_descriptor(fd)
+                os.close(fd)
+                self._lock_fd = None
+                continue
+            if time.monotonic() >= deadline:
+                raise self._lock_timeout()
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.005)
+
+    def _release(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
+        elif self._lock_fd is not None:
+            unlock_descriptor(self._lock_fd)
+
+    def _lock_timeout(self) -> StateError:
+        return StateError(
+            f"timed out after {self.lock_timeout:g}s waiting for the state lock "
+            f"{self.lock_path}: another seeknal process is writing; retry when it ends"
+        )
+
+    def _mutate(
+        self, apply: Callable[[dict[str, Any], str, int], tuple[list[dict[str, Any]], Any]]
+    ) -> tuple[int, Any]:
+        """Run ``apply(doc, now, new_revision)`` under the lock; write if it produced records."""
+        with self._locked() as doc:
+            now = _fmt(_now_us())
+            new_revision = doc["revision"] + 1
+            records, result = apply(doc, now, new_revision)
+            if not records:
+                return doc["revision"], result
+            for record in records:
+                record["revision"] = new_revision
+            encoded = [json.dumps(r, ensure_ascii=False).encode() for r in records]
+            tail, tail_enc = self._next_tail(doc, encoded)
+            doc["revision"] = new_revision
+            doc["updated_at"] = now
+            doc["log_tail"] = tail + records
+            self._tail_enc = tail_enc + encoded
+            self._write_state(self._render(doc))
+            self._legacy = False
+            self._append_log(encoded, new_revision)
+            return new_revision, result
+
+    def _next_tail(
+        self, doc: dict[str, Any], encoded: list[bytes]
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """The audit records the next state file must still carry (group commit of the log).
+
+        Records stay in ``log_tail`` until one fdatasync of the log makes them durable
+        there; that happens every ``LOG_TAIL_RECORDS`` mutations instead of every one,
+        and the state file's own fsync covers the records in between.
+        """
+        tail = doc.get("log_tail") or []
+        tail_enc = self._tail_encoded(doc)
+        size = sum(map(len, tail_enc)) + sum(map(len, encoded))
+        if len(tail) + len(encoded) <= LOG_TAIL_RECORDS and size <= LOG_TAIL_BYTES:
+            return list(tail), tail_enc
+        if self._log_ok != doc["revision"]:  # the log lacks records: keep them (bounded)
+            keep = max(0, 1000 - len(encoded))
+            return list(tail[-keep:]) if keep else [], tail_enc[-keep:] if keep else []
+        if self.durable:
+            try:
+                os.fdatasync(self._log_handle())
+            except OSError as exc:
+                log.warning("could not fsync audit log %s: %s", self.log_path, exc)
+                return list(tail), tail_enc
+        return [], []
+
+    def _tail_encoded(self, doc: dict[str, Any]) -> list[bytes]:
+        if self._tail_enc is None:
+            self._tail_enc = [
+                json.dumps(r, ensure_ascii=False).encode() for r in doc.get("log_tail") or []
+            ]
+        return self._tail_enc
+
+    def _node_for_write(self, doc: dict[str, Any], name: str, revision: int) -> dict[str, Any]:
+        """The node's dict, created when new, with its serialised line invalidated."""
+        nodes = doc["nodes"]
+        node = nodes.get(name)
+        if node is None:
+            node = nodes[name] = {}
+        for key, default in (
+            ("completed_intervals", []),
+            ("failed_intervals", []),
+            ("restatements", []),
+            ("partition_keys", []),
+            ("fingerprint", None),
+            ("last_run", None),
+        ):
+            node.setdefault(key, default)
+        if name not in self._checked:
+            self._check_records(name, node)
+        node["revision"] = revision
+        if list(node)[: len(_NODE_KEYS)] != list(_NODE_KEYS):  # canonical key order
+            ordered = {k: node[k] for k in _NODE_KEYS}
+            ordered.update((k, v) for k, v in node.items() if k not in ordered)
+            node.clear()
+            node.update(ordered)
+        self._lines.pop(name, None)
+        return node
+
+    def _check_records(self, name: str, node: dict[str, Any]) -> None:
+        """Validate the small records a mutation edits, so a bad file fails as ``corrupt``."""
+        try:
+            _failed_pairs(node["failed_intervals"])
+            for item in node["restatements"]:
+                _restatement(name, item)
+            if not isinstance(node["partition_keys"], list):
+                raise TypeError("partition_keys is not a list")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
+        self._checked.add(name)
+
+    def _update_completed(
+        self, name: str, node: dict[str, Any], change: IntervalSet, *, add: bool
+    ) -> None:
+        """Add or remove intervals, re-formatting only the rows between the changed bounds."""
+        if not change:
+            return
+        starts, ends = self._completed_arrays(name, node)
+        c_starts, c_ends = change._starts, change._ends
+        lo, hi = c_starts[0], c_ends[-1]
+        prefix = bisect_left(ends, lo)  # members ending before lo are untouched
+        cut = bisect_right(starts, hi)  # members starting after hi are untouched
+        suffix = len(starts) - cut
+        op = _insert if add else _discard
+        for s, e in zip(c_starts, c_ends):
+            op(starts, ends, s, e)
+        rows = node["completed_intervals"]
+        stop = len(starts) - suffix
+        middle = _rows(starts[prefix:stop], ends[prefix:stop])
+        node["completed_intervals"] = rows[:prefix] + middle + rows[len(rows) - suffix :]
+
+    def _render(self, doc: dict[str, Any]) -> bytes:
+        lines = self._lines
+        parts = []
+        for name, node in doc["nodes"].items():
+            line = lines.get(name)
+            if line is None:
+                line = lines[name] = (
+                    json.dumps(name, ensure_ascii=False) + ": " + json.dumps(node, ensure_ascii=False)
+                ).encode()
+            parts.append(line)
+        head = (
+            f'{{"schema_version": {SCHEMA_VERSION}, "revision": {doc["revision"]}, '
+            f'"updated_at": {json.dumps(doc["updated_at"])}, "nodes": {{\n'
+        ).encode()
+        tail = b"[" + b", ".join(self._tail_encoded(doc)) + b"]"
+        extras = {k: v for k, v in doc.items() if k not in _TOP_KEYS}
+        more = b", " + json.dumps(extras, ensure_ascii=False)[1:-1].encode() if extras else b""
+        return b"".join((head, b",\n".join(parts), b'\n}, "log_tail": ', tail, more, b"}\n"))
+
+    def _write_state(self, data: bytes) -> None:
+        """Atomic replace: unique temp file, fsync, rename, fsync of the folder."""
+        folder = self.path.parent
+        self._tmp_counter += 1
+        tmp = folder / f".{self.path.name}.{os.getpid()}-{id(self):x}-{self._tmp_counter}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write state file {self.path}: {exc.strerror or exc}; "
+                "the previous state is unchanged"
+            ) from None
+        try:
+            os.fchmod(fd, self._mode)  # the umask must not narrow a shared file's mode
+            _write_all(fd, data)
+            if self.durable:
+                os.fsync(fd)
+            st = os.fstat(fd)
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise StateError(
+                    f"cannot write state file {self.path}: {exc.strerror or exc}; "
+                    "the previous state is unchanged"
+                ) from None
+            raise
+        self._hold(fd)
+        self._sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self.durable:
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def _sweep_temp_files(self) -> None:
+        """Delete temp files of writers that died mid-write (safe: we hold the lock)."""
+        prefix = f".{self.path.name}."
+        try:
+            with os.scandir(self.path.parent) as entries:
+                for entry in entries:
+                    if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                        try:
+                            os.unlink(entry.path)
+                        except OSError:
+                            pass
+        except OSError:
+            return
+        self._swept = True
+
+    def _append_log(self, encoded: list[bytes], revision: int) -> None:
+        """Append audit records in one write; a failure is logged, not raised.
+
+        The state change is already committed and its ``log_tail`` lets the next
+        operation write the missing lines, so raising would only invite a double retry.
+        Not fsynced here: see ``_next_tail``.
+        """
+        data = b"".join(line + b"\n" for line in encoded)
+        try:
+            fd = self._log_handle()
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn line from a crash: keep ours whole
+            _write_all(fd, data)
+        except OSError as exc:
+            self._log_ok = None
+            log.warning("could not append to audit log %s: %s (will retry)", self.log_path, exc)
+            return
+        self._log_ok = revision
+
+    def _log_handle(self) -> int:
+        """An O_APPEND descriptor on the log, reopened when the file was moved or deleted."""
+        try:
+            st = os.stat(self.log_path)
+            ident = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            ident = None
+        if self._log_fd is not None and ident == self._log_id:
+            return self._log_fd
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(self.log_path, flags, 0o644)
+        except FileNotFoundError:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.log_path, flags, 0o644)
+        st = os.fstat(fd)
+        self._log_fd, self._log_id = fd, (st.st_dev, st.st_ino)
+        return fd
+
+    def _scan_log(self, after: int, block: int = 1 << 16) -> tuple[list[dict], int | None, int]:
+        """Read the log backwards: its records with revision > ``after`` (oldest first),
+        its last revision, and how many change records that last revision has there.
+
+        Stops at ``after`` or where revisions go up again going backwards (records of an
+        older store before a reset), so the cost is proportional to what is returned.
+        """
+        records: list[dict] = []
+        last: int | None = None
+        last_count = 0
+        trailing = True
+        newer: int | None = None
+        for line in _reverse_lines(self.log_path, block):
+            rev = _line_revision(line)
+            if rev is None:
+                continue
+            wanted = rev > after and (newer is None or rev <= newer)
+            if not wanted and not (last is None or (trailing and rev == last)):
+                break
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn line left by a crash
+            if not isinstance(record, dict):
+                continue
+            if last is None:
+                last = rev
+            if trailing and rev != last:
+                trailing = False
+            if trailing and record.get("event") != "execution":
+                last_count += 1
+            if wanted:
+                newer = rev
+                records.append(record)
+        records.reverse()
+        return records, last, last_count
+
+    def _log_last_revision(self) -> int | None:
+        for line in _reverse_lines(self.log_path, block=4096):
+            revision = _line_revision(line)
+            if revision is not None:
+                return revision
+        return None
+
+    @staticmethod
+    def _unlogged(tail: list[dict], last: int | None, last_count: int) -> list[dict]:
+        """Records of the state's ``log_tail`` that the log does not hold (crash repair)."""
+        if last is None:
+            return list(tail)
+        same = [r for r in tail if r.get("revision") == last]
+        return same[last_count:] + [r for r in tail if r.get("revision", 0) > last]
+
+    def _repair_log(self, doc: dict[str, Any]) -> None:
+        """Under the lock: append what a crash kept out of the log, once per file version."""
+        if self._log_ok == doc["revision"]:
+            return
+        tail = doc.get("log_tail") or []
+        if tail:
+            _, last, count = self._scan_log(after=doc["revision"], block=4096)
+            missing = self._unlogged(tail, last, count)
+            if missing:
+                self._append_log(
+                    [json.dumps(r, ensure_ascii=False).encode() for r in missing],
+                    doc["revision"],
+                )
+                return
+        self._log_ok = doc["revision"]
+
+    # -- mutations -----------------------------------------------------------------------------
+
+    def mark_complete(
+        self,
+        node: str,
+        intervals: IntervalsLike,
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+        rows: int | None = None,
+        duration: float | None = None,
+        partition_keys: Iterable[str] = (),
+        fingerprint: str | None = None,
+    ) -> int:
+        """Record intervals as done (call after the data is committed); returns the revision.
+
+        Also clears those intervals from the failed list, resolves this node's pending
+        restatements that are now fully completed, and adds ``partition_keys``.
+        """
+        _check_node_name(node)
+        _check_mode(origin)
+        done = _as_set(intervals)
+        keys = sorted({str(k) for k in partition_keys})
+        if not done and not keys:
+            raise ValueError("mark_complete needs intervals or partition_keys")
+        by = origin if run_id is None else f"{origin}:{run_id}"
+
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
+            raw = self._node_for_write(doc, node, revision)
+            self._update_completed(node, raw, done, add=True)
+            raw["failed_intervals"] = _subtract_failed(raw["failed_intervals"], done)
+            starts, ends = self._completed_arrays(node, raw)
+            resolved = _resolve_covered(raw, starts, ends, now, by)
+            if keys:
+                raw["partition_keys"] = sorted(set(raw["partition_keys"]).union(keys))
+            if fingerprint is not None:
+                raw["fingerprint"] = fingerprint
+            raw["last_run"] = now
+            record = _entry(
+                "complete", node, now, intervals=_rows(done._starts, done._ends), mode=origin,
+                status="success", rows=rows, duration=duration, error=None, run_id=run_id,
+            )
+            if keys:
+                record["partition_keys"] = keys
+            if fingerprint is not None:
+                record["fingerprint"] = fingerprint
+            if resolved:
+                record["resolved_restatements"] = [r["id"] for r in resolved]
+            records = [record] + [_resolve_record(node, r, now) for r in resolved]
+            return records, None
+
+        return self._mutate(apply)[0]
+
+    def mark_failed(
+        self,
+        node: str,
+        intervals: IntervalsLike,
+        error: str,
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+        duration: float | None = None,
+    ) -> int:
+        """Record a failed attempt per interval (attempts += 1); returns the revision.
+
+        Completed intervals stay completed: a failed re-run leaves the old data in place.
+        """
+        _check_node_name(node)
+        _check_mode(origin)
+        pairs = _as_pairs(intervals)
+        if not pairs:
+            raise ValueError("mark_failed needs at least one interval")
+        message = str(error)
+
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
+            raw = self._node_for_write(doc, node, revision)
+            failed = _failed_pairs(raw["failed_intervals"])
+            attempts = 0
+            for s, e in pairs:
+                hit = [f for f in failed if f[0] < e and s < f[1]]
+                count = max((f[2]["attempts"] for f in hit), default=0) + 1
+                attempts = max(attempts, count)
+                kept = [f for f in failed if not (f[0] < e and s < f[1])]
+                for fs, fe, rec in hit:  # parts of older failures outside this one stay
+                    if fs < s:
+                        kept.append((fs, s, rec))
+                    if fe > e:
+                        kept.append((e, fe, rec))
+                kept.append((s, e, {"error": message, "attempts": count, "last_attempt": now}))
+                failed = sorted(kept, key=lambda f: f[0])
+            raw["failed_intervals"] = [_failed_row(s, e, rec) for s, e, rec in failed]
+            raw["last_run"] = now
+            rows = [[_fmt(s), _fmt(e)] for s, e in pairs]
+            record = _entry(
+                "fail", node, now, intervals=rows, mode=origin, status="failed", rows=None,
+                duration=duration, error=message, run_id=run_id, attempts=attempts,
+            )
+            return [record], None
+
+        return self._mutate(apply)[0]
+
+    def restate(
+        self, nodes: Mapping[str, IntervalsLike], reason: str, actor: str | None = None
+    ) -> list[Restatement]:
+        """Mark intervals for re-processing: remove them from completed, record the request.
+
+        ``nodes`` maps each node to its own intervals; the caller computes the downstream
+        cascade.  One revision for the whole request, one audit record per node.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise StateError("a restatement needs a reason: say why the data must be recomputed")
+        if not nodes:
+            raise StateError("a restatement needs at least one node and its intervals")
+        who = actor or default_actor()
+        wanted: dict[str, IntervalSet] = {}
+        for name, intervals in nodes.items():
+            _check_node_name(name)
+            wanted[name] = _as_set(intervals)
+            if not wanted[name]:
+                raise StateError(f"restatement of node {name!r} has no intervals")
+
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, list]:
+            records, created = [], []
+            for name, change in wanted.items():
+                raw = self._node_for_write(doc, name, revision)
+                starts, ends = self._completed_arrays(name, raw)
+                removed = _set_of(starts, ends).intersection(change)
+                self._update_completed(name, raw, change, add=False)
+                rows = _rows(change._starts, change._ends)
+                item = {
+                    "id": uuid.uuid4().hex[:12], "intervals": rows, "reason": reason.strip(),
+                    "actor": who, "requested_at": now, "status": "pending",
+                    "resolved_at": None, "resolved_by": None,
+                }
+                raw["restatements"].append(item)
+                records.append(_entry(
+                    "restate", name, now, intervals=rows, reason=item["reason"], actor=who,
+                    restatement_id=item["id"],
+                    removed=_rows(removed._starts, removed._ends),
+                ))
+                created.append(_restatement(name, item))
+            return records, created
+
+        return self._mutate(apply)[1]
+
+    def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement:
+        """Close a restatement (e.g. once Dagster has re-materialised it); idempotent."""
+        who = by or default_actor()
+
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, Restatement]:
+            for name, raw in doc["nodes"].items():
+                for item in raw.get("restatements", []):
+                    if item.get("id") != restatement_id:
+                        continue
+                    if item.get("status") != "pending":
+                        return [], _restatement(name, item)
+                    node = self._node_for_write(doc, name, revision)
+                    item.update(status="resolved", resolved_at=now, resolved_by=who)
+                    _prune_resolved(node)
+                    return [_resolve_record(name, item, now)], _restatement(name, item)
+            raise StateError(
+                f"no restatement {restatement_id!r} in {self.path}; "
+                "`pending_restatements()` lists the open ones"
+            )
+
+        return self._mutate(apply)[1]
+
+    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int:
+        """Forget completed partition keys (e.g. before re-running them); returns the revision."""
+        _check_node_name(node)
+        drop = {str(k) for k in keys}
+
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
+            raw = doc["nodes"].get(node)
+            present = sorted(drop.intersection(raw.get("partition_keys", []))) if raw else []
+            if not present:
+                return [], None
+            raw = self._node_for_write(doc, node, revision)
+            raw["partition_keys"] = sorted(set(raw["partition_keys"]) - drop)
+            return [_entry("partitions_removed", node, now, partition_keys=present)], None
+
+        return self._mutate(apply)[0]
+
+    def set_fingerprint(self, node: str, fingerprint: str) -> int:
+        """Store the node's definition hash (SQL + schedule); a no-op when unchanged."""
+        _check_node_name(node)
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ValueError("fingerprint must be a non-empty string")
+
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
+            old = doc["nodes"].get(node, {}).get("fingerprint")
+            if old == fingerprint:
+                return [], None
+            self._node_for_write(doc, node, revision)["fingerprint"] = fingerprint
+            record = _entry("fingerprint", node, now, fingerprint=fingerprint, previous=old)
+            return [record], None
+
+        return self._mutate(apply)[0]
+
+    def record_execution(
+        self,
+        node: str,
+        intervals: IntervalsLike = (),
+        *,
+        mode: str = "run",
+        status: str,
+        rows: int | None = None,
+        duration: float | None = None,
+        error: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Audit-only record of an execution that changes no state (skipped, cancelled...)."""
+        _check_node_name(node)
+        _check_mode(mode)
+        ivs = _as_set(intervals)
+        with self._locked() as doc:
+            record = _entry(
+                "execution", node, _fmt(_now_us()), intervals=_rows(ivs._starts, ivs._ends),
+                mode=mode, status=status, rows=rows, duration=duration, error=error,
+                run_id=run_id,
+            )
+            record["revision"] = doc["revision"]
+            self._append_log([json.dumps(record, ensure_ascii=False).encode()], doc["revision"])
+
+    # -- journal -------------------------------------------------------------------------------
+
+    def changes_since(self, revision: int) -> list[Change]:
+        """Changes with a revision above ``revision``, oldest first.
+
+        The journal is the audit log itself (every change record carries its revision),
+        read backwards from the end and stopped at ``revision``: a sensor polling every
+        30 s reads only what was appended since, and the state file stays small instead
+        of carrying a journal that every mutation would rewrite.  The latest revision is
+        also served from the state file's ``log_tail`` when a crash kept them out of
+        the log.  When the log no longer reaches back to ``revision`` (deleted, rotated,
+        migrated store) or ``revision`` is ahead of the store (it was replaced), every
+        node is returned as one ``resync`` change holding its whole completed set.
+        """
+        revision = max(int(revision), 0)
+        with self._mutex:
+            doc = self._read()
+            current = doc["revision"]
+            tail = list(doc.get("log_tail") or [])
+        if revision == current:
+            return []
+        if revision > current:
+            return self._resync()
+        logged, last, count = self._scan_log(after=revision)
+        records = [
+            r for r in logged + self._unlogged(tail, last, count)
+            if revision < r.get("revision", 0) <= current and r.get("event") != "execution"
+        ]
+        if len({r["revision"] for r in records}) != current - revision:
+            return self._resync()
+        return [_change(r) for r in records]
+
+    def _resync(self) -> list[Change]:
+        revision = self.revision
+        return [
+            Change(revision, name, "resync", state.completed, details={"event": "resync"})
+            for name, state in self.load().items()
+        ]
+
+    def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit records of one node, oldest first (the last ``limit`` when given)."""
+        needle = b'"node": ' + json.dumps(node, ensure_ascii=False).encode() + b","
+        out = []
+        try:
+            with open(self.log_path, "rb") as f:
+                for line in f:
+                    if needle not in line or not line.endswith(b"\n"):
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and record.get("node") == node:
+                        out.append(record)
+        except FileNotFoundError:
+            pass
+        with self._mutex:  # after the log: a record logged meanwhile is not doubled
+            tail = list(self._read().get("log_tail") or [])
+        if tail:
+            _, last, count = self._scan_log(after=tail[-1]["revision"], block=4096)
+            out += [r for r in self._unlogged(tail, last, count) if r.get("node") == node]
+        return out if limit is None else out[-limit:] if limit > 0 else []
+
+
+# -- helpers on raw node records ------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _describe_json_error(data: bytes, exc: BaseException) -> str:
+    if not data.strip():
+        return "the file is empty"
+    if isinstance(exc, RecursionError):
+        return "the file is not valid JSON (nested too deeply)"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the file is not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        where = f"{exc.msg}, line {exc.lineno} column {exc.colno}"
+        text = data.rstrip()
+        if (
+            exc.pos >= len(text) - 1
+            or exc.msg.startswith("Unterminated")
+            or (text.startswith(b"{") and not text.endswith(b"}"))
+        ):
+            return f"the file is truncated ({where})"
+        return f"the file is not valid JSON ({where})"
+    return f"the file is not valid JSON ({exc})"
+
+
+def _restatement(node: str, raw: Mapping[str, Any]) -> Restatement:
+    starts, ends, _ = _parse_rows(raw["intervals"], {})
+    return Restatement(
+        id=str(raw["id"]),
+        node=node,
+        intervals=list(IntervalSet._from_arrays(starts, ends)),
+        reason=str(raw.get("reason", "")),
+        actor=str(raw.get("actor", "")),
+        requested_at=_dt(_parse_us(raw["requested_at"])),
+        status=str(raw.get("status", "pending")),
+        resolved_at=_dt_or_none(raw.get("resolved_at")),
+        resolved_by=raw.get("resolved_by"),
+    )
+
+
+def _resolve_record(node: str, item: Mapping[str, Any], now: str) -> dict[str, Any]:
+    return _entry(
+        "resolve", node, now, intervals=item["intervals"], restatement_id=item["id"],
+        resolved_by=item["resolved_by"], reason=item.get("reason"),
+    )
+
+
+def _resolve_covered(
+    raw: dict[str, Any], starts: list[int], ends: list[int], now: str, by: str
+) -> list[dict[str, Any]]:
+    """Resolve pending restatements whose intervals are now all completed."""
+    done = IntervalSet._from_arrays(starts, ends)
+    resolved = []
+    for item in raw["restatements"]:
+        if item.get("status") != "pending":
+            continue
+        r_starts, r_ends, _ = _parse_rows(item["intervals"], {})
+        if all(done.covers_us(s, e) for s, e in zip(r_starts, r_ends)):
+            item.update(status="resolved", resolved_at=now, resolved_by=by)
+            resolved.append(item)
+    if resolved:
+        _prune_resolved(raw)
+    return resolved
+
+
+def _prune_resolved(raw: dict[str, Any]) -> None:
+    """Keep pending restatements and the latest resolved ones; the log keeps the rest."""
+    items = raw["restatements"]
+    resolved = [i for i in items if i.get("status") != "pending"]
+    if len(resolved) > KEEP_RESOLVED:
+        drop = {id(i) for i in resolved[: len(resolved) - KEEP_RESOLVED]}
+        raw["restatements"] = [i for i in items if id(i) not in drop]
+
+
+def _failed_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    return [
+        (
+            _parse_us(r["start"]),
+            _parse_us(r["end"]),
+            {"error": r.get("error", ""), "attempts": int(r.get("attempts", 1)),
+             "last_attempt": r.get("last_attempt")},
+        )
+        for r in rows
+    ]
+
+
+def _failed_row(s: int, e: int, rec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"start": _fmt(s), "end": _fmt(e), "error": rec["error"],
+            "attempts": rec["attempts"], "last_attempt": rec["last_attempt"]}
+
+
+def _subtract_failed(rows: list[dict[str, Any]], done: IntervalSet) -> list[dict[str, Any]]:
+    """Failed records minus completed intervals; a partly completed failure keeps its rest."""
+    if not rows:
+        return rows
+    out = []
+    for s, e, rec in _failed_pairs(rows):
+        left = IntervalSet._from_arrays([s], [e]).difference(done)
+        out += [_failed_row(a, b, rec) for a, b in zip(left._starts, left._ends)]
+    return out

@@ -1,0 +1,562 @@
+"""JsonStateStore: operations, file format, seed-format migration, corruption handling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seeknal_core import Interval, IntervalSet
+from seeknal_core.state import (
+    JsonStateStore,
+    NodeState,
+    StateError,
+    StateStore,
+    open_store,
+)
+from seeknal_core.state import json_store as js
+
+UTC = dt.UTC
+SEED = {
+    "nodes": {
+        "my_node": {
+            "completed_intervals": [
+                ["2024-01-01T00:00:00", "2024-01-01T23:59:59"],
+                ["2024-01-02T00:00:00", "2024-01-02T23:59:59"],
+            ]
+        }
+    }
+}
+
+
+def d(day: int, hour: int = 0) -> dt.datetime:
+    return dt.datetime(2024, 1, day, hour, tzinfo=UTC)
+
+
+def days(a: int, b: int) -> Interval:
+    return Interval(d(a), d(b))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JsonStateStore:
+    return JsonStateStore(tmp_path / "target" / "run_state.json", durable=False)
+
+
+def log_records(store: JsonStateStore) -> list[dict]:
+    return [json.loads(line) for line in store.log_path.read_text().splitlines()]
+
+
+def write(path: Path, content: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+# -- seed format ------------------------------------------------------------------------------
+
+
+def test_seed_format_loads_merged_half_open_utc(tmp_path):
+    path = write(tmp_path / "target" / "run_state.json", json.dumps(SEED))
+    before = path.read_bytes()
+    store = JsonStateStore(path)
+    assert store.completed("my_node") == IntervalSet([days(1, 3)])
+    assert list(store.load()["my_node"].completed) == [Interval(d(1), d(3))]
+    assert store.revision == 0
+    assert path.read_bytes() == before, "reading must not rewrite a legacy file"
+
+    store.mark_complete("my_node", days(3, 4))
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 1 and doc["revision"] == 1
+    assert doc["nodes"]["my_node"]["completed_intervals"] == [
+        ["2024-01-01T00:00:00Z", "2024-01-04T00:00:00Z"]
+    ]
+    grep = [line for line in path.read_text().splitlines() if "completed_intervals" in line]
+    assert len(grep) == 1 and grep[0].startswith('"my_node": ')
+
+
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        ("2024-01-01T23:59:59", d(2)),
+        ("2024-01-01T23:59:59.999999", d(2)),
+        ("2024-01-01T23:59:59.999", d(2)),
+        ("2024-01-01T05:59:59", d(1, 6)),  # hourly
+        ("2024-01-01T06:00:00", d(1, 6)),  # already half-open
+        ("2024-01-01T06:00:00+02:00", d(1, 4)),  # offsets honoured
+    ],
+)
+def test_seed_format_closed_ends_become_half_open(tmp_path, end, expected):
+    doc = {"nodes": {"n": {"completed_intervals": [["2024-01-01T00:00:00", end]]}}}
+    store = JsonStateStore(write(tmp_path / "s.json", json.dumps(doc)))
+    assert list(store.completed("n")) == [Interval(d(1), expected)]
+
+
+def test_seed_format_hourly_closed_intervals_merge_and_unknown_fields_survive(tmp_path):
+    rows = [[f"2024-01-01T{h:02d}:00:00", f"2024-01-01T{h:02d}:59:59"] for h in range(24)]
+    rows.append({"start": "2024-01-03T00:00:00", "end": "2024-01-03T23:59:59"})
+    doc = {"version": "0.3", "nodes": {"n": {"completed_intervals": rows, "owner": "data"}}}
+    path = write(tmp_path / "s.json", json.dumps(doc))
+    store = JsonStateStore(path)
+    assert list(store.completed("n")) == [days(1, 2), days(3, 4)]
+    store.set_fingerprint("n", "abc")
+    new = json.loads(path.read_text())
+    assert new["version"] == "0.3"
+    assert new["nodes"]["n"]["owner"] == "data"
+    assert new["nodes"]["n"]["completed_intervals"] == [
+        ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"],
+        ["2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z"],
+    ]
+
+
+def test_hand_edited_unmerged_v1_rows_are_normalised(tmp_path):
+    doc = {
+        "schema_version": 1, "revision": 3,
+        "nodes": {"n": {"completed_intervals": [
+            ["2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"],
+            ["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00Z"],
+        ]}},
+    }
+    path = write(tmp_path / "s.json", json.dumps(doc))
+    store = JsonStateStore(path, durable=False)
+    assert list(store.completed("n")) == [days(1, 3)]
+    store.mark_complete("n", days(5, 6))
+    rows = json.loads(path.read_text())["nodes"]["n"]["completed_intervals"]
+    assert rows == [["2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z"],
+                    ["2024-01-05T00:00:00Z", "2024-01-06T00:00:00Z"]]
+    assert store.revision == 4
+
+
+# -- corruption ------------------------------------------------------------------------------
+
+def _good_file(tmp_path: Path) -> bytes:
+    store = JsonStateStore(tmp_path / "good" / "run_state.json", durable=False)
+    store.mark_complete("a", days(1, 2))
+    store.mark_failed("b", days(1, 2), "boom")
+    return store.path.read_bytes()
+
+
+def _every_operation(store: JsonStateStore) -> list:
+    return [
+        lambda: store.load(),
+        lambda: store.node("a"),
+        lambda: store.completed("a"),
+        lambda: store.revision,
+        lambda: store.mark_complete("a", days(3, 4)),
+        lambda: store.mark_failed("a", days(3, 4), "x"),
+        lambda: store.restate({"a": days(1, 2)}, "why"),
+        lambda: store.resolve_restatement("nope"),
+        lambda: store.pending_restatements(),
+        lambda: store.set_fingerprint("a", "f"),
+        lambda: store.remove_partition_keys("a", ["k"]),
+        lambda: store.record_execution("a", days(1, 2), status="skipped"),
+        lambda: store.changes_since(0),
+        lambda: store.history("a"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "not_an_object", "bad_nodes"])
+def test_corrupt_file_stops_every_operation_and_stays_byte_for_byte(tmp_path, kind):
+    good = _good_file(tmp_path)
+    content = {
+        "truncated": good[: len(good) // 2],
+        "garbage": bytes(random.Random(1).randrange(256) for _ in range(2000)),
+        "empty": b"",
+        "not_an_object": b"[1, 2, 3]\n",
+        "bad_nodes": b'{"schema_version": 1, "revision": 2, "nodes": [1]}\n',
+    }[kind]
+    path = write(tmp_path / "target" / "run_state.json", content)
+    store = JsonStateStore(path, durable=False)
+    messages = set()
+    for op in _every_operation(store):
+        with pytest.raises(StateError) as info:
+            op()
+        messages.add(str(info.value))
+        assert path.read_bytes() == content
+    assert len(messages) == 1, messages
+    message = messages.pop()
+    assert "\n" not in message
+    assert str(path) in message and "corrupt" in message
+    backups = list(path.parent.glob("run_state.json.corrupt-*"))
+    assert len(backups) == 1, "one copy, however many commands failed"
+    assert str(backups[0]) in message
+    assert backups[0].read_bytes() == content
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        ["run_state.json", backups[0].name] + (["run_state.json.lock"] if
+                                               (path.parent / "run_state.json.lock").exists()
+                                               else [])
+    ), "no temp file, no rewritten state"
+    if kind == "truncated":
+        assert "truncated" in message
+
+
+def test_corrupt_interval_inside_a_node_is_reported_with_the_node(tmp_path):
+    doc = {"schema_version": 1, "revision": 1,
+           "nodes": {"orders": {"completed_intervals": [["2024-13-01", "2024-12-02"]]}}}
+    content = json.dumps(doc).encode()
+    path = write(tmp_path / "run_state.json", content)
+    store = JsonStateStore(path, durable=False)
+    for op in (store.load, lambda: store.completed("orders"),
+               lambda: store.mark_complete("orders", days(1, 2))):
+        with pytest.raises(StateError, match=r"corrupt: node 'orders'.*copy is saved"):
+            op()
+    assert path.read_bytes() == content
+
+
+def test_newer_schema_version_is_refused_without_touching_the_file(tmp_path):
+    content = b'{"schema_version": 2, "revision": 1, "nodes": {}}'
+    path = write(tmp_path / "run_state.json", content)
+    store = JsonStateStore(path)
+    with pytest.raises(StateError, match="newer seeknal"):
+        store.mark_complete("a", days(1, 2))
+    assert path.read_bytes() == content
+
+
+def test_unreadable_state_path_gives_one_clear_line(tmp_path):
+    (tmp_path / "run_state.json").mkdir()
+    store = JsonStateStore(tmp_path / "run_state.json")
+    with pytest.raises(StateError, match="run_state.json") as info:
+        store.load()
+    assert "\n" not in str(info.value)
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+def test_store_satisfies_protocol_and_starts_empty(store):
+    assert isinstance(store, StateStore)
+    assert store.revision == 0
+    assert store.load() == {}
+    assert store.node("x") == NodeState("x")
+    assert store.completed("x") == IntervalSet()
+    assert store.changes_since(0) == []
+    assert store.history("x") == []
+    assert not store.path.exists(), "reads create nothing"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        days(1, 2),
+        (d(1), d(2)),
+        ("2024-01-01", "2024-01-02"),
+        ("2024-01-01T00:00:00", "2024-01-02T00:00:00"),  # naive = UTC
+        [("2024-01-01T00:00:00Z", "2024-01-01T12:00:00Z"), (d(1, 12), d(2))],
+        IntervalSet([days(1, 2)]),
+    ],
+)
+def test_interval_argument_forms(store, value):
+    store.mark_complete("n", value)
+    assert store.completed("n") == IntervalSet([days(1, 2)])
+
+
+def test_mark_complete_merges_and_records_everything(store):
+    assert store.mark_complete("n", days(1, 2), origin="backfill", run_id="r1", rows=10,
+                               duration=1.5, partition_keys=["2024-01-01"],
+                               fingerprint="fp1") == 1
+    assert store.mark_complete("n", days(2, 3), partition_keys=["2024-01-02"]) == 2
+    state = store.node("n")
+    assert list(state.completed) == [days(1, 3)]
+    assert state.partition_keys == {"2024-01-01", "2024-01-02"}
+    assert state.fingerprint == "fp1"
+    assert state.last_run is not None and state.last_run.tzinfo is not None
+    assert state.revision == 2
+    first = log_records(store)[0]
+    assert first["event"] == "complete" and first["mode"] == "backfill"
+    assert first["status"] == "success" and first["rows"] == 10 and first["duration"] == 1.5
+    assert first["run_id"] == "r1" and first["node"] == "n"
+    assert first["intervals"] == [["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]]
+    with pytest.raises(ValueError, match="unknown mode"):
+        store.mark_complete("n", days(1, 2), origin="typo")
+    with pytest.raises(ValueError):
+        store.mark_complete("n", [])
+
+
+def test_returned_sets_are_copies(store):
+    store.mark_complete("n", days(1, 2))
+    store.completed("n").add(days(5, 6))
+    store.load()["n"].completed.add(days(7, 8))
+    assert store.completed("n") == IntervalSet([days(1, 2)])
+
+
+def test_failed_attempts_count_and_clear_when_completed(store):
+    store.mark_failed("n", [days(1, 2), days(2, 3)], "boom 1")
+    store.mark_failed("n", days(1, 2), "boom 2", run_id="r9")
+    failed = store.node("n").failed
+    assert [(f.start, f.end, f.attempts, f.error) for f in failed] == [
+        (d(1), d(2), 2, "boom 2"),
+        (d(2), d(3), 1, "boom 1"),
+    ]
+    assert store.node("n").failed_intervals == IntervalSet([days(1, 3)])
+    # a wider failure takes over the overlapped ones and counts from the highest
+    store.mark_failed("n", days(1, 3), "boom 3")
+    assert [(f.start, f.end, f.attempts) for f in store.node("n").failed] == [(d(1), d(3), 3)]
+    # completing part of it keeps the rest, with its count
+    store.mark_complete("n", Interval(d(1), d(2, 12)))
+    assert [(f.start, f.end, f.attempts) for f in store.node("n").failed] == [
+        (d(2, 12), d(3), 3)
+    ]
+    store.mark_complete("n", days(2, 3))
+    assert store.node("n").failed == []
+    fails = [r for r in store.history("n") if r["event"] == "fail"]
+    assert [r["attempts"] for r in fails] == [1, 2, 3]
+    assert fails[1]["status"] == "failed" and fails[1]["error"] == "boom 2"
+    assert fails[1]["run_id"] == "r9"
+
+
+def test_completed_stays_completed_when_a_rerun_fails(store):
+    store.mark_complete("n", days(1, 2))
+    store.mark_failed("n", days(1, 2), "rerun failed")
+    assert store.completed("n") == IntervalSet([days(1, 2)])
+
+
+def test_restatement_lifecycle(store, monkeypatch):
+    monkeypatch.setenv("SEEKNAL_ACTOR", "ci-bot")
+    store.mark_complete("up", days(1, 10))
+    store.mark_complete("down", days(1, 10))
+    with pytest.raises(StateError, match="reason"):
+        store.restate({"up": days(2, 3)}, "  ")
+    with pytest.raises(StateError, match="no intervals"):
+        store.restate({"up": []}, "why")
+    before = store.revision
+    made = store.restate({"up": days(2, 4), "down": [days(2, 3), days(3, 4)]},
+                         "fixed aggregation bug")
+    assert store.revision == before + 1, "one request, one revision"
+    assert [r.node for r in made] == ["up", "down"]
+    assert all(r.pending and r.actor == "ci-bot" and r.reason == "fixed aggregation bug"
+               for r in made)
+    assert made[1].intervals == [days(2, 4)]
+    assert list(store.completed("up")) == [days(1, 2), days(4, 10)]
+    assert {r.id for r in store.pending_restatements()} == {r.id for r in made}
+    assert [r.id for r in store.pending_restatements("up")] == [made[0].id]
+    restates = [r for r in log_records(store) if r["event"] == "restate"]
+    assert [(r["node"], r["reason"], r["actor"]) for r in restates] == [
+        ("up", "fixed aggregation bug", "ci-bot"), ("down", "fixed aggregation bug", "ci-bot")]
+
+    # partly recomputed: still pending; fully recomputed: resolved by that run
+    store.mark_complete("up", days(2, 3), origin="restate")
+    assert store.pending_restatements("up")
+    store.mark_complete("up", days(3, 4), origin="dagster", run_id="run-42")
+    up = store.node("up").restatements[0]
+    assert up.status == "resolved" and up.resolved_by == "dagster:run-42"
+    assert up.resolved_at is not None
+    complete = [r for r in store.history("up") if r["event"] == "complete"][-1]
+    assert complete["resolved_restatements"] == [made[0].id]
+
+    # manual resolution, idempotent; unknown ids are an error
+    down = store.resolve_restatement(made[1].id, by="alice")
+    assert down.status == "resolved" and down.resolved_by == "alice"
+    rev = store.revision
+    assert store.resolve_restatement(made[1].id).resolved_by == "alice"
+    assert store.revision == rev
+    assert store.pending_restatements() == []
+    with pytest.raises(StateError, match="no restatement 'nope'"):
+        store.resolve_restatement("nope")
+    kinds = [c.kind for c in store.changes_since(0)]
+    assert kinds.count("resolve") == 2
+
+
+def test_resolved_restatements_are_pruned_but_pending_kept(store):
+    store.mark_complete("n", days(1, 2))
+    for _ in range(js.KEEP_RESOLVED + 5):
+        store.restate({"n": days(1, 2)}, "again")
+        store.mark_complete("n", days(1, 2))
+    pending = store.restate({"n": days(1, 2)}, "last")[0]
+    items = store.node("n").restatements
+    assert len(items) == js.KEEP_RESOLVED + 1
+    assert items[-1].id == pending.id and items[-1].pending
+
+
+def test_partition_keys_and_fingerprint(store):
+    store.mark_complete("n", (), partition_keys=["a", "b", "c"])
+    rev = store.remove_partition_keys("n", ["b", "zz"])
+    assert store.node("n").partition_keys == {"a", "c"}
+    assert store.remove_partition_keys("n", ["zz"]) == rev, "nothing removed: no revision"
+    rev = store.set_fingerprint("n", "h1")
+    assert store.set_fingerprint("n", "h1") == rev, "unchanged: no revision"
+    assert store.set_fingerprint("n", "h2") == rev + 1
+    assert store.node("n").fingerprint == "h2"
+    last = log_records(store)[-1]
+    assert last["event"] == "fingerprint" and last["previous"] == "h1"
+
+
+def test_revision_is_monotonic_across_store_instances(tmp_path):
+    path = tmp_path / "run_state.json"
+    a, b = JsonStateStore(path, durable=False), JsonStateStore(path, durable=False)
+    seen = [a.revision]
+    for i in range(30):
+        writer = a if i % 3 else b
+        seen.append(writer.mark_complete(f"n{i % 4}", Interval(d(1, i % 24), d(1, i % 24) +
+                                                              dt.timedelta(hours=1))))
+        assert a.revision == b.revision == seen[-1]
+    assert seen == list(range(31))
+    assert a.load().keys() == b.load().keys()
+    assert a.completed("n1") == b.completed("n1")
+
+
+def test_changes_since_returns_what_changed_in_order(store):
+    store.mark_complete("a", days(1, 2), origin="backfill", run_id="r1")
+    store.mark_failed("b", days(1, 2), "boom")
+    store.record_execution("a", days(1, 2), status="skipped")
+    store.restate({"a": days(1, 2)}, "bad data", actor="bob")
+    changes = store.changes_since(0)
+    assert [(c.revision, c.node, c.kind) for c in changes] == [
+        (1, "a", "complete"), (2, "b", "fail"), (3, "a", "restate")]
+    assert changes[0].origin == "backfill" and changes[0].run_id == "r1"
+    assert changes[0].intervals == IntervalSet([days(1, 2)])
+    assert changes[2].origin == "bob" and changes[2].details["reason"] == "bad data"
+    assert changes[0].at is not None
+    assert [c.revision for c in store.changes_since(2)] == [3]
+    assert store.changes_since(3) == []
+
+
+def test_changes_since_resyncs_when_the_journal_cannot_answer(store):
+    store.mark_complete("a", days(1, 2))
+    store.mark_complete("b", days(2, 3))
+    for i in range(js.LOG_TAIL_RECORDS + 2):
+        store.mark_complete("a", Interval(d(3, i), d(3, i + 1)))
+    last = store.revision
+    store.log_path.unlink()
+    resync = store.changes_since(0)
+    assert {c.kind for c in resync} == {"resync"}
+    assert {c.node: c.intervals for c in resync} == {
+        "a": IntervalSet([days(1, 2), Interval(d(3), d(3, js.LOG_TAIL_RECORDS + 2))]),
+        "b": IntervalSet([days(2, 3)])}
+    assert all(c.revision == last for c in resync)
+    # the latest revisions are still known from the state file's log_tail
+    assert [c.revision for c in store.changes_since(last - 3)] == [last - 2, last - 1, last]
+    assert {c.kind for c in store.changes_since(last + 5)} == {"resync"}, "cursor ahead"
+
+
+def test_a_lost_log_line_is_served_and_repaired(tmp_path):
+    path = tmp_path / "run_state.json"
+    store = JsonStateStore(path, durable=False)
+    store.mark_complete("a", days(1, 2))
+    store.mark_complete("a", days(2, 3))
+    lines = store.log_path.read_bytes().splitlines(keepends=True)
+    # a crash after the state write, in the middle of the log append
+    store.log_path.write_bytes(lines[0] + lines[1][:25])
+    other = JsonStateStore(path, durable=False)
+    assert [c.revision for c in other.changes_since(0)] == [1, 2]
+    assert [r["revision"] for r in other.history("a")] == [1, 2]
+    other.mark_complete("b", days(1, 2))
+    text = other.log_path.read_text().splitlines()
+    assert text[1] == lines[1][:25].decode(), "the torn line is left as it was"
+    revisions = [json.loads(line)["revision"] for line in text if line.endswith("}")]
+    assert revisions == [1, 2, 3], "the missing record was re-appended, whole"
+    assert [c.revision for c in other.changes_since(0)] == [1, 2, 3]
+
+
+def test_log_tail_is_bounded_and_the_log_gets_every_record(store):
+    for i in range(js.LOG_TAIL_RECORDS * 3 + 5):
+        store.mark_complete("n", Interval(d(1) + dt.timedelta(hours=i),
+                                          d(1) + dt.timedelta(hours=i + 1)))
+        assert 1 <= len(json.loads(store.path.read_text())["log_tail"]) <= js.LOG_TAIL_RECORDS
+    assert [r["revision"] for r in log_records(store)] == list(range(1, store.revision + 1))
+    assert len(store.completed("n")) == 1
+
+
+def test_history_is_per_node_oldest_first(store):
+    store.mark_complete("a", days(1, 2), origin="run")
+    store.mark_complete("b", days(1, 2))
+    store.mark_complete("a", days(2, 3), origin="manual")
+    store.record_execution("a", days(3, 4), mode="backfill", status="cancelled", error="stop")
+    history = store.history("a")
+    assert [(r["event"], r.get("mode")) for r in history] == [
+        ("complete", "run"), ("complete", "manual"), ("execution", "backfill")]
+    assert history[-1]["status"] == "cancelled" and history[-1]["revision"] == 3
+    assert store.history("a", limit=1) == history[-1:]
+    assert store.revision == 3, "audit-only records do not change the revision"
+
+
+def test_writes_are_atomic_files_and_leave_no_temp_files(tmp_path):
+    folder = tmp_path / "target"
+    store = JsonStateStore(folder / "run_state.json")
+    store.mark_complete("n", days(1, 2))
+    stale = write(folder / ".run_state.json.123-abc-1.tmp", b"{")
+    other = JsonStateStore(folder / "run_state.json")
+    other.mark_complete("n", days(2, 3))
+    assert not stale.exists(), "temp files of dead writers are swept under the lock"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "run_log.jsonl", "run_state.json", "run_state.json.lock"]
+    assert json.loads((folder / "run_state.json").read_text())["revision"] == 2
+
+
+def test_lock_timeout_is_a_clear_error(tmp_path):
+    store = JsonStateStore(tmp_path / "run_state.json", lock_timeout=0.2)
+    store.mark_complete("n", days(1, 2))
+    fd = os.open(store.lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(StateError, match="timed out .* waiting for the state lock"):
+            store.mark_complete("n", days(2, 3))
+        assert store.revision == 1, "readers do not need the lock"
+    finally:
+        os.close(fd)
+    assert store.mark_complete("n", days(2, 3)) == 2
+
+
+def test_random_updates_match_the_interval_algebra(tmp_path):
+    """Incremental row splicing must give exactly the merged set, in memory and on disk."""
+    rng = random.Random(3)
+    path = tmp_path / "run_state.json"
+    store = JsonStateStore(path, durable=False)
+    expected = IntervalSet()
+    base = d(1)
+    for _ in range(300):
+        a = rng.randrange(0, 400)
+        iv = Interval(base + dt.timedelta(hours=a),
+                      base + dt.timedelta(hours=a + rng.randrange(1, 6)))
+        if rng.random() < 0.7:
+            store.mark_complete("n", iv)
+            expected = expected.union([iv])
+        else:
+            store.restate({"n": iv}, "test")
+            expected = expected.difference([iv])
+        assert store.completed("n") == expected
+    fresh = JsonStateStore(path)
+    assert fresh.completed("n") == expected
+    rows = json.loads(path.read_text())["nodes"]["n"]["completed_intervals"]
+    assert rows == [[js._fmt(js._parse_us(a)), js._fmt(js._parse_us(b))] for a, b in rows]
+    assert IntervalSet([tuple(r) for r in rows]) == expected and len(rows) == len(expected)
+
+
+def test_microsecond_bounds_round_trip(store):
+    iv = Interval(dt.datetime(2024, 1, 1, 0, 0, 0, 250, tzinfo=UTC),
+                  dt.datetime(2024, 1, 1, 0, 0, 1, 999999, tzinfo=UTC))
+    store.mark_complete("n", iv)
+    assert list(JsonStateStore(store.path).completed("n")) == [iv]
+
+
+def test_open_store_configuration(tmp_path):
+    default = open_store(tmp_path)
+    assert isinstance(default, JsonStateStore)
+    assert default.path == (tmp_path / "target" / "run_state.json").resolve()
+    assert default.log_path == default.path.with_name("run_log.jsonl")
+    custom = open_store(tmp_path, {"backend": "json", "path": "state/s.json",
+                                   "log_path": "logs/audit.jsonl", "durable": False})
+    assert custom.path == (tmp_path / "state" / "s.json").resolve()
+    custom.mark_complete("n", days(1, 2))
+    assert (tmp_path / "logs" / "audit.jsonl").exists()
+    with pytest.raises(StateError, match="postgres.*not available yet"):
+        open_store(tmp_path, {"backend": "postgres"})
+    with pytest.raises(StateError, match="unknown state backend 'redis'"):
+        open_store(tmp_path, {"backend": "redis"})
+    with pytest.raises(StateError, match="unknown state option"):
+        open_store(tmp_path, {"pth": "x"})
+
+
+def test_state_package_imports_neither_dagster_nor_duckdb():
+    code = (
+        "import sys, seeknal_core.state;"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('dagster','duckdb')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
