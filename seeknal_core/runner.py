@@ -189,6 +189,8 @@ def plan(
     for name in names:
         node = project.nodes[name]
         np = NodePlan(node=name, batch_size=batch_size or node.batch_size)
+        if node.materialization == "parquet" and not node.time_column:
+            np.batch_size = 1  # without a time column a query's rows cannot be split by interval
         out.append(np)
         if not node.is_incremental:
             np.full_refresh = True
@@ -433,7 +435,7 @@ def execute(
 
     progress = progress or Progress()
     own = engine is None
-    engine = engine or DuckDBEngine(project)
+    engine = engine or DuckDBEngine(project, in_memory=not _needs_database(project, the_plan))
     t0 = time.perf_counter()
     results: list[NodeResult] = []
     failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
@@ -467,6 +469,23 @@ def execute(
         if own:
             engine.close()
     return RunResult(nodes=results, seconds=time.perf_counter() - t0)
+
+
+def _needs_database(project: Project, the_plan: Plan) -> bool:
+    """Whether the run reads or writes the project's DuckDB file.  Runs of ``parquet``
+    nodes over file sources do not, so parallel workers never contend for its lock."""
+    for np in the_plan.nodes:
+        if not (np.due or np.full_refresh):
+            continue
+        node = project.nodes[np.node]
+        if node.materialization != "parquet":
+            return True
+        for dep in node.depends_on:
+            if dep in project.sources and not project.sources[dep].location:
+                return True
+            if dep in project.nodes and project.nodes[dep].materialization != "parquet":
+                return True
+    return False
 
 
 def _error_text(exc: BaseException) -> str:
@@ -585,7 +604,11 @@ class _NodeRunner:
         t = time.perf_counter()
         try:
             sql = render_sql(node, start, end)
-            rows = self.engine.write_batch(node, sql, start, end, keys or None)
+            if node.materialization == "parquet":
+                rows = self.engine.write_parquet_intervals(
+                    node, sql, [(from_epoch(a), from_epoch(b)) for a, b in group])
+            else:
+                rows = self.engine.write_batch(node, sql, start, end, keys or None)
         except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: these intervals fail
             whole_query = isinstance(exc, (duckdb.ParserException, duckdb.BinderException,
                                            duckdb.CatalogException))

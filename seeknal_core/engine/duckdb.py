@@ -1,15 +1,22 @@
 """DuckDB execution: idempotent interval writes.
 
-Each batch is one transaction: delete the batch's time range (or partition keys) from
-the node's table, insert the rendered query's rows that fall inside the range, commit.
-Re-running an interval therefore replaces its rows and never duplicates them.  Rows a
-query produces outside its interval are not inserted (as SQLMesh and dbt's microbatch
-do), because nothing would ever delete them again.
+``incremental`` nodes: each batch is one transaction: delete the batch's time range (or
+partition keys) from the node's table, insert the rendered query's rows that fall inside
+the range, commit.  Re-running an interval therefore replaces its rows and never
+duplicates them.  Rows a query produces outside its interval are not inserted (as
+SQLMesh and dbt's microbatch do), because nothing would ever delete them again.
+
+``parquet`` nodes: each interval is its own file under ``target/data/<node>/``, written
+to a temp file and renamed over the old one, so a re-run replaces it whole and workers
+writing different intervals never block each other.  The node's name is a view over all
+of its files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +56,18 @@ class DuckDBEngine:
     ``connection`` lets a caller (the Dagster ``DuckDBResource``) hand in its own.
     """
 
-    def __init__(self, project: Project, connection: duckdb.DuckDBPyConnection | None = None):
+    def __init__(
+        self,
+        project: Project,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        *,
+        in_memory: bool = False,
+    ):
         self.project = project
-        if connection is None:
+        if connection is None and in_memory:
+            connection = duckdb.connect(":memory:")
+            self._owned = True
+        elif connection is None:
             Path(project.database_path).parent.mkdir(parents=True, exist_ok=True)
             try:
                 connection = duckdb.connect(str(project.database_path))
@@ -86,6 +102,52 @@ class DuckDBEngine:
                 self.con.execute(
                     f"CREATE OR REPLACE TEMP VIEW {q(source.name)} AS {source_relation_sql(source)}"
                 )
+        for node in self.project.nodes.values():
+            if node.materialization == "parquet":
+                self._register_parquet_view(node)
+
+    def parquet_dir(self, node: TransformNode) -> Path:
+        return self.project.target_dir / "data" / node.name
+
+    def _register_parquet_view(self, node: TransformNode) -> None:
+        folder = self.parquet_dir(node)
+        if any(folder.glob("*.parquet")):
+            glob = _sql_literal(str(folder / "*.parquet"))
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS "
+                             f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
+
+    def write_parquet_intervals(
+        self, node: TransformNode, sql: str, intervals: list[tuple[dt.datetime, dt.datetime]]
+    ) -> int:
+        """Run the batch's query once, then write each interval's rows to its own file
+        (temp file, then rename).  Returns the rows written."""
+        folder = self.parquet_dir(node)
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = f"_seeknal_batch_{uuid.uuid4().hex}"
+        single = len(intervals) == 1
+        con = self.con
+        if not single:
+            con.execute(f"CREATE TEMP TABLE {q(staged)} AS SELECT * FROM ({sql}) AS q")
+        rows = 0
+        try:
+            for start, end in intervals:
+                source = f"({sql})" if single else q(staged)
+                where = self._range_predicate(node, start, end, "") if node.time_column else "true"
+                final = folder / f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.parquet"
+                temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+                try:
+                    result = con.execute(
+                        f"COPY (SELECT * FROM {source} AS q WHERE {where}) TO "
+                        f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()
+                    os.replace(temp, final)
+                finally:
+                    temp.unlink(missing_ok=True)
+                rows += int(result[0]) if result else 0
+        finally:
+            if not single:
+                con.execute(f"DROP TABLE IF EXISTS {q(staged)}")
+        self._register_parquet_view(node)
+        return rows
 
     def table_exists(self, name: str) -> bool:
         return bool(self.con.execute(
@@ -108,11 +170,15 @@ class DuckDBEngine:
         return int(self.con.execute(f"SELECT count(*) FROM {q(name)}").fetchone()[0])
 
     # -- writes ---------------------------------------------------------------------------
-    def _range_predicate(self, node: TransformNode, start: dt.datetime, end: dt.datetime) -> str:
+    def _range_predicate(
+        self, node: TransformNode, start: dt.datetime, end: dt.datetime, kind: str | None = None
+    ) -> str:
         """``time_column in [start, end)``, in the column's own terms: wall clock of the
-        node's timezone for naive types (as ``{{ start }}`` renders), instants for TIMESTAMPTZ."""
+        node's timezone for naive types (as ``{{ start }}`` renders), instants for TIMESTAMPTZ.
+        ``kind`` is the column's type (default: looked up in the node's table)."""
         column = q(node.time_column)
-        kind = self._columns(node.name).get(node.time_column.lower(), "")
+        if kind is None:
+            kind = self._columns(node.name).get(node.time_column.lower(), "")
         if "WITH TIME ZONE" in kind.upper():
             lo, hi = (_sql_literal(t.isoformat()) for t in (start, end))
             return f"{column} >= CAST({lo} AS TIMESTAMPTZ) AND {column} < CAST({hi} AS TIMESTAMPTZ)"
