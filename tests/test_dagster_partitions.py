@@ -140,6 +140,7 @@ def test_colliding_keys_fall_back_to_a_format_with_the_utc_offset(monkeypatch):
         return real(pdef, *args, **kwargs)
 
     monkeypatch.setattr(partitions, "check_partitions_def", strict)
+    monkeypatch.setattr(partitions, "_defs", {})  # another test may have cached this definition
     pdef = partitions_def_for(node(schedule="@hourly", timezone="America/New_York", start=dt.date(2024, 11, 2)))
     assert pdef.fmt == "%Y-%m-%d-%H:%M%z"
     assert pdef.get_first_partition_key() == "2024-11-02-00:00-0400"
