@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test bench demo lint clean
+.PHONY: setup test bench demo dagster lint clean
 
 # The example data covers 2024-01-01 .. 2024-03-31; the demo pins the clock to its end.
 DEMO_NOW ?= 2024-04-01T00:00:00Z
@@ -30,6 +30,14 @@ demo: $(STAMP)
 	$(BIN)/python example_project/generate_data.py
 	SEEKNAL_NOW=$(DEMO_NOW) $(BIN)/seeknal run --backfill --project-path example_project
 	SEEKNAL_NOW=$(DEMO_NOW) $(BIN)/seeknal intervals show --project-path example_project
+
+# Dagster's UI on http://127.0.0.1:3000 over example_project (DAGSTER_HOME in .dagster/,
+# with the seeknal_duckdb pool limited to one writer).
+dagster: $(STAMP)
+	$(BIN)/python example_project/generate_data.py
+	mkdir -p .dagster
+	test -f .dagster/dagster.yaml || printf 'concurrency:\n  pools:\n    default_limit: 1\n' > .dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: $(STAMP)
 	$(BIN)/ruff check seeknal_core seeknal_dagster tests bench

@@ -160,6 +160,7 @@ def plan(
     start: TimeLike | None = None,
     end: TimeLike | None = None,
     partitions: Iterable[str] | None = None,
+    intervals: Iterable[tuple[TimeLike, TimeLike]] | None = None,
     batch_size: int | None = None,
     now: TimeLike | None = None,
     include_open: bool = False,
@@ -171,7 +172,9 @@ def plan(
       restatements and the node's ``lookback``.
     * ``backfill``: every missing (never completed, failed or restated) interval in
       ``[start, end)``, default the node's start to now.
-    * ``partitions``: exactly the intervals those keys name, completed or not.
+    * ``partitions``: exactly the intervals those keys name, completed or not;
+      ``intervals``: exactly the schedule intervals overlapping these (start, end) instants
+      (what a Dagster partition window asks for), completed or not.
     Only intervals with ``end <= now`` are due unless ``include_open``.
     """
     if mode not in ("run", "backfill", "restate"):
@@ -182,6 +185,7 @@ def plan(
         raise PlanError(f"batch size must be at least 1, got {batch_size}")
     names = project.topological_order(nodes)
     keys = [k for k in (partitions or ()) if k.strip()]
+    explicit = [(to_epoch(a), to_epoch(b)) for a, b in (intervals or ())]
     has_range = start is not None or end is not None
     _range(start, end, "UTC")  # an inverted range is an error even for an empty node list
     states = store.load()
@@ -202,12 +206,14 @@ def plan(
                             "to recompute them with the new SQL")
         schedule = node.schedule
         lo, hi = node_bounds(node, now_s, include_open)
-        if keys:
+        if keys or explicit:
             for key in keys:
-                pair = partition_interval(node, key)
-                np.due[pair] = "partition"
-                if node.partition_column:
-                    np.partition_keys[pair] = key
+                np.due[partition_interval(node, key)] = "partition"
+            for a, b in explicit:
+                for pair in _pairs_overlapping(schedule, a, b):
+                    np.due[pair] = "partition"
+            if node.partition_column:
+                np.partition_keys.update({p: _key(node, p) for p in np.due})
             continue
         if mode in ("backfill", "restate") or has_range:
             range_lo, range_hi = _range(start, end, node.timezone)

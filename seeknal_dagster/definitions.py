@@ -1,0 +1,67 @@
+"""``build_definitions``: a seeknal project as one ``dagster.Definitions``.
+
+Loading is cheap and side-effect free: the project's YAML is read and the partitions
+are validated, but no database connection is opened and no state is read or written
+until a run, sensor tick or check executes.  Step processes re-import the code location
+and so rebuild the same definitions from the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from .assets import DUCKDB_RESOURCE_KEY, POOL, as_project, build_assets
+from .checks import build_asset_checks
+from .schedules import build_jobs, build_schedules
+from .sensors import MAX_PARTITIONS_PER_TICK, build_sensors
+from .translator import SeeknalTranslator
+
+
+def build_definitions(
+    project_path: str | os.PathLike[str],
+    *,
+    translator: SeeknalTranslator | None = None,
+    database_path: str | os.PathLike[str] | None = None,
+    resource_key: str = DUCKDB_RESOURCE_KEY,
+    pool: str | None = POOL,
+    sensors: bool = True,
+    checks: bool = True,
+    schedules: bool = True,
+    sensor_interval_seconds: int = 30,
+    max_partitions_per_tick: int = MAX_PARTITIONS_PER_TICK,
+    upstream_retries: int = 3,
+    upstream_retry_seconds: float = 60.0,
+    schedule_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+) -> dg.Definitions:
+    """Assets (sources as external assets), asset checks, sensors, jobs and schedules.
+
+    ``database_path`` overrides the project's ``database:`` (relative paths are read from
+    the project folder, like the setting); the assets write through a ``DuckDBResource``
+    under ``resource_key``, in the concurrency pool ``pool``.
+    """
+    project = as_project(project_path)
+    translator = translator or SeeknalTranslator()
+    database = project.database_path if database_path is None else project.root / Path(database_path)
+    jobs = build_jobs(project, translator=translator) if (schedules or sensors) else []
+    return dg.Definitions(
+        assets=build_assets(
+            project, translator=translator, resource_key=resource_key, pool=pool,
+            upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
+        ),
+        asset_checks=build_asset_checks(project, translator=translator) if checks else [],
+        sensors=build_sensors(
+            project, translator=translator, minimum_interval_seconds=sensor_interval_seconds,
+            max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
+            jobs=jobs or None,
+        ) if sensors else [],
+        jobs=jobs,
+        schedules=build_schedules(project, jobs=jobs, default_status=schedule_status) if schedules else [],
+        resources={resource_key: DuckDBResource(database=str(database))},
+    )
+
+
+__all__ = ["build_definitions"]
