@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import SeeknalError
-from .intervals import IntervalCalculator, IntervalSet, pending_index_runs
+from .intervals import IntervalSet, pending_index_runs
 from .project import Project, TransformNode
 from .schedule import Schedule
 from .templating import compile_sql, render_sql
@@ -477,21 +477,23 @@ def execute(
     return RunResult(nodes=results, seconds=time.perf_counter() - t0)
 
 
-def _needs_database(project: Project, the_plan: Plan) -> bool:
-    """Whether the run reads or writes the project's DuckDB file.  Runs of ``parquet``
-    nodes over file sources do not, so parallel workers never contend for its lock."""
-    for np in the_plan.nodes:
-        if not (np.due or np.full_refresh):
-            continue
-        node = project.nodes[np.node]
-        if node.materialization != "parquet":
+def needs_database(project: Project, node: TransformNode) -> bool:
+    """Whether running the node reads or writes the project's DuckDB file.  ``parquet``
+    nodes over file sources and other ``parquet`` nodes do not, so parallel workers never
+    contend for its single-writer lock."""
+    if node.materialization != "parquet":
+        return True
+    for dep in node.depends_on:
+        if dep in project.sources and not project.sources[dep].location:
             return True
-        for dep in node.depends_on:
-            if dep in project.sources and not project.sources[dep].location:
-                return True
-            if dep in project.nodes and project.nodes[dep].materialization != "parquet":
-                return True
+        if dep in project.nodes and project.nodes[dep].materialization != "parquet":
+            return True
     return False
+
+
+def _needs_database(project: Project, the_plan: Plan) -> bool:
+    return any(needs_database(project, project.nodes[np.node])
+               for np in the_plan.nodes if np.due or np.full_refresh)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -664,6 +666,7 @@ def run(
 
 
 __all__ = [
-    "IntervalCalculator", "NodePlan", "NodeResult", "Plan", "PlanError", "Progress", "RunResult",
-    "coalesce", "execute", "partition_interval", "plan", "restate", "restatement_impact", "run",
+    "NodePlan", "NodeResult", "Plan", "PlanError", "Progress", "RunResult",
+    "coalesce", "execute", "needs_database", "partition_interval", "plan", "restate",
+    "restatement_impact", "run",
 ]

@@ -123,11 +123,15 @@ def run_node(
                 the_plan = runner.plan(project, store, nodes=[node.name])
             for note in the_plan.nodes[0].notes:
                 context.log.warning(f"{node.name}: {note}")
-            with duckdb_resource.get_connection() as con:
-                result = runner.execute(
-                    the_plan, project, store, engine=DuckDBEngine(project, connection=con),
-                    origin="dagster", run_id=context.run.run_id,
-                )
+            if runner.needs_database(project, node):
+                with duckdb_resource.get_connection() as con:
+                    result = runner.execute(
+                        the_plan, project, store, engine=DuckDBEngine(project, connection=con),
+                        origin="dagster", run_id=context.run.run_id,
+                    )
+            else:  # parquet files only: no shared database, so partitions run in parallel
+                result = runner.execute(the_plan, project, store, origin="dagster",
+                                        run_id=context.run.run_id)
     except (SeeknalError, StateError) as exc:
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
     outcome = result.nodes[0]
@@ -235,8 +239,12 @@ def build_node_asset(
             mapping = dg.TimeWindowPartitionMapping()
         deps.append(dg.AssetDep(keys[name], partition_mapping=mapping))
     policy = None
+    file_only = not runner.needs_database(project, node)
     if pdef is not None:
-        policy = (dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size
+        # parquet nodes write one file per interval and share no database: a backfill
+        # fans out into one run per partition (or per batch_size) that can run in parallel
+        policy = (dg.BackfillPolicy.multi_run(node.batch_size or 1) if file_only
+                  else dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size
                   else dg.BackfillPolicy.single_run())
 
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -252,7 +260,7 @@ def build_node_asset(
             deps=deps,
             partitions_def=pdef,
             backfill_policy=policy,
-            pool=pool,
+            pool=None if file_only else pool,
             group_name=translator.get_group_name(node) or group_name_for(project),
             description=translator.get_description(node),
             metadata=translator.get_metadata(node),
