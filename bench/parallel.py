@@ -22,6 +22,9 @@ from pathlib import Path
 
 import duckdb
 
+sys.path.insert(0, str(Path(__file__).parent))
+from runner import events_sql  # noqa: E402  (bench/runner.py: the same workload)
+
 from seeknal_core import runner
 from seeknal_core.project import load_project
 from seeknal_core.state import open_store
@@ -47,15 +50,7 @@ def make_project(root: Path, rows: int) -> Path:
         "events:\n  path: data/events/*.parquet\n  time_column: event_time\n")
     (root / "seeknal" / "transforms" / "daily_stats.yml").write_text(NODE)
     con = duckdb.connect()
-    con.execute(f"""
-        CREATE TABLE events AS
-        SELECT TIMESTAMP '2023-01-01' + to_microseconds(CAST(i * (365 * 86400000000 // {rows}) AS BIGINT))
-                 AS event_time,
-               CAST(hash(i) % 200000 AS INTEGER) AS user_id,
-               ['page_view', 'add_to_cart', 'checkout', 'purchase', 'refund'][CAST(1 + hash(i * 7) % 5 AS BIGINT)]
-                 AS event_type,
-               CAST((hash(i * 13) % 10000) / 100.0 AS DECIMAL(10, 2)) AS amount
-        FROM range({rows}) t(i)""")
+    con.execute(f"CREATE TABLE events AS {events_sql(rows)}")
     for month in range(1, 13):
         con.execute(f"COPY (SELECT * FROM events WHERE month(event_time) = {month} ORDER BY event_time) "
                     f"TO '{root}/data/events/2023-{month:02d}.parquet' (FORMAT PARQUET)")
@@ -108,7 +103,7 @@ def postgres_dsn() -> tuple[str | None, object]:
         import pg_server  # the test suite's throwaway server on loopback
     except ImportError:
         return None, None
-    server = pg_server.start()
+    server = pg_server.start_server()
     return server.dsn, server
 
 

@@ -36,6 +36,18 @@ daily_stats:
 """
 
 
+def events_sql(rows: int) -> str:
+    """`rows` synthetic events spread evenly over 2023: time, user, one of 5 types, amount."""
+    return f"""
+        SELECT TIMESTAMP '2023-01-01' + to_microseconds(CAST(i * (365 * 86400000000 // {rows}) AS BIGINT))
+                 AS event_time,
+               CAST(hash(i) % 200000 AS INTEGER) AS user_id,
+               ['page_view', 'add_to_cart', 'checkout', 'purchase', 'refund'][CAST(1 + hash(i * 7) % 5 AS BIGINT)]
+                 AS event_type,
+               CAST((hash(i * 13) % 10000) / 100.0 AS DECIMAL(10, 2)) AS amount
+        FROM range({rows}) t(i)"""
+
+
 def make_project(root: Path, rows: int) -> Path:
     (root / "seeknal" / "transforms").mkdir(parents=True)
     (root / "seeknal" / "sources").mkdir(parents=True)
@@ -45,15 +57,7 @@ def make_project(root: Path, rows: int) -> Path:
     sql = AGG.format(lo="{{ start }}", hi="{{ end }}")
     (root / "seeknal" / "transforms" / "daily_stats.yml").write_text(NODE.format(sql=sql))
     con = duckdb.connect(str(root / "target" / "warehouse.duckdb"))
-    con.execute(f"""
-        CREATE TABLE events AS
-        SELECT TIMESTAMP '2023-01-01' + to_microseconds(CAST(i * (365 * 86400000000 // {rows}) AS BIGINT))
-                 AS event_time,
-               CAST(hash(i) % 200000 AS INTEGER) AS user_id,
-               ['page_view', 'add_to_cart', 'checkout', 'purchase', 'refund'][CAST(1 + hash(i * 7) % 5 AS BIGINT)]
-                 AS event_type,
-               CAST((hash(i * 13) % 10000) / 100.0 AS DECIMAL(10, 2)) AS amount
-        FROM range({rows}) t(i)""")
+    con.execute(f"CREATE TABLE events AS {events_sql(rows)}")
     con.close()
     return root
 

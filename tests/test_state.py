@@ -1,4 +1,5 @@
-"""JsonStateStore: operations, file format, seed-format migration, corruption handling."""
+"""State stores: operations on both backends (JSON file and PostgreSQL), and the JSON file's
+format, seed-format migration and corruption handling."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import fcntl
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from seeknal_core import Interval, IntervalSet
 from seeknal_core.state import (
     JsonStateStore,
     NodeState,
+    PostgresStateStore,
     StateError,
     StateStore,
     open_store,
@@ -45,12 +48,31 @@ def days(a: int, b: int) -> Interval:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JsonStateStore:
+def store(store_factory) -> StateStore:
+    """A fresh, empty store: every test using it runs on both backends."""
+    return store_factory()
+
+
+@pytest.fixture
+def json_store(tmp_path: Path) -> JsonStateStore:
     return JsonStateStore(tmp_path / "target" / "run_state.json", durable=False)
 
 
 def log_records(store: JsonStateStore) -> list[dict]:
     return [json.loads(line) for line in store.log_path.read_text().splitlines()]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def audit(store: StateStore) -> list[dict]:
+    """Every audit record of the store, oldest first (any backend)."""
+    return store.export()["audit"]
 
 
 def write(path: Path, content: bytes | str) -> Path:
@@ -237,7 +259,9 @@ def test_store_satisfies_protocol_and_starts_empty(store):
     assert store.completed("x") == IntervalSet()
     assert store.changes_since(0) == []
     assert store.history("x") == []
-    assert not store.path.exists(), "reads create nothing"
+    assert store.pending_restatements() == []
+    if isinstance(store, JsonStateStore):
+        assert not store.path.exists(), "reads create nothing"
 
 
 @pytest.mark.parametrize(
@@ -267,7 +291,7 @@ def test_mark_complete_merges_and_records_everything(store):
     assert state.fingerprint == "fp1"
     assert state.last_run is not None and state.last_run.tzinfo is not None
     assert state.revision == 2
-    first = log_records(store)[0]
+    first = store.history("n")[0]
     assert first["event"] == "complete" and first["mode"] == "backfill"
     assert first["status"] == "success" and first["rows"] == 10 and first["duration"] == 1.5
     assert first["run_id"] == "r1" and first["node"] == "n"
@@ -335,7 +359,7 @@ def test_restatement_lifecycle(store, monkeypatch):
     assert list(store.completed("up")) == [days(1, 2), days(4, 10)]
     assert {r.id for r in store.pending_restatements()} == {r.id for r in made}
     assert [r.id for r in store.pending_restatements("up")] == [made[0].id]
-    restates = [r for r in log_records(store) if r["event"] == "restate"]
+    restates = [r for r in audit(store) if r["event"] == "restate"]
     assert [(r["node"], r["reason"], r["actor"]) for r in restates] == [
         ("up", "fixed aggregation bug", "ci-bot"), ("down", "fixed aggregation bug", "ci-bot")]
 
@@ -382,13 +406,12 @@ def test_partition_keys_and_fingerprint(store):
     assert store.set_fingerprint("n", "h1") == rev, "unchanged: no revision"
     assert store.set_fingerprint("n", "h2") == rev + 1
     assert store.node("n").fingerprint == "h2"
-    last = log_records(store)[-1]
+    last = store.history("n")[-1]
     assert last["event"] == "fingerprint" and last["previous"] == "h1"
 
 
-def test_revision_is_monotonic_across_store_instances(tmp_path):
-    path = tmp_path / "run_state.json"
-    a, b = JsonStateStore(path, durable=False), JsonStateStore(path, durable=False)
+def test_revision_is_monotonic_across_store_instances(store_factory):
+    a, b = store_factory(), store_factory()
     seen = [a.revision]
     for i in range(30):
         writer = a if i % 3 else b
@@ -416,7 +439,18 @@ def test_changes_since_returns_what_changed_in_order(store):
     assert store.changes_since(3) == []
 
 
-def test_changes_since_resyncs_when_the_journal_cannot_answer(store):
+def test_changes_since_resyncs_when_the_cursor_is_ahead(store):
+    store.mark_complete("a", days(1, 2))
+    store.mark_complete("b", days(2, 3))
+    resync = store.changes_since(store.revision + 5)
+    assert {c.kind for c in resync} == {"resync"}
+    assert {c.node: c.intervals for c in resync} == {
+        "a": IntervalSet([days(1, 2)]), "b": IntervalSet([days(2, 3)])}
+    assert all(c.revision == 2 for c in resync)
+
+
+def test_changes_since_resyncs_when_the_journal_cannot_answer(json_store):
+    store = json_store
     store.mark_complete("a", days(1, 2))
     store.mark_complete("b", days(2, 3))
     for i in range(js.LOG_TAIL_RECORDS + 2):
@@ -453,7 +487,8 @@ def test_a_lost_log_line_is_served_and_repaired(tmp_path):
     assert [c.revision for c in other.changes_since(0)] == [1, 2, 3]
 
 
-def test_log_tail_is_bounded_and_the_log_gets_every_record(store):
+def test_log_tail_is_bounded_and_the_log_gets_every_record(json_store):
+    store = json_store
     for i in range(js.LOG_TAIL_RECORDS * 3 + 5):
         store.mark_complete("n", Interval(d(1) + dt.timedelta(hours=i),
                                           d(1) + dt.timedelta(hours=i + 1)))
@@ -502,11 +537,10 @@ def test_lock_timeout_is_a_clear_error(tmp_path):
     assert store.mark_complete("n", days(2, 3)) == 2
 
 
-def test_random_updates_match_the_interval_algebra(tmp_path):
-    """Incremental row splicing must give exactly the merged set, in memory and on disk."""
+def test_random_updates_match_the_interval_algebra(store_factory):
+    """Incremental updates must give exactly the merged set, in memory and on disk."""
     rng = random.Random(3)
-    path = tmp_path / "run_state.json"
-    store = JsonStateStore(path, durable=False)
+    store = store_factory()
     expected = IntervalSet()
     base = d(1)
     for _ in range(300):
@@ -520,18 +554,29 @@ def test_random_updates_match_the_interval_algebra(tmp_path):
             store.restate({"n": iv}, "test")
             expected = expected.difference([iv])
         assert store.completed("n") == expected
-    fresh = JsonStateStore(path)
+    fresh = store_factory()
     assert fresh.completed("n") == expected
-    rows = json.loads(path.read_text())["nodes"]["n"]["completed_intervals"]
+    assert store.load()["n"].completed == expected
+    if store_factory.backend != "json":
+        return
+    rows = json.loads(store.path.read_text())["nodes"]["n"]["completed_intervals"]
     assert rows == [[js._fmt(js._parse_us(a)), js._fmt(js._parse_us(b))] for a, b in rows]
     assert IntervalSet([tuple(r) for r in rows]) == expected and len(rows) == len(expected)
 
 
-def test_microsecond_bounds_round_trip(store):
+def test_microsecond_bounds_round_trip(store_factory):
     iv = Interval(dt.datetime(2024, 1, 1, 0, 0, 0, 250, tzinfo=UTC),
                   dt.datetime(2024, 1, 1, 0, 0, 1, 999999, tzinfo=UTC))
-    store.mark_complete("n", iv)
-    assert list(JsonStateStore(store.path).completed("n")) == [iv]
+    old = Interval(dt.datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+                   dt.datetime(1970, 1, 1, 0, 0, 0, 3, tzinfo=UTC))
+    store = store_factory()
+    store.mark_complete("n", [iv, old])
+    store.mark_failed("n", iv, "x")
+    assert list(store_factory().completed("n")) == [old, iv]
+    assert store.node("n").failed[0].interval == iv
+    assert store.export()["nodes"]["n"]["completed_intervals"] == [
+        ["1969-12-31T23:59:59.000001Z", "1970-01-01T00:00:00.000003Z"],
+        ["2024-01-01T00:00:00.000250Z", "2024-01-01T00:00:01.999999Z"]]
 
 
 def test_open_store_configuration(tmp_path):
@@ -544,18 +589,48 @@ def test_open_store_configuration(tmp_path):
     assert custom.path == (tmp_path / "state" / "s.json").resolve()
     custom.mark_complete("n", days(1, 2))
     assert (tmp_path / "logs" / "audit.jsonl").exists()
-    with pytest.raises(StateError, match="postgres.*not available yet"):
-        open_store(tmp_path, {"backend": "postgres"})
-    with pytest.raises(StateError, match="unknown state backend 'redis'"):
+    with pytest.raises(StateError, match="unknown state backend 'redis'.*'postgres'"):
         open_store(tmp_path, {"backend": "redis"})
     with pytest.raises(StateError, match="unknown state option"):
         open_store(tmp_path, {"pth": "x"})
 
 
+def test_open_store_selects_postgres_by_file_or_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEEKNAL_STATE_DSN", raising=False)
+    pg = open_store(tmp_path, {"backend": "postgres", "dsn": "postgresql://u@db.example:5433/state",
+                               "schema": "team_a"})
+    assert isinstance(pg, PostgresStateStore)  # connects on first use, not here
+    assert (pg.where, pg.schema) == ("db.example:5433/state", "team_a")
+    with pytest.raises(StateError, match="unknown state option.*'postgres'.*use dsn, schema"):
+        open_store(tmp_path, {"backend": "postgres", "path": "x.json"})
+    with pytest.raises(StateError, match="invalid PostgreSQL state schema"):
+        open_store(tmp_path, {"backend": "postgres", "schema": "a-b; drop"})
+    with pytest.raises(StateError, match="invalid PostgreSQL DSN") as info:
+        open_store(tmp_path, {"backend": "postgres", "dsn": "host=x password=hunter2 bogus"})
+    assert "hunter2" not in str(info.value)
+
+    monkeypatch.setenv("SEEKNAL_STATE_DSN", "postgresql://ci@pg.internal/seeknal")
+    over = open_store(tmp_path, {"backend": "json", "path": "state/s.json"})
+    assert isinstance(over, PostgresStateStore) and over.where == "pg.internal:5432/seeknal"
+    assert over.schema == "seeknal"
+    assert open_store(tmp_path, {"backend": "postgres", "dsn": "x", "schema": "s2"}).schema == "s2"
+    assert isinstance(open_store(tmp_path), PostgresStateStore)
+
+
+def test_connection_errors_name_the_server_and_the_fix_without_the_password(free_port):
+    store = PostgresStateStore(f"postgresql://bob:s3cr3t@127.0.0.1:{free_port}/statedb",
+                               connect_timeout=2)
+    with pytest.raises(StateError) as info:
+        store.mark_complete("n", days(1, 2))
+    message = str(info.value)
+    assert "\n" not in message and "s3cr3t" not in message
+    assert "127.0.0.1" in message and "statedb" in message and "SEEKNAL_STATE_DSN" in message
+
+
 def test_state_package_imports_neither_dagster_nor_duckdb():
     code = (
         "import sys, seeknal_core.state;"
-        "bad=[m for m in sys.modules if m.split('.')[0] in ('dagster','duckdb')];"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('dagster','duckdb','psycopg')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -18,6 +18,7 @@ from .common import Session, project_option
 from .init import init_command
 from .intervals import intervals
 from .run import run_command
+from .state import state
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -82,6 +83,7 @@ def cli(ctx: click.Context) -> None:
 cli.add_command(run_command)
 cli.add_command(intervals)
 cli.add_command(init_command)
+cli.add_command(state)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -134,7 +134,8 @@ class StateStore(Protocol):
     """What the runner, CLI and Dagster adapter need from a state backend.
 
     Every mutation is atomic, bumps ``revision`` by one and writes audit records;
-    ``intervals`` arguments accept anything in ``IntervalsLike``.
+    ``intervals`` arguments accept anything in ``IntervalsLike``.  ``export()`` and
+    ``import_()`` move a whole store (state and audit history) between backends.
     """
 
     @property
@@ -198,3 +199,15 @@ class StateStore(Protocol):
     def changes_since(self, revision: int) -> list[Change]: ...
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    def export(self) -> dict[str, Any]:
+        """Everything the store holds, backend-neutral: ``format``, ``version``, ``revision``,
+        ``nodes`` (per node: ``completed_intervals``, ``failed_intervals``, ``restatements``,
+        ``partition_keys``, ``fingerprint``, ``last_run``, ``revision``; times as
+        ``2024-01-01T00:00:00Z`` text) and ``audit`` (every audit record, oldest first)."""
+        ...
+
+    def import_(self, data: Mapping[str, Any]) -> int:
+        """Load an ``export()`` into this store, which must be empty (revision 0, no audit);
+        revisions and audit records are kept as they are.  Returns the store revision."""
+        ...

@@ -73,7 +73,7 @@ from .base import (
     default_actor,
 )
 
-__all__ = ["SCHEMA_VERSION", "JsonStateStore"]
+__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ KEEP_RESOLVED = 20
 LOG_TAIL_RECORDS = 8
 LOG_TAIL_BYTES = 64 * 1024
 _TOP_KEYS = ("schema_version", "revision", "updated_at", "nodes", "log_tail")
+#: ``export()`` / ``import_()`` documents: backend-neutral, so state moves between backends.
+EXPORT_FORMAT = "seeknal-state-export"
+EXPORT_VERSION = 1
 
 _US = dt.timedelta(microseconds=1)
 _NAIVE_EPOCH = dt.datetime(1970, 1, 1)
@@ -365,6 +368,29 @@ def _entry(event: str, node: str, at: str, **fields: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"revision": None, "at": at, "event": event, "node": node}
     record.update(fields)
     return record
+
+
+#: Field order of each audit event after the common head (``revision, at, event, node``).
+_FIELD_ORDER = {
+    "complete": ("intervals", "mode", "status", "rows", "duration", "error", "run_id",
+                 "partition_keys", "fingerprint", "resolved_restatements"),
+    "fail": ("intervals", "mode", "status", "rows", "duration", "error", "run_id", "attempts"),
+    "execution": ("intervals", "mode", "status", "rows", "duration", "error", "run_id"),
+    "restate": ("intervals", "reason", "actor", "restatement_id", "removed"),
+    "resolve": ("intervals", "restatement_id", "resolved_by", "reason"),
+    "fingerprint": ("fingerprint", "previous"),
+    "partitions_removed": ("partition_keys",),
+}
+
+
+def canonical_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit record with its keys in the order this module writes them: ``revision``
+    first (the log is scanned by that prefix), then ``at, event, node`` and the event's
+    fields; unknown keys keep their order at the end."""
+    head = ("revision", "at", "event", "node", *_FIELD_ORDER.get(record.get("event", ""), ()))
+    out = {k: record[k] for k in head if k in record}
+    out.update((k, v) for k, v in record.items() if k not in out)
+    return out
 
 
 def _change(record: Mapping[str, Any]) -> Change:
@@ -1437,6 +1463,115 @@ class JsonStateStore:
         return out if limit is None else out[-limit:] if limit > 0 else []
 
 
+    # -- export / import ---------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Everything the store holds (nodes and the whole audit log), backend-neutral.
+
+        Taken under the lock, so no writer changes the state or the log meanwhile.
+        """
+        with self._mutex:
+            if not self.path.exists() and not self.log_path.exists():
+                return {**export_header(), "revision": 0, "nodes": {}, "audit": []}
+            with self._locked() as doc:
+                nodes = {name: self._export_node(name, raw) for name, raw in doc["nodes"].items()}
+                audit = self._log_records()
+                _, last, count = self._scan_log(after=doc["revision"], block=4096)
+                audit += self._unlogged(list(doc.get("log_tail") or []), last, count)
+                return {**export_header(), "revision": doc["revision"], "nodes": nodes, "audit": audit}
+
+    def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
+        state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
+        return {
+            "completed_intervals": _rows(state.completed._starts, state.completed._ends),
+            "failed_intervals": [
+                {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
+                 "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}
+                for f in sorted(state.failed, key=lambda f: f.start)
+            ],
+            "restatements": json.loads(json.dumps(raw.get("restatements", []))),  # a deep copy
+            "partition_keys": sorted(state.partition_keys),
+            "fingerprint": state.fingerprint,
+            "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
+            "revision": state.revision,
+        }
+
+    def _log_records(self) -> list[dict[str, Any]]:
+        """Every whole record of the audit log, in file order."""
+        out = []
+        try:
+            with open(self.log_path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        continue  # a torn final line
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and isinstance(record.get("revision"), int):
+                        out.append(record)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def import_(self, data: Mapping[str, Any]) -> int:
+        """Load an ``export()`` into this store, which must be empty; returns its revision.
+
+        Revisions, audit records and restatement ids are kept as they are (a sensor's
+        cursor stays valid).  The audit log is written first, then the state file, each
+        atomically.
+        """
+        data = check_export(data)
+        with self._locked() as doc:
+            if doc["revision"] or doc["nodes"] or self._log_last_revision() is not None:
+                raise StateError(
+                    f"state file {self.path} already holds state (revision {doc['revision']}): "
+                    "import only into an empty store — choose another path"
+                )
+            nodes = {}
+            for name, raw in data["nodes"].items():
+                node = {key: json.loads(json.dumps(raw.get(key, default))) for key, default in (
+                    ("completed_intervals", []), ("failed_intervals", []), ("restatements", []),
+                    ("partition_keys", []), ("fingerprint", None), ("last_run", None), ("revision", 0),
+                )}
+                node["partition_keys"] = sorted(set(node["partition_keys"]))
+                nodes[name] = node
+            self._replace_log(data["audit"])
+            new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],
+                   "updated_at": _fmt(_now_us()), "nodes": nodes, "log_tail": []}
+            self._invalidate()
+            self._doc = new
+            self._write_state(self._render(new))
+            self._log_ok = new["revision"]
+            return new["revision"]
+
+    def _replace_log(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write the audit log whole: unique temp file, fsync, rename."""
+        folder = self.log_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{self.log_path.name}.{os.getpid()}-{id(self):x}.tmp"
+        data = b"".join(
+            json.dumps(canonical_record(r), ensure_ascii=False).encode() + b"\n" for r in records
+        )
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, data)
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.log_path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StateError(
+                f"cannot write audit log {self.log_path}: {exc.strerror or exc}; nothing was imported"
+            ) from None
+
+
 # -- helpers on raw node records ------------------------------------------------------------
 
 
@@ -1542,3 +1677,62 @@ def _subtract_failed(rows: list[dict[str, Any]], done: IntervalSet) -> list[dict
         left = IntervalSet._from_arrays([s], [e]).difference(done)
         out += [_failed_row(a, b, rec) for a, b in zip(left._starts, left._ends)]
     return out
+
+
+# -- export documents ------------------------------------------------------------------------
+
+
+def export_header() -> dict[str, Any]:
+    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
+
+
+def _fmt_dt(value: dt.datetime) -> str:
+    return _fmt((value - EPOCH) // _US)
+
+
+def check_export(data: object) -> dict[str, Any]:
+    """Validate an ``export()`` document before a store imports it; returns it as a dict."""
+
+    def bad(problem: str) -> StateError:
+        return StateError(
+            f"not a valid seeknal state export: {problem}; create it with a state store's "
+            "export() (`seeknal state migrate` does)"
+        )
+
+    if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
+        raise bad(f"'format' is not {EXPORT_FORMAT!r}")
+    if data.get("version") != EXPORT_VERSION:
+        raise bad(f"version {data.get('version')!r}, this seeknal reads {EXPORT_VERSION}")
+    revision = data.get("revision")
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise bad(f"revision {revision!r} is not a non-negative integer")
+    nodes, audit = data.get("nodes"), data.get("audit")
+    if not isinstance(nodes, Mapping) or not isinstance(audit, list):
+        raise bad("'nodes' must be an object and 'audit' a list")
+    for record in audit:
+        rev = record.get("revision") if isinstance(record, Mapping) else None
+        if not isinstance(rev, int) or not 0 <= rev <= revision:
+            raise bad(f"audit record {record!r:.80} has no revision between 0 and {revision}")
+    for name, raw in nodes.items():
+        try:
+            _check_node_name(name)
+            if not isinstance(raw, Mapping):
+                raise TypeError("not an object")
+            _parse_rows(raw.get("completed_intervals") or [], {})
+            _failed_pairs(list(raw.get("failed_intervals") or []))
+            for f in raw.get("failed_intervals") or []:
+                _parse_us(f["last_attempt"])
+            for item in raw.get("restatements") or []:
+                _restatement(name, item)
+                _parse_us(item["requested_at"])
+            keys = raw.get("partition_keys") or []
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise TypeError("partition_keys is not a list of strings")
+            if raw.get("last_run") is not None:
+                _parse_us(raw["last_run"])
+            node_rev = raw.get("revision", 0)
+            if not isinstance(node_rev, int) or not 0 <= node_rev <= revision:
+                raise ValueError(f"revision {node_rev!r} is not between 0 and {revision}")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise bad(f"node {name!r}: {type(exc).__name__}: {exc}") from None
+    return dict(data)
