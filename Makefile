@@ -25,6 +25,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/state.py
 	$(BIN)/python bench/runner.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/parallel.py
+	$(BIN)/python bench/dagster.py
 
 demo: $(STAMP)
 	$(BIN)/python example_project/generate_data.py

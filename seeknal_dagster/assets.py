@@ -225,10 +225,13 @@ def build_node_asset(
     pool: str | None = POOL,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
+    keys: dict[str, dg.AssetKey] | None = None,
 ) -> dg.AssetsDefinition:
-    """The asset of one transform: partitioned by its schedule, or a full refresh."""
+    """The asset of one transform: partitioned by its schedule, or a full refresh.
+
+    ``keys``: every node's asset key (``asset_keys``), computed once by ``build_assets``."""
     translator = translator or SeeknalTranslator()
-    keys = asset_keys(project, translator)
+    keys = keys or asset_keys(project, translator)
     pdef = partitions_def_for(node) if node.is_incremental else None
     deps = []
     for name in node.depends_on:
@@ -290,10 +293,11 @@ def build_assets(
     project = as_project(project)
     translator = translator or SeeknalTranslator()
     out: list[dg.AssetsDefinition | dg.AssetSpec] = list(build_source_specs(project, translator))
+    keys = asset_keys(project, translator)
     for name in project.topological_order():
         out.append(build_node_asset(
             project, project.nodes[name], translator=translator, resource_key=resource_key, pool=pool,
-            upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
+            upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds, keys=keys,
         ))
     return out
 
