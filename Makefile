@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/runner.py
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/parallel.py
-	$(BIN)/python bench/dagster.py
+	$(BIN)/python bench/dagster_adapter.py
 
 demo: $(STAMP)
 	$(BIN)/python example_project/generate_data.py

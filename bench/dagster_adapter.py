@@ -16,29 +16,26 @@
       and its per-run + per-partition bookkeeping over the same 365 keys (partitioned).
       Target: the difference is Dagster's own overhead and no more.
 
-Run: .venv/bin/python bench/dagster.py [--rows 2000000] [--repeat 3]
+Run: .venv/bin/python bench/dagster_adapter.py [--rows 2000000] [--repeat 3]
 Not a test: it prints timings and ratios; nothing is asserted on time.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
-# this file is named like the package it measures: keep bench/ off the import path
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
 
 TIMEZONES = ["UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata"]
 CADENCES = ["hourly"] * 4 + ["daily"] * 4 + ["weekly"] * 2  # along each chain: finer first
