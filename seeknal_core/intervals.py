@@ -319,25 +319,24 @@ class IntervalCalculator:
     def get_intervals(self, start: TimeLike, end: TimeLike) -> list[Interval]:
         """Every schedule interval overlapping ``[start, end)``, whole."""
         ticks = self._grid(start, end, self._schedule())
-        return _runs_to_intervals(ticks, [(0, len(ticks) - 1)] if len(ticks) > 1 else [])
+        with _gc_paused():
+            return _runs_to_intervals(ticks, ([0], [len(ticks) - 1]) if len(ticks) > 1 else ([], []))
 
     def _pending_runs(
         self, completed: Iterable[object], start: TimeLike, end: TimeLike, schedule=None
-    ) -> tuple[list[int], list[tuple[int, int]]]:
+    ) -> tuple[list[int], Runs]:
         sched = self._schedule(schedule)
         ticks = self._grid(start, end, sched)
         done = completed if isinstance(completed, IntervalSet) else IntervalSet(
             completed, timezone=self._tz
         )
-        with _gc_paused():
-            return ticks, pending_index_runs(ticks, done, sched.period)
+        return ticks, pending_index_runs(ticks, done, sched.period)
 
     def pending_pairs(
         self, completed: Iterable[object], start: TimeLike, end: TimeLike, schedule=None
     ) -> list[tuple[int, int]]:
         """Pending intervals as (start, end) epoch seconds, for callers that stay in integers."""
-        ticks, runs = self._pending_runs(completed, start, end, schedule)
-        return [(ticks[k], ticks[k + 1]) for i, j in runs for k in range(i, j)]
+        return pending_pairs(*self._pending_runs(completed, start, end, schedule))
 
     def get_pending_intervals(
         self, completed_intervals: Iterable[object], start: TimeLike, end: TimeLike
@@ -346,7 +345,8 @@ class IntervalCalculator:
 
         One entry per schedule period, in order.
         """
-        return _runs_to_intervals(*self._pending_runs(completed_intervals, start, end))
+        with _gc_paused():
+            return _runs_to_intervals(*self._pending_runs(completed_intervals, start, end))
 
     def get_missing_intervals(
         self,
@@ -356,9 +356,9 @@ class IntervalCalculator:
         schedule: str | Schedule | None = None,
     ) -> list[Interval]:
         """Same as ``get_pending_intervals``; the schedule may be given per call."""
-        return _runs_to_intervals(
-            *self._pending_runs(completed_intervals, start_date, end_date, schedule)
-        )
+        with _gc_paused():
+            return _runs_to_intervals(
+                *self._pending_runs(completed_intervals, start_date, end_date, schedule))
 
     def interval_containing(self, instant: TimeLike) -> Interval:
         sched = self._schedule()
@@ -387,10 +387,11 @@ class IntervalCalculator:
         return self.previous_interval(now if now is not None else dt.datetime.now(UTC))
 
 
-def pending_index_runs(
-    ticks: list[int], done: IntervalSet, period: int | None = None
-) -> list[tuple[int, int]]:
-    """Runs ``(i, j)`` of grid intervals ``k in [i, j)`` not covered by ``done``.
+Runs = tuple[list[int], list[int]]  # runs of grid intervals [starts[r], ends[r]) by index
+
+
+def pending_index_runs(ticks: list[int], done: IntervalSet, period: int | None = None) -> Runs:
+    """Runs of grid intervals ``k in [i, j)`` not covered by ``done``, as two lists.
 
     Grid interval k is ``[ticks[k], ticks[k+1])``.  Each completed member that meets the
     grid is located by a hash lookup when its bounds are ticks (the usual case) and by
@@ -398,11 +399,11 @@ def pending_index_runs(
     """
     n = len(ticks) - 1
     if n <= 0:
-        return []
+        return [], []
     lo = bisect_right(done._ends, ticks[0] * _US_PER_S)
     hi = bisect_left(done._starts, ticks[-1] * _US_PER_S)
     if lo >= hi:
-        return [(0, n)]
+        return [0], [n]
     # seconds: a member covers interval k iff ticks[k] >= ceil(start) and ticks[k+1] <= floor(end)
     t0 = ticks[0] * _US_PER_S
     if period:  # an arithmetic grid: indices by division, exact for any member bounds
@@ -423,13 +424,26 @@ def pending_index_runs(
         kept = [(i, j) for i, j in zip(firsts, lasts) if j > i]
         firsts, lasts = list(map(itemgetter(0), kept)), list(map(itemgetter(1), kept))
     if not firsts:
-        return [(0, n)]
+        return [0], [n]
     firsts[0], lasts[-1] = max(firsts[0], 0), min(lasts[-1], n)
     # members are sorted and disjoint, so their covered index ranges ascend: the pending
     # runs are the gaps between consecutive covered ranges
     lasts.insert(0, 0)
     firsts.append(n)
-    return [(a, b) for a, b in zip(lasts, firsts) if b > a]
+    if lasts[-1] >= firsts[-1]:  # covered through the grid's end
+        lasts.pop()
+        firsts.pop()
+    if lasts and lasts[0] >= firsts[0]:  # covered from the grid's start
+        del lasts[0], firsts[0]
+    if any(map(ge, lasts, firsts)):  # a gap narrower than one interval
+        kept = [(a, b) for a, b in zip(lasts, firsts) if b > a]
+        return list(map(itemgetter(0), kept)), list(map(itemgetter(1), kept))
+    return lasts, firsts
+
+
+def pending_pairs(ticks: list[int], runs: Runs) -> list[tuple[int, int]]:
+    """The runs' intervals as (start, end) epoch seconds."""
+    return [(ticks[k], ticks[k + 1]) for i, j in zip(*runs) for k in range(i, j)]
 
 
 _new_interval = partial(tuple.__new__, Interval)
@@ -437,7 +451,8 @@ _new_interval = partial(tuple.__new__, Interval)
 
 @contextmanager
 def _gc_paused():
-    """Pause the cyclic GC while allocating many acyclic tuples (a third of the cost)."""
+    """Pause the cyclic GC while computing and allocating many acyclic tuples: collections
+    triggered by them cost a third of the time and can free nothing."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -445,11 +460,6 @@ def _gc_paused():
     finally:
         if enabled:
             gc.enable()
-
-
-def _runs_to_intervals(ticks: list[int], runs: list[tuple[int, int]]) -> list[Interval]:
-    with _gc_paused():
-        return _build_intervals(ticks, runs)
 
 
 def _to_datetimes(values: list[int]) -> list[dt.datetime]:
@@ -467,25 +477,27 @@ def _to_datetimes(values: list[int]) -> list[dt.datetime]:
     return list(accumulate(steps, add, initial=first))
 
 
-def _build_intervals(ticks: list[int], runs: list[tuple[int, int]]) -> list[Interval]:
+def _runs_to_intervals(ticks: list[int], runs: Runs) -> list[Interval]:
     """Intervals of the grid runs, built with C-level loops."""
-    if not runs:
+    run_starts, run_ends = runs
+    if not run_starts:
         return []
-    run_starts = list(map(itemgetter(0), runs))
-    run_ends = list(map(itemgetter(1), runs))
-    if len(runs) * 16 < run_ends[-1] - run_starts[0]:
+    if len(run_starts) * 16 < run_ends[-1] - run_starts[0]:
         # few long runs: neighbours share one datetime object
         out: list[Interval] = []
-        for i, j in runs:
+        for i, j in zip(run_starts, run_ends):
             bounds = _to_datetimes(ticks[i : j + 1])
             out.extend(map(_new_interval, zip(bounds, bounds[1:])))
         return out
     # many short runs: starts and ends as two independent accumulations
     if run_ends == list(map(add, run_starts, repeat(1))):  # all single intervals
-        return list(map(_new_interval, zip(
-            _to_datetimes(list(map(ticks.__getitem__, run_starts))),
-            _to_datetimes(list(map(ticks.__getitem__, run_ends))),
-        )))
+        start_values = list(map(ticks.__getitem__, run_starts))
+        end_values = list(map(ticks.__getitem__, run_ends))
+        starts = _to_datetimes(start_values)
+        lengths = set(map(sub, end_values, start_values))
+        ends = (map(add, starts, repeat(dt.timedelta(seconds=lengths.pop()))) if len(lengths) == 1
+                else _to_datetimes(end_values))
+        return list(map(_new_interval, zip(starts, ends)))
     ones = repeat(1)
     starts = chain.from_iterable(map(range, run_starts, run_ends))
     ends = chain.from_iterable(map(range, map(add, run_starts, ones), map(add, run_ends, ones)))

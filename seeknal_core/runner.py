@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import SeeknalError
-from .intervals import IntervalSet, pending_index_runs
+from .intervals import IntervalSet, pending_index_runs, pending_pairs
 from .project import Project, TransformNode
 from .schedule import Schedule
 from .templating import compile_sql, render_sql
@@ -114,8 +114,7 @@ def _grid(schedule: Schedule, lo: int, hi: int) -> list[int]:
 
 
 def _pending(ticks: list[int], done: IntervalSet, schedule: Schedule) -> list[Pair]:
-    runs = pending_index_runs(ticks, done, schedule.period)
-    return [(ticks[k], ticks[k + 1]) for i, j in runs for k in range(i, j)]
+    return pending_pairs(ticks, pending_index_runs(ticks, done, schedule.period))
 
 
 def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
