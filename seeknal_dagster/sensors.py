@@ -431,16 +431,22 @@ def build_sensors(
         return []
     jobs = list(jobs) if jobs is not None else build_jobs(project, translator=translator)
 
-    @dg.sensor(
-        name=RECONCILE_SENSOR, minimum_interval_seconds=minimum_interval_seconds,
-        default_status=reconcile_status,
-        description="Reports intervals completed outside Dagster (seeknal CLI, manual "
-                    "completions) as materialisations of their partitions.",
-    )
-    def reconcile(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def sensor(name: str, default_status: dg.DefaultSensorStatus, description: str, **options: Any):
+        """``dg.sensor`` with the interval every seeknal sensor shares."""
+        return dg.sensor(name=name, minimum_interval_seconds=minimum_interval_seconds,
+                         default_status=default_status, description=description, **options)
+
+    def tick(tick_function, context: dg.SensorEvaluationContext, **options: Any):
+        """One tick as the daemon runs it: on a freshly opened store, from the sensor's cursor."""
         with state_store(project) as store:
-            result = reconcile_tick(project, store, context.instance, _load_cursor(context.cursor),
-                                    keys=keys, limit=max_partitions_per_tick)
+            return tick_function(project, store, context.instance, _load_cursor(context.cursor),
+                                 keys=keys, **options)
+
+    @sensor(RECONCILE_SENSOR, reconcile_status,
+            "Reports intervals completed outside Dagster (seeknal CLI, manual "
+            "completions) as materialisations of their partitions.")
+    def reconcile(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        result = tick(reconcile_tick, context, limit=max_partitions_per_tick)
         if not result.events:
             context.update_cursor(_dump(result.cursor))
             return dg.SkipReason("no intervals completed outside Dagster")
@@ -448,16 +454,11 @@ def build_sensors(
                          + ("" if result.done else "; more next tick"))
         return dg.SensorResult(asset_events=result.events, cursor=_dump(result.cursor))
 
-    @dg.sensor(
-        name=RESTATEMENT_SENSOR, minimum_interval_seconds=minimum_interval_seconds,
-        default_status=restatements_status, jobs=jobs,
-        description="Turns pending seeknal restatements into runs of the restated partitions "
-                    "and resolves them once re-materialised.",
-    )
+    @sensor(RESTATEMENT_SENSOR, restatements_status,
+            "Turns pending seeknal restatements into runs of the restated partitions "
+            "and resolves them once re-materialised.", jobs=jobs)
     def restatements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        with state_store(project) as store:
-            result = restatement_tick(project, store, context.instance, _load_cursor(context.cursor),
-                                      keys=keys, jobs=node_jobs)
+        result = tick(restatement_tick, context, jobs=node_jobs)
         for message in result.messages:
             context.log.info(message)
         if not result.run_requests:
@@ -467,16 +468,11 @@ def build_sensors(
 
     sensors = [reconcile, restatements]
     if include_checks:
-        @dg.sensor(
-            name=CHECKS_SENSOR, minimum_interval_seconds=minimum_interval_seconds,
-            default_status=reconcile_status,
-            description="Evaluates the seeknal_in_sync asset checks whenever state or "
-                        "materialisations change.",
-        )
+        @sensor(CHECKS_SENSOR, reconcile_status,
+                "Evaluates the seeknal_in_sync asset checks whenever state or "
+                "materialisations change.")
         def checks(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-            with state_store(project) as store:
-                evaluations, cursor = checks_tick(project, store, context.instance,
-                                                  _load_cursor(context.cursor), keys=keys)
+            evaluations, cursor = tick(checks_tick, context)
             if not evaluations:
                 return dg.SkipReason("nothing changed")
             return dg.SensorResult(asset_events=evaluations, cursor=_dump(cursor))

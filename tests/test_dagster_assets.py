@@ -13,10 +13,11 @@ import dagster as dg
 import duckdb
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from test_runner import open_all
+from test_runner import rows as query
 
 from seeknal_core.intervals import IntervalSet
 from seeknal_core.project import load_project
-from seeknal_core.state import open_store
 from seeknal_core.templating import render_sql
 from seeknal_dagster import SeeknalTranslator, build_definitions
 from seeknal_dagster.partitions import partitions_def_for
@@ -65,14 +66,6 @@ def make_project(root: Path, nodes: str = NODES, *, start: str = "2024-01-01", d
     return root
 
 
-def query(root: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(root / "target" / "warehouse.duckdb"), read_only=True)
-    try:
-        return sorted(con.execute(sql).fetchall())
-    finally:
-        con.close()
-
-
 def execute(root: Path, sql: str) -> None:
     con = duckdb.connect(str(root / "target" / "warehouse.duckdb"))
     try:
@@ -102,8 +95,7 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, key: str, *,
 
 
 def store_of(root: Path):
-    project = load_project(root)
-    return open_store(project.root, project.state_config)
+    return open_all(root)[1]
 
 
 def completions(root: Path, node: str) -> list[dict]:
@@ -114,6 +106,7 @@ def t(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=UTC)
 
 
+# -- fixtures shared with the other Dagster test modules (they import them by name) -------------
 @pytest.fixture()
 def instance():
     """A real in-memory instance (event log, runs, asset status): fast to create."""
@@ -126,6 +119,7 @@ def instance():
 
 @pytest.fixture()
 def project_root(tmp_path: Path) -> Path:
+    """A fresh project over ``NODES`` and four days of ``raw``."""
     return make_project(tmp_path / "proj")
 
 

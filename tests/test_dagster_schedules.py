@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+from test_dagster_assets import instance as instance  # fixture
 from test_dagster_assets import make_project, store_of, t
 
 from seeknal_core.intervals import IntervalSet
@@ -40,15 +41,6 @@ snapshot:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_project(tmp_path_factory.mktemp("sched") / "proj", NODES, days=15)
-
-
-@pytest.fixture()
-def instance():
-    inst = dg.DagsterInstance.ephemeral()
-    try:
-        yield inst
-    finally:
-        inst.dispose()
 
 
 def tick(defs: dg.Definitions, instance, name: str, at: dt.datetime) -> list[dg.RunRequest]:

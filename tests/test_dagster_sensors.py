@@ -14,35 +14,17 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from test_dagster_assets import execute, make_project, materialize, one_shot, query, t
+from test_dagster_assets import execute, materialize, one_shot, query, t
+from test_dagster_assets import instance as instance  # fixture
+from test_dagster_assets import project_root as project_root  # fixture
+from test_runner import open_all
 
 from seeknal_core import runner
-from seeknal_core.project import load_project
-from seeknal_core.state import open_store
 from seeknal_dagster import CHECK_NAME, build_definitions
 from seeknal_dagster.sensors import reconcile_tick, restatement_tick
 
 HOURLY = dg.AssetKey("hourly")
 DAILY = dg.AssetKey("daily")
-
-
-@pytest.fixture()
-def instance():
-    inst = dg.DagsterInstance.ephemeral()
-    try:
-        yield inst
-    finally:
-        inst.dispose()
-
-
-@pytest.fixture()
-def root(tmp_path: Path) -> Path:
-    return make_project(tmp_path / "proj")
-
-
-def open_all(root: Path):
-    project = load_project(root)
-    return project, open_store(project.root, project.state_config)
 
 
 class Daemon:
@@ -76,12 +58,12 @@ class Daemon:
         return record.event.dagster_event.event_specific_data
 
 
-def test_cli_completions_become_materialisations_once(root: Path, instance) -> None:
-    defs = build_definitions(root)
+def test_cli_completions_become_materialisations_once(project_root: Path, instance) -> None:
+    defs = build_definitions(project_root)
     daemon = Daemon(defs, instance)
     # Dagster computed one hour itself; the CLI then backfills the whole first day
     materialize(defs, instance, "hourly", partition="2024-01-01-03:00")
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     result = runner.run(project, store, mode="backfill", nodes=["hourly"], start=t(2024, 1, 1),
                         end=t(2024, 1, 2), now=t(2024, 1, 5))
     assert result.ok and result.intervals == 23  # the Dagster hour was already complete
@@ -105,12 +87,12 @@ def test_cli_completions_become_materialisations_once(root: Path, instance) -> N
     assert not daemon.tick("seeknal_reconcile").asset_events
 
 
-def test_replaced_store_resyncs_from_completed_intervals(root: Path, instance) -> None:
+def test_replaced_store_resyncs_from_completed_intervals(project_root: Path, instance) -> None:
     """A cursor ahead of the store (the state file was replaced) means the journal cannot
     be trusted: every completed partition Dagster does not show is reported, once."""
-    defs = build_definitions(root)
+    defs = build_definitions(project_root)
     materialize(defs, instance, "hourly", partition="2024-01-01-00:00")
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     store.mark_complete("hourly", [(t(2024, 1, 1), t(2024, 1, 1, 3))], origin="manual")
     result = reconcile_tick(project, store, instance, {"revision": 10_000})
     assert [e.partition for e in result.events] == ["2024-01-01-01:00", "2024-01-01-02:00"]
@@ -118,10 +100,10 @@ def test_replaced_store_resyncs_from_completed_intervals(root: Path, instance) -
     assert result.cursor == {"revision": store.revision}
 
 
-def test_large_backlog_is_reported_in_bounded_chunks(root: Path, instance) -> None:
-    defs = build_definitions(root, max_partitions_per_tick=40)
+def test_large_backlog_is_reported_in_bounded_chunks(project_root: Path, instance) -> None:
+    defs = build_definitions(project_root, max_partitions_per_tick=40)
     daemon = Daemon(defs, instance)
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     runner.run(project, store, mode="backfill", nodes=["hourly"], start=t(2024, 1, 1), end=t(2024, 1, 4),
                now=t(2024, 1, 5), batch_size=72)  # one change of 72 hours
     sizes, cursors = [], []
@@ -135,17 +117,17 @@ def test_large_backlog_is_reported_in_bounded_chunks(root: Path, instance) -> No
     assert len(instance.get_materialized_partitions(HOURLY)) == 72
 
 
-def test_restatement_runs_replace_rows_and_resolve(root: Path, instance) -> None:
-    defs = build_definitions(root)
+def test_restatement_runs_replace_rows_and_resolve(project_root: Path, instance) -> None:
+    defs = build_definitions(project_root)
     daemon = Daemon(defs, instance)
     materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-02-23:00")
     materialize(defs, instance, "daily", first="2024-01-01", last="2024-01-02")
     assert daemon.tick("seeknal_checks").asset_events[0].passed
 
     # late data arrives for 2024-01-02 05:00-07:00; the CLI restates those hours
-    execute(root, "INSERT INTO raw VALUES (TIMESTAMP '2024-01-02 05:30:00', 1000), "
+    execute(project_root, "INSERT INTO raw VALUES (TIMESTAMP '2024-01-02 05:30:00', 1000), "
                   "(TIMESTAMP '2024-01-02 06:10:00', 2000)")
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     impact = runner.restate(project, store, ["hourly"], t(2024, 1, 2, 5), t(2024, 1, 2, 7),
                             reason="late data", now=t(2024, 1, 5))
     assert impact == {"hourly": [(1704171600, 1704175200), (1704175200, 1704178800)],
@@ -172,7 +154,7 @@ def test_restatement_runs_replace_rows_and_resolve(root: Path, instance) -> None
 
     run = daemon.launch(request)
     assert run.success
-    assert query(root, "SELECT * FROM hourly") == one_shot(root, "hourly", t(2024, 1, 1), t(2024, 1, 3))
+    assert query(project_root, "SELECT * FROM hourly") == one_shot(project_root, "hourly", t(2024, 1, 1), t(2024, 1, 3))
 
     # tick 3: the hours are re-materialised -> resolved; the day is requested now
     data = daemon.tick("seeknal_restatements")
@@ -180,7 +162,7 @@ def test_restatement_runs_replace_rows_and_resolve(root: Path, instance) -> None
     assert request.partition_key == "2024-01-02" and request.tags["seeknal/restatement"] == daily_r.id
     assert not store.pending_restatements("hourly")
     assert daemon.launch(request).success
-    assert query(root, "SELECT * FROM daily") == one_shot(root, "daily", t(2024, 1, 1), t(2024, 1, 3))
+    assert query(project_root, "SELECT * FROM daily") == one_shot(project_root, "daily", t(2024, 1, 1), t(2024, 1, 3))
 
     # tick 4: nothing left to request, nothing tracked
     data = daemon.tick("seeknal_restatements")
@@ -194,17 +176,17 @@ def test_restatement_runs_replace_rows_and_resolve(root: Path, instance) -> None
     assert daemon.check(DAILY).passed
 
 
-def test_failed_restatement_run_is_requested_again(root: Path, instance) -> None:
-    defs = build_definitions(root)
+def test_failed_restatement_run_is_requested_again(project_root: Path, instance) -> None:
+    defs = build_definitions(project_root)
     materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-01-03:00")
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     runner.restate(project, store, ["hourly"], t(2024, 1, 1, 1), t(2024, 1, 1, 2), reason="bad hour",
                    now=t(2024, 1, 5))
     first = restatement_tick(project, store, instance, {}, now=1000.0)
     [request] = first.run_requests
     assert restatement_tick(project, store, instance, first.cursor, now=1100.0).run_requests == []
 
-    execute(root, "INSERT INTO raw VALUES (TIMESTAMP '2024-01-01 01:20:00', 999)")  # the rerun fails
+    execute(project_root, "INSERT INTO raw VALUES (TIMESTAMP '2024-01-01 01:20:00', 999)")  # the rerun fails
     daemon = Daemon(defs, instance)
     with pytest.raises(dg.Failure):
         daemon.launch(request)
@@ -214,10 +196,10 @@ def test_failed_restatement_run_is_requested_again(root: Path, instance) -> None
     assert store.pending_restatements("hourly")
 
 
-def test_check_reports_drift_until_reconciled(root: Path, instance) -> None:
-    defs = build_definitions(root)
+def test_check_reports_drift_until_reconciled(project_root: Path, instance) -> None:
+    defs = build_definitions(project_root)
     daemon = Daemon(defs, instance)
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     runner.run(project, store, mode="backfill", nodes=["hourly"], start=t(2024, 1, 1),
                end=t(2024, 1, 1, 3), now=t(2024, 1, 5))
 
@@ -243,14 +225,14 @@ def test_check_reports_drift_until_reconciled(root: Path, instance) -> None:
     assert not evaluation.passed and evaluation.metadata["only_in_dagster"].value == ["2024-01-01-02:00"]
 
 
-def test_cli_recompute_of_a_restated_partition_is_reported(root: Path, instance) -> None:
+def test_cli_recompute_of_a_restated_partition_is_reported(project_root: Path, instance) -> None:
     """Dagster shows the partition materialised (old data); the CLI restates and re-runs it:
     the new completion is news, even though the partition is already materialised."""
-    defs = build_definitions(root)
+    defs = build_definitions(project_root)
     daemon = Daemon(defs, instance)
     materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-01-03:00")
     daemon.tick("seeknal_reconcile")
-    project, store = open_all(root)
+    project, store = open_all(project_root)
     runner.restate(project, store, ["hourly"], t(2024, 1, 1, 1), t(2024, 1, 1, 2), reason="fix",
                    now=t(2024, 1, 5))
     daemon.tick("seeknal_reconcile")  # sees the restatement alone

@@ -24,6 +24,13 @@ def node(sql: str = ALL_VARS, **fields) -> TransformNode:
     return TransformNode(name="n", sql=sql, path=Path("seeknal/transforms/n.yml"), **fields)
 
 
+def render_error(n: TransformNode) -> str:
+    """The message of the ProjectError that rendering ``n`` over 2024-01-01 raises."""
+    with pytest.raises(ProjectError) as info:
+        render_sql(n, dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 2, tzinfo=UTC))
+    return str(info.value)
+
+
 def test_variables_in_utc():
     start, end = dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 2, tzinfo=UTC)
     sql = render_sql(node(), start, end)
@@ -93,9 +100,7 @@ def test_ref_outside_dependencies_is_an_error():
 
 def test_undefined_variable_names_itself():
     n = node("SELECT * FROM t WHERE ts >= '{{ stat }}'")
-    with pytest.raises(ProjectError) as info:
-        render_sql(n, dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 2, tzinfo=UTC))
-    message = str(info.value)
+    message = render_error(n)
     assert "undefined template variable 'stat'" in message
     assert "did you mean 'start'?" in message
     assert "node 'n'" in message and "seeknal/transforms/n.yml" in message
@@ -109,9 +114,7 @@ def test_interval_variable_without_an_interval():
 
 def test_syntax_error_names_node_and_file():
     n = node("SELECT {{ start ")
-    with pytest.raises(ProjectError) as info:
-        render_sql(n, dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 2, tzinfo=UTC))
-    message = str(info.value)
+    message = render_error(n)
     assert "node 'n'" in message and "seeknal/transforms/n.yml" in message
     assert "template error on line 1" in message and "\n" not in message
 
