@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_state_workers import hour, looping_writer, writer
+from test_state_workers import hour, looping_writer, start_and_join, writer
 
 from seeknal_core import IntervalSet
 from seeknal_core.state import JsonStateStore
@@ -27,11 +27,7 @@ def test_concurrent_writers_lose_no_update(tmp_path):
     gate = ctx.Barrier(PROCS)
     procs = [ctx.Process(target=writer, args=(str(path), p, MUTATIONS, gate))
              for p in range(PROCS)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    start_and_join(procs)
 
     doc = json.loads(path.read_text())  # the file parses
     assert doc["revision"] == PROCS * MUTATIONS

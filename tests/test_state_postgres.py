@@ -11,6 +11,7 @@ import uuid
 
 import psycopg
 import pytest
+from test_state_workers import start_and_join
 
 from seeknal_core import Interval, IntervalSet
 from seeknal_core.state import PostgresStateStore, StateError
@@ -55,11 +56,7 @@ def test_eight_processes_lose_nothing_and_keep_the_logs_consistent(pg_dsn, pg_sc
     gate = ctx.Barrier(PROCS)
     procs = [ctx.Process(target=pg_writer, args=(pg_dsn, pg_schema, p, MUTATIONS, gate))
              for p in range(PROCS)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    start_and_join(procs)
 
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
     total = PROCS * MUTATIONS

@@ -1,4 +1,4 @@
-"""Worker processes for test_state_concurrency (no tests here).
+"""Worker processes and their launcher for test_state_concurrency and test_state_postgres (no tests here).
 
 Kept free of pytest imports so a forked or spawned child starts in milliseconds.
 """
@@ -16,6 +16,15 @@ T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 def hour(i: int) -> Interval:
     return Interval(T0 + dt.timedelta(hours=i), T0 + dt.timedelta(hours=i + 1))
+
+
+def start_and_join(procs) -> None:
+    """Start every process, then wait for each: all must exit cleanly."""
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
 
 
 def writer(path: str, proc: int, count: int, start_gate) -> None:

@@ -60,17 +60,24 @@ try:  # filelock >= 3.30: the same flock as FileLock, on a descriptor we keep op
 except ImportError:  # pragma: no cover - older filelock: use FileLock per mutation
     lock_descriptor = unlock_descriptor = None
 
-from ..intervals import Interval, IntervalSet
+from ..intervals import IntervalSet
 from ..timeutil import EPOCH, UTC
-from .base import (
-    MODES,
-    Change,
-    FailedInterval,
-    IntervalsLike,
-    NodeState,
-    Restatement,
-    StateError,
-    default_actor,
+from .base import Change, FailedInterval, NodeState, Restatement, StateError
+from .common import (
+    _US,
+    StoreBase,
+    _as_set,  # noqa: F401 - tests reach it here
+    _check_node_name,
+    _dt,
+    _dt_or_none,
+    _event,
+    _fmt,
+    _merge_pairs,
+    _now_us,
+    _parse_us,
+    _pending_item,
+    _resync,
+    _rows,
 )
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export"]
@@ -88,8 +95,6 @@ _TOP_KEYS = ("schema_version", "revision", "updated_at", "nodes", "log_tail")
 EXPORT_FORMAT = "seeknal-state-export"
 EXPORT_VERSION = 1
 
-_US = dt.timedelta(microseconds=1)
-_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
 _REV_PREFIX = b'{"revision": '
 _NODE_KEYS = (
     "completed_intervals",
@@ -102,58 +107,7 @@ _NODE_KEYS = (
 )
 
 
-# -- time text <-> integer microseconds ------------------------------------------------
-
-
-def _fmt(us: int) -> str:
-    """Canonical UTC text of an instant: ``2024-01-01T00:00:00Z`` (microseconds when set)."""
-    return (_NAIVE_EPOCH + dt.timedelta(microseconds=us)).isoformat() + "Z"
-
-
-def _parse_us(text: object, *, closed_end: bool = False) -> int:
-    """Microseconds since the epoch of an ISO string; naive means UTC.
-
-    ``closed_end`` applies the legacy rule: an end one tick before a whole second that
-    is itself the 59th second (``23:59:59``, ``10:59:59.999999``) meant "through the end
-    of that minute", so it becomes the next whole second.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"expected an ISO time string, got {text!r}")
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    us = (value - EPOCH) // _US
-    if closed_end and value.second == 59 and value.microsecond in (0, 999_000, 999_999):
-        us += 1_000_000 - value.microsecond
-    return us
-
-
-def _now_us() -> int:
-    return (dt.datetime.now(UTC) - EPOCH) // _US
-
-
-def _dt(us: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=us)
-
-
-def _dt_or_none(text: object) -> dt.datetime | None:
-    return None if text is None else _dt(_parse_us(text))
-
-
-def _rows(starts: list[int], ends: list[int]) -> list[list[str]]:
-    return [[_fmt(s), _fmt(e)] for s, e in zip(starts, ends)]
-
-
-def _merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[int, int]]:
-    """Sort and merge overlapping pairs (and touching ones when ``touching``)."""
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(pairs):
-        if out and (s < out[-1][1] or (touching and s == out[-1][1])):
-            if e > out[-1][1]:
-                out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return out
+# -- interval rows <-> merged microsecond arrays ------------------------------------------
 
 
 def _parse_rows(
@@ -275,51 +229,6 @@ def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
     return IntervalSet._from_arrays(list(starts), list(ends))
 
 
-def _as_set(value: IntervalsLike) -> IntervalSet:
-    if isinstance(value, IntervalSet):
-        return value
-    if isinstance(value, Interval):
-        return IntervalSet([value])
-    if _is_pair(value):
-        return IntervalSet([tuple(value)])  # type: ignore[arg-type]
-    return IntervalSet(list(value))  # type: ignore[arg-type]
-
-
-def _as_pairs(value: IntervalsLike) -> list[tuple[int, int]]:
-    """Intervals as microsecond pairs, keeping touching ones apart (failures are per interval)."""
-    if isinstance(value, IntervalSet):
-        items: list[Any] = list(value)
-    elif isinstance(value, Interval) or _is_pair(value):
-        items = [value]
-    else:
-        items = list(value)  # type: ignore[arg-type]
-    pairs = []
-    for item in items:
-        iv = item if isinstance(item, Interval) else Interval(*item)
-        pairs.append(((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US))
-    return _merge_pairs(pairs, touching=False)
-
-
-def _is_pair(value: object) -> bool:
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (str, dt.date)) for v in value)
-    )
-
-
-def _check_node_name(node: object) -> str:
-    if not isinstance(node, str) or not node.strip():
-        raise ValueError(f"node name must be a non-empty string, got {node!r}")
-    return node
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    return mode
-
-
 # -- the audit log ------------------------------------------------------------------------
 
 
@@ -365,9 +274,12 @@ def _reverse_lines_of(f: Any, block: int) -> Iterator[bytes]:
 
 def _entry(event: str, node: str, at: str, **fields: Any) -> dict[str, Any]:
     """An audit record; ``revision`` comes first so readers can skip lines cheaply."""
-    record: dict[str, Any] = {"revision": None, "at": at, "event": event, "node": node}
-    record.update(fields)
-    return record
+    return _stamped(_event(event, node, **fields), at)
+
+
+def _stamped(record: dict[str, Any], at: str) -> dict[str, Any]:
+    """``record`` with ``revision`` (set on commit) and ``at`` in front."""
+    return {"revision": None, "at": at, **record}
 
 
 #: Field order of each audit event after the common head (``revision, at, event, node``).
@@ -413,7 +325,7 @@ class _Corrupt(Exception):
     """Internal: the file parsed as bytes but its content is wrong."""
 
 
-class JsonStateStore:
+class JsonStateStore(StoreBase):
     """State in one JSON file, audit in a JSON-lines file beside it (see the module doc).
 
     ``durable=False`` skips the fsyncs: writes stay atomic, but a power loss may lose
@@ -469,18 +381,6 @@ class JsonStateStore:
                     except OSError:
                         pass
             self._sig = None
-
-    def __enter__(self) -> JsonStateStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing useful to do
-            pass
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1175,33 +1075,15 @@ class JsonStateStore:
                 return
         self._log_ok = doc["revision"]
 
-    # -- mutations -----------------------------------------------------------------------------
+    # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
-    def mark_complete(
-        self,
-        node: str,
-        intervals: IntervalsLike,
-        *,
-        origin: str = "run",
-        run_id: str | None = None,
-        rows: int | None = None,
-        duration: float | None = None,
-        partition_keys: Iterable[str] = (),
-        fingerprint: str | None = None,
+    def _where(self) -> str:
+        return str(self.path)
+
+    def _apply_complete(
+        self, node: str, done: IntervalSet, keys: list[str], fingerprint: str | None, by: str,
+        record: dict[str, Any],
     ) -> int:
-        """Record intervals as done (call after the data is committed); returns the revision.
-
-        Also clears those intervals from the failed list, resolves this node's pending
-        restatements that are now fully completed, and adds ``partition_keys``.
-        """
-        _check_node_name(node)
-        _check_mode(origin)
-        done = _as_set(intervals)
-        keys = sorted({str(k) for k in partition_keys})
-        if not done and not keys:
-            raise ValueError("mark_complete needs intervals or partition_keys")
-        by = origin if run_id is None else f"{origin}:{run_id}"
-
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
             raw = self._node_for_write(doc, node, revision)
             self._update_completed(node, raw, done, add=True)
@@ -1213,42 +1095,16 @@ class JsonStateStore:
             if fingerprint is not None:
                 raw["fingerprint"] = fingerprint
             raw["last_run"] = now
-            record = _entry(
-                "complete", node, now, intervals=_rows(done._starts, done._ends), mode=origin,
-                status="success", rows=rows, duration=duration, error=None, run_id=run_id,
-            )
-            if keys:
-                record["partition_keys"] = keys
-            if fingerprint is not None:
-                record["fingerprint"] = fingerprint
+            entry = _stamped(record, now)
             if resolved:
-                record["resolved_restatements"] = [r["id"] for r in resolved]
-            records = [record] + [_resolve_record(node, r, now) for r in resolved]
-            return records, None
+                entry["resolved_restatements"] = [r["id"] for r in resolved]
+            return [entry] + [_resolve_record(node, r, now) for r in resolved], None
 
         return self._mutate(apply)[0]
 
-    def mark_failed(
-        self,
-        node: str,
-        intervals: IntervalsLike,
-        error: str,
-        *,
-        origin: str = "run",
-        run_id: str | None = None,
-        duration: float | None = None,
+    def _apply_failed(
+        self, node: str, pairs: list[tuple[int, int]], message: str, record: dict[str, Any]
     ) -> int:
-        """Record a failed attempt per interval (attempts += 1); returns the revision.
-
-        Completed intervals stay completed: a failed re-run leaves the old data in place.
-        """
-        _check_node_name(node)
-        _check_mode(origin)
-        pairs = _as_pairs(intervals)
-        if not pairs:
-            raise ValueError("mark_failed needs at least one interval")
-        message = str(error)
-
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
             raw = self._node_for_write(doc, node, revision)
             failed = _failed_pairs(raw["failed_intervals"])
@@ -1267,35 +1123,13 @@ class JsonStateStore:
                 failed = sorted(kept, key=lambda f: f[0])
             raw["failed_intervals"] = [_failed_row(s, e, rec) for s, e, rec in failed]
             raw["last_run"] = now
-            rows = [[_fmt(s), _fmt(e)] for s, e in pairs]
-            record = _entry(
-                "fail", node, now, intervals=rows, mode=origin, status="failed", rows=None,
-                duration=duration, error=message, run_id=run_id, attempts=attempts,
-            )
-            return [record], None
+            return [{**_stamped(record, now), "attempts": attempts}], None
 
         return self._mutate(apply)[0]
 
-    def restate(
-        self, nodes: Mapping[str, IntervalsLike], reason: str, actor: str | None = None
+    def _apply_restate(
+        self, wanted: dict[str, IntervalSet], reason: str, actor: str
     ) -> list[Restatement]:
-        """Mark intervals for re-processing: remove them from completed, record the request.
-
-        ``nodes`` maps each node to its own intervals; the caller computes the downstream
-        cascade.  One revision for the whole request, one audit record per node.
-        """
-        if not isinstance(reason, str) or not reason.strip():
-            raise StateError("a restatement needs a reason: say why the data must be recomputed")
-        if not nodes:
-            raise StateError("a restatement needs at least one node and its intervals")
-        who = actor or default_actor()
-        wanted: dict[str, IntervalSet] = {}
-        for name, intervals in nodes.items():
-            _check_node_name(name)
-            wanted[name] = _as_set(intervals)
-            if not wanted[name]:
-                raise StateError(f"restatement of node {name!r} has no intervals")
-
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, list]:
             records, created = [], []
             for name, change in wanted.items():
@@ -1304,14 +1138,10 @@ class JsonStateStore:
                 removed = _set_of(starts, ends).intersection(change)
                 self._update_completed(name, raw, change, add=False)
                 rows = _rows(change._starts, change._ends)
-                item = {
-                    "id": uuid.uuid4().hex[:12], "intervals": rows, "reason": reason.strip(),
-                    "actor": who, "requested_at": now, "status": "pending",
-                    "resolved_at": None, "resolved_by": None,
-                }
+                item = _pending_item(uuid.uuid4().hex[:12], rows, reason, actor, now)
                 raw["restatements"].append(item)
                 records.append(_entry(
-                    "restate", name, now, intervals=rows, reason=item["reason"], actor=who,
+                    "restate", name, now, intervals=rows, reason=reason, actor=actor,
                     restatement_id=item["id"],
                     removed=_rows(removed._starts, removed._ends),
                 ))
@@ -1320,11 +1150,8 @@ class JsonStateStore:
 
         return self._mutate(apply)[1]
 
-    def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement:
-        """Close a restatement (e.g. once Dagster has re-materialised it); idempotent."""
-        who = by or default_actor()
-
-        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, Restatement]:
+    def _apply_resolve(self, restatement_id: str, by: str) -> Restatement | None:
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, Restatement | None]:
             for name, raw in doc["nodes"].items():
                 for item in raw.get("restatements", []):
                     if item.get("id") != restatement_id:
@@ -1332,20 +1159,15 @@ class JsonStateStore:
                     if item.get("status") != "pending":
                         return [], _restatement(name, item)
                     node = self._node_for_write(doc, name, revision)
-                    item.update(status="resolved", resolved_at=now, resolved_by=who)
+                    item.update(status="resolved", resolved_at=now, resolved_by=by)
                     _prune_resolved(node)
                     return [_resolve_record(name, item, now)], _restatement(name, item)
-            raise StateError(
-                f"no restatement {restatement_id!r} in {self.path}; "
-                "`pending_restatements()` lists the open ones"
-            )
+            return [], None
 
         return self._mutate(apply)[1]
 
-    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int:
-        """Forget completed partition keys (e.g. before re-running them); returns the revision."""
-        _check_node_name(node)
-        drop = {str(k) for k in keys}
+    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
+        drop = set(keys)
 
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
             raw = doc["nodes"].get(node)
@@ -1358,12 +1180,7 @@ class JsonStateStore:
 
         return self._mutate(apply)[0]
 
-    def set_fingerprint(self, node: str, fingerprint: str) -> int:
-        """Store the node's definition hash (SQL + schedule); a no-op when unchanged."""
-        _check_node_name(node)
-        if not isinstance(fingerprint, str) or not fingerprint:
-            raise ValueError("fingerprint must be a non-empty string")
-
+    def _apply_fingerprint(self, node: str, fingerprint: str) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
             old = doc["nodes"].get(node, {}).get("fingerprint")
             if old == fingerprint:
@@ -1374,30 +1191,11 @@ class JsonStateStore:
 
         return self._mutate(apply)[0]
 
-    def record_execution(
-        self,
-        node: str,
-        intervals: IntervalsLike = (),
-        *,
-        mode: str = "run",
-        status: str,
-        rows: int | None = None,
-        duration: float | None = None,
-        error: str | None = None,
-        run_id: str | None = None,
-    ) -> None:
-        """Audit-only record of an execution that changes no state (skipped, cancelled...)."""
-        _check_node_name(node)
-        _check_mode(mode)
-        ivs = _as_set(intervals)
+    def _apply_execution(self, node: str, record: dict[str, Any]) -> None:
         with self._locked() as doc:
-            record = _entry(
-                "execution", node, _fmt(_now_us()), intervals=_rows(ivs._starts, ivs._ends),
-                mode=mode, status=status, rows=rows, duration=duration, error=error,
-                run_id=run_id,
-            )
-            record["revision"] = doc["revision"]
-            self._append_log([json.dumps(record, ensure_ascii=False).encode()], doc["revision"])
+            entry = _stamped(record, _fmt(_now_us()))
+            entry["revision"] = doc["revision"]
+            self._append_log([json.dumps(entry, ensure_ascii=False).encode()], doc["revision"])
 
     # -- journal -------------------------------------------------------------------------------
 
@@ -1432,11 +1230,7 @@ class JsonStateStore:
         return [_change(r) for r in records]
 
     def _resync(self) -> list[Change]:
-        revision = self.revision
-        return [
-            Change(revision, name, "resync", state.completed, details={"event": "resync"})
-            for name, state in self.load().items()
-        ]
+        return _resync(self.revision, self.load())
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records of one node, oldest first (the last ``limit`` when given)."""

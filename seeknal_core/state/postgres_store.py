@@ -36,33 +36,17 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..intervals import IntervalSet
-from .base import (
-    Change,
-    FailedInterval,
-    IntervalsLike,
-    NodeState,
-    Restatement,
-    StateError,
-    default_actor,
-)
+from .base import Change, FailedInterval, NodeState, Restatement, StateError
+from .common import StoreBase, _dt, _fmt, _parse_us, _pending_item, _resync, _rows
 from .json_store import (
     KEEP_RESOLVED,
-    _as_pairs,
-    _as_set,
     _change,
-    _check_mode,
-    _check_node_name,
-    _dt,
-    _entry,
-    _fmt,
     _parse_rows,
-    _parse_us,
     _restatement,
-    _rows,
     canonical_record,
     check_export,
     export_header,
@@ -513,7 +497,7 @@ def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-class PostgresStateStore:
+class PostgresStateStore(StoreBase):
     """State in a PostgreSQL schema (see the module doc); thread-safe, fork-aware.
 
     ``dsn`` is a libpq connection string or URL (``postgresql://user@host:5432/db``);
@@ -589,18 +573,6 @@ class PostgresStateStore:
                     conn.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection: nothing to do
                     pass
-
-    def __enter__(self) -> PostgresStateStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
     def _connection(self) -> Any:
         conn = self._conn
@@ -756,143 +728,49 @@ class PostgresStateStore:
         rows = self._run("pending_all") if node is None else self._run("pending_node", [node])
         return [_restatement(name, item) for name, item in rows]
 
-    # -- mutations ----------------------------------------------------------------------------
+    # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
-    def mark_complete(
-        self,
-        node: str,
-        intervals: IntervalsLike,
-        *,
-        origin: str = "run",
-        run_id: str | None = None,
-        rows: int | None = None,
-        duration: float | None = None,
-        partition_keys: Iterable[str] = (),
-        fingerprint: str | None = None,
+    def _where(self) -> str:
+        return f"{self.where} (schema {self.schema})"
+
+    def _apply_complete(
+        self, node: str, done: IntervalSet, keys: list[str], fingerprint: str | None, by: str,
+        record: dict[str, Any],
     ) -> int:
-        """Record intervals as done (call after the data is committed); returns the revision.
-
-        Also clears those intervals from the failed list, resolves this node's pending
-        restatements that are now fully completed, and adds ``partition_keys``.
-        """
-        _check_node_name(node)
-        _check_mode(origin)
-        done = _as_set(intervals)
-        keys = sorted({str(k) for k in partition_keys})
-        if not done and not keys:
-            raise ValueError("mark_complete needs intervals or partition_keys")
-        by = origin if run_id is None else f"{origin}:{run_id}"
-        record = _event(
-            "complete", node, intervals=_rows(done._starts, done._ends), mode=origin,
-            status="success", rows=rows, duration=duration, error=None, run_id=run_id,
-        )
-        if keys:
-            record["partition_keys"] = keys
-        if fingerprint is not None:
-            record["fingerprint"] = fingerprint
         return self._run("mark_complete", [node, _flat(done), keys, fingerprint, by, self._json(record)],
                          write=True)[0][0]
 
-    def mark_failed(
-        self,
-        node: str,
-        intervals: IntervalsLike,
-        error: str,
-        *,
-        origin: str = "run",
-        run_id: str | None = None,
-        duration: float | None = None,
+    def _apply_failed(
+        self, node: str, pairs: list[tuple[int, int]], message: str, record: dict[str, Any]
     ) -> int:
-        """Record a failed attempt per interval (attempts += 1); returns the revision.
-
-        Completed intervals stay completed: a failed re-run leaves the old data in place.
-        """
-        _check_node_name(node)
-        _check_mode(origin)
-        pairs = _as_pairs(intervals)
-        if not pairs:
-            raise ValueError("mark_failed needs at least one interval")
-        message = str(error)
-        record = _event(
-            "fail", node, intervals=[[_fmt(s), _fmt(e)] for s, e in pairs], mode=origin,
-            status="failed", rows=None, duration=duration, error=message, run_id=run_id,
-        )
         flat = [x for pair in pairs for x in pair]
         return self._run("mark_failed", [node, flat, message, self._json(record)], write=True)[0][0]
 
-    def restate(
-        self, nodes: Mapping[str, IntervalsLike], reason: str, actor: str | None = None
+    def _apply_restate(
+        self, wanted: dict[str, IntervalSet], reason: str, actor: str
     ) -> list[Restatement]:
-        """Mark intervals for re-processing: remove them from completed, record the request.
-
-        ``nodes`` maps each node to its own intervals; the caller computes the downstream
-        cascade.  One revision for the whole request, one audit record per node.
-        """
-        if not isinstance(reason, str) or not reason.strip():
-            raise StateError("a restatement needs a reason: say why the data must be recomputed")
-        if not nodes:
-            raise StateError("a restatement needs at least one node and its intervals")
-        who = actor or default_actor()
-        items = []
-        for name, intervals in nodes.items():
-            _check_node_name(name)
-            change = _as_set(intervals)
-            if not change:
-                raise StateError(f"restatement of node {name!r} has no intervals")
-            items.append({"node": name, "id": uuid.uuid4().hex[:12],
-                          "rows": _rows(change._starts, change._ends), "bounds": _flat(change)})
-        at = self._run("restate", [self._json(items), reason.strip(), who], write=True)[0][0]
+        items = [
+            {"node": name, "id": uuid.uuid4().hex[:12], "rows": _rows(change._starts, change._ends),
+             "bounds": _flat(change)}
+            for name, change in wanted.items()
+        ]
+        at = self._run("restate", [self._json(items), reason, actor], write=True)[0][0]
         return [
-            _restatement(item["node"], {
-                "id": item["id"], "intervals": item["rows"], "reason": reason.strip(), "actor": who,
-                "requested_at": at, "status": "pending", "resolved_at": None, "resolved_by": None,
-            })
+            _restatement(item["node"], _pending_item(item["id"], item["rows"], reason, actor, at))
             for item in items
         ]
 
-    def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement:
-        """Close a restatement (e.g. once Dagster has re-materialised it); idempotent."""
-        found = self._run("resolve", [str(restatement_id), by or default_actor()], write=True)[0][0]
-        if found is None:
-            raise StateError(
-                f"no restatement {restatement_id!r} in {self.where} (schema {self.schema}); "
-                "`pending_restatements()` lists the open ones"
-            )
-        return _restatement(found["node"], found["item"])
+    def _apply_resolve(self, restatement_id: str, by: str) -> Restatement | None:
+        found = self._run("resolve", [str(restatement_id), by], write=True)[0][0]
+        return None if found is None else _restatement(found["node"], found["item"])
 
-    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int:
-        """Forget completed partition keys (e.g. before re-running them); returns the revision."""
-        _check_node_name(node)
-        drop = sorted({str(k) for k in keys})
-        return self._run("remove_keys", [node, drop], write=True)[0][0]
+    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
+        return self._run("remove_keys", [node, keys], write=True)[0][0]
 
-    def set_fingerprint(self, node: str, fingerprint: str) -> int:
-        """Store the node's definition hash (SQL + schedule); a no-op when unchanged."""
-        _check_node_name(node)
-        if not isinstance(fingerprint, str) or not fingerprint:
-            raise ValueError("fingerprint must be a non-empty string")
+    def _apply_fingerprint(self, node: str, fingerprint: str) -> int:
         return self._run("fingerprint", [node, fingerprint], write=True)[0][0]
 
-    def record_execution(
-        self,
-        node: str,
-        intervals: IntervalsLike = (),
-        *,
-        mode: str = "run",
-        status: str,
-        rows: int | None = None,
-        duration: float | None = None,
-        error: str | None = None,
-        run_id: str | None = None,
-    ) -> None:
-        """Audit-only record of an execution that changes no state (skipped, cancelled...)."""
-        _check_node_name(node)
-        _check_mode(mode)
-        ivs = _as_set(intervals)
-        record = _event(
-            "execution", node, intervals=_rows(ivs._starts, ivs._ends), mode=mode, status=status,
-            rows=rows, duration=duration, error=error, run_id=run_id,
-        )
+    def _apply_execution(self, node: str, record: dict[str, Any]) -> None:
         self._run("execution", [node, self._json(record)], write=True)
 
     # -- journal ------------------------------------------------------------------------------
@@ -917,11 +795,7 @@ class PostgresStateStore:
         return [_change(canonical_record(r)) for r in records]
 
     def _resync(self) -> list[Change]:
-        revision, nodes = self._snapshot()
-        return [
-            Change(revision, name, "resync", state.completed, details={"event": "resync"})
-            for name, state in nodes.items()
-        ]
+        return _resync(*self._snapshot())
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records of one node, oldest first (the last ``limit`` when given)."""
@@ -1043,13 +917,6 @@ class PostgresStateStore:
 
         return Jsonb(value)
 
-
-def _event(event: str, node: str, **fields: Any) -> dict[str, Any]:
-    """An audit record without ``revision`` and ``at`` (the server adds both)."""
-    record = _entry(event, node, "")
-    del record["revision"], record["at"]
-    record.update(fields)
-    return record
 
 
 def _node_state(row: tuple) -> NodeState:

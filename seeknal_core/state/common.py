@@ -1,0 +1,329 @@
+"""What every state backend shares: argument checks, normalisation, audit records.
+
+``StoreBase`` implements the public mutations of ``StateStore`` once: it checks and
+normalises the arguments and builds the audit record, then calls the backend's
+``_apply_*`` hook, which applies the change atomically (and adds what only the commit
+knows: ``revision``, ``at`` and computed fields such as ``attempts``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any, Self
+
+from ..intervals import Interval, IntervalSet
+from ..timeutil import EPOCH, UTC
+from .base import MODES, Change, IntervalsLike, NodeState, Restatement, StateError, default_actor
+
+_US = dt.timedelta(microseconds=1)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+
+
+# -- time text <-> integer microseconds, interval arguments ---------------------------------
+
+
+def _fmt(us: int) -> str:
+    """Canonical UTC text of an instant: ``2024-01-01T00:00:00Z`` (microseconds when set)."""
+    return (_NAIVE_EPOCH + dt.timedelta(microseconds=us)).isoformat() + "Z"
+
+
+def _parse_us(text: object, *, closed_end: bool = False) -> int:
+    """Microseconds since the epoch of an ISO string; naive means UTC.
+
+    ``closed_end`` applies the legacy rule: an end one tick before a whole second that
+    is itself the 59th second (``23:59:59``, ``10:59:59.999999``) meant "through the end
+    of that minute", so it becomes the next whole second.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected an ISO time string, got {text!r}")
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    us = (value - EPOCH) // _US
+    if closed_end and value.second == 59 and value.microsecond in (0, 999_000, 999_999):
+        us += 1_000_000 - value.microsecond
+    return us
+
+
+def _now_us() -> int:
+    return (dt.datetime.now(UTC) - EPOCH) // _US
+
+
+def _dt(us: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+def _dt_or_none(text: object) -> dt.datetime | None:
+    return None if text is None else _dt(_parse_us(text))
+
+
+def _rows(starts: list[int], ends: list[int]) -> list[list[str]]:
+    return [[_fmt(s), _fmt(e)] for s, e in zip(starts, ends)]
+
+
+def _merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[int, int]]:
+    """Sort and merge overlapping pairs (and touching ones when ``touching``)."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(pairs):
+        if out and (s < out[-1][1] or (touching and s == out[-1][1])):
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _as_set(value: IntervalsLike) -> IntervalSet:
+    if isinstance(value, IntervalSet):
+        return value
+    if isinstance(value, Interval):
+        return IntervalSet([value])
+    if _is_pair(value):
+        return IntervalSet([tuple(value)])  # type: ignore[arg-type]
+    return IntervalSet(list(value))  # type: ignore[arg-type]
+
+
+def _as_pairs(value: IntervalsLike) -> list[tuple[int, int]]:
+    """Intervals as microsecond pairs, keeping touching ones apart (failures are per interval)."""
+    if isinstance(value, IntervalSet):
+        items: list[Any] = list(value)
+    elif isinstance(value, Interval) or _is_pair(value):
+        items = [value]
+    else:
+        items = list(value)  # type: ignore[arg-type]
+    pairs = []
+    for item in items:
+        iv = item if isinstance(item, Interval) else Interval(*item)
+        pairs.append(((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US))
+    return _merge_pairs(pairs, touching=False)
+
+
+def _is_pair(value: object) -> bool:
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (str, dt.date)) for v in value)
+    )
+
+
+def _check_node_name(node: object) -> str:
+    if not isinstance(node, str) or not node.strip():
+        raise ValueError(f"node name must be a non-empty string, got {node!r}")
+    return node
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+# -- records --------------------------------------------------------------------------------
+
+
+def _event(event: str, node: str, **fields: Any) -> dict[str, Any]:
+    """An audit record without ``revision`` and ``at`` (added when the change commits)."""
+    return {"event": event, "node": node, **fields}
+
+
+def _pending_item(
+    restatement_id: str, rows: list[list[str]], reason: str, actor: str, at: str
+) -> dict[str, Any]:
+    """A new restatement as both backends store it."""
+    return {
+        "id": restatement_id, "intervals": rows, "reason": reason, "actor": actor,
+        "requested_at": at, "status": "pending", "resolved_at": None, "resolved_by": None,
+    }
+
+
+def _resync(revision: int, nodes: Mapping[str, NodeState]) -> list[Change]:
+    """Every node as one ``resync`` change holding its whole completed set."""
+    return [
+        Change(revision, name, "resync", state.completed, details={"event": "resync"})
+        for name, state in nodes.items()
+    ]
+
+
+# -- the public mutations -------------------------------------------------------------------
+
+
+class StoreBase:
+    """The ``StateStore`` mutations, checked once; backends implement the ``_apply_*`` hooks."""
+
+    def close(self) -> None:
+        """Release what the store keeps open (it stays usable)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing useful to do
+            pass
+
+    def _where(self) -> str:
+        """The store, as error messages name it."""
+        raise NotImplementedError
+
+    def mark_complete(
+        self,
+        node: str,
+        intervals: IntervalsLike,
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+        rows: int | None = None,
+        duration: float | None = None,
+        partition_keys: Iterable[str] = (),
+        fingerprint: str | None = None,
+    ) -> int:
+        """Record intervals as done (call after the data is committed); returns the revision.
+
+        Also clears those intervals from the failed list, resolves this node's pending
+        restatements that are now fully completed, and adds ``partition_keys``.
+        """
+        _check_node_name(node)
+        _check_mode(origin)
+        done = _as_set(intervals)
+        keys = sorted({str(k) for k in partition_keys})
+        if not done and not keys:
+            raise ValueError("mark_complete needs intervals or partition_keys")
+        by = origin if run_id is None else f"{origin}:{run_id}"
+        record = _event(
+            "complete", node, intervals=_rows(done._starts, done._ends), mode=origin,
+            status="success", rows=rows, duration=duration, error=None, run_id=run_id,
+        )
+        if keys:
+            record["partition_keys"] = keys
+        if fingerprint is not None:
+            record["fingerprint"] = fingerprint
+        return self._apply_complete(node, done, keys, fingerprint, by, record)
+
+    def _apply_complete(
+        self, node: str, done: IntervalSet, keys: list[str], fingerprint: str | None, by: str,
+        record: dict[str, Any],
+    ) -> int:
+        """Add ``done`` and ``keys``, resolve what is covered (by ``by``); ``record`` gains
+        ``resolved_restatements`` when any were."""
+        raise NotImplementedError
+
+    def mark_failed(
+        self,
+        node: str,
+        intervals: IntervalsLike,
+        error: str,
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+        duration: float | None = None,
+    ) -> int:
+        """Record a failed attempt per interval (attempts += 1); returns the revision.
+
+        Completed intervals stay completed: a failed re-run leaves the old data in place.
+        """
+        _check_node_name(node)
+        _check_mode(origin)
+        pairs = _as_pairs(intervals)
+        if not pairs:
+            raise ValueError("mark_failed needs at least one interval")
+        message = str(error)
+        record = _event(
+            "fail", node, intervals=[[_fmt(s), _fmt(e)] for s, e in pairs], mode=origin,
+            status="failed", rows=None, duration=duration, error=message, run_id=run_id,
+        )
+        return self._apply_failed(node, pairs, message, record)
+
+    def _apply_failed(
+        self, node: str, pairs: list[tuple[int, int]], message: str, record: dict[str, Any]
+    ) -> int:
+        """Record the failures; ``record`` gains ``attempts`` (the highest count)."""
+        raise NotImplementedError
+
+    def restate(
+        self, nodes: Mapping[str, IntervalsLike], reason: str, actor: str | None = None
+    ) -> list[Restatement]:
+        """Mark intervals for re-processing: remove them from completed, record the request.
+
+        ``nodes`` maps each node to its own intervals; the caller computes the downstream
+        cascade.  One revision for the whole request, one audit record per node.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise StateError("a restatement needs a reason: say why the data must be recomputed")
+        if not nodes:
+            raise StateError("a restatement needs at least one node and its intervals")
+        who = actor or default_actor()
+        wanted: dict[str, IntervalSet] = {}
+        for name, intervals in nodes.items():
+            _check_node_name(name)
+            wanted[name] = _as_set(intervals)
+            if not wanted[name]:
+                raise StateError(f"restatement of node {name!r} has no intervals")
+        return self._apply_restate(wanted, reason.strip(), who)
+
+    def _apply_restate(
+        self, wanted: dict[str, IntervalSet], reason: str, actor: str
+    ) -> list[Restatement]:
+        raise NotImplementedError
+
+    def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement:
+        """Close a restatement (e.g. once Dagster has re-materialised it); idempotent."""
+        found = self._apply_resolve(restatement_id, by or default_actor())
+        if found is None:
+            raise StateError(
+                f"no restatement {restatement_id!r} in {self._where()}; "
+                "`pending_restatements()` lists the open ones"
+            )
+        return found
+
+    def _apply_resolve(self, restatement_id: str, by: str) -> Restatement | None:
+        """The restatement, resolved now or before; None when there is no such id."""
+        raise NotImplementedError
+
+    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int:
+        """Forget completed partition keys (e.g. before re-running them); returns the revision."""
+        _check_node_name(node)
+        return self._apply_remove_keys(node, sorted({str(k) for k in keys}))
+
+    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
+        raise NotImplementedError
+
+    def set_fingerprint(self, node: str, fingerprint: str) -> int:
+        """Store the node's definition hash (SQL + schedule); a no-op when unchanged."""
+        _check_node_name(node)
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ValueError("fingerprint must be a non-empty string")
+        return self._apply_fingerprint(node, fingerprint)
+
+    def _apply_fingerprint(self, node: str, fingerprint: str) -> int:
+        raise NotImplementedError
+
+    def record_execution(
+        self,
+        node: str,
+        intervals: IntervalsLike = (),
+        *,
+        mode: str = "run",
+        status: str,
+        rows: int | None = None,
+        duration: float | None = None,
+        error: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Audit-only record of an execution that changes no state (skipped, cancelled...)."""
+        _check_node_name(node)
+        _check_mode(mode)
+        ivs = _as_set(intervals)
+        self._apply_execution(node, _event(
+            "execution", node, intervals=_rows(ivs._starts, ivs._ends), mode=mode, status=status,
+            rows=rows, duration=duration, error=error, run_id=run_id,
+        ))
+
+    def _apply_execution(self, node: str, record: dict[str, Any]) -> None:
+        """Append ``record`` at the current revision (no state changes)."""
+        raise NotImplementedError
