@@ -299,3 +299,18 @@ def table_rows(root: Path, name: str, where: str) -> list[tuple]:
         return sorted(con.execute(f"SELECT * FROM {name} WHERE {where}").fetchall())
     finally:
         con.close()
+
+
+def test_lookback_reruns_the_last_intervals_for_late_data(tmp_path):
+    project, store = open_all(make_project(tmp_path, DAILY + "  lookback: 2\n"))
+    runner.run(project, store, now="2024-01-04")
+    con = duckdb.connect(str(tmp_path / "target" / "warehouse.duckdb"))
+    con.execute("INSERT INTO raw VALUES (TIMESTAMP '2024-01-02 12:00:00', 0, 1000)")  # a late event
+    con.close()
+    plan = runner.plan(project, store, now="2024-01-05")
+    assert plan.nodes[0].due == {(1704153600, 1704240000): "lookback",   # 01-02
+                                 (1704240000, 1704326400): "lookback",   # 01-03
+                                 (1704326400, 1704412800): "new"}        # 01-04
+    assert runner.execute(plan, project, store).ok
+    assert rows(tmp_path, "SELECT sum(n) FROM daily WHERE day = DATE '2024-01-02'") == [(145,)]
+    assert rows(tmp_path, "SELECT count(*) FROM daily") == [(28,)]  # replaced, not duplicated
