@@ -52,9 +52,7 @@ def state_store(project: Project) -> Iterator[StateStore]:
     try:
         yield store
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.close()
 
 
 def window_pairs(node: TransformNode, start: dt.datetime, end: dt.datetime) -> list[Pair]:

@@ -57,7 +57,5 @@ def migrate_command(to: str, dsn: str | None, schema: str | None, path: str | No
         click.echo(f"and unset {DSN_VARIABLE}, which overrides the file.")
     click.echo("Switch only after stopping every process that writes state: later changes to the "
                "old store are not copied.")
-    close = getattr(target, "close", None)
-    if close is not None:
-        close()
+    target.close()
     return 0

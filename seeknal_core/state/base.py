@@ -211,3 +211,8 @@ class StateStore(Protocol):
         """Load an ``export()`` into this store, which must be empty (revision 0, no audit);
         revisions and audit records are kept as they are.  Returns the store revision."""
         ...
+
+    def close(self) -> None:
+        """Release the store's file descriptors or connection (long-lived daemons open a
+        store per run or tick)."""
+        ...
