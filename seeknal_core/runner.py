@@ -34,6 +34,11 @@ _REASON_RANK = {"new": 0, "lookback": 1, "backfill": 2, "partition": 3, "restate
 _ORIGIN = {"restate": "restate", "backfill": "backfill", "partition": "backfill"}
 
 
+#: how a skipped interval's reason starts when it only waits for upstream data (callers
+#: such as the Dagster adapter retry those instead of failing)
+WAITING_FOR_UPSTREAM = "waiting for upstream"
+
+
 class PlanError(SeeknalError):
     """The request cannot be planned (bad range, unknown partition key, ...)."""
 
@@ -558,7 +563,7 @@ class _NodeRunner:
                     reason = f"upstream '{u}' failed for this interval"
                     break
                 if u in completed and not completed[u].covers_us(a_us, b_us):
-                    reason = f"waiting for upstream '{u}' to complete this interval"
+                    reason = f"{WAITING_FOR_UPSTREAM} '{u}' to complete this interval"
                     break
             if reason:
                 blocked.append((pair, reason))
@@ -665,7 +670,7 @@ def run(
 
 
 __all__ = [
-    "NodePlan", "NodeResult", "Plan", "PlanError", "Progress", "RunResult",
+    "WAITING_FOR_UPSTREAM", "NodePlan", "NodeResult", "Plan", "PlanError", "Progress", "RunResult",
     "coalesce", "execute", "needs_database", "partition_interval", "plan", "restate",
     "restatement_impact", "run",
 ]

@@ -35,7 +35,6 @@ DUCKDB_RESOURCE_KEY = "duckdb"
 #: Run tag naming the restatement a run re-computes (set by the restatement sensor).
 RESTATEMENT_TAG = "seeknal/restatement"
 #: What a skipped interval's reason starts with when only upstream data is missing.
-_WAITING = "waiting for upstream"
 
 Pair = tuple[int, int]
 
@@ -135,7 +134,8 @@ def run_node(
     outcome = result.nodes[0]
 
     if outcome.failures or outcome.skipped:
-        waiting = not outcome.failures and all(r.startswith(_WAITING) for _, r in outcome.skipped)
+        waiting = not outcome.failures and all(
+            r.startswith(runner.WAITING_FOR_UPSTREAM) for _, r in outcome.skipped)
         if waiting and context.retry_number < upstream_retries:
             # another schedule (e.g. the hourly one at midnight) is still producing the
             # upstream intervals: try again shortly instead of failing the partition
