@@ -312,9 +312,7 @@ class IntervalCalculator:
         s_us, e_us = self._range(start, end, sched)
         if s_us == e_us:
             return []
-        first = sched.tick_at_or_before(s_us // _US_PER_S)
-        last = sched.tick_at_or_after(-(-e_us // _US_PER_S))
-        return sched.ticks(first, last)
+        return sched.covering_ticks(s_us // _US_PER_S, -(-e_us // _US_PER_S))
 
     def get_intervals(self, start: TimeLike, end: TimeLike) -> list[Interval]:
         """Every schedule interval overlapping ``[start, end)``, whole."""

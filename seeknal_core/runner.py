@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -124,9 +125,7 @@ def _pending(ticks: list[int], done: IntervalSet, schedule: Schedule) -> list[Pa
 
 def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
     """Every interval of the grid that overlaps [lo, hi), whole."""
-    if hi <= lo:
-        return []
-    ticks = schedule.ticks(schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi))
+    ticks = schedule.covering_ticks(lo, hi)
     return list(zip(ticks, ticks[1:]))
 
 
@@ -285,11 +284,8 @@ def _key(node: TransformNode, pair: Pair) -> str:
 
 def _missing_overlapping(schedule: Schedule, done: IntervalSet, lo: int, hi: int, limit: int) -> list[Pair]:
     """Intervals overlapping [lo, hi) (whole, ending by ``limit``) not covered by ``done``."""
-    if hi <= lo:
-        return []
-    first = schedule.tick_at_or_before(lo)
-    last = min(schedule.tick_at_or_after(hi), limit)
-    return _pending(_grid(schedule, first, last), done, schedule)
+    ticks = schedule.covering_ticks(lo, hi)
+    return _pending(ticks[:bisect_right(ticks, limit)], done, schedule)
 
 
 def _grid_pairs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
@@ -450,7 +446,8 @@ def execute(
     results: list[NodeResult] = []
     failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
     for np in the_plan.nodes:
-        compile_sql(project.nodes[np.node])  # template errors stop the run before any write
+        if np.due or np.full_refresh:  # template errors stop the run before any write
+            compile_sql(project.nodes[np.node])
     try:
         for np in the_plan.nodes:
             node = project.nodes[np.node]

@@ -226,6 +226,12 @@ class Schedule:
             day_ticks(ordinal, out, lo, hi, cache)
         return out
 
+    def covering_ticks(self, lo: int, hi: int) -> list[int]:
+        """Ticks bounding every interval that overlaps [lo, hi), whole (none if hi <= lo)."""
+        if hi <= lo:
+            return []
+        return self.ticks(self.tick_at_or_before(lo), self.tick_at_or_after(hi))
+
     def tick_at_or_before(self, t: int) -> int:
         if self._period is not None:
             return t - (t - self._phase) % self._period

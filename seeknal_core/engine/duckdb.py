@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -30,12 +29,6 @@ from ..timeutil import get_zone
 
 class ExecutionError(SeeknalError):
     """A node's SQL failed for an interval; the message names node and interval."""
-
-
-@dataclass
-class WriteResult:
-    rows: int
-    seconds: float
 
 
 def _sql_literal(text: str) -> str:
@@ -148,11 +141,6 @@ class DuckDBEngine:
                 con.execute(f"DROP TABLE IF EXISTS {q(staged)}")
         self._register_parquet_view(node)
         return rows
-
-    def table_exists(self, name: str) -> bool:
-        return bool(self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [name]
-        ).fetchone()[0])
 
     def _columns(self, name: str) -> dict[str, str]:
         kinds = self._table_kinds.get(name)
