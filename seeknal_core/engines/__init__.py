@@ -1,0 +1,1 @@
+"""Engines: the contract (base.py) and its implementations, one module each."""

@@ -1,0 +1,77 @@
+"""The engine contract: what the runner needs from whatever computes a node's SQL.
+
+The runner plans intervals and records state; an engine only turns a node's rendered
+SQL into rows for a contiguous run of intervals, replacing exactly those intervals'
+rows (re-running an interval never duplicates data).  The runner talks to engines only
+through this protocol and the three error classes below, so it never imports duckdb or
+pyspark and a new engine plugs in here.
+
+Intervals cross this boundary as integer epoch seconds ``(start, end)``, half-open and
+contiguous (each batch's ``end`` is the next one's ``start``), as everywhere inside the
+core; engines build datetimes or literals from them at their own edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..errors import SeeknalError
+
+if TYPE_CHECKING:
+    from ..project import SourceNode, TransformNode
+
+Pair = tuple[int, int]
+
+
+class EngineError(SeeknalError):
+    """Something an engine could not do; subclasses tell the runner how to react."""
+
+
+class QueryError(EngineError):
+    """The SQL itself is wrong (syntax, unknown column or table): every interval of the
+    batch would fail the same way, so the runner fails the batch once, without splitting."""
+
+
+class BatchError(EngineError):
+    """The query failed on this batch's data (a cast, a constraint): the runner splits
+    the batch to isolate the failing intervals and lets the good ones complete."""
+
+
+class ResourceError(EngineError):
+    """The machine, not the SQL (disk full, database locked, lost connection): nothing
+    later in the run can succeed, so the runner stops at once and records one failure."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One engine instance serves one run; the runner closes what it opened."""
+
+    #: ``"duckdb"`` or ``"spark"``: what ``engine:`` in a project or node selects
+    name: str
+
+    def write_intervals(
+        self,
+        node: TransformNode,
+        sql: str,
+        intervals: Sequence[Pair],
+        partition_keys: Sequence[str] = (),
+    ) -> list[int]:
+        """Replace the node's rows for the contiguous ``intervals`` with ``sql``'s rows
+        that fall inside them, atomically; return the rows written per interval, in the
+        order given.  Raises ``QueryError``, ``BatchError`` or ``ResourceError``."""
+        ...
+
+    def replace_table(self, node: TransformNode, sql: str) -> int:
+        """Full refresh of an unscheduled node; returns its row count."""
+        ...
+
+    def earliest(self, source: SourceNode, column: str) -> int | None:
+        """The smallest value of ``column`` in ``source`` as epoch seconds (``None`` when
+        it is empty): one cheap query, used to infer a node's start when it sets none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["BatchError", "Engine", "EngineError", "Pair", "QueryError", "ResourceError"]
