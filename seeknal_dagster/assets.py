@@ -103,7 +103,7 @@ def run_node(
     upstream_retry_seconds: float = 60.0,
 ) -> dg.MaterializeResult:
     """Compute one node for the run's partitions (or fully, when unpartitioned)."""
-    from seeknal_core.engine.duckdb import DuckDBEngine
+    from seeknal_core.engines.duckdb import DuckDBEngine
 
     partitioned = node.is_incremental
     pairs: list[Pair] = []

@@ -1,0 +1,17 @@
+"""The runner: plan what is due (``plan``), execute it (``execute``), restate (``restate``).
+
+``plan`` is pure bookkeeping; ``execute`` writes through an engine and records state
+after the data commits; ``restate`` records which intervals must be recomputed, and why.
+"""
+
+from .common import WAITING_FOR_UPSTREAM, Pair, PlanError
+from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute, needs_database, run
+from .plan import NodePlan, Plan, coalesce, node_bounds, partition_interval, plan
+from .restate import restate, restatement_impact
+
+__all__ = [
+    "FLUSH_SECONDS", "WAITING_FOR_UPSTREAM", "NodePlan", "NodeResult", "Pair", "Plan", "PlanError",
+    "Progress", "RunResult", "node_bounds",
+    "coalesce", "execute", "needs_database", "partition_interval", "plan", "restate",
+    "restatement_impact", "run",
+]

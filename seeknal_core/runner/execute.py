@@ -1,0 +1,320 @@
+"""Execute a plan: per node, per batch, write the data, then mark its intervals complete.
+
+Each batch is written by the engine in one transaction and only then recorded, so a
+crash between the two causes an idempotent re-run, never a false "complete".  Progress
+is reported through a ``Progress`` object the CLI (or Dagster) renders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..intervals import IntervalSet
+from ..project import Project, TransformNode
+from ..templating import compile_sql, render_sql
+from ..timeutil import from_epoch
+from .common import WAITING_FOR_UPSTREAM, Pair
+from .plan import NodePlan, Plan, coalesce, plan
+
+if TYPE_CHECKING:
+    from ..engines.duckdb import DuckDBEngine
+    from ..state import StateStore
+
+#: the audit-log mode recorded for a completed interval, by why it ran
+_ORIGIN = {"restate": "restate", "backfill": "backfill", "partition": "backfill"}
+
+class Progress:
+    """Callbacks during execution; the default does nothing."""
+
+    def node_started(self, node: str, plan: NodePlan, batches: int) -> None: ...
+
+    def batch_finished(self, node: str, batch: list[Pair], rows: int, seconds: float,
+                       error: str | None = None) -> None: ...
+
+    def node_finished(self, result: NodeResult) -> None: ...
+
+
+@dataclass
+class NodeResult:
+    node: str
+    done: list[Pair] = field(default_factory=list)
+    batches: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[Pair, str]] = field(default_factory=list)
+    skipped: list[tuple[Pair, str]] = field(default_factory=list)
+    full_refresh: bool = False
+
+    def to_dict(self) -> dict:
+        def iso(p: Pair) -> dict:
+            return {"start": from_epoch(p[0]).isoformat(), "end": from_epoch(p[1]).isoformat()}
+        return {
+            "node": self.node, "intervals": len(self.done), "batches": self.batches,
+            "rows": self.rows, "seconds": round(self.seconds, 4), "full_refresh": self.full_refresh,
+            "failures": [{**iso(p), "error": e} for p, e in self.failures],
+            "skipped": [{**iso(p), "reason": r} for p, r in self.skipped],
+        }
+
+
+@dataclass
+class RunResult:
+    nodes: list[NodeResult]
+    seconds: float
+
+    @property
+    def failed(self) -> int:
+        return sum(len(n.failures) for n in self.nodes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def intervals(self) -> int:
+        return sum(len(n.done) for n in self.nodes)
+
+    @property
+    def rows(self) -> int:
+        return sum(n.rows for n in self.nodes)
+
+
+def execute(
+    the_plan: Plan,
+    project: Project,
+    store: StateStore,
+    *,
+    engine: DuckDBEngine | None = None,
+    progress: Progress | None = None,
+    origin: str | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Run the plan: per node, per batch, write then mark complete; isolate failures."""
+    from ..engines.duckdb import DuckDBEngine
+
+    progress = progress or Progress()
+    own = engine is None
+    engine = engine or DuckDBEngine(project, in_memory=not _needs_database(project, the_plan))
+    t0 = time.perf_counter()
+    results: list[NodeResult] = []
+    failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
+    for np in the_plan.nodes:
+        if np.due or np.full_refresh:  # template errors stop the run before any write
+            compile_sql(project.nodes[np.node])
+    try:
+        for np in the_plan.nodes:
+            node = project.nodes[np.node]
+            result = NodeResult(node=np.node, full_refresh=np.full_refresh)
+            results.append(result)
+            if np.full_refresh:
+                progress.node_started(np.node, np, 1)
+                _refresh(engine, store, node, result, progress, origin or the_plan.mode, run_id,
+                         failed_nodes)
+            elif np.due:
+                batches = np.batches()
+                progress.node_started(np.node, np, len(batches))
+                runner = _NodeRunner(engine, store, project, node, np, result, progress,
+                                     origin, the_plan.mode, run_id, failed_nodes)
+                try:
+                    for batch in batches:
+                        runner.run(batch)
+                finally:
+                    runner.flush()
+                if result.failures:
+                    failed_nodes[np.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
+            else:
+                continue
+            progress.node_finished(result)
+    finally:
+        if own:
+            engine.close()
+    return RunResult(nodes=results, seconds=time.perf_counter() - t0)
+
+
+def needs_database(project: Project, node: TransformNode) -> bool:
+    """Whether running the node reads or writes the project's DuckDB file.  ``parquet``
+    nodes over file sources and other ``parquet`` nodes do not, so parallel workers never
+    contend for its single-writer lock."""
+    if node.materialization != "parquet":
+        return True
+    for dep in node.depends_on:
+        if dep in project.sources and not project.sources[dep].location:
+            return True
+        if dep in project.nodes and project.nodes[dep].materialization != "parquet":
+            return True
+    return False
+
+
+def _needs_database(project: Project, the_plan: Plan) -> bool:
+    return any(needs_database(project, project.nodes[np.node])
+               for np in the_plan.nodes if np.due or np.full_refresh)
+
+
+def _error_text(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
+    import duckdb
+
+    from ..engines.duckdb import ExecutionError
+
+    t = time.perf_counter()
+    try:
+        rows = engine.replace_table(node, render_sql(node, None, None))
+    except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: recorded, the run goes on
+        error = f"node '{node.name}': {_error_text(exc)}"
+        result.failures.append(((0, 0), error))
+        failed_nodes[node.name] = None  # the whole table failed
+        store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
+                               run_id=run_id, duration=time.perf_counter() - t)
+        progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
+        return
+    seconds = time.perf_counter() - t
+    result.rows, result.batches, result.seconds = rows, 1, seconds
+    store.record_execution(node.name, (), mode=_mode(mode), status="success", rows=rows,
+                           duration=seconds, run_id=run_id)
+    progress.batch_finished(node.name, [], rows, seconds)
+
+
+def _mode(mode: str) -> str:
+    return mode if mode in ("run", "backfill", "restate", "manual", "dagster") else "run"
+
+
+class _NodeRunner:
+    """Runs one node's batches: readiness against upstream state, write, record,
+    and binary splitting of a failed batch to isolate the bad intervals."""
+
+    def __init__(self, engine, store, project, node, np, result, progress, origin, mode, run_id,
+                 failed_nodes):
+        self.engine, self.store, self.node, self.np = engine, store, node, np
+        self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
+        self.run_id, self.failed_nodes = run_id, failed_nodes
+        self.upstream = project.upstream(node.name)
+        # upstream nodes finished before this one started: their state is read once
+        self.upstream_done = {u: store.completed(u) for u in self.upstream
+                              if project.nodes[u].is_incremental}
+        self._unrecorded: dict[str, list] = {}  # origin -> [(group, rows, seconds, keys)]
+        self._last_flush = time.perf_counter()
+
+    def _readiness(self, batch: list[Pair]) -> tuple[list[Pair], list[tuple[Pair, str]]]:
+        if not self.upstream:
+            return batch, []
+        completed = self.upstream_done
+        ready, blocked = [], []
+        for pair in batch:
+            a_us, b_us = pair[0] * 1_000_000, pair[1] * 1_000_000
+            reason = None
+            for u in self.upstream:
+                if u in self.failed_nodes and (
+                    self.failed_nodes[u] is None
+                    or self.failed_nodes[u].overlaps((from_epoch(pair[0]), from_epoch(pair[1])))
+                ):
+                    reason = f"upstream '{u}' failed for this interval"
+                    break
+                if u in completed and not completed[u].covers_us(a_us, b_us):
+                    reason = f"{WAITING_FOR_UPSTREAM} '{u}' to complete this interval"
+                    break
+            if reason:
+                blocked.append((pair, reason))
+            else:
+                ready.append(pair)
+        return ready, blocked
+
+    def flush(self) -> None:
+        """Record the committed batches' completions: one state mutation per origin."""
+        for origin, entries in self._unrecorded.items():
+            self.store.mark_complete(
+                self.node.name, IntervalSet.from_epoch_pairs(p for g, *_ in entries for p in g),
+                origin=origin, run_id=self.run_id, rows=sum(e[1] for e in entries),
+                duration=sum(e[2] for e in entries),
+                partition_keys=[k for e in entries for k in e[3]], fingerprint=self.node.fingerprint)
+        self._unrecorded.clear()
+        self._last_flush = time.perf_counter()
+
+    def run(self, batch: list[Pair]) -> None:
+        ready, blocked = self._readiness(batch)
+        self.result.skipped.extend(blocked)
+        # recorded like failures, so the next run retries them first and `intervals show`
+        # tells why they are missing
+        by_reason: dict[str, list[Pair]] = {}
+        for pair, reason in blocked:
+            by_reason.setdefault(reason, []).append(pair)
+        for reason, pairs in by_reason.items():
+            self.store.mark_failed(self.node.name, IntervalSet.from_epoch_pairs(pairs),
+                                   f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
+        for group in coalesce(ready, None):
+            self._write(group)
+
+    def _origin(self, group: list[Pair]) -> str:
+        if self.origin:
+            return self.origin
+        reasons = {self.np.due.get(p, "new") for p in group}
+        for reason in ("restate", "backfill", "partition"):
+            if reason in reasons:
+                return _ORIGIN[reason]
+        return _mode(self.mode)
+
+    def _write(self, group: list[Pair]) -> None:
+        import duckdb
+
+        from ..engines.duckdb import ExecutionError
+
+        node = self.node
+        start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
+        keys = [self.np.partition_keys[p] for p in group if p in self.np.partition_keys]
+        t = time.perf_counter()
+        try:
+            sql = render_sql(node, start, end)
+            if node.materialization == "parquet":
+                rows = self.engine.write_parquet_intervals(
+                    node, sql, [(from_epoch(a), from_epoch(b)) for a, b in group])
+            else:
+                rows = self.engine.write_batch(node, sql, start, end, keys or None)
+        except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: these intervals fail
+            whole_query = isinstance(exc, (duckdb.ParserException, duckdb.BinderException,
+                                           duckdb.CatalogException))
+            if len(group) > 1 and not whole_query:  # split to isolate the bad intervals
+                mid = len(group) // 2
+                self._write(group[:mid])
+                self._write(group[mid:])
+                return
+            seconds = time.perf_counter() - t
+            error = (f"node '{node.name}' interval {start.isoformat()} to {end.isoformat()}: "
+                     f"{_error_text(exc)}")
+            self.store.mark_failed(node.name, [(start, end)], error, origin=self._origin(group),
+                                   run_id=self.run_id, duration=seconds)
+            self.result.failures.extend((pair, error) for pair in group)
+            self.progress.batch_finished(node.name, group, 0, seconds, error)
+            return
+        seconds = time.perf_counter() - t
+        self._unrecorded.setdefault(self._origin(group), []).append((group, rows, seconds, keys))
+        if time.perf_counter() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+        self.result.done.extend(group)
+        self.result.batches += 1
+        self.result.rows += rows
+        self.result.seconds += seconds
+        self.progress.batch_finished(node.name, group, rows, seconds)
+
+
+#: Completions of committed batches are written to the state store at most this often
+#: (group commit). Data always commits first, so a crash in between only re-runs those
+#: intervals idempotently; it never marks an interval complete without its rows.
+FLUSH_SECONDS = 0.5
+
+
+def run(
+    project: Project,
+    store: StateStore,
+    *,
+    engine: DuckDBEngine | None = None,
+    progress: Progress | None = None,
+    origin: str | None = None,
+    run_id: str | None = None,
+    **plan_options,
+) -> RunResult:
+    """Plan and execute in one call."""
+    return execute(plan(project, store, **plan_options), project, store, engine=engine,
+                   progress=progress, origin=origin, run_id=run_id)
