@@ -238,6 +238,14 @@ OK_SQL = "sql: SELECT * FROM s WHERE ts >= '{{ start }}'"
     ({"sources/s.yml": "s: {path: x.parquet, format: avro}\n"},
      ["field 'format'", "unknown format 'avro'"]),
     ({"sources/s.yml": "s: {tabel: x}\n"}, ["unknown field 'tabel'", "did you mean 'table'?"]),
+    ({T: "n: {sql: SELECT 1, engine: sprak}\n"},
+     ["t.yml", "node 'n'", "field 'engine'", "unknown engine 'sprak'", "did you mean 'spark'?"]),
+    ({T: "n: {sql: SELECT 1, dialect: postgress}\n"},
+     ["t.yml", "node 'n'", "field 'dialect'", "unknown SQL dialect 'postgress'",
+      "did you mean 'postgres'?"]),
+    ({T: "n: {sql: SELECT 1, start: 2024-02-01, end: 2024-01-01}\n"},
+     ["t.yml", "node 'n'", "field 'end'", "is not after start"]),
+    ({T: "n: {sql: SELECT 1, end: tomorrow}\n"}, ["t.yml", "field 'end'", "invalid date"]),
 ])
 def test_validation_errors_name_file_node_and_field(tmp_path, files, expected):
     message = load_error(tmp_path, files)
@@ -267,6 +275,17 @@ def test_source_and_transform_share_one_namespace(tmp_path):
     ("state: json\n", ["seeknal_project.yml", "field 'state'", "expected a mapping"]),
     ("- a\n", ["seeknal_project.yml", "expected a mapping of settings"]),
     ("name: [\n", ["seeknal_project.yml line", "invalid YAML"]),
+    ("on_change: fial\n", ["seeknal_project.yml", "field 'on_change'", "did you mean 'fail'?"]),
+    ("engine: {type: flink}\n", ["field 'engine.type'", "unknown engine.type 'flink'",
+                                  "duckdb, spark"]),
+    ("engine: {type: spark, master: 3}\n", ["field 'engine.master'", "non-empty string"]),
+    ("engine: {type: spark, mastr: x}\n", ["field 'engine'", "unknown field 'mastr'",
+                                            "did you mean 'master'?"]),
+    ("engine: {type: spark, conf: 3}\n", ["field 'engine'", "'conf' must be a mapping"]),
+    ("engine: [spark]\n", ["field 'engine'", "expected a mapping"]),
+    ("dialect: sparkk\n", ["seeknal_project.yml", "field 'dialect'", "did you mean 'spark'?"]),
+    ("start: 2024-02-01\nend: 2024-02-01\n", ["seeknal_project.yml", "field 'end'",
+                                              "is not after start"]),
 ])
 def test_project_file_errors(tmp_path, config, expected):
     message = load_error(tmp_path, {}, config=config)
@@ -445,6 +464,50 @@ def test_all_node_fields(tmp_path):
     assert n.meta == {"owner": "data-team"}
 
 
+def test_engine_dialect_end_and_on_change_defaults(tmp_path):
+    project = load(tmp_path, {T: "n: {sql: SELECT 1}\n"})
+    node = project.node("n")
+    assert (node.engine, node.dialect, node.end) == ("duckdb", "duckdb", None)
+    assert project.engine_config == {"type": "duckdb"}
+    assert (project.on_change, project.dialect, project.end) == ("warn", "duckdb", None)
+
+
+def test_engine_dialect_end_and_on_change_from_project_and_node(tmp_path):
+    project = load(tmp_path, {T: """\
+        inherits: {sql: SELECT 1}
+        own:
+          sql: SELECT 1
+          engine: duckdb
+          dialect: postgres
+          start: 2024-01-10
+          end: 2024-02-01
+    """}, config="""\
+        timezone: Europe/Paris
+        start: 2024-01-01
+        end: 2024-03-01
+        on_change: fail
+        dialect: spark
+        engine: {type: spark, master: "local[2]", conf: {spark.sql.shuffle.partitions: 8}}
+    """)
+    assert project.engine_config == {"type": "spark", "master": "local[2]",
+                                     "conf": {"spark.sql.shuffle.partitions": 8}}
+    assert (project.on_change, project.dialect) == ("fail", "spark")
+    assert project.end == dt.datetime(2024, 2, 29, 23, tzinfo=UTC)
+    inherits, own = project.node("inherits"), project.node("own")
+    assert (inherits.engine, inherits.dialect, inherits.end) == ("spark", "spark", project.end)
+    assert (own.engine, own.dialect) == ("duckdb", "postgres")
+    assert (own.start, own.end) == (dt.datetime(2024, 1, 9, 23, tzinfo=UTC),
+                                    dt.datetime(2024, 1, 31, 23, tzinfo=UTC))
+    assert project.with_nodes(project.nodes).engine_config == project.engine_config
+    assert load(tmp_path / "p2", {}, config="engine: spark\n").engine_config == {"type": "spark"}
+
+
+def test_node_start_after_inherited_end_names_start(tmp_path):
+    message = load_error(tmp_path, {T: "n: {sql: SELECT 1, start: 2024-05-01}\n"},
+                         config="end: 2024-03-01\n")
+    assert "node 'n' field 'start'" in message and "is not after start" in message
+
+
 def test_fingerprint_tracks_what_changes_results():
     base = TransformNode(name="n", sql="SELECT * FROM s WHERE ts >= '{{ start }}'",
                          schedule="@daily", time_column="ts")
@@ -458,6 +521,7 @@ def test_fingerprint_tracks_what_changes_results():
         {"time_column": "other"},
         {"materialization": "parquet"},
         {"partition_column": "d", "partition_format": "%Y"},
+        {"engine": "spark"},
     ]
     for change in changes:
         fields = {"name": "n", "sql": base.sql, "schedule": "@daily", "time_column": "ts"} | change
