@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,37 @@ def infer_time_column(sql: str) -> str | None:
     return columns[0] if len(columns) == 1 else None
 
 
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def normalize_sql(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
+    """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it.
+
+    Comments, whitespace, keyword case, layout and optional identifier quotes (every
+    identifier is printed quoted) disappear, so they never change a fingerprint.  SQL
+    that does not render or parse falls back to the raw text with whitespace collapsed:
+    a fingerprint must never stop a project from loading, and sqlglot may fail on valid
+    DuckDB SQL (its parser has many internal error types).
+    """
+    fallback = " ".join(sql.split())
+    from .templating import placeholder_sql
+
+    try:
+        rendered = placeholder_sql(name, sql)
+    except ProjectError:
+        return fallback
+    import sqlglot
+
+    try:
+        trees = [t for t in sqlglot.parse(rendered, read=dialect) if t is not None]
+        text = ";\n".join(t.sql(dialect=dialect, pretty=True, comments=False, identify=True) for t in trees)
+    except Exception:  # noqa: BLE001 - any parser failure means: use the fallback
+        return fallback
+    return text or fallback
+
+
 # --------------------------------------------------------------------------------------
 # Nodes
 # --------------------------------------------------------------------------------------
@@ -324,7 +355,6 @@ class TransformNode:
     description: str | None = None
     tags: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
-    fingerprint: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -337,12 +367,51 @@ class TransformNode:
         setattr_(self, "tags", tuple(self.tags))
         if self.materialization is None:
             setattr_(self, "materialization", "incremental" if self.schedule else "table")
-        parts = (
-            self.sql, self.schedule.cron if self.schedule else "", self.timezone,
-            self.time_column or "", self.materialization, self.partition_column or "",
-            self.partition_format or "",
-        ) + ((self.engine,) if self.engine != "duckdb" else ())  # duckdb: as before engines
-        setattr_(self, "fingerprint", hashlib.sha256("\x00".join(parts).encode()).hexdigest())
+
+    def _fields(self) -> tuple[str, ...]:
+        """What besides the SQL changes an interval's output (in fingerprint order)."""
+        return (self.schedule.cron if self.schedule else "", self.timezone, self.time_column or "",
+                self.materialization or "", self.partition_column or "", self.partition_format or "")
+
+    @cached_property
+    def normalized_sql(self) -> str:
+        """The SQL as sqlglot prints it (comments, spacing and keyword case do not show)."""
+        return normalize_sql(self.name, self.sql, self.dialect)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of the normalised SQL and every field that changes an interval's output.
+
+        Computed on first use (it renders and parses the SQL); read-only commands that
+        never compare definitions do not pay for it.
+        """
+        return _sha256(self.normalized_sql, *self._fields(), self.engine)
+
+    @cached_property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint seeknal 0.1 stored: a hash of the raw SQL text and the fields."""
+        return _sha256(self.sql, *self._fields(), *((self.engine,) if self.engine != "duckdb" else ()))
+
+    def fingerprint_matches(self, stored: str | None) -> bool:
+        """Is ``stored`` (a fingerprint from state) this node's current definition?
+
+        The one place that compares fingerprints.  State written before fingerprints
+        were normalised holds :attr:`legacy_fingerprint`; it counts as equal while the
+        raw SQL and fields are unchanged, so upgrading reports no change.  The next run
+        records the new fingerprint.  ``None`` (never recorded) matches.
+        """
+        if not stored:
+            return True
+        return stored == self.legacy_fingerprint or stored == self.fingerprint
+
+    @property
+    def definition(self) -> dict[str, str | None]:
+        """What the fingerprint covers, readable (stored in state to diff a change)."""
+        return {
+            "sql": self.normalized_sql, "schedule": self.schedule.cron if self.schedule else None,
+            "timezone": self.timezone, "time_column": self.time_column,
+            "materialization": self.materialization, "engine": self.engine,
+        }
 
     @property
     def id(self) -> str:

@@ -515,7 +515,7 @@ def test_fingerprint_tracks_what_changes_results():
                          description="docs do not matter", batch_size=3, lookback=1)
     assert len(base.fingerprint) == 64 and base.fingerprint == same.fingerprint
     changes = [
-        {"sql": base.sql + " "},
+        {"sql": base.sql + " AND ts < '{{ end }}'"},
         {"schedule": "@hourly"},
         {"timezone": "Europe/Paris"},
         {"time_column": "other"},
@@ -526,6 +526,63 @@ def test_fingerprint_tracks_what_changes_results():
     for change in changes:
         fields = {"name": "n", "sql": base.sql, "schedule": "@daily", "time_column": "ts"} | change
         assert TransformNode(**fields).fingerprint != base.fingerprint, change
+
+
+def test_fingerprint_ignores_comments_whitespace_case_and_quotes():
+    def node(sql: str, **fields) -> TransformNode:
+        return TransformNode(name="n", sql=sql, schedule="@daily", time_column="ts",
+                             depends_on=["s"], **fields)
+
+    base = node("SELECT a, b FROM s WHERE ts >= '{{ start }}' AND ts < '{{ end }}'")
+    same = [
+        "select a,b\n  from s -- the source\n where ts >= '{{ start }}'\n   and ts < '{{end}}'",
+        "/* header */ SELECT\n\ta, \"b\"\nFROM {{ ref('s') }}\nWHERE \"ts\" >= '__START__' AND ts < '__END__'",
+    ]
+    for sql in same:
+        assert node(sql).fingerprint == base.fingerprint, sql
+        assert node(sql).normalized_sql == base.normalized_sql
+    assert base.normalized_sql.startswith('SELECT\n  "a",\n  "b"\nFROM "s"')
+    assert node(base.sql.replace("a, b", "a, c")).fingerprint != base.fingerprint
+    assert node(base.sql, engine="spark").fingerprint != base.fingerprint
+    assert node(base.sql, materialization="parquet").fingerprint != base.fingerprint
+
+
+def test_fingerprint_falls_back_to_raw_sql_when_it_cannot_parse():
+    bad = TransformNode(name="n", sql="SELECT ((  1\n  FROM  {% if %}", time_column="ts")
+    assert bad.normalized_sql == "SELECT (( 1 FROM {% if %}" and len(bad.fingerprint) == 64
+    broken = TransformNode(name="n", sql="SELECT * FROM t WHERE ((( x", time_column="ts")
+    assert broken.normalized_sql == "SELECT * FROM t WHERE ((( x"
+
+
+def test_state_written_with_legacy_fingerprints_reports_no_change(tmp_path):
+    from seeknal_core import runner
+    from seeknal_core.state import open_store
+
+    project = load(tmp_path, {"sources/s.yml": "raw: {}\n", T: f"n:\n  schedule: daily\n  "
+                              f"start: 2024-01-01\n  {OK_SQL}\n"})
+    node = project.node("n")
+    store = open_store(project.root, project.state_config)
+    # the old formula, as seeknal 0.1 stored it: raw SQL and fields, NUL-separated
+    old = "\x00".join([node.sql, "0 0 * * *", "UTC", "ts", "incremental", "", ""])
+    legacy = __import__("hashlib").sha256(old.encode()).hexdigest()
+    assert legacy == node.legacy_fingerprint != node.fingerprint
+    store.set_fingerprint("n", legacy)
+    now = dt.datetime(2024, 1, 3, tzinfo=UTC)
+    changed = "definition changed"
+    plan = runner.plan(project, store, now=now)
+    assert not any(changed in note for p in plan.nodes for note in p.notes)
+    store.set_fingerprint("n", node.fingerprint)  # what the next run records
+    assert not any(changed in note for p in runner.plan(project, store, now=now).nodes
+                   for note in p.notes)
+    edited = project.with_nodes({"n": TransformNode(**{**_fields(node), "sql": node.sql + " AND 1=1"})})
+    store.set_fingerprint("n", legacy)
+    assert any(changed in note for p in runner.plan(edited, store, now=now).nodes for note in p.notes)
+
+
+def _fields(node: TransformNode) -> dict:
+    import dataclasses
+
+    return {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
 
 
 def test_transform_node_can_be_built_directly():
