@@ -52,7 +52,7 @@ _MODELLED = {
     "schedule", "timezone", "start", "time_column", "partition_tracking", "materialization",
     "description", "sql", "meta", "depends_on",
 }
-_CURRENT: Project | None = None
+_CURRENT: FlowProject | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class FlowInput:
         if not isinstance(self.value, str) or not self.value.strip():
             raise ProjectError(f"FlowInput(kind='{self.kind}') needs a value: "
                                + ("a table name" if self.kind in RELATION_KINDS else "a path"))
-        if self.kind in RELATION_KINDS and not _project._NAME.match(self.value):
+        if self.kind in RELATION_KINDS and not _project.NODE_NAME.match(self.value):
             raise ProjectError(f"FlowInput value '{self.value}' is not a table name: use "
                                "letters, digits and underscores")
 
@@ -102,8 +102,12 @@ class DuckDBTask:
         return self
 
 
-class Project:
-    """A project folder, created on demand; ``get_or_create`` makes it the current one."""
+class FlowProject:
+    """A project folder, created on demand; ``get_or_create`` makes it the current one.
+
+    Users know it as ``seeknal_core.flow.Project`` (the tutorial's name, an alias below);
+    the name here keeps it apart from the loaded ``seeknal_core.project.Project``.
+    """
 
     def __init__(self, name: str | None = None, path: str | os.PathLike | None = None,
                  timezone: str = "UTC", description: str | None = None):
@@ -115,7 +119,7 @@ class Project:
     def __repr__(self) -> str:
         return f"Project(name={self.name!r}, path={str(self.root)!r})"
 
-    def get_or_create(self) -> Project:
+    def get_or_create(self) -> FlowProject:
         """Create the folder layout and seeknal_project.yml when missing; keep existing ones."""
         global _CURRENT
         for folder in (_project.TRANSFORMS_DIR, _project.SOURCES_DIR):
@@ -140,13 +144,13 @@ class Project:
         return _project.load_project(self.root)
 
 
-def current_project() -> Project | None:
+def current_project() -> FlowProject | None:
     """The project set by the last ``Project.get_or_create()``."""
     return _CURRENT
 
 
-def _root_of(project: Project | str | os.PathLike | None) -> Path:
-    if isinstance(project, Project):
+def _root_of(project: FlowProject | str | os.PathLike | None) -> Path:
+    if isinstance(project, FlowProject):
         return project.root
     if project is not None:
         return _project.find_root(project)[0]
@@ -161,6 +165,10 @@ def _root_of(project: Project | str | os.PathLike | None) -> Path:
         ) from None
 
 
+#: the tutorial's name for :class:`FlowProject`
+Project = FlowProject
+
+
 class Flow:
     """One transform node defined in Python: an input, SQL steps and a schedule."""
 
@@ -173,7 +181,7 @@ class Flow:
         description: str | None = None,
         time_column: str | None = None,
     ):
-        if not isinstance(name, str) or not _project._NAME.match(name):
+        if not isinstance(name, str) or not _project.NODE_NAME.match(name):
             raise ProjectError(f"invalid flow name {name!r}: use letters, digits and "
                                "underscores, starting with a letter or underscore")
         self.name = name
@@ -292,7 +300,7 @@ class Flow:
         return spec
 
     # -- persistence ----------------------------------------------------------------------
-    def save(self, project: Project | str | os.PathLike | None = None) -> _project.TransformNode:
+    def save(self, project: FlowProject | str | os.PathLike | None = None) -> _project.TransformNode:
         """Write the node (and its input source when new); validate; roll back on error."""
         root = _root_of(project)
         declared = _project.declared_names(root)
@@ -320,7 +328,7 @@ class Flow:
             raise
 
     @classmethod
-    def load(cls, name: str, project: Project | str | os.PathLike | None = None) -> Flow:
+    def load(cls, name: str, project: FlowProject | str | os.PathLike | None = None) -> Flow:
         """The flow (or plain YAML node) ``name`` of the current project."""
         root = _root_of(project)
         node = _project.load_project(root).node(name)
@@ -381,7 +389,7 @@ def _starts_with_with(sql: str) -> bool:
 
 
 def _quote(name: str) -> str:
-    return name if _project._NAME.match(name) else '"' + name.replace('"', '""') + '"'
+    return name if _project.NODE_NAME.match(name) else '"' + name.replace('"', '""') + '"'
 
 
 def _declaring_file(root: Path, name: str, kind: str) -> Path | None:

@@ -237,3 +237,11 @@ def test_flow_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ProjectError, match=r"no current project.*get_or_create"):
         tutorial_flow().save()
+
+
+def test_tutorial_project_is_the_flow_project_class():
+    from seeknal_core import flow
+    from seeknal_core import project as loaded
+
+    assert flow.Project is flow.FlowProject and flow.Project is not loaded.Project
+    assert flow.Project.__name__ == "FlowProject"

@@ -1,0 +1,322 @@
+"""Validation of one YAML mapping at a time: every message names the file, the node and
+the field, with a did-you-mean where one helps (``_Ctx``), and the transform and
+source parsers built on it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import ProjectError
+from ..schedule import Schedule
+from ..timeutil import get_zone, to_utc
+from .nodes import (
+    ENGINE_FIELDS,
+    ENGINES,
+    FILE_FORMATS,
+    INTERVAL_MATERIALIZATIONS,
+    MATERIALIZATIONS,
+    SOURCE_FIELDS,
+    TRANSFORM_FIELDS,
+    SourceNode,
+    TransformNode,
+    did_you_mean,
+    split_id,
+)
+from .sql import DEFAULT_DIALECT, infer_time_column, ref_names, table_references
+
+
+@lru_cache(maxsize=1)
+def sqlglot_dialects() -> tuple[str, ...]:
+    """Names of sqlglot's SQL dialects (imports sqlglot, ~0.1 s: call only when needed)."""
+    from sqlglot.dialects.dialect import Dialects
+
+    return tuple(sorted(d.value for d in Dialects if d.value))
+
+
+
+def _show(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return Path(os.path.relpath(path, root)).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+
+class _Ctx:
+    """Where a value came from, for error messages: file, node, and the project root."""
+
+    def __init__(self, root: Path, path: Path, node: str | None = None):
+        self.root, self.path, self.node = root, path, node
+
+    def error(self, message: str, field_name: str | None = None) -> ProjectError:
+        where = _show(self.path, self.root)
+        if self.node is not None:
+            where += f": node '{self.node}'"
+        if field_name:
+            where += f" field '{field_name}'"
+        return ProjectError(f"{where}: {message}")
+
+    def check_fields(self, spec: dict, allowed: tuple[str, ...]) -> None:
+        for key in spec:
+            if key not in allowed:
+                raise self.error(
+                    f"unknown field '{key}'" + (did_you_mean(key, allowed)
+                                                or f" — allowed: {', '.join(allowed)}"))
+
+    def text(self, spec: dict, key: str, required: bool = False,
+             label: str | None = None) -> str | None:
+        value = spec.get(key)
+        if value is None:
+            if required:
+                raise self.error(f"missing '{key}'", None)
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(f"expected a non-empty string, got {value!r}", label or key)
+        return value
+
+    def timezone(self, spec: dict, default: str) -> str:
+        value = self.text(spec, "timezone")
+        if value is None:
+            return default
+        try:
+            get_zone(value)
+        except ValueError as exc:
+            raise self.error(str(exc), "timezone") from None
+        return value
+
+    def start(self, spec: dict, timezone: str, key: str = "start") -> dt.datetime | None:
+        value = spec.get(key)
+        if value is None:
+            return None
+        try:
+            return to_utc(value, timezone)
+        except (ValueError, TypeError) as exc:
+            raise self.error(f"{exc}", key) from None
+
+    def bounds(self, spec: dict, timezone: str, start: dt.datetime | None,
+               end: dt.datetime | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """``start``/``end`` from ``spec`` (defaults given); ``end`` must come after ``start``."""
+        own_start, own_end = self.start(spec, timezone), self.start(spec, timezone, "end")
+        start = own_start or start
+        end = own_end or end
+        if start is not None and end is not None and end <= start:
+            blame = "end" if own_end is not None or own_start is None else "start"
+            raise self.error(f"end {end.isoformat()} is not after start {start.isoformat()} "
+                             "(UTC) — end is exclusive: set it later than start", blame)
+        return start, end
+
+    def choice(self, spec: dict, key: str, allowed: tuple[str, ...], default: str,
+               label: str | None = None) -> str:
+        value = self.text(spec, key, label=label)
+        if value is None:
+            return default
+        if value not in allowed:
+            raise self.error(f"unknown {label or key} '{value}'" + (
+                did_you_mean(value, allowed) or f" — use one of {', '.join(allowed)}"), label or key)
+        return value
+
+    def dialect(self, spec: dict, default: str) -> str:
+        value = self.text(spec, "dialect")
+        if value is None or value == default or value == DEFAULT_DIALECT:
+            return value or default
+        names = sqlglot_dialects()  # imports sqlglot: only for a dialect other than the default
+        if value.lower() not in names:
+            raise self.error(f"unknown SQL dialect '{value}'" + (
+                did_you_mean(value.lower(), names) or " — use a sqlglot dialect such as duckdb, "
+                "spark, postgres or bigquery"), "dialect")
+        return value.lower()
+
+    def engine_block(self, spec: dict) -> dict:
+        """The project's ``engine:`` block (``spark`` alone means ``{type: spark}``)."""
+        value = spec.get("engine")
+        if value is None:
+            return {"type": "duckdb"}
+        if isinstance(value, str):
+            value = {"type": value}
+        if not isinstance(value, dict):
+            raise self.error(f"expected a mapping such as {{type: spark, master: 'local[2]'}}, "
+                             f"got {value!r}", "engine")
+        for key in value:
+            if key not in ENGINE_FIELDS:
+                raise self.error(f"unknown field '{key}'" + (
+                    did_you_mean(key, ENGINE_FIELDS) or f" — allowed: {', '.join(ENGINE_FIELDS)}"),
+                    "engine")
+        block = dict(value)
+        block["type"] = self.choice(value, "type", ENGINES, "duckdb", label="engine.type")
+        for key in ("master", "remote"):
+            if key in value:
+                self.text(value, key, label=f"engine.{key}")
+        if "master" in value and "remote" in value:
+            raise self.error("set either 'master' (a Spark cluster) or 'remote' (Spark "
+                             "Connect), not both", "engine")
+        conf = value.get("conf")
+        if conf is not None and not isinstance(conf, dict):
+            raise self.error(f"'conf' must be a mapping of Spark settings, got {conf!r}", "engine")
+        if conf is not None:
+            block["conf"] = {str(k): v for k, v in conf.items()}
+        return block
+
+    def integer(self, spec: dict, key: str, minimum: int) -> int | None:
+        value = spec.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            rule = "a positive integer" if minimum > 0 else "an integer >= 0"
+            raise self.error(f"must be {rule}, got {value!r}", key)
+        return value
+
+    def names(self, spec: dict, key: str) -> tuple[str, ...]:
+        value = spec.get(key)
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+            raise self.error(f"expected a name or a list of names, got {value!r}", key)
+        return tuple(items)
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """Project settings a transform inherits unless it sets its own."""
+
+    timezone: str
+    start: dt.datetime | None
+    end: dt.datetime | None
+    engine: str
+    dialect: str
+
+
+def _parse_source(spec: dict, ctx: _Ctx) -> SourceNode:
+    ctx.check_fields(spec, SOURCE_FIELDS)
+    table, location = ctx.text(spec, "table"), ctx.text(spec, "path")
+    fmt = ctx.text(spec, "format")
+    if table and location:
+        raise ctx.error("set either 'table' (a DuckDB table) or 'path' (files), not both")
+    if location is None:
+        if fmt:
+            raise ctx.error("'format' applies to 'path' sources only", "format")
+        table = table or ctx.node
+    else:
+        if fmt is None:
+            suffix = location.lower().removesuffix(".gz").removesuffix(".zst")
+            fmt = next((f for ext, f in FILE_FORMATS.items() if suffix.endswith(ext)), None)
+            if fmt is None:
+                raise ctx.error(f"cannot tell the file format of '{location}' — set "
+                                "format: parquet or format: csv", "path")
+        elif fmt not in ("parquet", "csv"):
+            raise ctx.error(f"unknown format '{fmt}' — use parquet or csv", "format")
+        if "://" not in location:
+            location = os.path.normpath(os.path.join(ctx.root, location))
+    return SourceNode(
+        name=ctx.node, path=ctx.path, table=table, location=location, format=fmt,
+        time_column=ctx.text(spec, "time_column"), description=ctx.text(spec, "description"),
+    )
+
+
+def _parse_transforms(
+    specs: dict[str, tuple[dict, _Ctx]],
+    sources: dict[str, SourceNode],
+    defaults: _Defaults,
+) -> dict[str, TransformNode]:
+    by_name: dict[str, str] = {n.lower(): n for n in [*sources, *specs]}
+    by_relation = dict(by_name)  # SQL may read a source by its table name too
+    for s in sources.values():
+        if s.table:
+            by_relation.setdefault(s.table.lower(), s.name)
+    known = sorted([*specs, *sources])
+
+    def resolve(ref: str, ctx: _Ctx, what: str, field_name: str) -> str:
+        kind, name = split_id(ref)
+        target = by_name.get(name.lower())
+        if target is None or (kind == "transform" and target not in specs) or (
+                kind == "source" and target not in sources):
+            raise ctx.error(f"{what} names no node or source{did_you_mean(name, known)}",
+                            field_name)
+        return target
+
+    nodes = {}
+    for name, (spec, ctx) in specs.items():
+        ctx.check_fields(spec, TRANSFORM_FIELDS)
+        sql = ctx.text(spec, "sql")
+        if sql is None:
+            raise ctx.error("missing 'sql': every transform needs a SQL query "
+                            "(sql: | SELECT ...)")
+        timezone = ctx.timezone(spec, defaults.timezone)
+        schedule = None
+        if spec.get("schedule") is not None:
+            try:
+                schedule = Schedule(spec["schedule"], timezone)
+            except ValueError as exc:
+                raise ctx.error(str(exc), "schedule") from None
+        start, end = ctx.bounds(spec, timezone, defaults.start, defaults.end)
+
+        deps = []
+        for ref in ctx.names(spec, "depends_on"):
+            deps.append(resolve(ref, ctx, f"'{ref}'", "depends_on"))
+        for ref in ref_names(sql):
+            deps.append(resolve(ref, ctx, f"ref('{ref}')", "sql"))
+        if name in deps:
+            raise ProjectError(f"dependency cycle: {name} -> {name} ({_show(ctx.path, ctx.root)}"
+                               f") — a node cannot depend on itself; use {{{{ this }}}} to read "
+                               "its own output")
+        for table in table_references(sql):
+            target = by_relation.get(table.lower())
+            if target is not None and target != name:
+                deps.append(target)
+
+        materialization = ctx.text(spec, "materialization")
+        if materialization is None:
+            materialization = "incremental" if schedule else "table"
+        elif materialization not in MATERIALIZATIONS:
+            raise ctx.error(f"unknown materialization '{materialization}'"
+                            + (did_you_mean(materialization, MATERIALIZATIONS)
+                               or f" — use one of {', '.join(MATERIALIZATIONS)}"),
+                            "materialization")
+        if materialization in INTERVAL_MATERIALIZATIONS and schedule is None:
+            raise ctx.error(f"materialization '{materialization}' needs a schedule "
+                            "(schedule: '@daily') — or use materialization: table",
+                            "materialization")
+
+        time_column = ctx.text(spec, "time_column") or infer_time_column(sql)
+        if time_column is None and schedule is not None and materialization == "incremental":
+            raise ctx.error(
+                "a scheduled incremental node needs 'time_column' (the output column that "
+                "places a row in an interval) — set time_column: <column>, or filter with "
+                "<column> >= '{{ start }}' AND <column> < '{{ end }}'", "time_column")
+
+        partition_column = partition_format = None
+        tracking = spec.get("partition_tracking")
+        if tracking is not None:
+            if not isinstance(tracking, dict):
+                raise ctx.error("expected {column: <name>, format: '%Y-%m-%d'}",
+                                "partition_tracking")
+            ctx.check_fields(tracking, ("column", "format"))
+            partition_column = ctx.text(tracking, "column")
+            if partition_column is None:
+                raise ctx.error("missing 'column'", "partition_tracking")
+            partition_format = ctx.text(tracking, "format") or "%Y-%m-%d"
+            if "%" not in partition_format:
+                raise ctx.error(f"format {partition_format!r} has no strftime code "
+                                "(such as %Y-%m-%d)", "partition_tracking")
+
+        meta = spec.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ctx.error(f"expected a mapping, got {meta!r}", "meta")
+        nodes[name] = TransformNode(
+            name=name, path=ctx.path, sql=sql, schedule=schedule, timezone=timezone,
+            start=start, time_column=time_column, depends_on=tuple(sorted(set(deps))),
+            batch_size=ctx.integer(spec, "batch_size", 1),
+            lookback=ctx.integer(spec, "lookback", 0) or 0,
+            partition_column=partition_column, partition_format=partition_format,
+            materialization=materialization, end=end,
+            engine=ctx.choice(spec, "engine", ENGINES, defaults.engine),
+            dialect=ctx.dialect(spec, defaults.dialect), description=ctx.text(spec, "description"),
+            tags=ctx.names(spec, "tags"), meta=meta,
+        )
+    return nodes

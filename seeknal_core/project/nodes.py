@@ -1,0 +1,179 @@
+"""Node types: a SQL transform and an external source, and the names they share.
+
+A node knows its own definition (``fingerprint``, ``normalized_sql``); the graph of
+nodes lives in :mod:`.graph`, and reading YAML into nodes in :mod:`.loader`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from ..schedule import Schedule
+from ..timeutil import to_utc
+from .sql import DEFAULT_DIALECT, normalize_sql
+
+PROJECT_FILES = ("seeknal_project.yml", "seeknal_project.yaml")
+SOURCES_DIR = Path("seeknal") / "sources"
+TRANSFORMS_DIR = Path("seeknal") / "transforms"
+DEFAULT_DATABASE = "target/warehouse.duckdb"
+DEFAULT_STATE = {"backend": "json", "path": "target/run_state.json"}
+MATERIALIZATIONS = ("incremental", "table", "parquet")
+INTERVAL_MATERIALIZATIONS = ("incremental", "parquet")
+
+ENGINES = ("duckdb", "spark")
+ENGINE_FIELDS = ("type", "master", "remote", "conf")
+ON_CHANGE = ("warn", "fail", "apply")
+
+PROJECT_FIELDS = (
+    "name", "description", "timezone", "start", "end", "state", "database", "engine", "dialect",
+    "on_change",
+)
+TRANSFORM_FIELDS = (
+    "schedule", "timezone", "start", "end", "sql", "time_column", "depends_on", "batch_size",
+    "lookback", "partition_tracking", "materialization", "engine", "dialect", "description",
+    "tags", "meta",
+)
+SOURCE_FIELDS = ("table", "path", "format", "time_column", "description")
+FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
+
+#: a node name: letters, digits and underscores, not starting with a digit
+NODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PREFIXES = {"transform": "transform", "source": "source"}
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` — did you mean 'x'?`` for the closest candidate, or an empty string."""
+    match = difflib.get_close_matches(str(word), sorted(candidates), n=1, cutoff=0.6)
+    return f" — did you mean '{match[0]}'?" if match else ""
+
+
+def split_id(name_or_id: str) -> tuple[str | None, str]:
+    """``'transform.x'`` -> ``('transform', 'x')``; ``'x'`` -> ``(None, 'x')``."""
+    kind, dot, rest = str(name_or_id).partition(".")
+    if dot and kind in _PREFIXES:
+        return kind, rest
+    return None, str(name_or_id)
+
+
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+@dataclass(frozen=True, kw_only=True)
+class TransformNode:
+    """A SQL transform: one output table (named after the node), optionally scheduled.
+
+    ``depends_on`` holds every upstream name (transforms and sources), resolved from
+    ``ref()``, the ``depends_on`` field and table names in the SQL.  ``fingerprint``
+    changes when anything that changes the output of an interval changes.
+    """
+
+    name: str
+    sql: str
+    path: Path | None = None
+    schedule: Schedule | None = None
+    timezone: str = "UTC"
+    start: dt.datetime | None = None
+    time_column: str | None = None
+    depends_on: tuple[str, ...] = ()
+    batch_size: int | None = None
+    lookback: int = 0
+    partition_column: str | None = None
+    partition_format: str | None = None
+    materialization: str | None = None
+    engine: str = "duckdb"
+    dialect: str = DEFAULT_DIALECT
+    end: dt.datetime | None = None
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__
+        if isinstance(self.schedule, str):
+            setattr_(self, "schedule", Schedule(self.schedule, self.timezone))
+        for bound in ("start", "end"):
+            if getattr(self, bound) is not None:
+                setattr_(self, bound, to_utc(getattr(self, bound), self.timezone))
+        setattr_(self, "depends_on", tuple(self.depends_on))
+        setattr_(self, "tags", tuple(self.tags))
+        if self.materialization is None:
+            setattr_(self, "materialization", "incremental" if self.schedule else "table")
+
+    def _fields(self) -> tuple[str, ...]:
+        """What besides the SQL changes an interval's output (in fingerprint order)."""
+        return (self.schedule.cron if self.schedule else "", self.timezone, self.time_column or "",
+                self.materialization or "", self.partition_column or "", self.partition_format or "")
+
+    @cached_property
+    def normalized_sql(self) -> str:
+        """The SQL as sqlglot prints it (comments, spacing and keyword case do not show)."""
+        return normalize_sql(self.name, self.sql, self.dialect)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of the normalised SQL and every field that changes an interval's output.
+
+        Computed on first use (it renders and parses the SQL); read-only commands that
+        never compare definitions do not pay for it.
+        """
+        return _sha256(self.normalized_sql, *self._fields(), self.engine)
+
+    @cached_property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint seeknal 0.1 stored: a hash of the raw SQL text and the fields."""
+        return _sha256(self.sql, *self._fields(), *((self.engine,) if self.engine != "duckdb" else ()))
+
+    def fingerprint_matches(self, stored: str | None) -> bool:
+        """Is ``stored`` (a fingerprint from state) this node's current definition?
+
+        The one place that compares fingerprints.  State written before fingerprints
+        were normalised holds :attr:`legacy_fingerprint`; it counts as equal while the
+        raw SQL and fields are unchanged, so upgrading reports no change.  The next run
+        records the new fingerprint.  ``None`` (never recorded) matches.
+        """
+        if not stored:
+            return True
+        return stored == self.legacy_fingerprint or stored == self.fingerprint
+
+    @property
+    def definition(self) -> dict[str, str | None]:
+        """What the fingerprint covers, readable (stored in state to diff a change)."""
+        return {
+            "sql": self.normalized_sql, "schedule": self.schedule.cron if self.schedule else None,
+            "timezone": self.timezone, "time_column": self.time_column,
+            "materialization": self.materialization, "engine": self.engine,
+        }
+
+    @property
+    def id(self) -> str:
+        return f"transform.{self.name}"
+
+    @property
+    def is_incremental(self) -> bool:
+        """Scheduled and written interval by interval (``incremental`` or ``parquet``)."""
+        return self.schedule is not None and self.materialization in INTERVAL_MATERIALIZATIONS
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceNode:
+    """An external input: a table in the project database, or Parquet/CSV files."""
+
+    name: str
+    path: Path | None = None
+    table: str | None = None
+    location: str | None = None
+    format: str | None = None
+    time_column: str | None = None
+    description: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"source.{self.name}"
+
