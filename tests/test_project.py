@@ -611,3 +611,41 @@ def test_loading_a_project_imports_neither_duckdb_nor_jinja2_nor_dagster(tmp_pat
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- the load cache ------------------------------------------------------------------------
+def _load_in_process(root: Path, probe: str) -> str:
+    code = ("import sys; from seeknal_core.project import load_project, sql;"
+            f"p = load_project({str(root)!r}); print(repr(({probe})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def test_load_cache_skips_unchanged_files_and_is_never_stale(tmp_path):
+    root = make_project(tmp_path, {
+        "sources/s.yml": "raw: {}\n",
+        "transforms/a.yml": "a:\n  schedule: daily\n  start: 2024-01-01\n  sql: SELECT * FROM raw WHERE ts >= '{{ start }}'\n",
+        "transforms/b.yml": "b: {sql: \"SELECT * FROM {{ ref('a') }}\"}\n",
+    })
+    (root / "target").mkdir()
+    probe = "sql._scan.cache_info().misses, p.node('a').start.isoformat(), p.node('b').depends_on"
+    first = _load_in_process(root, probe)
+    assert (root / "target" / "project_cache.json").is_file()
+    assert first == "(2, '2024-01-01T00:00:00+00:00', ('a',))"
+    assert _load_in_process(root, probe) == "(0, '2024-01-01T00:00:00+00:00', ('a',))"  # no rescans
+    # the same size, rewritten at once: the content key notices, whatever the mtime says
+    b = root / "seeknal" / "transforms" / "b.yml"
+    b.write_text(b.read_text().replace("ref('a')", "ref('r')").replace("SELECT *", "SELECT 1"))
+    b.write_text("b: {sql: \"SELECT * FROM {{ ref('raw') }}\"}\n")
+    assert _load_in_process(root, "p.node('b').depends_on") == "('raw',)"
+    (root / "target" / "project_cache.json").write_text("{not json")
+    assert _load_in_process(root, "p.node('b').depends_on") == "('raw',)"  # a bad cache is ignored
+
+
+def test_fingerprints_are_kept_by_the_load_cache(tmp_path):
+    root = make_project(tmp_path, {"transforms/a.yml": "a: {sql: select 1 -- one\n}\n"})
+    (root / "target").mkdir()
+    probe = "p.node('a').fingerprint, 'sqlglot' in sys.modules"
+    first = _load_in_process(root, probe)
+    assert first.endswith(", True)")
+    assert _load_in_process(root, probe) == first.replace("True", "False")  # cached: no parser

@@ -26,7 +26,13 @@ from .nodes import (
     did_you_mean,
     split_id,
 )
-from .sql import DEFAULT_DIALECT, infer_time_column, ref_names, table_references
+from .sql import DEFAULT_DIALECT, analyse
+
+
+@lru_cache(maxsize=256)
+def _schedule(expression: str, timezone: str) -> Schedule:
+    """Schedules are immutable: nodes with the same expression and zone share one."""
+    return Schedule(expression, timezone)
 
 
 @lru_cache(maxsize=1)
@@ -251,7 +257,7 @@ def _parse_transforms(
         schedule = None
         if spec.get("schedule") is not None:
             try:
-                schedule = Schedule(spec["schedule"], timezone)
+                schedule = _schedule(spec["schedule"], timezone)
             except ValueError as exc:
                 raise ctx.error(str(exc), "schedule") from None
         start, end = ctx.bounds(spec, timezone, defaults.start, defaults.end)
@@ -259,13 +265,14 @@ def _parse_transforms(
         deps = []
         for ref in ctx.names(spec, "depends_on"):
             deps.append(resolve(ref, ctx, f"'{ref}'", "depends_on"))
-        for ref in ref_names(sql):
+        refs, tables, inferred = analyse(sql)
+        for ref in refs:
             deps.append(resolve(ref, ctx, f"ref('{ref}')", "sql"))
         if name in deps:
             raise ProjectError(f"dependency cycle: {name} -> {name} ({_show(ctx.path, ctx.root)}"
                                f") — a node cannot depend on itself; use {{{{ this }}}} to read "
                                "its own output")
-        for table in table_references(sql):
+        for table in tables:
             target = by_relation.get(table.lower())
             if target is not None and target != name:
                 deps.append(target)
@@ -283,7 +290,7 @@ def _parse_transforms(
                             "(schedule: '@daily') — or use materialization: table",
                             "materialization")
 
-        time_column = ctx.text(spec, "time_column") or infer_time_column(sql)
+        time_column = ctx.text(spec, "time_column") or inferred
         if time_column is None and schedule is not None and materialization == "incremental":
             raise ctx.error(
                 "a scheduled incremental node needs 'time_column' (the output column that "

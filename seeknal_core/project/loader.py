@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import ProjectError
+from .cache import LoadCache, open_cache
 from .fields import _Ctx, _Defaults, _parse_source, _parse_transforms, _show
 from .graph import Project
 from .nodes import (
@@ -54,17 +56,21 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_ti
 _FILE_CACHE: dict[Path, tuple[str, Any]] = {}
 
 
-def read_yaml(path: Path, root: Path | None = None) -> Any:
+def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = None) -> Any:
     """Parse a YAML file; bad YAML is a ProjectError naming the file and line.
 
-    Parsed files are cached by content (reading is cheap, parsing is not; mtimes are
-    too coarse to trust).  The returned data is shared with the cache: read-only.
+    Parsed files are kept by content, in memory and in ``cache`` (reading is cheap,
+    parsing is not; mtimes are too coarse to trust).  The returned data is shared with
+    the caches: read-only.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        key = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+        hit, data = cache.parsed(key) if cache is not None else (False, None)
         cached = _FILE_CACHE.get(path)
-        if cached and cached[0] == text:
-            return cached[1]
+        if hit or (cached and cached[0] == key):
+            return data if hit else cached[1]
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{_show(path, root)}: cannot read file: {exc}") from None
     try:
@@ -74,7 +80,9 @@ def read_yaml(path: Path, root: Path | None = None) -> Any:
         line = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProjectError(f"{_show(path, root)}{line}: invalid YAML: {problem}") from None
-    _FILE_CACHE[path] = (text, data)
+    if cache is not None:
+        cache.remember(key, data)
+    _FILE_CACHE[path] = (key, data)
     return data
 
 
@@ -101,11 +109,23 @@ def node_files(root: Path) -> list[tuple[str, Path]]:
     """(kind, file) for every node YAML file, sources first, each folder sorted."""
     out = []
     for kind, folder in (("source", SOURCES_DIR), ("transform", TRANSFORMS_DIR)):
-        base = root / folder
-        if base.is_dir():
-            files = [p for p in base.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file()]
-            out += [(kind, p) for p in sorted(files)]
+        found: list[tuple[tuple[str, ...], str]] = []
+        _walk(str(root / folder), (), found)
+        out += [(kind, Path(path)) for _, path in sorted(found)]
     return out
+
+
+def _walk(folder: str, parts: tuple[str, ...], found: list[tuple[tuple[str, ...], str]]) -> None:
+    """YAML files below ``folder`` as (path parts, path): os.scandir needs no stat per file."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir():
+            _walk(entry.path, (*parts, entry.name), found)
+        elif entry.name.endswith((".yml", ".yaml")) and entry.is_file():
+            found.append(((*parts, entry.name), entry.path))
 
 
 def declared_names(root: str | os.PathLike) -> set[str]:
@@ -159,8 +179,9 @@ def load_project(path: str | os.PathLike = ".") -> Project:
 
     specs: dict[str, tuple[str, dict, _Ctx]] = {}
     lower: dict[str, str] = {}
+    cache = open_cache(root / "target")
     for kind, file in node_files(root):
-        data = read_yaml(file, root)
+        data = read_yaml(file, root, cache)
         if data is None:
             continue
         fctx = _Ctx(root, file)
@@ -189,6 +210,7 @@ def load_project(path: str | os.PathLike = ".") -> Project:
     transforms = {n: (spec, c) for n, (k, spec, c) in specs.items() if k == "transform"}
     defaults = _Defaults(timezone, start, end, engine_config["type"], dialect)
     nodes = _parse_transforms(transforms, sources, defaults)
+    cache.save()
     return Project(
         name=name, root=root, nodes=nodes, sources=sources, timezone=timezone, start=start,
         state_config=state, database_path=root / database,

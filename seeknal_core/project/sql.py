@@ -10,12 +10,37 @@ serves :func:`normalize_sql`, which runs only when a fingerprint is asked for.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from functools import lru_cache
+from typing import Any
 
 from ..errors import ProjectError
 
 DEFAULT_DIALECT = "duckdb"
+
+#: results worth keeping between processes (the load cache persists them):
+#: "scan": query key -> [refs, tables, time column]; "normalized": key -> normalised SQL
+MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}}
+#: keys of MEMO this process used (the cache keeps only these, so it does not grow)
+USED: dict[str, set[str]] = {"scan": set(), "normalized": set()}
+
+
+def text_key(*parts: str) -> str:
+    """The cache key of a text (and whatever it is read with)."""
+    return hashlib.sha1("\x00".join(parts).encode(), usedforsecurity=False).hexdigest()
+
+
+def analyse(sql: str) -> tuple[list[str], list[str], str | None]:
+    """``ref()`` names, table references and the inferred time column of one query."""
+    key = text_key(sql)
+    USED["scan"].add(key)
+    found = MEMO["scan"].get(key)
+    if found is None:
+        found = MEMO["scan"][key] = [ref_names(sql), table_references(sql), infer_time_column(sql)]
+    refs, tables, column = found
+    return list(refs), list(tables), column
 
 _TOKEN = re.compile(
     r"""
@@ -225,9 +250,32 @@ def infer_time_column(sql: str) -> str | None:
     return columns[0] if len(columns) == 1 else None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1)
+def _sqlglot_build() -> str:
+    """Which sqlglot is installed, without importing it (its output keys the memo)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sqlglot")
+    try:
+        info = os.stat(spec.origin) if spec and spec.origin else None
+    except OSError:
+        info = None
+    return f"{info.st_mtime_ns}:{info.st_size}" if info else "?"
+
+
 def normalize_sql(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
-    """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it.
+    """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it
+    (memoised, and kept by the load cache: parsing is the slow part of a fingerprint)."""
+    key = text_key(name, dialect, sql, _sqlglot_build())
+    USED["normalized"].add(key)
+    text = MEMO["normalized"].get(key)
+    if text is None:
+        text = MEMO["normalized"][key] = _normalize(name, sql, dialect)
+    return text
+
+
+def _normalize(name: str, sql: str, dialect: str) -> str:
+    """``sql`` rendered with placeholders and printed by sqlglot.
 
     Comments, whitespace, keyword case, layout and optional identifier quotes (every
     identifier is printed quoted) disappear, so they never change a fingerprint.  SQL

@@ -1,0 +1,95 @@
+"""Cost that grows with the project: whole `seeknal` processes on generated projects of
+10, 100, 1,000 and 3,000 daily nodes (one YAML file each, a tree of ref()s over one
+source), printing seconds and the growth factor against the 10-node project.
+
+Timed per size: `intervals pending` (7 days due per node; first call with a cold load
+cache, then the best of 3), `intervals complete --interval D` for every node, and
+`run` with nothing due (best of 3). Targets at 3,000 nodes: pending and the no-op run
+at most 1 s each, complete at most 2 s.
+
+Run: .venv/bin/python bench/scale.py [--sizes 10,100,1000,3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEEKNAL = str(Path(sys.executable).with_name("seeknal"))
+NOW = "2024-01-08T00:00:00Z"
+NODE = """\
+node_{i}:
+  schedule: "@daily"
+  start: 2024-01-01
+  sql: |
+    -- node {i}: daily counts over its upstream
+    SELECT ts, count(*) AS n
+    FROM {upstream}
+    WHERE ts >= '{{{{ start }}}}' AND ts < '{{{{ end }}}}'
+    GROUP BY ts
+"""
+
+
+def make_project(root: Path, n: int) -> None:
+    (root / "seeknal" / "sources").mkdir(parents=True)
+    (root / "seeknal" / "transforms").mkdir(parents=True)
+    (root / "seeknal_project.yml").write_text(f"name: scale_{n}\n")
+    (root / "seeknal" / "sources" / "events.yml").write_text("raw_events: {time_column: ts}\n")
+    for i in range(n):
+        upstream = "raw_events" if i == 0 else f"{{{{ ref('node_{(i - 1) // 2}') }}}}"
+        (root / "seeknal" / "transforms" / f"node_{i}.yml").write_text(NODE.format(i=i, upstream=upstream))
+
+
+def timed(args: list[str], repeat: int = 1) -> float:
+    env = {**os.environ, "SEEKNAL_NOW": NOW}
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        proc = subprocess.run(args, env=env, capture_output=True, text=True)
+        best = min(best, time.perf_counter() - t)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return best
+
+
+def measure(n: int) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix=f"seeknal-scale-{n}-"))
+    try:
+        make_project(root, n)
+        p = ["--project-path", str(root)]
+        out = {"pending (cold)": timed([SEEKNAL, "intervals", "pending", *p])}
+        out["pending"] = timed([SEEKNAL, "intervals", "pending", *p], repeat=3)
+        out["complete (all nodes)"] = timed([SEEKNAL, "intervals", "complete", "--interval",
+                                             "2024-01-01/2024-01-07", *p])
+        out["run, nothing due"] = timed([SEEKNAL, "run", *p], repeat=3)
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,100,1000,3000")
+    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    results = {n: measure(n) for n in sizes}
+    targets = {"pending": 1.0, "run, nothing due": 1.0, "complete (all nodes)": 2.0}
+    labels = list(results[sizes[0]])
+    print(f"{'command':22}" + "".join(f"{n:>9} nodes" for n in sizes) + f"{'growth':>9} {'target':>8}")
+    for label in labels:
+        times = [results[n][label] for n in sizes]
+        growth = times[-1] / times[0]
+        target = targets.get(label)
+        verdict = "" if target is None else ("ok" if times[-1] <= target else "MISSED")
+        print(f"{label:22}" + "".join(f"{t:13.3f} s"[-15:] for t in times)
+              + f"{growth:8.1f}x {'' if target is None else f'<= {target:.0f} s':>8} {verdict}")
+    print(f"growth = time at {sizes[-1]} nodes / time at {sizes[0]} nodes; whole processes, SEEKNAL_NOW={NOW}")
+
+
+if __name__ == "__main__":
+    main()

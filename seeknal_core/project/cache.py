@@ -1,0 +1,133 @@
+"""A project's load cache, ``target/project_cache.json``: what loading learned from files
+that have not changed since, so each file is parsed once, not once per command.
+
+Every entry is keyed by a hash of the exact text it was computed from (a YAML file's
+bytes, a query's SQL), so an entry can never be stale: an edited file simply misses.
+It holds the parsed YAML of each node file, what the SQL scanner found in each query,
+and the normalised SQL behind fingerprints (keyed with the sqlglot version that
+printed it).  The file is only an accelerator: unreadable or foreign content is
+ignored, it is replaced atomically (temp file, rename), and a failure to write it
+never fails a command.  Entries not used by the last load are dropped when it is
+written, so the file tracks the project's size.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import sql as _sql
+
+CACHE_FILE = "project_cache.json"
+VERSION = 1
+_OPEN: dict[Path, LoadCache] = {}
+
+
+class LoadCache:
+    """One project's cache: ``yaml`` (file text key -> data) and the SQL memo tables."""
+
+    def __init__(self, target_dir: Path):
+        self.path = target_dir / CACHE_FILE
+        self.yaml: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self.dirty = False
+        self._seen = {name: len(table) for name, table in _sql.MEMO.items()}
+        self._loaded: dict[str, list[str]] = {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"), object_hook=_decode)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(raw, dict) or raw.get("version") != VERSION:
+            return
+        self.yaml = raw.get("yaml") or {}
+        self._loaded = {name: list(raw.get(name) or ()) for name in _sql.MEMO}
+        for name, table in _sql.MEMO.items():
+            for key, value in (raw.get(name) or {}).items():
+                table.setdefault(key, value)
+        self._seen = {name: len(table) for name, table in _sql.MEMO.items()}
+
+    def parsed(self, key: str) -> tuple[bool, Any]:
+        """(hit, data) for a file whose text has ``key``."""
+        self.used.add(key)
+        if key in self.yaml:
+            return True, self.yaml[key]
+        return False, None
+
+    def remember(self, key: str, data: Any) -> None:
+        if _encodable(data):
+            self.yaml[key] = data
+            self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache if anything was learned since it was read (atomically)."""
+        grown = any(len(t) != self._seen.get(n) for n, t in _sql.MEMO.items())
+        if not (self.dirty or grown) or not self.path.parent.is_dir():
+            return
+        doc = {"version": VERSION, "yaml": {k: v for k, v in self.yaml.items() if k in self.used}}
+        for name, table in _sql.MEMO.items():
+            # fingerprints asked for by another command of this project stay (plan, run)
+            keep = _sql.USED[name] | (set(self._loaded.get(name, ())) if name == "normalized" else set())
+            doc[name] = {k: v for k, v in table.items() if k in keep}
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".project_cache.", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(doc, out, default=_encode, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except (OSError, TypeError, ValueError):
+            try:
+                os.unlink(tmp)
+            except (OSError, UnboundLocalError):
+                pass
+            return
+        self.dirty = False
+        self._seen = {name: len(table) for name, table in _sql.MEMO.items()}
+
+
+def open_cache(target_dir: Path) -> LoadCache:
+    """The cache for a project's ``target/`` (read once per process, saved at exit too,
+    for fingerprints computed after loading)."""
+    cache = _OPEN.get(target_dir)
+    if cache is None:
+        if not _OPEN:
+            atexit.register(_save_all)
+        cache = _OPEN[target_dir] = LoadCache(target_dir)
+    return cache
+
+
+def _save_all() -> None:
+    for cache in _OPEN.values():
+        cache.save()
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    raise TypeError(f"cannot cache {type(value).__name__}")
+
+
+def _decode(obj: dict) -> Any:
+    if len(obj) == 1:
+        if "$datetime" in obj:
+            return dt.datetime.fromisoformat(obj["$datetime"])
+        if "$date" in obj:
+            return dt.date.fromisoformat(obj["$date"])
+    return obj
+
+
+def _encodable(value: Any) -> bool:
+    """Only what JSON round-trips exactly (plus dates): anything else is parsed each time."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and not k.startswith("$") for k in value) and all(
+            _encodable(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    return value is None or isinstance(value, str | int | bool | dt.date)
