@@ -133,3 +133,41 @@ def test_importing_templating_does_not_import_jinja2():
     code = ("import sys, seeknal_core.templating;"
             "sys.exit(1 if 'jinja2' in sys.modules or 'duckdb' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("sql, simple", [
+    (ALL_VARS, True),
+    ("SELECT * FROM {{ ref('orders') }} o JOIN {{ref(\"source.Users\")}} u ON true "
+     "WHERE ts >= '__START__' AND ts < '{{end_ts}}' UNION ALL SELECT * FROM {{ this }}\n", True),
+    ("SELECT '{' || '}' AS braces, '{{ start }}{{ end }}' AS glued\n\n", True),
+    ("SELECT {{- start -}} AS trimmed", False),         # whitespace control: Jinja's path
+    ("{% if true %}SELECT 1{% endif %}", False),        # blocks: Jinja's path
+    ("SELECT '{{ start | upper }}'", False),            # filters: Jinja's path
+    ("SELECT 1\r\nFROM t -- CR LF\r\n", False),         # Jinja normalises line ends
+])
+def test_fast_substitution_renders_exactly_what_jinja_renders(sql, simple):
+    import jinja2
+
+    from seeknal_core import templating
+
+    n = node(sql, depends_on=("orders", "users"))
+    start, end = dt.datetime(2024, 3, 10, tzinfo=UTC), dt.datetime(2024, 3, 11, tzinfo=UTC)
+    ours = render_sql(n, start, end)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = sql.replace("__START__", "{{ start }}").replace("__END__", "{{ end }}")
+    context = {**interval_variables(start, end), "this": '"n"',
+               "ref": lambda r: '"' + r.split(".")[-1].lower() + '"'}
+    assert ours == env.from_string(text).render(context)
+    assert isinstance(templating.compile_sql(n), templating._SimpleTemplate) == simple
+
+
+def test_rendering_plain_substitutions_does_not_import_jinja2():
+    code = ("import sys, datetime as dt; from seeknal_core.project import TransformNode;"
+            "from seeknal_core.templating import render_sql;"
+            "n = TransformNode(name='n', sql=\"SELECT * FROM {{ ref('a') }} WHERE ts >= '{{ start }}'\","
+            " schedule='@daily', time_column='ts', depends_on=['a']);"
+            "d = dt.datetime(2024, 1, 1, tzinfo=dt.UTC);"
+            "print(render_sql(n, d, d + dt.timedelta(days=1)), 'jinja2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "SELECT * FROM \"a\" WHERE ts >= '2024-03-10 00:00:00' False".replace(
+        "2024-03-10", "2024-01-01")
