@@ -649,3 +649,21 @@ def test_fingerprints_are_kept_by_the_load_cache(tmp_path):
     first = _load_in_process(root, probe)
     assert first.endswith(", True)")
     assert _load_in_process(root, probe) == first.replace("True", "False")  # cached: no parser
+
+
+def test_load_cache_trusts_old_stats_and_sees_every_edit(tmp_path):
+    import json
+    import os
+    import time
+
+    root = make_project(tmp_path, {"transforms/a.yml": "a: {sql: SELECT 1}\n"})
+    (root / "target").mkdir()
+    a = root / "seeknal" / "transforms" / "a.yml"
+    hour_ago = time.time() - 3600
+    os.utime(a, (hour_ago, hour_ago))
+    assert _load_in_process(root, "p.node('a').sql") == "'SELECT 1'"
+    files = json.loads((root / "target" / "project_cache.json").read_text())["files"]
+    assert list(files) == [str(a)], "an old file's stat is recorded"
+    assert _load_in_process(root, "p.node('a').sql") == "'SELECT 1'"
+    a.write_text("a: {sql: SELECT 2}\n")  # same size, new mtime
+    assert _load_in_process(root, "p.node('a').sql") == "'SELECT 2'"

@@ -18,13 +18,17 @@ import datetime as dt
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from . import sql as _sql
 
 CACHE_FILE = "project_cache.json"
-VERSION = 1
+VERSION = 2
+#: a file whose mtime is this close to the load that read it may change again within
+#: the same timestamp tick, unseen by stat: it is read again next time (git's "racy" rule)
+RACY_NS = 2_000_000_000
 _OPEN: dict[Path, LoadCache] = {}
 
 
@@ -34,7 +38,11 @@ class LoadCache:
     def __init__(self, target_dir: Path):
         self.path = target_dir / CACHE_FILE
         self.yaml: dict[str, Any] = {}
+        self.files: dict[str, list] = {}  # path -> [mtime_ns, size, inode, content key]
         self.used: set[str] = set()
+        self.used_files: set[str] = set()
+        self._stats: dict[str, list[int]] = {}
+        self._start_ns = time.time_ns()
         self.dirty = False
         self._seen = {name: len(table) for name, table in _sql.MEMO.items()}
         self._loaded: dict[str, list[str]] = {}
@@ -45,11 +53,32 @@ class LoadCache:
         if not isinstance(raw, dict) or raw.get("version") != VERSION:
             return
         self.yaml = raw.get("yaml") or {}
+        self.files = raw.get("files") or {}
         self._loaded = {name: list(raw.get(name) or ()) for name in _sql.MEMO}
         for name, table in _sql.MEMO.items():
             for key, value in (raw.get(name) or {}).items():
                 table.setdefault(key, value)
         self._seen = {name: len(table) for name, table in _sql.MEMO.items()}
+
+    def known_key(self, path: Path) -> str | None:
+        """The content key of ``path`` when its stat matches a trusted entry (no read)."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        name = str(path)
+        sig = self._stats[name] = [info.st_mtime_ns, info.st_size, info.st_ino]
+        entry = self.files.get(name)
+        return entry[3] if entry and entry[:3] == sig else None
+
+    def remember_file(self, path: Path, key: str) -> None:
+        """Record ``path``'s stat (taken before it was read) with its content key."""
+        name = str(path)
+        self.used_files.add(name)
+        sig = self._stats.get(name)
+        if sig and sig[0] < self._start_ns - RACY_NS and self.files.get(name) != [*sig, key]:
+            self.files[name] = [*sig, key]
+            self.dirty = True
 
     def parsed(self, key: str) -> tuple[bool, Any]:
         """(hit, data) for a file whose text has ``key``."""
@@ -68,7 +97,8 @@ class LoadCache:
         grown = any(len(t) != self._seen.get(n) for n, t in _sql.MEMO.items())
         if not (self.dirty or grown) or not self.path.parent.is_dir():
             return
-        doc = {"version": VERSION, "yaml": {k: v for k, v in self.yaml.items() if k in self.used}}
+        doc = {"version": VERSION, "yaml": {k: v for k, v in self.yaml.items() if k in self.used},
+               "files": {k: v for k, v in self.files.items() if k in self.used_files}}
         for name, table in _sql.MEMO.items():
             # fingerprints asked for by another command of this project stay (plan, run)
             keep = _sql.USED[name] | (set(self._loaded.get(name, ())) if name == "normalized" else set())

@@ -59,14 +59,23 @@ _FILE_CACHE: dict[Path, tuple[str, Any]] = {}
 def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = None) -> Any:
     """Parse a YAML file; bad YAML is a ProjectError naming the file and line.
 
-    Parsed files are kept by content, in memory and in ``cache`` (reading is cheap,
-    parsing is not; mtimes are too coarse to trust).  The returned data is shared with
-    the caches: read-only.
+    Parsed files are kept by content, in memory and in ``cache``; with a cache, a file
+    whose mtime, size and inode match an entry recorded well after its last write is
+    not even read (see ``cache.RACY_NS``).  The returned data is shared with the
+    caches: read-only.
     """
+    if cache is not None:  # unchanged since a load well after its last write: no read
+        key = cache.known_key(path)
+        hit, data = cache.parsed(key) if key else (False, None)
+        if hit:
+            cache.remember_file(path, key)
+            return data
     try:
         raw = path.read_bytes()
         key = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
         hit, data = cache.parsed(key) if cache is not None else (False, None)
+        if cache is not None:
+            cache.remember_file(path, key)
         cached = _FILE_CACHE.get(path)
         if hit or (cached and cached[0] == key):
             return data if hit else cached[1]
