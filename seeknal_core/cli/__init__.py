@@ -7,6 +7,7 @@ ISO instant) replaces the clock for every command.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,16 +16,31 @@ import click
 
 from ..errors import SeeknalError
 from .common import Session, project_option
-from .init import init_command
-from .intervals import intervals
-from .run import run_command
-from .state import state
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: command name -> (module in this package, attribute): a command's module, and what it
+#: imports (runner, state, duckdb), loads only when that command runs or help lists it
+COMMANDS = {
+    "init": ("init", "init_command"),
+    "intervals": ("intervals", "intervals"),
+    "run": ("run", "run_command"),
+    "state": ("state", "state"),
+}
+
 
 class SeeknalGroup(click.Group):
-    """A group whose ``main`` turns user errors into one line and an exit code."""
+    """A group whose ``main`` turns user errors into one line and an exit code, and
+    whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(f".{module}", __name__), attr), cmd_name)
+        return self.commands.get(cmd_name)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
@@ -78,12 +94,6 @@ def cli(ctx: click.Context) -> None:
     SEEKNAL_NOW=2024-01-05T00:00:00Z replaces the clock (tests, demos).
     """
     ctx.ensure_object(Session)
-
-
-cli.add_command(run_command)
-cli.add_command(intervals)
-cli.add_command(init_command)
-cli.add_command(state)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

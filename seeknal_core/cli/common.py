@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import SeeknalError
-from ..project import Project, TransformNode, load_project
-from ..schedule import Schedule
 from ..timeutil import UTC, inclusive_end, parse_datetime_text, to_utc
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `seeknal --help` and `init` load no project code
+    from ..project import Project, TransformNode
     from ..runner import Plan
+    from ..schedule import Schedule
     from ..state import StateStore
 
 NOW_VARIABLE = "SEEKNAL_NOW"
@@ -37,6 +37,8 @@ class Session:
 
     @cached_property
     def project(self) -> Project:
+        from ..project import load_project
+
         return load_project(self.project_path)
 
     @cached_property
@@ -170,6 +172,8 @@ def plan_nodes(
 
 # -- schedules -------------------------------------------------------------------------------------
 def parse_schedule(text: str, timezone: str = "UTC") -> Schedule:
+    from ..schedule import Schedule
+
     try:
         return Schedule(text, timezone)
     except ValueError as exc:

@@ -17,7 +17,6 @@ import atexit
 import datetime as dt
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +102,8 @@ class LoadCache:
             # fingerprints asked for by another command of this project stay (plan, run)
             keep = _sql.USED[name] | (set(self._loaded.get(name, ())) if name == "normalized" else set())
             doc[name] = {k: v for k, v in table.items() if k in keep}
+        import tempfile  # with random and shutil, ~20 ms: only when writing
+
         try:
             fd, tmp = tempfile.mkstemp(prefix=".project_cache.", suffix=".tmp", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ..errors import ProjectError
 from .cache import LoadCache, open_cache
@@ -26,31 +25,34 @@ from .nodes import (
 )
 from .sql import DEFAULT_DIALECT
 
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+@lru_cache(maxsize=1)
+def _loader() -> type:
+    """The YAML loader class; pyyaml is imported on the first file the cache lacks."""
+    import yaml
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """Safe loader (libyaml when available) that rejects duplicate keys."""
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """Safe loader (libyaml when available) that rejects duplicate keys."""
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key '{key_node.value}'", key_node.start_mark)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key '{key_node.value}'", key_node.start_mark)
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
 
-    def construct_yaml_timestamp(self, node):
-        try:
-            return super().construct_yaml_timestamp(node)
-        except ValueError as exc:  # 2024-13-01 looks like a date but is not one
-            raise yaml.constructor.ConstructorError(
-                None, None, f"invalid date '{node.value}': {exc}", node.start_mark) from None
+        def construct_yaml_timestamp(self, node):
+            try:
+                return super().construct_yaml_timestamp(node)
+            except ValueError as exc:  # 2024-13-01 looks like a date but is not one
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"invalid date '{node.value}': {exc}", node.start_mark) from None
 
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", Loader.construct_yaml_timestamp)
+    return Loader
 
 
 _FILE_CACHE: dict[Path, tuple[str, Any]] = {}
@@ -82,8 +84,10 @@ def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = No
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{_show(path, root)}: cannot read file: {exc}") from None
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_Loader)  # a safe loader (libyaml when available)
+        data = yaml.load(text, Loader=_loader())  # a safe loader (libyaml when available)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
