@@ -7,7 +7,11 @@ cache, then the best of 3), `intervals complete --interval D` for every node, an
 `run` with nothing due (best of 3). Targets at 3,000 nodes: pending and the no-op run
 at most 1 s each, complete at most 2 s.
 
-Run: .venv/bin/python bench/scale.py [--sizes 10,100,1000,3000]
+With ``--baseline-src DIR`` (a checkout of another seeknal version, e.g. made with
+``git worktree add --detach DIR <commit>``), pending and the no-op run are also timed with
+that source first on PYTHONPATH, alternating with ours, and the ratio printed.
+
+Run: .venv/bin/python bench/scale.py [--sizes 10,100,1000,3000] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ def make_project(root: Path, n: int) -> None:
         (root / "seeknal" / "transforms" / f"node_{i}.yml").write_text(NODE.format(i=i, upstream=upstream))
 
 
-def timed(args: list[str], repeat: int = 1) -> float:
-    env = {**os.environ, "SEEKNAL_NOW": NOW}
+def timed(args: list[str], repeat: int = 1, src: str | None = None) -> float:
+    env = {**os.environ, "SEEKNAL_NOW": NOW, **({"PYTHONPATH": src} if src else {})}
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -58,16 +62,28 @@ def timed(args: list[str], repeat: int = 1) -> float:
     return best
 
 
-def measure(n: int) -> dict[str, float]:
+def measure(n: int, baseline: str | None = None) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix=f"seeknal-scale-{n}-"))
     try:
         make_project(root, n)
         p = ["--project-path", str(root)]
-        out = {"pending (cold)": timed([SEEKNAL, "intervals", "pending", *p])}
-        out["pending"] = timed([SEEKNAL, "intervals", "pending", *p], repeat=3)
+        pending, run = [SEEKNAL, "intervals", "pending", *p], [SEEKNAL, "run", *p]
+        out = {"pending (cold)": timed(pending)}
+        out["pending"] = timed(pending, repeat=3)
+        if baseline:
+            timed(pending, src=baseline)
+            ours = base = float("inf")
+            for _ in range(3):  # alternating, best of 3 each
+                ours, base = min(ours, timed(pending)), min(base, timed(pending, src=baseline))
+            out["pending"], out["pending: baseline"] = ours, base
         out["complete (all nodes)"] = timed([SEEKNAL, "intervals", "complete", "--interval",
                                              "2024-01-01/2024-01-07", *p])
-        out["run, nothing due"] = timed([SEEKNAL, "run", *p], repeat=3)
+        out["run, nothing due"] = timed(run, repeat=3)
+        if baseline:
+            ours = base = float("inf")
+            for _ in range(3):
+                ours, base = min(ours, timed(run)), min(base, timed(run, src=baseline))
+            out["run, nothing due"], out["run: baseline"] = ours, base
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -76,8 +92,11 @@ def measure(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,100,1000,3000")
-    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
-    results = {n: measure(n) for n in sizes}
+    parser.add_argument("--baseline-src", help="another seeknal source tree to time side by side")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    baseline = str(Path(args.baseline_src).resolve()) if args.baseline_src else None
+    results = {n: measure(n, baseline) for n in sizes}
     targets = {"pending": 1.0, "run, nothing due": 1.0, "complete (all nodes)": 2.0}
     labels = list(results[sizes[0]])
     print(f"{'command':22}" + "".join(f"{n:>9} nodes" for n in sizes) + f"{'growth':>9} {'target':>8}")
@@ -88,6 +107,10 @@ def main() -> None:
         verdict = "" if target is None else ("ok" if times[-1] <= target else "MISSED")
         print(f"{label:22}" + "".join(f"{t:13.3f} s"[-15:] for t in times)
               + f"{growth:8.1f}x {'' if target is None else f'<= {target:.0f} s':>8} {verdict}")
+    for label, base in (("pending", "pending: baseline"), ("run, nothing due", "run: baseline")):
+        if base in results[sizes[0]]:
+            print(f"{label}: baseline / ours = "
+                  + ", ".join(f"{results[n][base] / results[n][label]:.2f}x at {n}" for n in sizes))
     print(f"growth = time at {sizes[-1]} nodes / time at {sizes[0]} nodes; whole processes, SEEKNAL_NOW={NOW}")
 
 

@@ -160,10 +160,10 @@ def declared_names(root: str | os.PathLike) -> set[str]:
     return names
 
 
-def _read_project_file(root: Path, config: Path | None) -> dict:
+def _read_project_file(root: Path, config: Path | None, cache: LoadCache) -> dict:
     if config is None:
         return {}
-    data = read_yaml(config, root)
+    data = read_yaml(config, root, cache)
     if data is None:
         return {}
     ctx = _Ctx(root, config)
@@ -176,7 +176,8 @@ def _read_project_file(root: Path, config: Path | None) -> dict:
 def load_project(path: str | os.PathLike = ".") -> Project:
     """Load and validate the project at ``path`` (its folder or its seeknal_project.yml)."""
     root, config_path = find_root(path)
-    settings = _read_project_file(root, config_path)
+    cache = open_cache(root / "target")
+    settings = _read_project_file(root, config_path, cache)
     ctx = _Ctx(root, config_path or root)
     name = ctx.text(settings, "name") or root.name
     timezone = ctx.timezone(settings, "UTC")
@@ -192,7 +193,6 @@ def load_project(path: str | os.PathLike = ".") -> Project:
 
     specs: dict[str, tuple[str, dict, _Ctx]] = {}
     lower: dict[str, str] = {}
-    cache = open_cache(root / "target")
     for kind, file in node_files(root):
         data = read_yaml(file, root, cache)
         if data is None:
