@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..intervals import IntervalSet, pending_index_runs, pending_pairs
+from ..intervals import IntervalSet, pending_index_runs
 from ..project import Project, TransformNode
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
@@ -99,7 +99,7 @@ def _grid(schedule: Schedule, lo: int, hi: int) -> list[int]:
 
 
 def _pending(ticks: list[int], done: IntervalSet, schedule: Schedule) -> list[Pair]:
-    return pending_pairs(ticks, pending_index_runs(ticks, done, schedule.period))
+    return [(ticks[k], ticks[k + 1]) for i, j in pending_index_runs(ticks, done) for k in range(i, j)]
 
 
 def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
