@@ -137,23 +137,64 @@ class IntervalSet:
         new._starts, new._ends = starts, ends
         return new
 
+    # -- integers: Pairs (epoch seconds) and exact microsecond bounds ---------------------
     @classmethod
-    def from_epoch_pairs(cls, pairs: Iterable[tuple[int, int]]) -> IntervalSet:
-        """Build from (start, end) epoch-second pairs (the hot path for schedules)."""
+    def from_pairs(cls, pairs: Iterable[Pair]) -> IntervalSet:
+        """Build from ``Pair``s, (start, end) epoch seconds (the hot path for schedules)."""
         return cls._from_arrays(*_merge([(s * _US_PER_S, e * _US_PER_S) for s, e in pairs]))
+
+    @classmethod
+    def from_micros(cls, starts: Iterable[int], ends: Iterable[int], *, merged: bool = False) -> IntervalSet:
+        """Build from exact microsecond bounds (what a state file stores); ``merged`` says
+        they are already sorted, disjoint and not touching, so they are taken as they are."""
+        if merged:
+            return cls._from_arrays(list(starts), list(ends))
+        return cls._from_arrays(*_merge(list(zip(starts, ends))))
+
+    def micros(self) -> tuple[list[int], list[int]]:
+        """Copies of the members' exact bounds in microseconds: (starts, ends)."""
+        return list(self._starts), list(self._ends)
+
+    def pairs(self) -> list[Pair]:
+        """Members as ``Pair``s (epoch seconds; sub-second bounds floored)."""
+        return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
+
+    # the names callers outside this module still use, until they move to the two above
+    from_epoch_pairs = from_pairs
+    epoch_pairs = pairs
+
+    def insert_micros(self, start: int, end: int) -> None:
+        """Add ``[start, end)`` (microseconds) in place, fusing overlapping and touching members."""
+        lo = bisect_left(self._ends, start)  # first member ending at or after start
+        hi = bisect_right(self._starts, end)  # members starting after end are untouched
+        if lo < hi:
+            start = min(start, self._starts[lo])
+            end = max(end, self._ends[hi - 1])
+        self._starts[lo:hi] = [start]
+        self._ends[lo:hi] = [end]
+
+    def discard_micros(self, start: int, end: int) -> None:
+        """Remove ``[start, end)`` (microseconds) in place."""
+        lo = bisect_right(self._ends, start)
+        hi = bisect_left(self._starts, end)
+        if lo >= hi:
+            return
+        keep_s: list[int] = []
+        keep_e: list[int] = []
+        if self._starts[lo] < start:
+            keep_s.append(self._starts[lo])
+            keep_e.append(start)
+        if self._ends[hi - 1] > end:
+            keep_s.append(end)
+            keep_e.append(self._ends[hi - 1])
+        self._starts[lo:hi] = keep_s
+        self._ends[lo:hi] = keep_e
 
     # -- mutation -----------------------------------------------------------------
     def add(self, item: object) -> IntervalSet:
         """Add one interval in place (merging neighbours); returns self for chaining."""
         iv = _coerce_interval(item)
-        s, e = (iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US
-        lo = bisect_left(self._ends, s)  # first interval ending at or after s
-        hi = bisect_right(self._starts, e)  # intervals starting after e are untouched
-        if lo < hi:
-            s = min(s, self._starts[lo])
-            e = max(e, self._ends[hi - 1])
-        self._starts[lo:hi] = [s]
-        self._ends[lo:hi] = [e]
+        self.insert_micros((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US)
         return self
 
     # -- algebra --------------------------------------------------------------------
@@ -215,6 +256,10 @@ class IntervalSet:
         return IntervalSet([_coerce_interval(within)]).difference(self)
 
     # -- queries --------------------------------------------------------------------
+    def covers(self, start: int, end: int) -> bool:
+        """True when one member covers ``[start, end)`` given as epoch seconds (a ``Pair``)."""
+        return self.covers_us(start * _US_PER_S, end * _US_PER_S)
+
     def covers_us(self, start: int, end: int) -> bool:
         i = bisect_right(self._starts, start) - 1
         return i >= 0 and self._ends[i] >= end
@@ -236,10 +281,6 @@ class IntervalSet:
         s, e = (iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US
         i = bisect_left(self._ends, s + 1)
         return i < len(self._starts) and self._starts[i] < e
-
-    def epoch_pairs(self) -> list[tuple[int, int]]:
-        """Members as (start, end) epoch seconds (floored), for storage and grids."""
-        return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
 
     @property
     def total_duration(self) -> dt.timedelta:
@@ -270,6 +311,29 @@ class IntervalSet:
     def __repr__(self) -> str:
         inner = ", ".join(f"[{iv.start.isoformat()}, {iv.end.isoformat()})" for iv in self)
         return f"IntervalSet({inner})"
+
+
+def runs(pairs: Iterable[Pair]) -> list[Pair]:
+    """Contiguous runs of ``Pair``s: touching ones fuse (for display and batching)."""
+    out: list[Pair] = []
+    for a, b in sorted(pairs):
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def coalesce(pairs: Iterable[Pair], batch_size: int | None = None) -> list[list[Pair]]:
+    """Sorted ``Pair``s grouped into contiguous runs of at most ``batch_size``."""
+    batches: list[list[Pair]] = []
+    for pair in pairs:
+        last = batches[-1] if batches else None
+        if last and last[-1][1] == pair[0] and (batch_size is None or len(last) < batch_size):
+            last.append(pair)
+        else:
+            batches.append([pair])
+    return batches
 
 
 def _as_set(value: Iterable[object]) -> IntervalSet:

@@ -196,7 +196,7 @@ class StoreBase:
             raise ValueError("mark_complete needs intervals or partition_keys")
         by = origin if run_id is None else f"{origin}:{run_id}"
         record = _event(
-            "complete", node, intervals=_rows(done._starts, done._ends), mode=origin,
+            "complete", node, intervals=_rows(*done.micros()), mode=origin,
             status="success", rows=rows, duration=duration, error=None, run_id=run_id,
         )
         if keys:
@@ -320,7 +320,7 @@ class StoreBase:
         _check_mode(mode)
         ivs = _as_set(intervals)
         self._apply_execution(node, _event(
-            "execution", node, intervals=_rows(ivs._starts, ivs._ends), mode=mode, status=status,
+            "execution", node, intervals=_rows(*ivs.micros()), mode=mode, status=status,
             rows=rows, duration=duration, error=error, run_id=run_id,
         ))
 
