@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from itertools import accumulate, chain, repeat
-from operator import add, floordiv, ge, itemgetter, neg, sub
+from itertools import accumulate, compress, repeat
 from typing import NamedTuple
 
 from .schedule import Schedule
 from .timeutil import EPOCH, UTC, TimeLike, get_zone, to_utc
 
+#: the core's one integer interval: ``(start, end)`` epoch seconds, half-open.  Every
+#: interval planned, executed, shown or handed to an engine or Dagster lies on a schedule
+#: grid, whose ticks are whole seconds; datetimes are built only at the edges.
+Pair = tuple[int, int]
+
 _US = dt.timedelta(microseconds=1)
 _US_PER_S = 1_000_000
+_SECOND = dt.timedelta(seconds=1)
 
 
 def _us(value: TimeLike, tz: dt.tzinfo = UTC) -> int:
@@ -131,23 +137,64 @@ class IntervalSet:
         new._starts, new._ends = starts, ends
         return new
 
+    # -- integers: Pairs (epoch seconds) and exact microsecond bounds ---------------------
     @classmethod
-    def from_epoch_pairs(cls, pairs: Iterable[tuple[int, int]]) -> IntervalSet:
-        """Build from (start, end) epoch-second pairs (the hot path for schedules)."""
+    def from_pairs(cls, pairs: Iterable[Pair]) -> IntervalSet:
+        """Build from ``Pair``s, (start, end) epoch seconds (the hot path for schedules)."""
         return cls._from_arrays(*_merge([(s * _US_PER_S, e * _US_PER_S) for s, e in pairs]))
+
+    @classmethod
+    def from_micros(cls, starts: Iterable[int], ends: Iterable[int], *, merged: bool = False) -> IntervalSet:
+        """Build from exact microsecond bounds (what a state file stores); ``merged`` says
+        they are already sorted, disjoint and not touching, so they are taken as they are."""
+        if merged:
+            return cls._from_arrays(list(starts), list(ends))
+        return cls._from_arrays(*_merge(list(zip(starts, ends))))
+
+    def micros(self) -> tuple[list[int], list[int]]:
+        """Copies of the members' exact bounds in microseconds: (starts, ends)."""
+        return list(self._starts), list(self._ends)
+
+    def pairs(self) -> list[Pair]:
+        """Members as ``Pair``s (epoch seconds; sub-second bounds floored)."""
+        return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
+
+    # the names callers outside this module still use, until they move to the two above
+    from_epoch_pairs = from_pairs
+    epoch_pairs = pairs
+
+    def insert_micros(self, start: int, end: int) -> None:
+        """Add ``[start, end)`` (microseconds) in place, fusing overlapping and touching members."""
+        lo = bisect_left(self._ends, start)  # first member ending at or after start
+        hi = bisect_right(self._starts, end)  # members starting after end are untouched
+        if lo < hi:
+            start = min(start, self._starts[lo])
+            end = max(end, self._ends[hi - 1])
+        self._starts[lo:hi] = [start]
+        self._ends[lo:hi] = [end]
+
+    def discard_micros(self, start: int, end: int) -> None:
+        """Remove ``[start, end)`` (microseconds) in place."""
+        lo = bisect_right(self._ends, start)
+        hi = bisect_left(self._starts, end)
+        if lo >= hi:
+            return
+        keep_s: list[int] = []
+        keep_e: list[int] = []
+        if self._starts[lo] < start:
+            keep_s.append(self._starts[lo])
+            keep_e.append(start)
+        if self._ends[hi - 1] > end:
+            keep_s.append(end)
+            keep_e.append(self._ends[hi - 1])
+        self._starts[lo:hi] = keep_s
+        self._ends[lo:hi] = keep_e
 
     # -- mutation -----------------------------------------------------------------
     def add(self, item: object) -> IntervalSet:
         """Add one interval in place (merging neighbours); returns self for chaining."""
         iv = _coerce_interval(item)
-        s, e = (iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US
-        lo = bisect_left(self._ends, s)  # first interval ending at or after s
-        hi = bisect_right(self._starts, e)  # intervals starting after e are untouched
-        if lo < hi:
-            s = min(s, self._starts[lo])
-            e = max(e, self._ends[hi - 1])
-        self._starts[lo:hi] = [s]
-        self._ends[lo:hi] = [e]
+        self.insert_micros((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US)
         return self
 
     # -- algebra --------------------------------------------------------------------
@@ -209,6 +256,10 @@ class IntervalSet:
         return IntervalSet([_coerce_interval(within)]).difference(self)
 
     # -- queries --------------------------------------------------------------------
+    def covers(self, start: int, end: int) -> bool:
+        """True when one member covers ``[start, end)`` given as epoch seconds (a ``Pair``)."""
+        return self.covers_us(start * _US_PER_S, end * _US_PER_S)
+
     def covers_us(self, start: int, end: int) -> bool:
         i = bisect_right(self._starts, start) - 1
         return i >= 0 and self._ends[i] >= end
@@ -230,10 +281,6 @@ class IntervalSet:
         s, e = (iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US
         i = bisect_left(self._ends, s + 1)
         return i < len(self._starts) and self._starts[i] < e
-
-    def epoch_pairs(self) -> list[tuple[int, int]]:
-        """Members as (start, end) epoch seconds (floored), for storage and grids."""
-        return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
 
     @property
     def total_duration(self) -> dt.timedelta:
@@ -264,6 +311,29 @@ class IntervalSet:
     def __repr__(self) -> str:
         inner = ", ".join(f"[{iv.start.isoformat()}, {iv.end.isoformat()})" for iv in self)
         return f"IntervalSet({inner})"
+
+
+def runs(pairs: Iterable[Pair]) -> list[Pair]:
+    """Contiguous runs of ``Pair``s: touching ones fuse (for display and batching)."""
+    out: list[Pair] = []
+    for a, b in sorted(pairs):
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def coalesce(pairs: Iterable[Pair], batch_size: int | None = None) -> list[list[Pair]]:
+    """Sorted ``Pair``s grouped into contiguous runs of at most ``batch_size``."""
+    batches: list[list[Pair]] = []
+    for pair in pairs:
+        last = batches[-1] if batches else None
+        if last and last[-1][1] == pair[0] and (batch_size is None or len(last) < batch_size):
+            last.append(pair)
+        else:
+            batches.append([pair])
+    return batches
 
 
 def _as_set(value: Iterable[object]) -> IntervalSet:
@@ -300,63 +370,59 @@ class IntervalCalculator:
             return self.schedule
         return Schedule(schedule, self.timezone)
 
-    def _range(self, start: TimeLike, end: TimeLike, sched: Schedule) -> tuple[int, int]:
+    def _bounds(self, start: TimeLike, end: TimeLike, sched: Schedule) -> tuple[int, int]:
+        """``[start, end)`` as microseconds (naive values in the schedule's timezone)."""
         tz = get_zone(sched.timezone)
         s, e = to_utc(start, tz), to_utc(end, tz)
         if s > e:
             raise ValueError(f"start {s.isoformat()} is after end {e.isoformat()}")
         return (s - EPOCH) // _US, (e - EPOCH) // _US
 
-    def _grid(self, start: TimeLike, end: TimeLike, sched: Schedule) -> list[int]:
+    def _covering_ticks(self, start: TimeLike, end: TimeLike, sched: Schedule) -> list[int]:
         """Epoch-second ticks bounding every interval that overlaps [start, end)."""
-        s_us, e_us = self._range(start, end, sched)
+        s_us, e_us = self._bounds(start, end, sched)
         if s_us == e_us:
             return []
         return sched.covering_ticks(s_us // _US_PER_S, -(-e_us // _US_PER_S))
 
     def get_intervals(self, start: TimeLike, end: TimeLike) -> list[Interval]:
         """Every schedule interval overlapping ``[start, end)``, whole."""
-        ticks = self._grid(start, end, self._schedule())
-        with _gc_paused():
-            return _runs_to_intervals(ticks, ([0], [len(ticks) - 1]) if len(ticks) > 1 else ([], []))
-
-    def _pending_runs(
-        self, completed: Iterable[object], start: TimeLike, end: TimeLike, schedule=None
-    ) -> tuple[list[int], Runs]:
-        sched = self._schedule(schedule)
-        ticks = self._grid(start, end, sched)
-        done = completed if isinstance(completed, IntervalSet) else IntervalSet(
-            completed, timezone=self._tz
-        )
-        return ticks, pending_index_runs(ticks, done, sched.period)
+        return self.get_pending_intervals((), start, end)
 
     def pending_pairs(
         self, completed: Iterable[object], start: TimeLike, end: TimeLike, schedule=None
-    ) -> list[tuple[int, int]]:
+    ) -> list[Pair]:
         """Pending intervals as (start, end) epoch seconds, for callers that stay in integers."""
-        return pending_pairs(*self._pending_runs(completed, start, end, schedule))
+        sched = self._schedule(schedule)
+        ticks = self._covering_ticks(start, end, sched)
+        done = completed if isinstance(completed, IntervalSet) else IntervalSet(completed, timezone=self._tz)
+        return [(ticks[k], ticks[k + 1]) for i, j in pending_index_runs(ticks, done) for k in range(i, j)]
 
     def get_pending_intervals(
-        self, completed_intervals: Iterable[object], start: TimeLike, end: TimeLike
+        self,
+        completed_intervals: Iterable[object],
+        start: TimeLike,
+        end: TimeLike,
+        schedule: str | Schedule | None = None,
     ) -> list[Interval]:
         """Schedule intervals overlapping ``[start, end)`` not fully covered by completed ones.
 
-        One entry per schedule period, in order.
+        One entry per schedule period, in order; the schedule may be given per call.
         """
-        with _gc_paused():
-            return _runs_to_intervals(*self._pending_runs(completed_intervals, start, end))
+        sched = self._schedule(schedule)
+        with _gc_paused():  # many acyclic tuples: collections would cost a third and free nothing
+            ticks = self._covering_ticks(start, end, sched)
+            if len(ticks) < 2:
+                return []
+            bounds = _to_datetimes(ticks)
+            grid = list(map(_new_interval, zip(bounds, bounds[1:])))
+            covered = _covered_flags(ticks, bounds, completed_intervals, self._tz)
+            return grid if covered is None else list(compress(grid, covered.translate(_NOT)))
 
-    def get_missing_intervals(
-        self,
-        completed_intervals: Iterable[object],
-        start_date: TimeLike,
-        end_date: TimeLike,
-        schedule: str | Schedule | None = None,
-    ) -> list[Interval]:
-        """Same as ``get_pending_intervals``; the schedule may be given per call."""
-        with _gc_paused():
-            return _runs_to_intervals(
-                *self._pending_runs(completed_intervals, start_date, end_date, schedule))
+    def get_missing_intervals(self, completed_intervals: Iterable[object], start_date: TimeLike,
+                              end_date: TimeLike, schedule: str | Schedule | None = None) -> list[Interval]:
+        """``get_pending_intervals`` under the guide's argument names."""
+        return self.get_pending_intervals(completed_intervals, start_date, end_date, schedule)
 
     def interval_containing(self, instant: TimeLike) -> Interval:
         sched = self._schedule()
@@ -385,72 +451,88 @@ class IntervalCalculator:
         return self.previous_interval(now if now is not None else dt.datetime.now(UTC))
 
 
-Runs = tuple[list[int], list[int]]  # runs of grid intervals [starts[r], ends[r]) by index
+Runs = list[tuple[int, int]]  # runs of grid intervals: (i, j) means intervals i .. j-1
 
 
-def pending_index_runs(ticks: list[int], done: IntervalSet, period: int | None = None) -> Runs:
-    """Runs of grid intervals ``k in [i, j)`` not covered by ``done``, as two lists.
-
-    Grid interval k is ``[ticks[k], ticks[k+1])``.  Each completed member that meets the
-    grid is located by a hash lookup when its bounds are ticks (the usual case) and by
-    bisection otherwise, so the work follows the number of completed members.
-    """
+def pending_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
+    """Runs of grid intervals not fully covered by ``done`` (grid interval k is
+    ``[ticks[k], ticks[k+1])``)."""
     n = len(ticks) - 1
-    if n <= 0:
-        return [], []
+    runs: Runs = []
+    k = 0
+    for i, j in _covered_index_runs(ticks, done):
+        if i > k:
+            runs.append((k, i))
+        k = j
+    if k < n:
+        runs.append((k, n))
+    return runs
+
+
+def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
+    """Runs of grid intervals that members of ``done`` cover whole, ascending and disjoint.
+
+    A member covers the intervals between its first tick at or after its start and its
+    last tick at or before its end (two bisections), so the work follows the members.
+    """
+    if len(ticks) < 2:
+        return []
+    covered: Runs = []
     lo = bisect_right(done._ends, ticks[0] * _US_PER_S)
     hi = bisect_left(done._starts, ticks[-1] * _US_PER_S)
-    if lo >= hi:
-        return [0], [n]
-    # seconds: a member covers interval k iff ticks[k] >= ceil(start) and ticks[k+1] <= floor(end)
-    t0 = ticks[0] * _US_PER_S
-    if period:  # an arithmetic grid: indices by division, exact for any member bounds
-        step = period * _US_PER_S
-        firsts = map(neg, map(floordiv, map(sub, repeat(t0), done._starts[lo:hi]), repeat(step)))
-        lasts = map(floordiv, map(sub, done._ends[lo:hi], repeat(t0)), repeat(step))
+    for s, e in zip(done._starts[lo:hi], done._ends[lo:hi]):
+        i = bisect_left(ticks, -(-s // _US_PER_S))
+        j = bisect_right(ticks, e // _US_PER_S) - 1
+        if i < j:
+            covered.append((i, j))
+    return covered
+
+
+def _covered_flags(ticks: list[int], bounds: list[dt.datetime], completed: Iterable[object],
+                   tz: dt.tzinfo) -> bytearray | None:
+    """``flags[k] == 1`` when ``completed`` covers grid interval k whole (None: nothing done).
+
+    Members given as aware datetimes (the usual case) are placed on the grid by bisecting
+    its datetimes, with no conversion; any other member (naive, a date, text) makes the
+    whole input go through an exact ``IntervalSet``, which also reports malformed ones.
+    """
+    if isinstance(completed, IntervalSet):
+        done = completed
     else:
-        starts = [-(-s // _US_PER_S) for s in done._starts[lo:hi]]
-        ends = [e // _US_PER_S for e in done._ends[lo:hi]]
-        index = dict(zip(ticks, range(n + 1)))
-        firsts = list(map(index.get, starts))
-        lasts = list(map(index.get, ends))
-        if None in firsts or None in lasts:
-            firsts = [bisect_left(ticks, s) if k is None else k for k, s in zip(firsts, starts)]
-            lasts = [bisect_right(ticks, e) - 1 if k is None else k for k, e in zip(lasts, ends)]
-    firsts, lasts = list(firsts), list(lasts)
-    if any(map(ge, firsts, lasts)):  # members covering no whole interval play no part
-        kept = [(i, j) for i, j in zip(firsts, lasts) if j > i]
-        firsts, lasts = list(map(itemgetter(0), kept)), list(map(itemgetter(1), kept))
-    if not firsts:
-        return [0], [n]
-    firsts[0], lasts[-1] = max(firsts[0], 0), min(lasts[-1], n)
-    # members are sorted and disjoint, so their covered index ranges ascend: the pending
-    # runs are the gaps between consecutive covered ranges
-    lasts.insert(0, 0)
-    firsts.append(n)
-    if lasts[-1] >= firsts[-1]:  # covered through the grid's end
-        lasts.pop()
-        firsts.pop()
-    if lasts and lasts[0] >= firsts[0]:  # covered from the grid's start
-        del lasts[0], firsts[0]
-    if any(map(ge, lasts, firsts)):  # a gap narrower than one interval
-        kept = [(a, b) for a, b in zip(lasts, firsts) if b > a]
-        return list(map(itemgetter(0), kept)), list(map(itemgetter(1), kept))
-    return lasts, firsts
+        items = list(completed)
+        if not items:
+            return None
+        try:
+            return _flags_by_bisection(bounds, items)
+        except (TypeError, ValueError):
+            done = IntervalSet(items, timezone=tz)
+    flags = bytearray(len(ticks) - 1)
+    for i, j in _covered_index_runs(ticks, done):
+        flags[i:j] = b"\x01" * (j - i)
+    return flags
 
 
-def pending_pairs(ticks: list[int], runs: Runs) -> list[tuple[int, int]]:
-    """The runs' intervals as (start, end) epoch seconds."""
-    return [(ticks[k], ticks[k + 1]) for i, j in zip(*runs) for k in range(i, j)]
+def _flags_by_bisection(bounds: list[dt.datetime], items: list) -> bytearray:
+    """Grid intervals covered by aware ``(start, end)`` datetimes; TypeError or ValueError
+    for anything else (naive values cannot be compared with the grid's aware ones)."""
+    flags = bytearray(len(bounds) - 1)
+    for start, end in items:
+        if not start < end:
+            raise ValueError("interval start must be before its end")
+        i = bisect_left(bounds, start)
+        j = bisect_right(bounds, end) - 1
+        if i < j:
+            flags[i:j] = b"\x01" * (j - i)
+    return flags
 
 
-_new_interval = partial(tuple.__new__, Interval)
+_NOT = bytes([1]) + bytes(255)  # bytes.translate table: 0 -> 1, anything else -> 0
+_new_interval = partial(tuple.__new__, Interval)  # an Interval from trusted bounds, in C
 
 
 @contextmanager
 def _gc_paused():
-    """Pause the cyclic GC while computing and allocating many acyclic tuples: collections
-    triggered by them cost a third of the time and can free nothing."""
+    """Pause the cyclic GC while allocating many acyclic tuples."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -461,48 +543,18 @@ def _gc_paused():
 
 
 def _to_datetimes(values: list[int]) -> list[dt.datetime]:
-    """Epoch seconds as UTC datetimes: accumulate one cached timedelta per distinct
-    spacing, 3x cheaper than building a timedelta per value."""
+    """Epoch seconds as UTC datetimes: a running sum of one cached timedelta per distinct
+    spacing (``accumulate`` keeps the loop in C; 3x cheaper than a timedelta per value)."""
     if not values:
         return []
     first = EPOCH + dt.timedelta(seconds=values[0])
-    diffs = list(map(sub, values[1:], values))
-    distinct = set(diffs)
+    gaps = [b - a for a, b in zip(values, values[1:])]
+    distinct = {gap: dt.timedelta(seconds=gap) for gap in set(gaps)}
     if len(distinct) == 1:  # a regular grid
-        steps = repeat(dt.timedelta(seconds=distinct.pop()), len(diffs))
+        steps = repeat(distinct.popitem()[1], len(gaps))
     else:
-        steps = map({d: dt.timedelta(seconds=d) for d in distinct}.__getitem__, diffs)
-    return list(accumulate(steps, add, initial=first))
-
-
-def _runs_to_intervals(ticks: list[int], runs: Runs) -> list[Interval]:
-    """Intervals of the grid runs, built with C-level loops."""
-    run_starts, run_ends = runs
-    if not run_starts:
-        return []
-    if len(run_starts) * 16 < run_ends[-1] - run_starts[0]:
-        # few long runs: neighbours share one datetime object
-        out: list[Interval] = []
-        for i, j in zip(run_starts, run_ends):
-            bounds = _to_datetimes(ticks[i : j + 1])
-            out.extend(map(_new_interval, zip(bounds, bounds[1:])))
-        return out
-    # many short runs: starts and ends as two independent accumulations
-    if run_ends == list(map(add, run_starts, repeat(1))):  # all single intervals
-        start_values = list(map(ticks.__getitem__, run_starts))
-        end_values = list(map(ticks.__getitem__, run_ends))
-        starts = _to_datetimes(start_values)
-        lengths = set(map(sub, end_values, start_values))
-        ends = (map(add, starts, repeat(dt.timedelta(seconds=lengths.pop()))) if len(lengths) == 1
-                else _to_datetimes(end_values))
-        return list(map(_new_interval, zip(starts, ends)))
-    ones = repeat(1)
-    starts = chain.from_iterable(map(range, run_starts, run_ends))
-    ends = chain.from_iterable(map(range, map(add, run_starts, ones), map(add, run_ends, ones)))
-    return list(map(_new_interval, zip(
-        _to_datetimes(list(map(ticks.__getitem__, starts))),
-        _to_datetimes(list(map(ticks.__getitem__, ends))),
-    )))
+        steps = map(distinct.__getitem__, gaps)
+    return list(accumulate(steps, operator.add, initial=first))
 
 
 def _pairs_to_intervals(pairs: list[tuple[int, int]]) -> list[Interval]:

@@ -226,6 +226,21 @@ class Schedule:
             day_ticks(ordinal, out, lo, hi, cache)
         return out
 
+    def estimate_ticks(self, lo: int, hi: int) -> int:
+        """About how many ticks lie in [lo, hi], without listing them (exact on an
+        arithmetic grid): a request can be sized before anything is expanded."""
+        if hi < lo:
+            return 0
+        if self._period is not None:
+            return (hi - lo) // self._period + 1
+        days = (hi - lo) // DAY + 1
+        if self._every_day:
+            return days * len(self._times)
+        first = _local_ordinal(self._tz, lo)
+        sample = min(days, 4 * 366)  # whole leap cycles give each weekday and date its share
+        fires = sum(self._day_fires(dt.date.fromordinal(first + k)) for k in range(sample))
+        return days * len(self._times) * fires // sample
+
     def covering_ticks(self, lo: int, hi: int) -> list[int]:
         """Ticks bounding every interval that overlaps [lo, hi), whole (none if hi <= lo)."""
         if hi <= lo:

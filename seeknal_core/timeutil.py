@@ -11,11 +11,17 @@ import datetime as dt
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .errors import SeeknalError
+
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = dt.timedelta(seconds=1)
 
 TimeLike = dt.datetime | dt.date | str
+
+
+class TimeRangeError(SeeknalError, ValueError):
+    """A time outside what a ``datetime`` can hold (years 1 to 9999)."""
 
 
 @lru_cache(maxsize=256)
@@ -91,7 +97,12 @@ def inclusive_end(value: TimeLike) -> dt.datetime | dt.date:
     """
     if isinstance(value, str):
         value = parse_datetime_text(value)
-    return value + dt.timedelta(days=1) if is_date_only(value) else value
+    if not is_date_only(value):
+        return value
+    if value >= dt.date.max:
+        raise TimeRangeError(f"end date {value.isoformat()} means through that day, which reaches past the "
+                             "last representable instant: give an end before 9999-12-31")
+    return value + dt.timedelta(days=1)
 
 
 def end_bound(value: TimeLike, tz: dt.tzinfo | str = UTC) -> dt.datetime:

@@ -20,6 +20,7 @@ import dagster as dg
 
 from seeknal_core import runner
 from seeknal_core.errors import SeeknalError
+from seeknal_core.intervals import Pair
 from seeknal_core.project import Project, TransformNode, load_project
 from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
@@ -36,7 +37,6 @@ DUCKDB_RESOURCE_KEY = "duckdb"
 RESTATEMENT_TAG = "seeknal/restatement"
 #: What a skipped interval's reason starts with when only upstream data is missing.
 
-Pair = tuple[int, int]
 
 
 def as_project(project: Project | str | os.PathLike[str]) -> Project:

@@ -315,6 +315,11 @@ def test_run_dry_run_changes_nothing_and_has_json(tmp_path):
     assert data["mode"] == "run" and data["now"] == "2024-01-04T06:00:00+00:00" and data["total_intervals"] == 6
     flow = data["nodes"][0]
     assert flow["node"] == "events_flow" and flow["batches"] == 2
+    assert flow["runs"] == [{"start": "2024-01-01T00:00:00+00:00", "end": "2024-01-04T00:00:00+00:00",
+                             "local_start": "2024-01-01T00:00:00+00:00", "count": 3, "reason": "new"}]
+    data = json.loads(invoke(root, "run", "--dry-run", "--json", "--each", "--batch-size", "2").output)
+    flow = data["nodes"][0]
+    assert "runs" not in flow and len(flow["intervals"]) == 3
     assert flow["intervals"][0] == {"start": "2024-01-01T00:00:00+00:00", "end": "2024-01-02T00:00:00+00:00",
                                     "local_start": "2024-01-01T00:00:00+00:00", "reason": "new"}
     assert state_bytes(root) is None and not (root / "target" / "warehouse.duckdb").exists()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..intervals import IntervalCalculator, IntervalSet
+from ..intervals import IntervalCalculator, IntervalSet, Pair
 from ..timeutil import end_bound, from_epoch, get_zone, to_epoch, to_utc
 from . import render
 from .common import (
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from ..project import TransformNode
     from ..state import NodeState
 
-Pair = tuple[int, int]
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
@@ -53,13 +52,13 @@ def list_command(node: str, as_json: bool) -> int:
     done = sess.store.completed(spec.name)
     if as_json:
         render.echo_json({"node": spec.name, "timezone": spec.timezone,
-                          "completed": [render.interval_dict(a, b, spec) for a, b in done.epoch_pairs()]})
+                          "completed": [render.interval_dict(a, b, spec) for a, b in done.pairs()]})
         return 0
     if not done:
         click.echo(f"No completed intervals for {spec.name} yet: run `seeknal run`.")
         return 0
     click.echo(f"Completed intervals for {spec.name}:")
-    for a, b in done.epoch_pairs():
+    for a, b in done.pairs():
         click.echo(f"  {render.span(a, b, spec)}")
     return 0
 
@@ -94,7 +93,7 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) ->
         lines.append("  none yet: run `seeknal run`")
     restatements = []
     for r in state.pending_restatements if state else []:
-        left = IntervalSet(r.intervals).difference(completed).epoch_pairs()
+        left = IntervalSet(r.intervals).difference(completed).pairs()
         restatements.append((r, left))
     if restatements:
         lines.append(f"Pending restatements for {spec.name}:")
@@ -149,7 +148,7 @@ def pending_command(node: str | None, start: str | None, end: str | None, schedu
         indent = "    " if several else "  "
         if several and np.due:
             click.echo(f"  {np.node} ({len(np.due)}):")
-        for a, b, reason, count in _reason_runs(np.due):
+        for a, b, reason, count in np.runs():
             more = f" ({count} intervals)" if count > 1 else ""
             click.echo(f"{indent}{render.span(a, b, spec)}{more}{_PENDING_WHY.get(reason, '')}")
         for note in np.notes:
@@ -158,17 +157,6 @@ def pending_command(node: str | None, start: str | None, end: str | None, schedu
 
 
 _PENDING_WHY = {"retry": " (failed: will retry)", "restate": " (restatement)"}
-
-
-def _reason_runs(due: dict[Pair, str]) -> list[tuple[int, int, str, int]]:
-    """Contiguous runs of due intervals with the same reason: (start, end, reason, count)."""
-    out: list[list[Any]] = []
-    for (a, b), reason in sorted(due.items()):
-        if out and out[-1][1] == a and out[-1][2] == reason:
-            out[-1][1], out[-1][3] = b, out[-1][3] + 1
-        else:
-            out.append([a, b, reason, 1])
-    return [tuple(r) for r in out]  # type: ignore[misc]
 
 
 def _select(sess: Session, node: str | None, schedule: str | None) -> list[TransformNode]:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import runner
+from ..intervals import Pair
 from . import render
 from .common import Session
 
 if TYPE_CHECKING:
     from ..runner import NodePlan, NodeResult, Plan, RunResult
 
-Pair = tuple[int, int]
 MAX_ERRORS = 5  # failure lines printed; the rest are counted
 
 
@@ -115,8 +115,9 @@ def plan_lines(sess: Session, plan: Plan, *, dry_run: bool = False) -> list[str]
     return lines
 
 
-def plan_json(sess: Session, plan: Plan) -> dict:
-    data = plan.to_dict(sess.project)
+def plan_json(sess: Session, plan: Plan, *, each: bool = False) -> dict:
+    """The plan as JSON: runs of due intervals per node, or one object per interval (``each``)."""
+    data = plan.to_dict(sess.project, each=each)
     data["total_intervals"] = plan.total_intervals
     return data
 

@@ -13,11 +13,9 @@ from typing import Any
 
 import click
 
-from ..intervals import IntervalSet
+from ..intervals import IntervalSet, Pair, runs
 from ..project import TransformNode
 from ..timeutil import UTC, format_local, from_epoch, get_zone, to_utc
-
-Pair = tuple[int, int]
 
 #: completion mode (audit log) -> annotation shown by `intervals show`
 ANNOTATIONS = {"backfill": "backfilled", "restate": "restated", "manual": "manual", "dagster": "dagster"}
@@ -46,17 +44,6 @@ def local_text(value: dt.datetime | int, node: TransformNode) -> str:
 def span(a: dt.datetime | int, b: dt.datetime | int, node: TransformNode) -> str:
     """``2024-01-01 to 2024-01-02`` (half-open, in the node's timezone)."""
     return f"{local_text(a, node)} to {local_text(b, node)}"
-
-
-def runs(pairs: Iterable[Pair]) -> list[Pair]:
-    """Contiguous runs of sorted intervals (display only; the store keeps its own)."""
-    out: list[Pair] = []
-    for a, b in sorted(pairs):
-        if out and out[-1][1] == a:
-            out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
 
 
 def spans_text(pairs: Iterable[Pair], node: TransformNode, limit: int = MAX_RUNS_SHOWN) -> str:
@@ -130,8 +117,8 @@ def annotated_runs(completed: IntervalSet, history: Sequence[Mapping[str, Any]])
     for mode, members in by_mode.items():
         part = members.intersection(completed)
         covered = covered.union(part)
-        pieces += [(p, mode) for p in part.epoch_pairs()]
-    pieces += [(p, "") for p in completed.difference(covered).epoch_pairs()]
+        pieces += [(p, mode) for p in part.pairs()]
+    pieces += [(p, "") for p in completed.difference(covered).pairs()]
     return sorted(pieces)
 
 

@@ -7,10 +7,9 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from ..intervals import Pair
 from . import render
 from .common import CliError, Session, Window, date_options
-
-Pair = tuple[int, int]
 
 
 def node_option(func: Callable) -> Callable:

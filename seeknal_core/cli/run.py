@@ -28,9 +28,10 @@ DEFAULT_REASON = "seeknal run --restate"
 @click.option("--include-open", is_flag=True, help="Also run the interval that has not ended yet.")
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan (--dry-run) or result.")
+@click.option("--each", is_flag=True, help="With --dry-run --json: one object per interval, not per run.")
 def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, backfill: bool,
                 restate: bool, reason: str | None, partitions: str | None, batch_size: int | None,
-                include_open: bool, dry_run: bool, as_json: bool) -> int:
+                include_open: bool, dry_run: bool, as_json: bool, each: bool) -> int:
     """Run the project: only new intervals by default.
 
     --start/--end (or --backfill) fill every missing interval of the range instead;
@@ -57,7 +58,7 @@ def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, back
     if not dry_run:
         return progress.execute(sess, plan, as_json=as_json, extra=extra)
     if as_json:
-        render.echo_json(progress.plan_json(sess, plan))
+        render.echo_json(progress.plan_json(sess, plan, each=each))
     else:
         click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
         click.echo(f"Total: {render.plural(plan.total_intervals, 'interval')} (dry run: nothing ran).")

@@ -4,13 +4,14 @@
 after the data commits; ``restate`` records which intervals must be recomputed, and why.
 """
 
-from .common import WAITING_FOR_UPSTREAM, Pair, PlanError
+from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
 from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute, needs_database, run
 from .plan import NodePlan, Plan, coalesce, node_bounds, partition_interval, plan
 from .restate import restate, restatement_impact
 
 __all__ = [
-    "FLUSH_SECONDS", "WAITING_FOR_UPSTREAM", "NodePlan", "NodeResult", "Pair", "Plan", "PlanError",
+    "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "Mode", "NodePlan", "NodeResult", "Pair",
+    "Plan", "PlanError", "Reason",
     "Progress", "RunResult", "node_bounds",
     "coalesce", "execute", "needs_database", "partition_interval", "plan", "restate",
     "restatement_impact", "run",

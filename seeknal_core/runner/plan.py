@@ -7,29 +7,26 @@ are due and why (new, lookback, backfill, partition, restate, retry).
 from __future__ import annotations
 
 import datetime as dt
-from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..intervals import IntervalSet, pending_index_runs, pending_pairs
+from ..intervals import IntervalSet, coalesce, pending_index_runs
 from ..project import Project, TransformNode
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
-from .common import Pair, PlanError
+from .common import MAX_INTERVALS, Mode, Pair, PlanError, Reason
 
 if TYPE_CHECKING:
     from ..state import StateStore
 
-#: precedence when one interval is due for several reasons (higher wins)
-_REASON_RANK = {"new": 0, "lookback": 1, "backfill": 2, "partition": 3, "restate": 4, "retry": 5}
 
 @dataclass
 class NodePlan:
     """What one node will do: intervals due (with why), or a full refresh."""
 
     node: str
-    due: dict[Pair, str] = field(default_factory=dict)
+    due: dict[Pair, Reason] = field(default_factory=dict)
     batch_size: int | None = None
     full_refresh: bool = False
     partition_keys: dict[Pair, str] = field(default_factory=dict)
@@ -41,21 +38,35 @@ class NodePlan:
 
     def batches(self) -> list[list[Pair]]:
         """Retries first, each alone; then contiguous runs up to ``batch_size``."""
-        retries = [[p] for p in self.intervals if self.due[p] == "retry"]
-        rest = [p for p in self.intervals if self.due[p] != "retry"]
+        retries = [[p] for p in self.intervals if self.due[p] == Reason.RETRY]
+        rest = [p for p in self.intervals if self.due[p] != Reason.RETRY]
         return retries + coalesce(rest, self.batch_size)
 
-    def to_dict(self, tz: str = "UTC") -> dict:
+    def runs(self) -> list[tuple[int, int, Reason, int]]:
+        """Contiguous due intervals with the same reason: (start, end, reason, count)."""
+        out: list[tuple[int, int, Reason, int]] = []
+        for (a, b), reason in sorted(self.due.items()):
+            if out and out[-1][1] == a and out[-1][2] == reason:
+                out[-1] = (out[-1][0], b, reason, out[-1][3] + 1)
+            else:
+                out.append((a, b, reason, 1))
+        return out
+
+    def to_dict(self, tz: str = "UTC", *, each: bool = False) -> dict:
+        """JSON of the plan: one object per run of due intervals, or per interval (``each``)."""
         zone = get_zone(tz)
+
+        def bounds(a: int, b: int) -> dict:
+            return {"start": from_epoch(a).isoformat(), "end": from_epoch(b).isoformat(),
+                    "local_start": from_epoch(a).astimezone(zone).isoformat()}
+
+        due = ({"intervals": [{**bounds(a, b), "reason": self.due[(a, b)]} for a, b in self.intervals]}
+               if each else
+               {"runs": [{**bounds(a, b), "count": n, "reason": r} for a, b, r, n in self.runs()]})
         return {
             "node": self.node,
             "full_refresh": self.full_refresh,
-            "intervals": [
-                {"start": from_epoch(a).isoformat(), "end": from_epoch(b).isoformat(),
-                 "local_start": from_epoch(a).astimezone(zone).isoformat(),
-                 "reason": self.due[(a, b)]}
-                for a, b in self.intervals
-            ],
+            **due,
             "batches": len(self.batches()) if not self.full_refresh else 1,
             "notes": list(self.notes),
         }
@@ -63,7 +74,7 @@ class NodePlan:
 
 @dataclass
 class Plan:
-    mode: str
+    mode: Mode
     now: dt.datetime
     nodes: list[NodePlan]
 
@@ -71,40 +82,44 @@ class Plan:
     def total_intervals(self) -> int:
         return sum(len(n.due) for n in self.nodes)
 
-    def to_dict(self, project: Project) -> dict:
+    def to_dict(self, project: Project, *, each: bool = False) -> dict:
         return {
             "mode": self.mode,
             "now": self.now.isoformat(),
-            "nodes": [n.to_dict(project.nodes[n.node].timezone) for n in self.nodes],
+            "nodes": [n.to_dict(project.nodes[n.node].timezone, each=each) for n in self.nodes],
         }
 
 
-def coalesce(pairs: Sequence[Pair], batch_size: int | None) -> list[list[Pair]]:
-    """Group sorted intervals into contiguous runs of at most ``batch_size``."""
-    batches: list[list[Pair]] = []
-    for pair in pairs:
-        last = batches[-1] if batches else None
-        if last and last[-1][1] == pair[0] and (batch_size is None or len(last) < batch_size):
-            last.append(pair)
-        else:
-            batches.append([pair])
-    return batches
-
-
-def _grid(schedule: Schedule, lo: int, hi: int) -> list[int]:
-    """Ticks t with lo <= t <= hi (intervals lying inside [lo, hi])."""
+def _ticks_within(schedule: Schedule, lo: int, hi: int) -> list[int]:
+    """Ticks t with lo <= t <= hi (bounding the intervals inside [lo, hi]), after checking
+    that their number is one a command can handle."""
     if hi <= lo:
         return []
+    check_size(schedule, lo, hi)
     return schedule.ticks(lo, hi)
 
 
-def _pending(ticks: list[int], done: IntervalSet, schedule: Schedule) -> list[Pair]:
-    return pending_pairs(ticks, pending_index_runs(ticks, done, schedule.period))
+def check_size(schedule: Schedule, lo: int, hi: int) -> None:
+    """Refuse, before listing anything, a range of more than ``MAX_INTERVALS`` intervals."""
+    count = schedule.estimate_ticks(lo, hi) - 1
+    if count > MAX_INTERVALS:
+        raise PlanError(
+            f"{count:,} intervals of {schedule.expression!r} from {from_epoch(lo).date()} to "
+            f"{from_epoch(hi).date()} is more than one command handles ({MAX_INTERVALS:,}): narrow "
+            "the range with --start/--end (or a later start:, or check the clock and $SEEKNAL_NOW)")
+
+
+def _pending(ticks: list[int], done: IntervalSet) -> list[Pair]:
+    """The grid's intervals not covered by ``done``, expanded from its pending runs."""
+    return [(ticks[k], ticks[k + 1]) for i, j in pending_index_runs(ticks, done) for k in range(i, j)]
 
 
 def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
     """Every interval of the grid that overlaps [lo, hi), whole."""
-    ticks = schedule.covering_ticks(lo, hi)
+    if hi <= lo:
+        return []
+    lo, hi = schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi)
+    ticks = _ticks_within(schedule, lo, hi)
     return list(zip(ticks, ticks[1:]))
 
 
@@ -159,8 +174,9 @@ def plan(
       (what a Dagster partition window asks for), completed or not.
     Only intervals with ``end <= now`` are due unless ``include_open``.
     """
-    if mode not in ("run", "backfill", "restate"):
+    if mode not in tuple(Mode):
         raise PlanError(f"unknown run mode {mode!r}: use run, backfill or restate")
+    mode = Mode(mode)
     now_dt = dt.datetime.now(UTC) if now is None else _utc(now)
     now_s = int((now_dt - EPOCH).total_seconds())
     if batch_size is not None and batch_size < 1:
@@ -174,62 +190,62 @@ def plan(
     out: list[NodePlan] = []
     for name in names:
         node = project.nodes[name]
-        np = NodePlan(node=name, batch_size=batch_size or node.batch_size)
+        node_plan = NodePlan(node=name, batch_size=batch_size or node.batch_size)
         if node.materialization == "parquet" and not node.time_column:
-            np.batch_size = 1  # without a time column a query's rows cannot be split by interval
-        out.append(np)
+            node_plan.batch_size = 1  # without a time column a query's rows cannot be split by interval
+        out.append(node_plan)
         if not node.is_incremental:
-            np.full_refresh = True
+            node_plan.full_refresh = True
             continue
         state = states.get(name)
         done = state.completed if state else IntervalSet()
         if state and not node.fingerprint_matches(state.fingerprint):
-            np.notes.append("definition changed since the last run: restate old intervals "
+            node_plan.notes.append("definition changed since the last run: restate old intervals "
                             "to recompute them with the new SQL")
         schedule = node.schedule
         lo, hi = node_bounds(node, now_s, include_open)
         if keys or explicit:
             for key in keys:
-                np.due[partition_interval(node, key)] = "partition"
+                node_plan.due[partition_interval(node, key)] = Reason.PARTITION
             for a, b in explicit:
                 for pair in _pairs_overlapping(schedule, a, b):
-                    np.due[pair] = "partition"
+                    node_plan.due[pair] = Reason.PARTITION
             if node.partition_column:
-                np.partition_keys.update({p: _key(node, p) for p in np.due})
+                node_plan.partition_keys.update({p: _key(node, p) for p in node_plan.due})
             continue
-        if mode in ("backfill", "restate") or has_range:
+        if mode in (Mode.BACKFILL, Mode.RESTATE) or has_range:
             range_lo, range_hi = _range(start, end, node.timezone)
             # like SQLMesh, a range never reaches before the node's own start
             a = lo if range_lo is None else (range_lo if lo is None else max(range_lo, lo))
             if a is None:
-                np.notes.append("no start: set `start:` on the node or in seeknal_project.yml, "
+                node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml, "
                                 "or pass --start")
                 continue
             b = hi if range_hi is None else min(range_hi, hi)
             for pair in _missing_overlapping(schedule, done, a, b, hi):
-                np.due[pair] = "backfill"
+                node_plan.due[pair] = Reason.BACKFILL
         else:
             if lo is None and not done:
-                np.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
+                node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
                 continue
-            last_end = done.epoch_pairs()[-1][1] if done else None
+            last_end = done.pairs()[-1][1] if done else None
             first = max(lo, last_end) if (lo is not None and last_end is not None) else (
                 last_end if last_end is not None else lo)
-            for pair in _pending(_grid(schedule, schedule.tick_at_or_after(first), hi), done, schedule):
-                np.due[pair] = "new"
+            for pair in _pending(_ticks_within(schedule, schedule.tick_at_or_after(first), hi), done):
+                node_plan.due[pair] = Reason.NEW
             if node.lookback and last_end is not None:
                 ticks = schedule.ticks(_back(schedule, last_end, node.lookback), last_end)
                 for pair in zip(ticks, ticks[1:]):
-                    _add(np.due, pair, "lookback")
+                    _add(node_plan.due, pair, Reason.LOOKBACK)
         if state:
             for pair in _grid_pairs(schedule, state.failed_intervals, hi):
-                _add(np.due, pair, "retry")
+                _add(node_plan.due, pair, Reason.RETRY)
             for restatement in state.pending_restatements:
                 for pair in _grid_pairs(schedule, IntervalSet(restatement.intervals), hi):
-                    if not done.covers_us(pair[0] * 1_000_000, pair[1] * 1_000_000):
-                        _add(np.due, pair, "restate")
+                    if not done.covers(*pair):
+                        _add(node_plan.due, pair, Reason.RESTATE)
         if node.partition_column:
-            np.partition_keys.update({p: _key(node, p) for p in np.due})
+            node_plan.partition_keys.update({p: _key(node, p) for p in node_plan.due})
     return Plan(mode=mode, now=now_dt, nodes=out)
 
 
@@ -246,8 +262,8 @@ def _utc(value: TimeLike) -> dt.datetime:
     return from_epoch(to_epoch(value))
 
 
-def _add(due: dict[Pair, str], pair: Pair, reason: str) -> None:
-    if _REASON_RANK[reason] >= _REASON_RANK.get(due.get(pair, "new"), 0) or pair not in due:
+def _add(due: dict[Pair, Reason], pair: Pair, reason: Reason) -> None:
+    if pair not in due or reason.outranks(due[pair]):
         due[pair] = reason
 
 
@@ -263,13 +279,15 @@ def _key(node: TransformNode, pair: Pair) -> str:
 
 def _missing_overlapping(schedule: Schedule, done: IntervalSet, lo: int, hi: int, limit: int) -> list[Pair]:
     """Intervals overlapping [lo, hi) (whole, ending by ``limit``) not covered by ``done``."""
-    ticks = schedule.covering_ticks(lo, hi)
-    return _pending(ticks[:bisect_right(ticks, limit)], done, schedule)
+    if hi <= lo:
+        return []
+    first, last = schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi)
+    return _pending(_ticks_within(schedule, first, min(last, limit)), done)
 
 
 def _grid_pairs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
     """Grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
     pairs: set[Pair] = set()
-    for a, b in intervals.epoch_pairs():
-        pairs.update(p for p in _pairs_overlapping(schedule, a, b) if p[1] <= limit)
+    for a, b in intervals.pairs():
+        pairs.update(p for p in _pairs_overlapping(schedule, a, min(b, limit)) if p[1] <= limit)
     return sorted(pairs)

@@ -49,14 +49,16 @@ def restatement_impact(
                             "and has no intervals to restate")
         lo, hi = _range(start, end, node.timezone)
         _, limit = node_bounds(node, now_s)
-        impact[name] = done(name, [p for p in _pairs_overlapping(node.schedule, lo, hi) if p[1] <= limit])
+        # intervals ending by ``limit`` are those overlapping [lo, min(hi, limit)): only they are listed
+        overlapping = _pairs_overlapping(node.schedule, lo, min(hi, limit))
+        impact[name] = done(name, [p for p in overlapping if p[1] <= limit])
     for name in project.topological_order():
         node = project.nodes[name]
         upstream = [u for u in project.upstream(name) if impact.get(u)]
         if name in impact or not node.is_incremental or not upstream:
             continue
         _, limit = node_bounds(node, now_s)
-        span = IntervalSet.from_epoch_pairs(p for u in upstream for p in impact[u])
+        span = IntervalSet.from_pairs(p for u in upstream for p in impact[u])
         impact[name] = done(name, _grid_pairs(node.schedule, span, limit))
     return {n: pairs for n, pairs in impact.items() if pairs}
 
@@ -80,10 +82,10 @@ def restate(
     direct = {n: v for n, v in impact.items() if selected is None or n in selected}
     cascade = {n: v for n, v in impact.items() if n not in direct}
     if direct:
-        store.restate({n: IntervalSet.from_epoch_pairs(v) for n, v in direct.items()}, reason, actor)
+        store.restate({n: IntervalSet.from_pairs(v) for n, v in direct.items()}, reason, actor)
     if cascade:
         store.restate(
-            {n: IntervalSet.from_epoch_pairs(v) for n, v in cascade.items()},
+            {n: IntervalSet.from_pairs(v) for n, v in cascade.items()},
             f"{reason} (downstream of {', '.join(sorted(direct))})", actor,
         )
     return impact

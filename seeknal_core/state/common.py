@@ -171,7 +171,7 @@ def _completion(
     if not done and not keys:
         raise ValueError("mark_complete needs intervals or partition_keys")
     record = _event(
-        "complete", node, intervals=_rows(done._starts, done._ends), mode=origin,
+        "complete", node, intervals=_rows(*done.micros()), mode=origin,
         status="success", rows=rows, duration=duration, error=None, run_id=run_id,
     )
     if keys:
@@ -389,7 +389,7 @@ class StoreBase:
         _check_mode(mode)
         ivs = _as_set(intervals)
         self._apply_execution(node, _event(
-            "execution", node, intervals=_rows(ivs._starts, ivs._ends), mode=mode, status=status,
+            "execution", node, intervals=_rows(*ivs.micros()), mode=mode, status=status,
             rows=rows, duration=duration, error=error, run_id=run_id,
         ))
 
