@@ -180,12 +180,19 @@ def _sample_spans(schedule: Schedule, first: int, now: int) -> list[tuple[int, i
     seen = set()
     for t, shape in _offset_changes(schedule.timezone, first, max(now, first) + _HORIZON_S):
         shift = abs(shape[1] - shape[0])
-        lo = s.tick_before(s.tick_before(s.tick_at_or_before(t - shift)))
-        hi = s.tick_after(s.tick_after(s.tick_at_or_after(t + shift)))
+        # one expansion of the days around serves fine crons; coarse ones walk tick by tick
+        around = s.ticks(t - shift - 3 * 86_400, t + shift + 3 * 86_400)
+        i, j = bisect_right(around, t - shift) - 1, bisect_left(around, t + shift)
+        if i >= 2 and j + 2 < len(around):
+            lo, hi = around[i - 2], around[j + 2]
+        else:
+            lo = s.tick_before(s.tick_before(s.tick_at_or_before(t - shift)))
+            hi = s.tick_after(s.tick_after(s.tick_at_or_after(t + shift)))
+            around = s.ticks(lo, hi)
         if hi <= first:
             continue
         lo = max(lo, first)
-        key = (shape, tuple(x - t for x in s.ticks(lo, hi)))
+        key = (shape, tuple(x - t for x in around if lo <= x <= hi))
         if key not in seen:
             seen.add(key)
             spans.append((lo, hi, t))
