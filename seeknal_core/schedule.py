@@ -8,8 +8,16 @@ partitions must line up with ours:
 
 * crons that fire every hour (hour field ``*``) skip wall times that do not exist
   and fire at both instants of an ambiguous wall time;
-* other crons move a non-existent wall time to the end of the gap (02:30 -> 03:00)
-  and take the later instant (after the fall-back) of an ambiguous wall time.
+* other crons resolve a wall time as Dagster does, whose adjustments apply only to
+  hours 1, 2 and 3 (``DAYLIGHT_SAVINGS_HOURS``).  An ambiguous wall time takes the later
+  instant (after the fall-back), except that a cron with one fixed time of day (Dagster's
+  daily, weekly and monthly schedules) keeps the earlier instant outside hours 1-3
+  (a zone that falls back at midnight repeats 23:45: the first one fires).  A
+  non-existent wall time in hours 1-3 moves to the hour's start plus the zone's DST
+  amount (02:30 -> 03:00; 04:00 in Antarctica/Troll's two-hour shift); outside them it
+  is read with the offset before the change (00:30 in a midnight gap -> 01:30).  Where
+  Dagster's move lands on a wall time that does not exist either, the tick is the end
+  of the gap; the Dagster adapter refuses such definitions.
 
 croniter is used only to parse and expand the expression.
 """
@@ -35,6 +43,7 @@ PRESETS = {
 DAY = 86_400
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _MAX_SEARCH_DAYS = 366 * 30  # a valid cron fires at least every 28 years (Feb 29 on a weekday)
+_DST_HOURS = frozenset({1, 2, 3})  # Dagster's DAYLIGHT_SAVINGS_HOURS: the only hours it adjusts
 
 
 def normalise_expression(expression: str) -> str:
@@ -77,7 +86,7 @@ class Schedule:
 
     __slots__ = (
         "expression", "cron", "timezone", "_tz", "_times", "_hourly", "_months", "_doms",
-        "_dows", "_nth", "_dom_star", "_dow_star", "_every_day", "_period", "_phase",
+        "_dows", "_nth", "_dom_star", "_dow_star", "_every_day", "_period", "_phase", "_one_time",
     )
 
     def __init__(self, expression: str, timezone: str = "UTC"):
@@ -97,6 +106,7 @@ class Schedule:
         self._dows = frozenset(0 if d == 7 else d for d in dows if d != "*")
         self._nth = {(0 if d == 7 else d): frozenset(n) for d, n in nth.items()}
         self._every_day = self._months is None and self._dom_star and self._dow_star
+        self._one_time = _one_time_of_day(minutes, hours, doms, months, dows, nth)
         self._period = self._phase = None
         if self._every_day and self._tz is UTC:
             gaps = {b - a for a, b in zip(self._times, self._times[1:])}
@@ -164,18 +174,33 @@ class Schedule:
     # -- wall time -> instant -------------------------------------------------------------
     def _resolve(self, naive: dt.datetime) -> list[int]:
         """The instants (epoch s) a wall time fires at on a day whose offset changes."""
-        tz = self._tz
-        base = int((naive - dt.datetime(1970, 1, 1)).total_seconds())
-        o0 = int(naive.replace(tzinfo=tz, fold=0).utcoffset().total_seconds())
-        o1 = int(naive.replace(tzinfo=tz, fold=1).utcoffset().total_seconds())
+        base, o0, o1 = _reading(self._tz, naive)
         if o0 == o1:
             return [base - o0]
         if o0 > o1:  # ambiguous: the wall time happens twice
-            return [base - o0, base - o1] if self._hourly else [base - o1]
+            if self._hourly:
+                return [base - o0, base - o1]
+            return [base - o0] if self._one_time and naive.hour not in _DST_HOURS else [base - o1]
         if self._hourly:  # non-existent: hourly crons skip it
             return []
-        shifted = naive.replace(minute=0, second=0) + dt.timedelta(seconds=o1 - o0)
-        return self._resolve(shifted)
+        if naive.hour not in _DST_HOURS:  # Dagster leaves it alone: read before the change
+            return [base - o0]
+        dst = (naive + dt.timedelta(hours=1)).replace(tzinfo=self._tz).dst() or dt.timedelta(0)
+        moved = naive.replace(minute=0, second=0) + dst
+        mbase, m0, m1 = _reading(self._tz, moved)
+        if m0 == m1:
+            return [mbase - m0]
+        if m0 > m1:  # Dagster's fold applies to its fixed-time schedules only
+            return [mbase - m1] if self._one_time and moved.hour in _DST_HOURS else [mbase - m0]
+        return self._gap_end(naive, o1 - o0)
+
+    def _gap_end(self, naive: dt.datetime, gap: int) -> list[int]:
+        """The first instant after a gap that starts on the hour of ``naive``."""
+        shifted = naive.replace(minute=0, second=0) + dt.timedelta(seconds=gap)
+        base, o0, o1 = _reading(self._tz, shifted)
+        if o0 < o1:
+            return self._gap_end(shifted, o1 - o0)
+        return [base - o1]
 
     def _day_ticks(self, ordinal: int, out: list[int], lo: int, hi: int, offset_cache: list) -> None:
         day = dt.date.fromordinal(ordinal)
@@ -279,6 +304,25 @@ class Schedule:
 
     def is_tick(self, t: int) -> bool:
         return self.tick_at_or_before(t) == t
+
+
+def _one_time_of_day(minutes, hours, doms, months, dows, nth) -> bool:
+    """True for the crons Dagster computes as daily, weekly or monthly schedules (one time of
+    day, every month; numeric weekdays, or one day of month up to the 28th), whose DST rule
+    differs from its generic croniter path."""
+    if nth or len(minutes) != 1 or len(hours) != 1 or months != ["*"]:
+        return False
+    if doms == ["*"]:
+        return dows == ["*"] or all(isinstance(d, int) for d in dows)
+    return dows == ["*"] and len(doms) == 1 and isinstance(doms[0], int) and doms[0] <= 28
+
+
+def _reading(tz: dt.tzinfo, naive: dt.datetime) -> tuple[int, int, int]:
+    """A wall time as naive epoch seconds and its UTC offsets at fold 0 and fold 1."""
+    base = int((naive - dt.datetime(1970, 1, 1)).total_seconds())
+    o0 = int(naive.replace(tzinfo=tz, fold=0).utcoffset().total_seconds())
+    o1 = int(naive.replace(tzinfo=tz, fold=1).utcoffset().total_seconds())
+    return base, o0, o1
 
 
 def _offset_at(tz: dt.tzinfo, day: dt.date) -> int:

@@ -4,9 +4,10 @@ Dagster and seeknal must agree on every window, or a partition Dagster reports a
 materialized would not be the interval seeknal completed.  Both follow the same cron
 rules, so the factory builds the definition from the node's schedule and then checks it
 against seeknal's grid on a sample (the first windows, the last ones before now, and
-those around every UTC-offset change in the first 400 days and the next 400 days),
-reading windows through partition keys, which is the path Dagster's runs take.  A definition that
-disagrees is refused with a message naming the node and the fix.
+those around each kind of UTC-offset change from the start to 400 days after now),
+reading windows through partition keys, which is the path Dagster's runs take.  A definition
+whose windows disagree, or whose keys label a wall time that does not exist (Dagster leaves
+a skipped 00:30 as is), is refused with a message naming the node and the fix.
 
 Key format: ``%Y-%m-%d`` when every tick is at local midnight, ``%Y-%m-%d-%H:%M``
 otherwise.  On a fall-back night Dagster itself appends the UTC offset to the second
@@ -23,6 +24,7 @@ import datetime as dt
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from functools import lru_cache
 
 from dagster import TimeWindow, TimeWindowPartitionsDefinition
 
@@ -163,8 +165,10 @@ def check_partitions_def(
 
 def _sample_spans(schedule: Schedule, first: int, now: int) -> list[tuple[int, int, int]]:
     """Tick-aligned spans (lo, hi, instant of interest) worth comparing: the first windows,
-    the last ones before now, and every UTC-offset change (two windows either side) in
-    the first 400 days and in the next 400 days."""
+    the last ones before now, and every UTC-offset change (two windows either side) from
+    the first window to 400 days after now.  Changes that look alike to Dagster (same
+    offsets, DST amounts, time of day and ticks around them) are compared once, so a long
+    range costs a few Dagster queries per distinct kind of change, not one per change."""
     s = schedule
     spans = [(first, s.tick_after(s.tick_after(s.tick_after(first))), first)]
     last = s.tick_at_or_before(now)
@@ -173,21 +177,45 @@ def _sample_spans(schedule: Schedule, first: int, now: int) -> list[tuple[int, i
     zone = get_zone(schedule.timezone)
     if zone is UTC:
         return spans
-    changes = _offset_changes(zone, first, first + _HORIZON_S)
-    changes += _offset_changes(zone, max(now, first + _HORIZON_S), max(now, first) + _HORIZON_S)
-    for t, shift in changes:
-        lo = s.tick_before(s.tick_before(s.tick_at_or_before(t - shift)))
-        hi = s.tick_after(s.tick_after(s.tick_at_or_after(t + shift)))
-        if hi > first:
-            spans.append((max(lo, first), hi, t))
+    seen = set()
+    for t, shape in _offset_changes(schedule.timezone, first, max(now, first) + _HORIZON_S):
+        shift = abs(shape[1] - shape[0])
+        # one expansion of the days around serves fine crons; coarse ones walk tick by tick
+        around = s.ticks(t - shift - 3 * 86_400, t + shift + 3 * 86_400)
+        i, j = bisect_right(around, t - shift) - 1, bisect_left(around, t + shift)
+        if i >= 2 and j + 2 < len(around):
+            lo, hi = around[i - 2], around[j + 2]
+        else:
+            lo = s.tick_before(s.tick_before(s.tick_at_or_before(t - shift)))
+            hi = s.tick_after(s.tick_after(s.tick_at_or_after(t + shift)))
+            around = s.ticks(lo, hi)
+        if hi <= first:
+            continue
+        lo = max(lo, first)
+        key = (shape, tuple(x - t for x in around if lo <= x <= hi))
+        if key not in seen:
+            seen.add(key)
+            spans.append((lo, hi, t))
     return spans
 
 
-def _offset_changes(zone: dt.tzinfo, lo: int, hi: int) -> list[tuple[int, int]]:
-    """(instant, size in seconds) of each UTC-offset change in (lo, hi]: a daily scan, then bisection."""
-    offset = lambda t: int(dt.datetime.fromtimestamp(t, zone).utcoffset().total_seconds())
+def _offset_changes(timezone: str, lo: int, hi: int) -> list[tuple[int, tuple]]:
+    """(instant, shape) of each UTC-offset change in (lo, hi]; the shape is what Dagster's
+    wall-clock rules see: offsets and DST amounts either side and the instant's UTC time of day."""
+    years = range(dt.datetime.fromtimestamp(lo, UTC).year, dt.datetime.fromtimestamp(hi, UTC).year + 1)
+    return [c for y in years for c in _changes_in_year(timezone, y) if lo < c[0] <= hi]
+
+
+@lru_cache(maxsize=1024)
+def _changes_in_year(timezone: str, year: int) -> tuple[tuple[int, tuple], ...]:
+    """The offset changes of one UTC year: a daily scan, then bisection."""
+    zone = get_zone(timezone)
+    local = lambda t: dt.datetime.fromtimestamp(t, zone)
+    offset = lambda t: local(t).utcoffset()
+    t = int(dt.datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    hi = int(dt.datetime(year + 1, 1, 1, tzinfo=UTC).timestamp())
     out = []
-    t, before = lo, offset(lo)
+    before = offset(t)
     while t < hi:
         n = min(t + 86_400, hi)
         after = offset(n)
@@ -196,9 +224,12 @@ def _offset_changes(zone: dt.tzinfo, lo: int, hi: int) -> list[tuple[int, int]]:
             while b - a > 1:
                 mid = (a + b) // 2
                 a, b = (mid, b) if offset(mid) == before else (a, mid)
-            out.append((b, abs(after - before)))
+            seconds = lambda d: int(d.total_seconds()) if d is not None else 0
+            shape = (seconds(offset(a)), seconds(offset(b)), seconds(local(a).dst()), seconds(local(b).dst()),
+                     b % 86_400)
+            out.append((b, shape))
         t, before = n, after
-    return out
+    return tuple(out)
 
 
 def _check_span(
@@ -216,7 +247,8 @@ def _check_span(
                 f"{what}: two partitions share the key {dup!r} (format {pdef.fmt!r}), so Dagster "
                 f"cannot tell them apart; {_fix(schedule)}"
             )
-        batch = [pair(w) for w in pdef.time_windows_for_partition_keys(frozenset(keys), validate=False)]
+        windows = pdef.time_windows_for_partition_keys(frozenset(keys), validate=False)
+        batch, starts = [pair(w) for w in windows], [w.start for w in windows]
         near = min(range(len(ours)), key=lambda i: abs(ours[i][0] - focus)) if ours else 0
         spots = sorted({0, len(keys) - 1, *range(near - 2, near + 3)} & set(range(len(keys))))
         single = {i: pair(pdef.time_window_for_partition_key(keys[i])) for i in spots}
@@ -227,6 +259,13 @@ def _check_span(
             f"{what}: Dagster fails to compute its partitions near {format_local(_aware(focus), zone)} "
             f"({type(exc).__name__}: {exc or 'no message'}); {_fix(schedule)}"
         ) from None
+    for key, start in zip(keys, starts):
+        real = dt.datetime.fromtimestamp(start.timestamp(), zone)
+        if start.strftime(pdef.fmt) != real.strftime(pdef.fmt):
+            raise PartitionsError(
+                f"{what}: Dagster labels the partition {key!r} with a wall time that does not exist in "
+                f"{schedule.timezone} (its window starts at {format_local(real, zone)}); {_fix(schedule)}"
+            )
     theirs = [single.get(i, w) for i, w in enumerate(batch)]
     if theirs != ours:
         i = next((i for i, (x, y) in enumerate(zip(theirs, ours)) if x != y), min(len(theirs), len(ours)))
