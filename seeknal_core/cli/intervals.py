@@ -35,6 +35,14 @@ Pair = tuple[int, int]
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def listing_options(func: Any) -> Any:
+    """``--each``/``--runs``: one line per interval, or runs with a count (default: by length)."""
+    func = click.option("--runs", "listing", flag_value="runs",
+                        help="Fold intervals into runs with a count.")(func)
+    return click.option("--each", "listing", flag_value="each",
+                        help=f"One line per interval (the default up to {render.SHORT_LIST} a node).")(func)
+
+
 @click.group("intervals", short_help="Inspect and manage intervals.")
 @project_option
 def intervals() -> None:
@@ -67,14 +75,15 @@ def list_command(node: str, as_json: bool) -> int:
 @intervals.command("show", short_help="Completed intervals per node, annotated.")
 @click.argument("node", required=False)
 @project_option
+@listing_options
 @json_option
-def show_command(node: str | None, as_json: bool) -> int:
+def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
     """Completed intervals per node, annotated from the audit log, with pending
     restatements and failed intervals."""
     sess = session()
     nodes = [sess.scheduled(node)] if node else sess.scheduled_nodes()
     states = sess.store.load()
-    reports = [_node_report(sess, spec, states.get(spec.name)) for spec in nodes]
+    reports = [_node_report(sess, spec, states.get(spec.name), listing) for spec in nodes]
     if as_json:
         render.echo_json({"nodes": [r[0] for r in reports]})
         return 0
@@ -84,12 +93,14 @@ def show_command(node: str | None, as_json: bool) -> int:
     return 0
 
 
-def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) -> tuple[dict, list[str]]:
+def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
+                 listing: str | None = None) -> tuple[dict, list[str]]:
     """(JSON, text lines) of one node for ``intervals show``."""
     completed = state.completed if state else IntervalSet()
     pieces = render.annotated_runs(completed, sess.store.history(spec.name)) if completed else []
     lines = [f"Completed Intervals for {spec.name}:"]
-    lines += [f"  {render.span(a, b, spec)} ✓{render.annotation(mode)}" for (a, b), mode in pieces]
+    lines += [f"  {render.span(a, b, spec)}{render.counted(count)} ✓{render.annotation(mode)}"
+              for a, b, mode, count in render.listed([(a, b, m) for (a, b), m in pieces], spec, listing)]
     if not pieces:
         lines.append("  none yet: run `seeknal run`")
     restatements = []
@@ -126,9 +137,10 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) ->
 @project_option
 @date_options
 @click.option("--schedule", metavar="CRON", help="Only nodes on this schedule (e.g. @daily).")
+@listing_options
 @json_option
 def pending_command(node: str | None, start: str | None, end: str | None, schedule: str | None,
-                    as_json: bool) -> int:
+                    listing: str | None, as_json: bool) -> int:
     """Intervals a backfill would process (default: from each node's start to now)."""
     sess = session()
     nodes = _select(sess, node, schedule)
@@ -149,9 +161,9 @@ def pending_command(node: str | None, start: str | None, end: str | None, schedu
         indent = "    " if several else "  "
         if several and np.due:
             click.echo(f"  {np.node} ({len(np.due)}):")
-        for a, b, reason, count in _reason_runs(np.due):
-            more = f" ({count} intervals)" if count > 1 else ""
-            click.echo(f"{indent}{render.span(a, b, spec)}{more}{_PENDING_WHY.get(reason, '')}")
+        for a, b, reason, count in render.listed(_reason_runs(np.due), spec, listing):
+            why = _PENDING_WHY.get(reason, "")
+            click.echo(f"{indent}{render.span(a, b, spec)}{render.counted(count)}{why}")
         for note in np.notes:
             click.echo(f"  {np.node}: note: {note}")
     return 0
@@ -160,14 +172,14 @@ def pending_command(node: str | None, start: str | None, end: str | None, schedu
 _PENDING_WHY = {"retry": " (failed: will retry)", "restate": " (restatement)"}
 
 
-def _reason_runs(due: dict[Pair, str]) -> list[tuple[int, int, str, int]]:
-    """Contiguous runs of due intervals with the same reason: (start, end, reason, count)."""
+def _reason_runs(due: dict[Pair, str]) -> list[tuple[int, int, str]]:
+    """Contiguous runs of due intervals with the same reason: (start, end, reason)."""
     out: list[list[Any]] = []
     for (a, b), reason in sorted(due.items()):
         if out and out[-1][1] == a and out[-1][2] == reason:
-            out[-1][1], out[-1][3] = b, out[-1][3] + 1
+            out[-1][1] = b
         else:
-            out.append([a, b, reason, 1])
+            out.append([a, b, reason])
     return [tuple(r) for r in out]  # type: ignore[misc]
 
 
@@ -245,11 +257,16 @@ def complete_command(node: str | None, specs: tuple[str, ...]) -> int:
     for name, pairs in chosen.items():
         spec = sess.project.nodes[name]
         already = sess.store.completed(name)
-        known = sum(1 for a, b in pairs if already.contains((from_epoch(a), from_epoch(b))))
-        sess.store.mark_complete(name, [(from_epoch(a), from_epoch(b)) for a, b in pairs], origin="manual")
-        note = f" ({known} already complete)" if known else ""
-        click.echo(f"{name}: marked {render.plural(len(pairs), 'interval')} complete (manual){note}: "
-                   f"{render.spans_text(pairs, spec)}")
+        fresh = [(a, b) for a, b in pairs if not already.contains((from_epoch(a), from_epoch(b)))]
+        if not fresh:  # nothing to record: the intervals keep their annotation (backfilled, ...)
+            click.echo(f"{name}: nothing changed: {render.plural(len(pairs), 'interval')} already "
+                       f"complete ({render.spans_text(pairs, spec)})")
+            continue
+        sess.store.mark_complete(name, [(from_epoch(a), from_epoch(b)) for a, b in fresh], origin="manual")
+        known = len(pairs) - len(fresh)
+        note = f" ({known} already complete, left as they were)" if known else ""
+        click.echo(f"{name}: marked {render.plural(len(fresh), 'interval')} complete (manual){note}: "
+                   f"{render.spans_text(fresh, spec)}")
     return 0
 
 
@@ -288,8 +305,8 @@ def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, 
                     dry_run: bool, as_json: bool) -> int:
     """Mark intervals (and their downstream intervals) for re-processing."""
     sess = session()
-    restate_report(sess, nodes, Window(start, end), reason, dry_run=dry_run, as_json=as_json)
-    if not dry_run and not as_json:
+    impact = restate_report(sess, nodes, Window(start, end), reason, dry_run=dry_run, as_json=as_json)
+    if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
     return 0
 

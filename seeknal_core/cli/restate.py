@@ -25,8 +25,13 @@ def restate_options(func: Callable) -> Callable:
 
 
 def node_names(sess: Session, nodes: Sequence[str]) -> list[str] | None:
-    """``--node`` values (repeatable, comma-separated) as node names; None for all nodes."""
+    """``--node`` values (repeatable, comma-separated) as node names; None for all nodes.
+
+    ``--node ,,`` names no node: a usage error, never "every node"."""
     names = [part.strip() for value in nodes for part in value.split(",") if part.strip()]
+    if nodes and not names:
+        raise click.UsageError(f"--node {' '.join(nodes)!r} names no node: give names such as "
+                               "--node events_flow (or leave --node out for every node)")
     return [sess.node(n).name for n in dict.fromkeys(names)] or None
 
 
