@@ -113,8 +113,8 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
 
-def probe(root, *args) -> dict:
-    proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args, "--project-path", str(root)],
+def probe(root, *args, script: str = IMPORT_PROBE) -> dict:
+    proc = subprocess.run([sys.executable, "-c", script, *args, "--project-path", str(root)],
                           capture_output=True, text=True, env={"SEEKNAL_NOW": "2024-01-04T06:00:00Z",
                                                                "PATH": "/usr/bin:/bin"})
     return json.loads(proc.stderr.splitlines()[-1])
@@ -140,3 +140,14 @@ def test_startup_is_small(tmp_path):
                            "--project-path", str(root)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("Pending intervals (")
     assert time.perf_counter() - t < 3.0
+
+
+PENDULUM_PROBE = IMPORT_PROBE.replace('("duckdb", "dagster", "rich")', '("pendulum",)')
+
+
+def test_pendulum_is_imported_only_for_last_and_freshness(tmp_path):
+    root = make_project(tmp_path)
+    assert probe(root, "intervals", "pending", script=PENDULUM_PROBE) == {"code": 0, "heavy": []}
+    assert invoke(root, "run").exit_code == 0
+    for args in (["intervals", "pending", "--last", "24h"], ["intervals", "show"]):
+        assert probe(root, *args, script=PENDULUM_PROBE) == {"code": 0, "heavy": ["pendulum"]}, args

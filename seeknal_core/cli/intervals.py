@@ -103,6 +103,12 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
               for a, b, mode, count in render.listed([(a, b, m) for (a, b), m in pieces], spec, listing)]
     if not pieces:
         lines.append("  none yet: run `seeknal run`")
+    last_end = from_epoch(pieces[-1][0][1]) if pieces else None
+    if last_end is not None:  # freshness, relative to $SEEKNAL_NOW when set
+        from .relative import ago
+
+        verb = "ended" if last_end <= sess.now else "ends"
+        lines.append(f"Last interval {verb} {ago(last_end, sess.now)}.")
     restatements = []
     for r in state.pending_restatements if state else []:
         left = IntervalSet(r.intervals).difference(completed).epoch_pairs()
@@ -121,6 +127,7 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
     data = {
         "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
         "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
+        "last_interval_end": last_end.isoformat() if last_end else None,
         "pending_restatements": [
             {"id": r.id, "reason": r.reason, "actor": r.actor, "requested_at": r.requested_at.isoformat(),
              "intervals": [render.interval_dict(a, b, spec) for a, b in left]}
@@ -139,12 +146,13 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
 @click.option("--schedule", metavar="CRON", help="Only nodes on this schedule (e.g. @daily).")
 @listing_options
 @json_option
-def pending_command(node: str | None, start: str | None, end: str | None, schedule: str | None,
+def pending_command(node: str | None, start: str | None, end: str | None, last: str | None,
+                    schedule: str | None,
                     listing: str | None, as_json: bool) -> int:
     """Intervals a backfill would process (default: from each node's start to now)."""
     sess = session()
     nodes = _select(sess, node, schedule)
-    plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end), mode="backfill")
+    plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end, last), mode="backfill")
     node_plans = [np for np in plan.nodes if not np.full_refresh]
     total = sum(len(np.due) for np in node_plans)
     if as_json:
@@ -219,7 +227,7 @@ def _with_schedule(sess: Session, spec: TransformNode, schedule: str | None) -> 
 @click.option("--batch-size", type=click.IntRange(min=1), help="Intervals per query (default: node's).")
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @json_option
-def backfill_command(node: str, start: str | None, end: str | None, schedule: str | None,
+def backfill_command(node: str, start: str | None, end: str | None, last: str | None, schedule: str | None,
                      batch_size: int | None, dry_run: bool, as_json: bool) -> int:
     """Process every missing interval of NODE in the range (default: its start to now)."""
     from . import progress
@@ -227,7 +235,7 @@ def backfill_command(node: str, start: str | None, end: str | None, schedule: st
     sess = session()
     spec = _with_schedule(sess, sess.node(node), schedule)
     check_schedule(spec, schedule)
-    plan = plan_nodes(sess, [spec.name], Window(start, end), mode="backfill", batch_size=batch_size)
+    plan = plan_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size)
     if dry_run:
         if as_json:
             render.echo_json(progress.plan_json(sess, plan))
@@ -301,11 +309,11 @@ def _manual_intervals(sess: Session, spec: TransformNode, specs: tuple[str, ...]
 @click.option("--reason", required=True, help="Why the data must be recomputed (recorded).")
 @click.option("--dry-run", is_flag=True, help="Show every affected interval; change nothing.")
 @json_option
-def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, reason: str,
+def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None, reason: str,
                     dry_run: bool, as_json: bool) -> int:
     """Mark intervals (and their downstream intervals) for re-processing."""
     sess = session()
-    impact = restate_report(sess, nodes, Window(start, end), reason, dry_run=dry_run, as_json=as_json)
+    impact = restate_report(sess, nodes, Window(start, end, last), reason, dry_run=dry_run, as_json=as_json)
     if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
     return 0

@@ -45,7 +45,7 @@ def restate(sess: Session, nodes: Sequence[str], window: Window, reason: str, *,
         raise CliError('a restatement needs a reason: pass --reason "why the data is wrong"')
     names = node_names(sess, nodes)
     selected = names or [n.name for n in sess.scheduled_nodes()]
-    start, end = window.values()
+    start, end = window.values(sess.now)
     if dry_run:
         impact = runner.restatement_impact(sess.project, names, start, end, now=sess.now,
                                            store=sess.store)
@@ -79,7 +79,7 @@ def restate_lines(sess: Session, impact: dict[str, list[Pair]], selected: list[s
                   window: Window, dry_run: bool) -> list[str]:
     if not impact:
         return [f"Nothing to restate: no finished interval of {', '.join(selected) or 'any node'} "
-                f"overlaps {window.start} to {window.end}."]
+                f"overlaps {window}."]
     head = "Would restate (dry run, nothing changed)" if dry_run else "Restated"
     lines = [f"{head}, reason: {reason.strip()}"]
     for name, pairs in impact.items():
