@@ -151,3 +151,67 @@ def test_pendulum_is_imported_only_for_last_and_freshness(tmp_path):
     assert invoke(root, "run").exit_code == 0
     for args in (["intervals", "pending", "--last", "24h"], ["intervals", "show"]):
         assert probe(root, *args, script=PENDULUM_PROBE) == {"code": 0, "heavy": ["pendulum"]}, args
+
+
+# -- the coverage bar on a real terminal (a pty) -------------------------------------------------
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def on_a_terminal(root, *args: str, env: dict | None = None, columns: int = 80) -> str:
+    """Run the installed `seeknal` with stdout on a pseudo-terminal of ``columns``; what it drew."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    from pathlib import Path
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    seeknal = str(Path(sys.executable).with_name("seeknal"))
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES", "FORCE_COLOR")}
+    proc = subprocess.Popen([seeknal, *args, "--project-path", str(root)], stdout=slave, stderr=subprocess.PIPE,
+                            env={**base, "TERM": "xterm-256color", **(env or {})})
+    os.close(slave)
+    chunks = []
+    while True:  # read until the child closes the terminal (EIO on Linux)
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait() == 0, proc.stderr.read()
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+
+
+def test_show_draws_a_coverage_bar_on_a_terminal(tmp_path):
+    from test_cli import fail_on
+
+    root = make_project(tmp_path, EVENTS_FLOW, guard=fail_on("2024-01-03"))
+    invoke(root, "run", now="2024-01-06T00:00:00Z")           # 01-03 fails, 01-01..01-05 otherwise done
+    invoke(root, "intervals", "restate", "--start", "2024-01-05", "--end", "2024-01-05", "--reason", "late",
+           now="2024-01-08T00:00:00Z")                        # 01-05 pending restatement; 01-06, 01-07 missing
+    now = {"SEEKNAL_NOW": "2024-01-08T00:00:00Z"}
+    drawn = on_a_terminal(root, "intervals", "show", env=now)
+    assert "\x1b[" in drawn  # coloured
+    lines = ANSI.sub("", drawn).splitlines()
+    assert lines[0] == "Completed Intervals for events_flow:"
+    bar, ends = lines[1].rsplit("  ", 1)
+    assert ends == "2024-01-01 → 2024-01-08" and len(lines[1]) <= 80
+    cells = bar.strip()
+    assert set(cells) == set("█✗▒░")
+    # the 7 days in order: done, done, failed, done, restating, missing, missing
+    assert re.sub(r"(.)\1+", r"\1", cells) == "█✗█▒░"
+    day = len(cells) / 7
+    assert abs(cells.index("✗") - 2 * day) <= 1 and abs(cells.index("░") - 5 * day) <= 1
+    assert lines[2:5] == ["  2024-01-01 to 2024-01-02 ✓", "  2024-01-02 to 2024-01-03 ✓", "  2024-01-04 to 2024-01-05 ✓"]
+    assert lines[-1].split() == ["✗", "failed", "▒", "restating", "░", "missing", "█", "completed"]
+    plain = ANSI.sub("", on_a_terminal(root, "intervals", "show", env={**now, "NO_COLOR": "1"}))
+    assert plain.splitlines()[1] == lines[1]  # glyphs tell the categories apart without colour
+    # not a terminal: the text as before, no bar; --json unchanged
+    piped = invoke(root, "intervals", "show", now="2024-01-08T00:00:00Z").output
+    assert piped.splitlines()[0] == lines[0] and piped.splitlines()[1] == "  2024-01-01 to 2024-01-02 ✓"
+    assert "█" not in piped

@@ -6,6 +6,7 @@ These commands load the project and the state store only; they never import duck
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -89,6 +90,11 @@ def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
         return 0
     if not nodes:
         click.echo("No scheduled nodes: add schedule: '@daily' to a transform to track its intervals.")
+    elif sys.stdout.isatty():  # a person watching: a coverage bar per node (rich)
+        from .coverage import print_with_bars
+
+        print_with_bars(nodes, states, [r[1] for r in reports], sess.now)
+        return 0
     click.echo("\n\n".join("\n".join(r[1]) for r in reports))
     return 0
 
