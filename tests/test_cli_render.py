@@ -215,3 +215,32 @@ def test_show_draws_a_coverage_bar_on_a_terminal(tmp_path):
     piped = invoke(root, "intervals", "show", now="2024-01-08T00:00:00Z").output
     assert piped.splitlines()[0] == lines[0] and piped.splitlines()[1] == "  2024-01-01 to 2024-01-02 ✓"
     assert "█" not in piped
+
+
+def test_listing_cuts_runs_at_the_ticks_of_irregular_grids():
+    """New York days are 23 and 25 hours around DST: one line per local day, counted alike."""
+    ny = node("@daily", "America/New_York")
+    mar9, mar12 = 1709960400, 1710216000  # 2024-03-09 and 2024-03-12, 00:00 New York
+    assert render.count_in(mar9, mar12, ny) == 3
+    assert [render.span(a, b, ny) for a, b, _, _ in render.listed([(mar9, mar12, "")], ny)] == [
+        "2024-03-09 to 2024-03-10", "2024-03-10 to 2024-03-11", "2024-03-11 to 2024-03-12"]
+    assert list(render.listed([(mar9, mar12, "x")], ny, "runs")) == [(mar9, mar12, "x", 3)]
+    hourly = node("@hourly")
+    long_run = [(JAN1, JAN1 + 25 * 3600, "")]
+    assert list(render.listed(long_run, hourly)) == [(JAN1, JAN1 + 25 * 3600, "", 25)]
+    assert len(list(render.listed(long_run, hourly, "each"))) == 25
+
+
+def test_relative_durations_short_and_iso():
+    import datetime as dt
+
+    from seeknal_core.cli import relative
+
+    at = dt.datetime(2024, 3, 31, 12, tzinfo=dt.UTC)
+    assert [relative.iso_text(t) for t in ("24h", "7d", "90m", "2w", "1d12h", "P7D")] == [
+        "PT24H", "P7D", "PT90M", "P14D", "P1DT12H", "P7D"]
+    assert relative.before(at, "24h") == relative.before(at, "PT24H") == dt.datetime(2024, 3, 30, 12, tzinfo=dt.UTC)
+    assert relative.before(at, "P1M") == dt.datetime(2024, 2, 29, 12, tzinfo=dt.UTC)  # calendar month
+    assert relative.before(dt.date(2024, 1, 6), "36h") == dt.datetime(2024, 1, 4, 12)  # naive stays naive
+    assert relative.ago(at - dt.timedelta(hours=3), at) == "3 hours ago"
+    assert relative.ago(at + dt.timedelta(days=2), at) == "in 2 days"
