@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..state import NodeState
 
 Pair = tuple[int, int]
+BAR_WIDTH = 60  # cells at most; "  2024-01-01 00:00 → 2024-04-01 00:00" fits beside them in 100 columns
 
 #: category -> (glyph, rich style), in the order they win a cell
 CELLS = {"failed": ("✗", "bold red"), "restating": ("▒", "yellow"), "missing": ("░", "grey50"),
@@ -87,7 +88,7 @@ def print_with_bars(specs: Sequence[TransformNode], states: dict[str, NodeState]
             restating = IntervalSet([iv for r in state.pending_restatements for iv in r.intervals]
                                     if state else [])
             ends = f"  {render.local_text(span[0], spec)} → {render.local_text(span[1], spec)}"
-            width = max(10, min(100, console.width - 2 - len(ends)))
+            width = max(10, min(BAR_WIDTH, console.width - 40))  # one width for every node: aligned
             bar = Text("  ")
             for category in cells(*span, width, completed, failed.difference(completed), restating):
                 glyph, style = CELLS[category]
