@@ -153,8 +153,7 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
 @listing_options
 @json_option
 def pending_command(node: str | None, start: str | None, end: str | None, last: str | None,
-                    schedule: str | None,
-                    listing: str | None, as_json: bool) -> int:
+                    schedule: str | None, listing: str | None, as_json: bool) -> int:
     """Intervals a backfill would process (default: from each node's start to now)."""
     sess = session()
     nodes = _select(sess, node, schedule)
