@@ -138,7 +138,10 @@ def test_tutorial_end_to_end(tmp_path):
     assert "Done: 3 intervals, 144 rows" in first.stdout
 
     show = seeknal("intervals", "show", cwd=root)
-    assert show.stdout == "Completed Intervals for events_flow:\n  2024-01-01 to 2024-01-04 ✓\n"
+    # issue 10: one line per interval for a short list, as the tutorial prints it
+    assert show.stdout == ("Completed Intervals for events_flow:\n  2024-01-01 to 2024-01-02 ✓\n"
+                           "  2024-01-02 to 2024-01-03 ✓\n  2024-01-03 to 2024-01-04 ✓\n"
+                           "Last interval ended 6 hours ago.\n")
 
     second = seeknal("run", "--project-path", str(root), now="2024-01-05T00:30:00Z")
     assert second.returncode == 0, second.stderr
@@ -161,8 +164,12 @@ def test_tutorial_end_to_end(tmp_path):
     assert "No node given: marking every scheduled node (1: events_flow)" in manual.stdout
     show = seeknal("intervals", "show", cwd=root)
     assert show.stdout == ("Completed Intervals for events_flow:\n"
-                           "  2024-01-01 to 2024-01-06 ✓ (restated)\n"
-                           "  2024-01-06 to 2024-01-07 ✓ (manual)\n")
+                           + "".join(f"  2024-01-0{d} to 2024-01-0{d + 1} ✓ (restated)\n" for d in range(1, 6))
+                           + "  2024-01-06 to 2024-01-07 ✓ (manual)\nLast interval ends in 2 days.\n")
+    runs = seeknal("intervals", "show", "--runs", cwd=root)
+    assert runs.stdout == ("Completed Intervals for events_flow:\n"
+                           "  2024-01-01 to 2024-01-06 (5 intervals) ✓ (restated)\n"
+                           "  2024-01-06 to 2024-01-07 ✓ (manual)\nLast interval ends in 2 days.\n")
     history = seeknal("intervals", "history", "events_flow", cwd=root)
     assert "Fixed aggregation bug" in history.stdout and "manual" in history.stdout
 
@@ -186,9 +193,10 @@ def test_tutorial_gap_backfill_is_annotated(tmp_path):
     assert "events_flow: Processing 1 missing interval (2024-01-03 to 2024-01-04)" in run.stdout
     show = seeknal("intervals", "show", cwd=root)
     assert show.stdout == ("Completed Intervals for events_flow:\n"
-                           "  2024-01-01 to 2024-01-03 ✓\n"
+                           "  2024-01-01 to 2024-01-02 ✓\n  2024-01-02 to 2024-01-03 ✓\n"
                            "  2024-01-03 to 2024-01-04 ✓ (backfilled)\n"
-                           "  2024-01-04 to 2024-01-06 ✓\n")
+                           "  2024-01-04 to 2024-01-05 ✓\n  2024-01-05 to 2024-01-06 ✓\n"
+                           "Last interval ends in 1 day.\n")  # SEEKNAL_NOW 2024-01-04 precedes the imported state
 
 
 def test_tutorial_partition_backfill(tmp_path):
@@ -199,7 +207,8 @@ def test_tutorial_partition_backfill(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "events_flow: Processing 3 partition intervals (2024-01-01 to 2024-01-04)" in result.stdout
     show = invoke(root, "intervals", "show")
-    assert show.output == "Completed Intervals for events_flow:\n  2024-01-01 to 2024-01-04 ✓ (backfilled)\n"
+    assert show.output == "Completed Intervals for events_flow:\n" + "".join(
+        f"  2024-01-0{d} to 2024-01-0{d + 1} ✓ (backfilled)\n" for d in (1, 2, 3)) + "Last interval ended 6 hours ago.\n"
     bad = invoke(root, "run", "--partitions", "2024/01/01")
     assert bad.exit_code == 2 and "does not match" in bad.stderr
 
@@ -267,7 +276,10 @@ def test_seed_guide_commands(tmp_path):
     assert records[2]["reason"] == "seeknal run --restate" and records[3]["mode"] == "restate"
     show = invoke(root, "intervals", "show", now=now)
     assert show.output.splitlines()[1:] == ["  2024-01-01 to 2024-01-02 ✓ (restated)",
-                                            "  2024-01-02 to 2024-02-06 ✓ (backfilled)"]
+                                            "  2024-01-02 to 2024-02-06 (35 intervals) ✓ (backfilled)",
+                                            "Last interval ended 4 days ago."]
+    each = invoke(root, "intervals", "show", "--each", now=now).output.splitlines()
+    assert len(each) == 1 + 36 + 1 and each[-2] == "  2024-02-05 to 2024-02-06 ✓ (backfilled)"
 
 
 # -- init ------------------------------------------------------------------------------------------
@@ -402,7 +414,13 @@ def test_pending_several_nodes_json_and_notes(tmp_path):
     assert daily["nodes"][0]["intervals"][0]["reason"] == "backfill"
     hourly = invoke(root, "intervals", "pending", "hourly", "--start", "2024-01-03T10:00", "--end",
                     "2024-01-03T12:30")
-    assert hourly.output == "Pending intervals (3):\n  2024-01-03 10:00 to 2024-01-03 13:00 (3 intervals)\n"
+    assert hourly.output == ("Pending intervals (3):\n  2024-01-03 10:00 to 2024-01-03 11:00\n"
+                             "  2024-01-03 11:00 to 2024-01-03 12:00\n  2024-01-03 12:00 to 2024-01-03 13:00\n")
+    folded = invoke(root, "intervals", "pending", "hourly", "--start", "2024-01-03T10:00", "--end",
+                    "2024-01-03T12:30", "--runs")
+    assert folded.output == "Pending intervals (3):\n  2024-01-03 10:00 to 2024-01-03 13:00 (3 intervals)\n"
+    each = invoke(root, "intervals", "pending", "hourly", "--each").output.splitlines()
+    assert len(each) == 1 + 78 and each[1] == "  2024-01-01 00:00 to 2024-01-01 01:00"
 
 
 def test_node_timezone_reads_naive_dates_in_that_zone(tmp_path):
@@ -444,7 +462,8 @@ def test_complete_forms_of_interval(tmp_path):
                              "2024-01-01 06:00, 2024-01-02 00:00 to 2024-01-03 00:00\n")
     show = invoke(root, "intervals", "show", "hourly").output
     assert show.splitlines()[1:] == ["  2024-01-01 05:00 to 2024-01-01 06:00 ✓ (manual)",
-                                     "  2024-01-02 00:00 to 2024-01-03 00:00 ✓ (manual)"]
+                                     "  2024-01-02 00:00 to 2024-01-03 00:00 (24 intervals) ✓ (manual)",
+                                     "Last interval ended 1 day ago."]
     history = invoke(root, "intervals", "history", "hourly")
     assert history.output.splitlines()[0] == "History of hourly (times in UTC):"
     assert history.output.splitlines()[1].split() == [
@@ -504,7 +523,7 @@ def test_history_json_and_empty(tmp_path):
 def test_global_project_path_and_short_option(tmp_path):
     root = make_project(tmp_path)
     result = CliRunner().invoke(cli, ["-p", str(root), "intervals", "pending"], env={"SEEKNAL_NOW": "2024-01-03"})
-    assert result.output == "Pending intervals (2):\n  2024-01-01 to 2024-01-03 (2 intervals)\n"
+    assert result.output == "Pending intervals (2):\n  2024-01-01 to 2024-01-02\n  2024-01-02 to 2024-01-03\n"
 
 
 @pytest.mark.parametrize("args", [
@@ -527,4 +546,87 @@ def test_pending_with_a_schedule_for_an_unscheduled_node(tmp_path):
         "WHERE event_time >= '{{ start }}' AND event_time < '{{ end }}'") + "  time_column: day\n"
     root = make_project(tmp_path, EVENTS_FLOW, daily_table)
     result = invoke(root, "intervals", "pending", "totals", "--schedule", "@daily")
-    assert result.output == "Pending intervals (3):\n  2024-01-01 to 2024-01-04 (3 intervals)\n"
+    assert result.output == ("Pending intervals (3):\n  2024-01-01 to 2024-01-02\n  2024-01-02 to 2024-01-03\n"
+                             "  2024-01-03 to 2024-01-04\n")
+
+
+def test_completing_an_already_complete_interval_changes_nothing(tmp_path):
+    """Issue 10: no "marked 1 interval complete (1 already complete)", no relabelling as manual."""
+    root = make_project(tmp_path)
+    backfill = invoke(root, "run", "--backfill", now="2024-01-06T08:00:00Z")
+    assert backfill.exit_code == 0
+    before = state_bytes(root)
+    again = invoke(root, "intervals", "complete", "events_flow", "--interval", "2024-01-05",
+                   now="2024-01-06T08:00:00Z")
+    assert again.exit_code == 0
+    assert again.output == "events_flow: nothing changed: 1 interval already complete (2024-01-05 to 2024-01-06)\n"
+    assert state_bytes(root) == before
+    show = invoke(root, "intervals", "show", now="2024-01-06T08:00:00Z")
+    assert "  2024-01-05 to 2024-01-06 ✓ (backfilled)" in show.output and "(manual)" not in show.output
+    mixed = invoke(root, "intervals", "complete", "events_flow", "--interval", "2024-01-05/2024-01-06",
+                   now="2024-01-07T08:00:00Z")
+    assert mixed.output == ("events_flow: marked 1 interval complete (manual) (1 already complete, left as "
+                            "they were): 2024-01-06 to 2024-01-07\n")
+    show = invoke(root, "intervals", "show", now="2024-01-07T08:00:00Z").output
+    assert "  2024-01-05 to 2024-01-06 ✓ (backfilled)\n  2024-01-06 to 2024-01-07 ✓ (manual)\n" in show
+
+
+def test_restate_matching_nothing_prints_only_that(tmp_path):
+    root = make_project(tmp_path)
+    invoke(root, "run")
+    result = invoke(root, "intervals", "restate", "--start", "2024-02-01", "--end", "2024-02-02", "--reason", "x")
+    assert result.exit_code == 0
+    assert result.output == ("Nothing to restate: no finished interval of events_flow overlaps "
+                             "2024-02-01 to 2024-02-02.\n")
+    done = invoke(root, "intervals", "restate", "--start", "2024-01-01", "--end", "2024-01-01", "--reason", "x")
+    assert done.output.endswith("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.\n")
+
+
+# -- relative ranges and freshness (issue 10) -----------------------------------------------------
+def test_last_is_a_relative_range_on_run_pending_backfill_and_restate(tmp_path):
+    root = make_project(tmp_path, EVENTS_FLOW, HOURLY)
+    now = "2024-01-05T12:00:00Z"
+    dry = invoke(root, "run", "--node", "hourly", "--last", "24h", "--dry-run", now=now)
+    assert dry.output.splitlines()[0] == \
+        "hourly: Would process 24 missing intervals (2024-01-04 12:00 to 2024-01-05 12:00) in 1 batch"
+    iso = invoke(root, "run", "--node", "hourly", "--last", "PT24H", "--dry-run", now=now)
+    assert iso.output == dry.output
+    pending = invoke(root, "intervals", "pending", "events_flow", "--last", "P2D", now=now)
+    # [2024-01-03T12:00, now) overlaps 2024-01-03 and 2024-01-04 (2024-01-05 has not ended)
+    assert pending.output == "Pending intervals (2):\n  2024-01-03 to 2024-01-04\n  2024-01-04 to 2024-01-05\n"
+    before_end = invoke(root, "intervals", "pending", "events_flow", "--last", "1d", "--end", "2024-01-02",
+                        now=now)
+    assert before_end.output == "Pending intervals (1):\n  2024-01-02 to 2024-01-03\n"
+    ran = seeknal("run", "--last", "90m", "--node", "hourly", cwd=root, now=now)
+    assert ran.returncode == 0, ran.stderr
+    assert "hourly: Processing 2 missing intervals (2024-01-05 10:00 to 2024-01-05 12:00)" in ran.stdout
+    backfill = invoke(root, "intervals", "backfill", "hourly", "--last", "3h", "--dry-run", now=now)
+    assert backfill.output.startswith("hourly: Would process 1 missing interval (2024-01-05 09:00 to 2024-01-05 10:00)")
+    restate = invoke(root, "intervals", "restate", "--node", "hourly", "--last", "1h", "--reason", "late", now=now)
+    assert restate.output.startswith("Restated, reason: late\n  hourly: 1 interval (2024-01-05 11:00 to 2024-01-05 12:00)")
+    nothing = invoke(root, "intervals", "restate", "--node", "events_flow", "--last", "1h", "--reason", "x", now=now)
+    assert nothing.output == "Nothing to restate: no finished interval of events_flow overlaps the last 1h.\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--last", "24h", "--start", "2024-01-01"], "--last and --start both set where the range starts"),
+    (["intervals", "pending", "--last", "soon"], "Invalid value for '--last': invalid duration 'soon': use 24h"),
+    (["intervals", "restate", "--last", "PT0S", "--reason", "r"], "duration 'PT0S' is not positive"),
+    (["run", "--partitions", "2024-01-01", "--last", "1d"], "--partitions selects intervals by key"),
+])
+def test_last_errors_are_one_line_exit_2(tmp_path, args, message):
+    root = make_project(tmp_path)
+    result = invoke(root, *args)
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert message in result.stderr
+
+
+def test_show_says_how_fresh_each_node_is(tmp_path):
+    root = make_project(tmp_path, EVENTS_FLOW, HOURLY)
+    invoke(root, "run", now="2024-01-03T05:10:00Z")
+    text = invoke(root, "intervals", "show", now="2024-01-03T08:10:00Z").output
+    assert "  2024-01-02 to 2024-01-03 ✓\nLast interval ended 8 hours ago.\n" in text
+    assert "  2024-01-01 00:00 to 2024-01-03 05:00 (53 intervals) ✓\nLast interval ended 3 hours ago.\n" in text
+    data = json.loads(invoke(root, "intervals", "show", "--json", now="2024-01-03T08:10:00Z").output)
+    assert [n["last_interval_end"] for n in data["nodes"]] == ["2024-01-03T00:00:00+00:00",
+                                                               "2024-01-03T05:00:00+00:00"]

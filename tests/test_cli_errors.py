@@ -44,6 +44,9 @@ CASES = [
     (["run", "--restate", "--start", "2024-01-01"], "missing --end"),
     (["run", "--partitions", "2024-01-01", "--start", "2024-01-01"], "--partitions selects intervals by key"),
     (["run", "--partitions", ","], "give partition keys"),
+    (["run", "--node", ",,"], "--node ',,' names no node"),
+    (["intervals", "restate", "--node", " , ", "--start", "2024-01-01", "--end", "2024-01-01",
+      "--reason", "r"], "names no node"),
     (["run", "--partitions", "01/02/2024"], "partition key '01/02/2024' does not match node 'events_flow'"),
     (["run", "--batch-size", "0"], "Invalid value for '--batch-size'"),
     (["intervals", "restate", "--start", "2024-01-01", "--end", "2024-01-02"], "Missing option '--reason'"),
@@ -147,4 +150,4 @@ def test_a_node_without_start_is_noted_not_run(tmp_path):
     pending = invoke(root, "intervals", "pending")
     assert pending.output.startswith("Pending intervals (0)\n  events_flow: note: no start")
     ranged = invoke(root, "intervals", "pending", "--start", "2024-01-02")
-    assert ranged.output == "Pending intervals (2):\n  2024-01-02 to 2024-01-04 (2 intervals)\n"
+    assert ranged.output == "Pending intervals (2):\n  2024-01-02 to 2024-01-03\n  2024-01-03 to 2024-01-04\n"

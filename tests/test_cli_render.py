@@ -113,8 +113,8 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
 
-def probe(root, *args) -> dict:
-    proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args, "--project-path", str(root)],
+def probe(root, *args, script: str = IMPORT_PROBE) -> dict:
+    proc = subprocess.run([sys.executable, "-c", script, *args, "--project-path", str(root)],
                           capture_output=True, text=True, env={"SEEKNAL_NOW": "2024-01-04T06:00:00Z",
                                                                "PATH": "/usr/bin:/bin"})
     return json.loads(proc.stderr.splitlines()[-1])
@@ -140,3 +140,107 @@ def test_startup_is_small(tmp_path):
                            "--project-path", str(root)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("Pending intervals (")
     assert time.perf_counter() - t < 3.0
+
+
+PENDULUM_PROBE = IMPORT_PROBE.replace('("duckdb", "dagster", "rich")', '("pendulum",)')
+
+
+def test_pendulum_is_imported_only_for_last_and_freshness(tmp_path):
+    root = make_project(tmp_path)
+    assert probe(root, "intervals", "pending", script=PENDULUM_PROBE) == {"code": 0, "heavy": []}
+    assert invoke(root, "run").exit_code == 0
+    for args in (["intervals", "pending", "--last", "24h"], ["intervals", "show"]):
+        assert probe(root, *args, script=PENDULUM_PROBE) == {"code": 0, "heavy": ["pendulum"]}, args
+
+
+# -- the coverage bar on a real terminal (a pty) -------------------------------------------------
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def on_a_terminal(root, *args: str, env: dict | None = None, columns: int = 80) -> str:
+    """Run the installed `seeknal` with stdout on a pseudo-terminal of ``columns``; what it drew."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    from pathlib import Path
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    seeknal = str(Path(sys.executable).with_name("seeknal"))
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES", "FORCE_COLOR")}
+    proc = subprocess.Popen([seeknal, *args, "--project-path", str(root)], stdout=slave, stderr=subprocess.PIPE,
+                            env={**base, "TERM": "xterm-256color", **(env or {})})
+    os.close(slave)
+    chunks = []
+    while True:  # read until the child closes the terminal (EIO on Linux)
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait() == 0, proc.stderr.read()
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+
+
+def test_show_draws_a_coverage_bar_on_a_terminal(tmp_path):
+    from test_cli import fail_on
+
+    root = make_project(tmp_path, EVENTS_FLOW, guard=fail_on("2024-01-03"))
+    invoke(root, "run", now="2024-01-06T00:00:00Z")           # 01-03 fails, 01-01..01-05 otherwise done
+    invoke(root, "intervals", "restate", "--start", "2024-01-05", "--end", "2024-01-05", "--reason", "late",
+           now="2024-01-08T00:00:00Z")                        # 01-05 pending restatement; 01-06, 01-07 missing
+    now = {"SEEKNAL_NOW": "2024-01-08T00:00:00Z"}
+    drawn = on_a_terminal(root, "intervals", "show", env=now)
+    assert "\x1b[" in drawn  # coloured
+    lines = ANSI.sub("", drawn).splitlines()
+    assert lines[0] == "Completed Intervals for events_flow:"
+    bar, ends = lines[1].rsplit("  ", 1)
+    assert ends == "2024-01-01 → 2024-01-08" and len(lines[1]) <= 80
+    cells = bar.strip()
+    assert set(cells) == set("█✗▒░")
+    # the 7 days in order: done, done, failed, done, restating, missing, missing
+    assert re.sub(r"(.)\1+", r"\1", cells) == "█✗█▒░"
+    day = len(cells) / 7
+    assert abs(cells.index("✗") - 2 * day) <= 1 and abs(cells.index("░") - 5 * day) <= 1
+    assert lines[2:5] == ["  2024-01-01 to 2024-01-02 ✓", "  2024-01-02 to 2024-01-03 ✓", "  2024-01-04 to 2024-01-05 ✓"]
+    assert lines[-1].split() == ["✗", "failed", "▒", "restating", "░", "missing", "█", "completed"]
+    plain = ANSI.sub("", on_a_terminal(root, "intervals", "show", env={**now, "NO_COLOR": "1"}))
+    assert plain.splitlines()[1] == lines[1]  # glyphs tell the categories apart without colour
+    # not a terminal: the text as before, no bar; --json unchanged
+    piped = invoke(root, "intervals", "show", now="2024-01-08T00:00:00Z").output
+    assert piped.splitlines()[0] == lines[0] and piped.splitlines()[1] == "  2024-01-01 to 2024-01-02 ✓"
+    assert "█" not in piped
+
+
+def test_listing_cuts_runs_at_the_ticks_of_irregular_grids():
+    """New York days are 23 and 25 hours around DST: one line per local day, counted alike."""
+    ny = node("@daily", "America/New_York")
+    mar9, mar12 = 1709960400, 1710216000  # 2024-03-09 and 2024-03-12, 00:00 New York
+    assert render.count_in(mar9, mar12, ny) == 3
+    assert [render.span(a, b, ny) for a, b, _, _ in render.listed([(mar9, mar12, "")], ny)] == [
+        "2024-03-09 to 2024-03-10", "2024-03-10 to 2024-03-11", "2024-03-11 to 2024-03-12"]
+    assert list(render.listed([(mar9, mar12, "x")], ny, "runs")) == [(mar9, mar12, "x", 3)]
+    hourly = node("@hourly")
+    long_run = [(JAN1, JAN1 + 25 * 3600, "")]
+    assert list(render.listed(long_run, hourly)) == [(JAN1, JAN1 + 25 * 3600, "", 25)]
+    assert len(list(render.listed(long_run, hourly, "each"))) == 25
+
+
+def test_relative_durations_short_and_iso():
+    import datetime as dt
+
+    from seeknal_core.cli import relative
+
+    at = dt.datetime(2024, 3, 31, 12, tzinfo=dt.UTC)
+    assert [relative.iso_text(t) for t in ("24h", "7d", "90m", "2w", "1d12h", "P7D")] == [
+        "PT24H", "P7D", "PT90M", "P14D", "P1DT12H", "P7D"]
+    assert relative.before(at, "24h") == relative.before(at, "PT24H") == dt.datetime(2024, 3, 30, 12, tzinfo=dt.UTC)
+    assert relative.before(at, "P1M") == dt.datetime(2024, 2, 29, 12, tzinfo=dt.UTC)  # calendar month
+    assert relative.before(dt.date(2024, 1, 6), "36h") == dt.datetime(2024, 1, 4, 12)  # naive stays naive
+    assert relative.ago(at - dt.timedelta(hours=3), at) == "3 hours ago"
+    assert relative.ago(at + dt.timedelta(days=2), at) == "in 2 days"

@@ -122,8 +122,24 @@ def check_date(_ctx: click.Context | None, param: click.Parameter | None, value:
     return value
 
 
+def check_duration(_ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """Validate ``--last`` at parse time (pendulum is imported only when it is given)."""
+    if value is not None:
+        from .relative import parse_duration
+
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param=param) from None
+    return value
+
+
 def date_options(func: Callable) -> Callable:
-    """``--start/--start-date`` and ``--end/--end-date`` (raw text, read per node)."""
+    """``--start/--start-date``, ``--end/--end-date`` (raw text, read per node) and ``--last``."""
+    func = click.option(
+        "--last", metavar="DURATION", callback=check_duration,
+        help="The range ending at --end (default: now): 24h, 7d, 90m or ISO 8601 (PT24H, P7D).",
+    )(func)
     func = click.option(
         "--end", "--end-date", "end", metavar="DATE", callback=check_date,
         help="End of the range: a date means through that whole day; a date-time is exclusive.",
@@ -136,24 +152,41 @@ def date_options(func: Callable) -> Callable:
 
 @dataclass(frozen=True)
 class Window:
-    """A user's ``--start``/``--end`` text; naive values are read in each node's timezone."""
+    """A user's ``--start``/``--end``/``--last`` text; naive values are read in each node's
+    timezone.  ``--last D`` is the range ``[end - D, end)``, ``end`` defaulting to now."""
 
     start: str | None = None
     end: str | None = None
+    last: str | None = None
 
     def __bool__(self) -> bool:
-        return self.start is not None or self.end is not None
+        return self.start is not None or self.end is not None or self.last is not None
 
-    def values(self) -> tuple[Any, Any]:
+    def __str__(self) -> str:
+        if self.last is not None:
+            return f"the last {self.last}" + (f" before {self.end}" if self.end is not None else "")
+        return f"{self.start} to {self.end}"
+
+    def values(self, now: dt.datetime | None = None) -> tuple[Any, Any]:
         """The range for the runner, which reads naive values in each node's timezone; a
         date alone as ``--end`` means through the end of that day."""
         start = parse_datetime_text(self.start) if self.start is not None else None
         end = parse_datetime_text(self.end) if self.end is not None else None
         if start is not None and end is not None and to_utc(start) > to_utc(end):
             raise CliError(f"--start {self.start} is after --end {self.end}: swap them")
-        return start, inclusive_end(end) if end is not None else None
+        end = inclusive_end(end) if end is not None else None
+        if self.last is not None:
+            if self.start is not None:
+                raise click.UsageError("--last and --start both set where the range starts: drop one")
+            from .relative import before
+
+            end = end if end is not None else now if now is not None else session().now
+            return before(end, self.last), end
+        return start, end
 
     def require(self) -> None:
+        if self.last is not None:
+            return
         if self.start is None or self.end is None:
             missing = " and ".join(o for o, v in (("--start", self.start), ("--end", self.end)) if v is None)
             raise click.UsageError(f"missing {missing}: give the range as --start DATE --end DATE")
@@ -165,7 +198,7 @@ def plan_nodes(
     """``runner.plan`` over the user's window."""
     from .. import runner
 
-    start, end = window.values()
+    start, end = window.values(sess.now)
     return runner.plan(sess.project, sess.store, mode=options.pop("mode", "run"), nodes=names,
                        start=start, end=end, now=sess.now, **options)
 

@@ -6,6 +6,7 @@ These commands load the project and the state store only; they never import duck
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
     from ..state import NodeState
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def listing_options(func: Any) -> Any:
+    """``--each``/``--runs``: one line per interval, or runs with a count (default: by length)."""
+    func = click.option("--runs", "listing", flag_value="runs",
+                        help="Fold intervals into runs with a count.")(func)
+    return click.option("--each", "listing", flag_value="each",
+                        help=f"One line per interval (the default up to {render.SHORT_LIST} a node).")(func)
 
 
 @click.group("intervals", short_help="Inspect and manage intervals.")
@@ -66,31 +75,45 @@ def list_command(node: str, as_json: bool) -> int:
 @intervals.command("show", short_help="Completed intervals per node, annotated.")
 @click.argument("node", required=False)
 @project_option
+@listing_options
 @json_option
-def show_command(node: str | None, as_json: bool) -> int:
+def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
     """Completed intervals per node, annotated from the audit log, with pending
     restatements and failed intervals."""
     sess = session()
     nodes = [sess.scheduled(node)] if node else sess.scheduled_nodes()
     states = sess.store.load()
-    reports = [_node_report(sess, spec, states.get(spec.name)) for spec in nodes]
+    reports = [_node_report(sess, spec, states.get(spec.name), listing) for spec in nodes]
     if as_json:
         render.echo_json({"nodes": [r[0] for r in reports]})
         return 0
     if not nodes:
         click.echo("No scheduled nodes: add schedule: '@daily' to a transform to track its intervals.")
+    elif sys.stdout.isatty():  # a person watching: a coverage bar per node (rich)
+        from .coverage import print_with_bars
+
+        print_with_bars(nodes, states, [r[1] for r in reports], sess.now)
+        return 0
     click.echo("\n\n".join("\n".join(r[1]) for r in reports))
     return 0
 
 
-def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) -> tuple[dict, list[str]]:
+def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
+                 listing: str | None = None) -> tuple[dict, list[str]]:
     """(JSON, text lines) of one node for ``intervals show``."""
     completed = state.completed if state else IntervalSet()
     pieces = render.annotated_runs(completed, sess.store.history(spec.name)) if completed else []
     lines = [f"Completed Intervals for {spec.name}:"]
-    lines += [f"  {render.span(a, b, spec)} ✓{render.annotation(mode)}" for (a, b), mode in pieces]
+    lines += [f"  {render.span(a, b, spec)}{render.counted(count)} ✓{render.annotation(mode)}"
+              for a, b, mode, count in render.listed([(a, b, m) for (a, b), m in pieces], spec, listing)]
     if not pieces:
         lines.append("  none yet: run `seeknal run`")
+    last_end = from_epoch(pieces[-1][0][1]) if pieces else None
+    if last_end is not None:  # freshness, relative to $SEEKNAL_NOW when set
+        from .relative import ago
+
+        verb = "ended" if last_end <= sess.now else "ends"
+        lines.append(f"Last interval {verb} {ago(last_end, sess.now)}.")
     restatements = []
     for r in state.pending_restatements if state else []:
         left = IntervalSet(r.intervals).difference(completed).pairs()
@@ -109,6 +132,7 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) ->
     data = {
         "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
         "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
+        "last_interval_end": last_end.isoformat() if last_end else None,
         "pending_restatements": [
             {"id": r.id, "reason": r.reason, "actor": r.actor, "requested_at": r.requested_at.isoformat(),
              "intervals": [render.interval_dict(a, b, spec) for a, b in left]}
@@ -125,13 +149,14 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None) ->
 @project_option
 @date_options
 @click.option("--schedule", metavar="CRON", help="Only nodes on this schedule (e.g. @daily).")
+@listing_options
 @json_option
-def pending_command(node: str | None, start: str | None, end: str | None, schedule: str | None,
-                    as_json: bool) -> int:
+def pending_command(node: str | None, start: str | None, end: str | None, last: str | None,
+                    schedule: str | None, listing: str | None, as_json: bool) -> int:
     """Intervals a backfill would process (default: from each node's start to now)."""
     sess = session()
     nodes = _select(sess, node, schedule)
-    plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end), mode="backfill")
+    plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end, last), mode="backfill")
     node_plans = [np for np in plan.nodes if not np.full_refresh]
     total = sum(len(np.due) for np in node_plans)
     if as_json:
@@ -148,9 +173,9 @@ def pending_command(node: str | None, start: str | None, end: str | None, schedu
         indent = "    " if several else "  "
         if several and np.due:
             click.echo(f"  {np.node} ({len(np.due)}):")
-        for a, b, reason, count in np.runs():
-            more = f" ({count} intervals)" if count > 1 else ""
-            click.echo(f"{indent}{render.span(a, b, spec)}{more}{_PENDING_WHY.get(reason, '')}")
+        for a, b, reason, count in render.listed([(a, b, r) for a, b, r, _ in np.runs()], spec, listing):
+            why = _PENDING_WHY.get(reason, "")
+            click.echo(f"{indent}{render.span(a, b, spec)}{render.counted(count)}{why}")
         for note in np.notes:
             click.echo(f"  {np.node}: note: {note}")
     return 0
@@ -195,7 +220,7 @@ def _with_schedule(sess: Session, spec: TransformNode, schedule: str | None) -> 
 @click.option("--batch-size", type=click.IntRange(min=1), help="Intervals per query (default: node's).")
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @json_option
-def backfill_command(node: str, start: str | None, end: str | None, schedule: str | None,
+def backfill_command(node: str, start: str | None, end: str | None, last: str | None, schedule: str | None,
                      batch_size: int | None, dry_run: bool, as_json: bool) -> int:
     """Process every missing interval of NODE in the range (default: its start to now)."""
     from . import progress
@@ -203,7 +228,7 @@ def backfill_command(node: str, start: str | None, end: str | None, schedule: st
     sess = session()
     spec = _with_schedule(sess, sess.node(node), schedule)
     check_schedule(spec, schedule)
-    plan = plan_nodes(sess, [spec.name], Window(start, end), mode="backfill", batch_size=batch_size)
+    plan = plan_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size)
     if dry_run:
         if as_json:
             render.echo_json(progress.plan_json(sess, plan))
@@ -230,18 +255,26 @@ def complete_command(node: str | None, specs: tuple[str, ...]) -> int:
         names = ", ".join(n.name for n in nodes)
         click.echo(f"No node given: marking every scheduled node ({len(nodes)}: {names}).")
     chosen = {spec.name: _manual_intervals(sess, spec, specs) for spec in nodes}  # validate all first
-    known = {}
+    states = sess.store.load()
+    fresh_of = {}
     for name, pairs in chosen.items():
-        already = sess.store.completed(name)
-        known[name] = sum(1 for a, b in pairs if already.contains((from_epoch(a), from_epoch(b))))
-    sess.store.mark_complete_many(  # one state write for every node
-        {name: [(from_epoch(a), from_epoch(b)) for a, b in pairs] for name, pairs in chosen.items()},
-        origin="manual")
+        already = states[name].completed if name in states else IntervalSet()
+        fresh_of[name] = [(a, b) for a, b in pairs if not already.covers(a, b)]
+    if any(fresh_of.values()):  # one state write for every node; complete intervals keep their annotation
+        sess.store.mark_complete_many(
+            {name: [(from_epoch(a), from_epoch(b)) for a, b in fresh]
+             for name, fresh in fresh_of.items() if fresh}, origin="manual")
     for name, pairs in chosen.items():
         spec = sess.project.nodes[name]
-        note = f" ({known[name]} already complete)" if known[name] else ""
-        click.echo(f"{name}: marked {render.plural(len(pairs), 'interval')} complete (manual){note}: "
-                   f"{render.spans_text(pairs, spec)}")
+        fresh = fresh_of[name]
+        if not fresh:  # nothing to record: the intervals keep their annotation (backfilled, ...)
+            click.echo(f"{name}: nothing changed: {render.plural(len(pairs), 'interval')} already "
+                       f"complete ({render.spans_text(pairs, spec)})")
+            continue
+        known = len(pairs) - len(fresh)
+        note = f" ({known} already complete, left as they were)" if known else ""
+        click.echo(f"{name}: marked {render.plural(len(fresh), 'interval')} complete (manual){note}: "
+                   f"{render.spans_text(fresh, spec)}")
     return 0
 
 
@@ -276,12 +309,12 @@ def _manual_intervals(sess: Session, spec: TransformNode, specs: tuple[str, ...]
 @click.option("--reason", required=True, help="Why the data must be recomputed (recorded).")
 @click.option("--dry-run", is_flag=True, help="Show every affected interval; change nothing.")
 @json_option
-def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, reason: str,
+def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None, reason: str,
                     dry_run: bool, as_json: bool) -> int:
     """Mark intervals (and their downstream intervals) for re-processing."""
     sess = session()
-    restate_report(sess, nodes, Window(start, end), reason, dry_run=dry_run, as_json=as_json)
-    if not dry_run and not as_json:
+    impact = restate_report(sess, nodes, Window(start, end, last), reason, dry_run=dry_run, as_json=as_json)
+    if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import click
@@ -25,6 +25,8 @@ REASON_WORDS = {
     "lookback": "lookback", "partition": "partition",
 }
 MAX_RUNS_SHOWN = 3
+#: a node with at most this many intervals to list gets one line per interval (`--each`/`--runs`)
+SHORT_LIST = 24
 
 
 # -- instants and spans ---------------------------------------------------------------------
@@ -53,6 +55,50 @@ def spans_text(pairs: Iterable[Pair], node: TransformNode, limit: int = MAX_RUNS
     if len(merged) > limit:
         text += f", +{len(merged) - limit} more range{'s' if len(merged) - limit > 1 else ''}"
     return text
+
+
+def intervals_in(a: int, b: int, node: TransformNode) -> Iterator[Pair]:
+    """The node's schedule intervals making up the run [a, b), one by one (a run that is not
+    on the node's grid, from an old definition, is cut at the ticks inside it)."""
+    sched = node.schedule
+    if sched is None:
+        yield (a, b)
+        return
+    period = sched.period
+    on_grid = period is not None and sched.tick_at_or_before(a) == a
+    inner = range(a + period, b, period) if on_grid else sched.ticks(a + 1, b - 1)
+    previous = a
+    for t in inner:
+        yield (previous, t)
+        previous = t
+    yield (previous, b)
+
+
+def count_in(a: int, b: int, node: TransformNode) -> int:
+    """How many schedule intervals the run [a, b) holds, without listing them on regular grids."""
+    sched = node.schedule
+    if sched is not None and sched.period and sched.tick_at_or_before(a) == a:
+        return max(1, -(-(b - a) // sched.period))
+    return sum(1 for _ in intervals_in(a, b, node))
+
+
+def listed(runs_: Sequence[tuple[int, int, Any]], node: TransformNode,
+           listing: str | None = None) -> Iterator[tuple[int, int, Any, int]]:
+    """(start, end, tag, count) lines for runs of tagged intervals: one line per interval when
+    the node has at most ``SHORT_LIST`` of them (or ``listing == "each"``), else one per run
+    (``listing == "runs"`` forces that)."""
+    counts = [count_in(a, b, node) for a, b, _tag in runs_]
+    each = listing == "each" or (listing is None and sum(counts) <= SHORT_LIST)
+    for (a, b, tag), count in zip(runs_, counts):
+        if each and count > 1:
+            yield from ((x, y, tag, 1) for x, y in intervals_in(a, b, node))
+        else:
+            yield a, b, tag, count
+
+
+def counted(count: int) -> str:
+    """`` (31 intervals)`` after a folded run; nothing after a single interval."""
+    return f" ({count} intervals)" if count > 1 else ""
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

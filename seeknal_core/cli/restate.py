@@ -24,8 +24,13 @@ def restate_options(func: Callable) -> Callable:
 
 
 def node_names(sess: Session, nodes: Sequence[str]) -> list[str] | None:
-    """``--node`` values (repeatable, comma-separated) as node names; None for all nodes."""
+    """``--node`` values (repeatable, comma-separated) as node names; None for all nodes.
+
+    ``--node ,,`` names no node: a usage error, never "every node"."""
     names = [part.strip() for value in nodes for part in value.split(",") if part.strip()]
+    if nodes and not names:
+        raise click.UsageError(f"--node {' '.join(nodes)!r} names no node: give names such as "
+                               "--node events_flow (or leave --node out for every node)")
     return [sess.node(n).name for n in dict.fromkeys(names)] or None
 
 
@@ -39,7 +44,7 @@ def restate(sess: Session, nodes: Sequence[str], window: Window, reason: str, *,
         raise CliError('a restatement needs a reason: pass --reason "why the data is wrong"')
     names = node_names(sess, nodes)
     selected = names or [n.name for n in sess.scheduled_nodes()]
-    start, end = window.values()
+    start, end = window.values(sess.now)
     if dry_run:
         impact = runner.restatement_impact(sess.project, names, start, end, now=sess.now,
                                            store=sess.store)
@@ -73,7 +78,7 @@ def restate_lines(sess: Session, impact: dict[str, list[Pair]], selected: list[s
                   window: Window, dry_run: bool) -> list[str]:
     if not impact:
         return [f"Nothing to restate: no finished interval of {', '.join(selected) or 'any node'} "
-                f"overlaps {window.start} to {window.end}."]
+                f"overlaps {window}."]
     head = "Would restate (dry run, nothing changed)" if dry_run else "Restated"
     lines = [f"{head}, reason: {reason.strip()}"]
     for name, pairs in impact.items():

@@ -29,7 +29,8 @@ DEFAULT_REASON = "seeknal run --restate"
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan (--dry-run) or result.")
 @click.option("--each", is_flag=True, help="With --dry-run --json: one object per interval, not per run.")
-def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, backfill: bool,
+def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                backfill: bool,
                 restate: bool, reason: str | None, partitions: str | None, batch_size: int | None,
                 include_open: bool, dry_run: bool, as_json: bool, each: bool) -> int:
     """Run the project: only new intervals by default.
@@ -40,12 +41,12 @@ def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, back
     from . import progress
 
     sess = session()
-    window = Window(start, end)
+    window = Window(start, end, last)
     keys = _keys(partitions)
     if reason is not None and not restate:
         raise click.UsageError("--reason goes with --restate (or use `seeknal intervals restate`)")
     if keys and (window or restate):
-        raise click.UsageError("--partitions selects intervals by key: drop --start/--end/--restate")
+        raise click.UsageError("--partitions selects intervals by key: drop --start/--end/--last/--restate")
     options = {"batch_size": batch_size, "include_open": include_open}
     extra: dict = {}
     if restate:
