@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..engines.base import BatchError, QueryError, ResourceError
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..templating import compile_sql, render_sql
@@ -44,6 +45,8 @@ class NodeResult:
     rows: int = 0
     seconds: float = 0.0
     failures: list[tuple[Pair, str]] = field(default_factory=list)
+    #: each completed interval with the rows written for it, in the order they ran
+    interval_rows: list[tuple[Pair, int]] = field(default_factory=list)
     skipped: list[tuple[Pair, str]] = field(default_factory=list)
     full_refresh: bool = False
 
@@ -62,6 +65,8 @@ class NodeResult:
 class RunResult:
     nodes: list[NodeResult]
     seconds: float
+    #: why the run stopped early (disk full, database locked): the later nodes did not run
+    stopped: str | None = None
 
     @property
     def failed(self) -> int:
@@ -98,6 +103,7 @@ def execute(
     engine = engine or DuckDBEngine(project, in_memory=not _needs_database(project, the_plan))
     t0 = time.perf_counter()
     results: list[NodeResult] = []
+    stopped: str | None = None
     failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
     for np in the_plan.nodes:
         if np.due or np.full_refresh:  # template errors stop the run before any write
@@ -126,10 +132,13 @@ def execute(
             else:
                 continue
             progress.node_finished(result)
+    except ResourceError as exc:  # recorded once where it happened; nothing later could succeed
+        stopped = str(exc)
+        progress.node_finished(results[-1])
     finally:
         if own:
             engine.close()
-    return RunResult(nodes=results, seconds=time.perf_counter() - t0)
+    return RunResult(nodes=results, seconds=time.perf_counter() - t0, stopped=stopped)
 
 
 def needs_database(project: Project, node: TransformNode) -> bool:
@@ -156,20 +165,18 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
-    import duckdb
-
-    from ..engines.duckdb import ExecutionError
-
     t = time.perf_counter()
     try:
         rows = engine.replace_table(node, render_sql(node, None, None))
-    except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: recorded, the run goes on
+    except (QueryError, BatchError, ResourceError) as exc:  # recorded; the run goes on unless a resource
         error = f"node '{node.name}': {_error_text(exc)}"
         result.failures.append(((0, 0), error))
         failed_nodes[node.name] = None  # the whole table failed
         store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
                                run_id=run_id, duration=time.perf_counter() - t)
         progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
+        if isinstance(exc, ResourceError):
+            raise
         return
     seconds = time.perf_counter() - t
     result.rows, result.batches, result.seconds = rows, 1, seconds
@@ -195,7 +202,7 @@ class _NodeRunner:
         # upstream nodes finished before this one started: their state is read once
         self.upstream_done = {u: store.completed(u) for u in self.upstream
                               if project.nodes[u].is_incremental}
-        self._unrecorded: dict[str, list] = {}  # origin -> [(group, rows, seconds, keys)]
+        self._unrecorded: dict[str, list] = {}  # origin -> [([(pair, rows)], seconds, keys)]
         self._last_flush = time.perf_counter()
 
     def _readiness(self, batch: list[Pair]) -> tuple[list[Pair], list[tuple[Pair, str]]]:
@@ -225,11 +232,12 @@ class _NodeRunner:
     def flush(self) -> None:
         """Record the committed batches' completions: one state mutation per origin."""
         for origin, entries in self._unrecorded.items():
+            per_interval = [item for e in entries for item in e[0]]
             self.store.mark_complete(
-                self.node.name, IntervalSet.from_epoch_pairs(p for g, *_ in entries for p in g),
-                origin=origin, run_id=self.run_id, rows=sum(e[1] for e in entries),
-                duration=sum(e[2] for e in entries),
-                partition_keys=[k for e in entries for k in e[3]], fingerprint=self.node.fingerprint)
+                self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
+                origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
+                duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
+                fingerprint=self.node.fingerprint, interval_rows=per_interval)
         self._unrecorded.clear()
         self._last_flush = time.perf_counter()
 
@@ -257,25 +265,14 @@ class _NodeRunner:
         return _mode(self.mode)
 
     def _write(self, group: list[Pair]) -> None:
-        import duckdb
-
-        from ..engines.duckdb import ExecutionError
-
         node = self.node
         start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
         keys = [self.np.partition_keys[p] for p in group if p in self.np.partition_keys]
         t = time.perf_counter()
         try:
-            sql = render_sql(node, start, end)
-            if node.materialization == "parquet":
-                rows = self.engine.write_parquet_intervals(
-                    node, sql, [(from_epoch(a), from_epoch(b)) for a, b in group])
-            else:
-                rows = self.engine.write_batch(node, sql, start, end, keys or None)
-        except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: these intervals fail
-            whole_query = isinstance(exc, (duckdb.ParserException, duckdb.BinderException,
-                                           duckdb.CatalogException))
-            if len(group) > 1 and not whole_query:  # split to isolate the bad intervals
+            counts = self.engine.write_intervals(node, render_sql(node, start, end), group, keys)
+        except (QueryError, BatchError, ResourceError) as exc:
+            if isinstance(exc, BatchError) and len(group) > 1:  # split to isolate the bad intervals
                 mid = len(group) // 2
                 self._write(group[:mid])
                 self._write(group[mid:])
@@ -287,12 +284,17 @@ class _NodeRunner:
                                    run_id=self.run_id, duration=seconds)
             self.result.failures.extend((pair, error) for pair in group)
             self.progress.batch_finished(node.name, group, 0, seconds, error)
+            if isinstance(exc, ResourceError):  # the machine's fault: later batches fail alike
+                raise
             return
         seconds = time.perf_counter() - t
-        self._unrecorded.setdefault(self._origin(group), []).append((group, rows, seconds, keys))
+        rows = sum(counts)
+        per_interval = list(zip(group, counts))
+        self._unrecorded.setdefault(self._origin(group), []).append((per_interval, seconds, keys))
         if time.perf_counter() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
         self.result.done.extend(group)
+        self.result.interval_rows.extend(per_interval)
         self.result.batches += 1
         self.result.rows += rows
         self.result.seconds += seconds

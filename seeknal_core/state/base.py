@@ -158,6 +158,7 @@ class StateStore(Protocol):
         duration: float | None = None,
         partition_keys: Iterable[str] = (),
         fingerprint: str | None = None,
+        interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
     ) -> int: ...
 
     def mark_failed(

@@ -182,11 +182,13 @@ class StoreBase:
         duration: float | None = None,
         partition_keys: Iterable[str] = (),
         fingerprint: str | None = None,
+        interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
     ) -> int:
         """Record intervals as done (call after the data is committed); returns the revision.
 
         Also clears those intervals from the failed list, resolves this node's pending
         restatements that are now fully completed, and adds ``partition_keys``.
+        ``interval_rows`` (``((start_s, end_s), rows)`` per interval) goes into the audit record.
         """
         _check_node_name(node)
         _check_mode(origin)
@@ -203,6 +205,9 @@ class StoreBase:
             record["partition_keys"] = keys
         if fingerprint is not None:
             record["fingerprint"] = fingerprint
+        if interval_rows is not None:
+            record["interval_rows"] = [[_fmt(a * 1_000_000), _fmt(b * 1_000_000), int(n)]
+                                       for (a, b), n in interval_rows]
         return self._apply_complete(node, done, keys, fingerprint, by, record)
 
     def _apply_complete(
