@@ -17,6 +17,7 @@ from ..errors import SeeknalError
 from .common import Session, project_option
 from .init import init_command
 from .intervals import intervals
+from .plan import plan_command
 from .run import run_command
 from .state import state
 
@@ -84,6 +85,7 @@ cli.add_command(run_command)
 cli.add_command(intervals)
 cli.add_command(init_command)
 cli.add_command(state)
+cli.add_command(plan_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
