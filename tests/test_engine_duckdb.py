@@ -4,7 +4,10 @@ duckdb's errors translated into what the runner acts on."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,6 +16,8 @@ import duckdb
 import pytest
 
 from seeknal_core import runner
+from seeknal_core.engines import Engine, open_engine
+from seeknal_core.errors import ProjectError
 from seeknal_core.project import load_project
 from seeknal_core.state import open_store
 
@@ -117,3 +122,45 @@ def test_parquet_nodes_count_each_file(tmp_path):
         assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0] == n
     assert [n for _, n in events.interval_rows] == expected(
         [p for p, _ in events.interval_rows], lambda ts, a, b: wall(a, "UTC") <= ts < wall(b, "UTC"))
+
+
+# -- the registry and the runner's engines --------------------------------------------------------
+def test_engines_open_by_name_and_import_lazily(tmp_path):
+    probe = subprocess.run([sys.executable, "-c", "import sys, seeknal_core.engines, seeknal_core.runner; "
+                            "print(sorted(m for m in ('duckdb', 'pyspark') if m in sys.modules))"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"
+    project = load_project(make_project(tmp_path, node_yaml("ts")))
+    engine = open_engine("duckdb", project)
+    try:
+        assert isinstance(engine, Engine) and engine.name == "duckdb"
+    finally:
+        engine.close()
+    with pytest.raises(ProjectError, match="unknown engine 'flink': use one of duckdb"):
+        open_engine("flink", project)
+
+
+def test_the_runner_talks_to_engines_only_through_the_protocol():
+    for path in (Path(runner.__file__).parent).glob("*.py"):
+        for item in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in item.names] if isinstance(item, ast.Import) else (
+                [item.module or ""] if isinstance(item, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] in ("duckdb", "pyspark")
+                        or n.endswith("engines.duckdb")], path
+
+
+def test_the_runner_closes_the_engine_it_opened_and_keeps_one_handed_in(tmp_path):
+    root = make_project(tmp_path, node_yaml("ts"))
+    project = load_project(root)
+    store = open_store(project.root, project.state_config)
+    assert runner.run(project, store, now="2024-03-10").ok
+    # the database lock is released: another process can write to the file at once
+    subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(project.database_path)!r})"
+                    ".execute('CREATE TABLE other (i INT)')"], check=True)
+    engine = open_engine("duckdb", project)
+    try:
+        result = runner.run(project, store, now="2024-03-12", engine={"duckdb": engine})
+        assert result.ok and len(result.nodes[0].done) == 2
+        assert engine.con.execute("SELECT count(*) FROM other").fetchone() == (0,)  # still open
+    finally:
+        engine.close()

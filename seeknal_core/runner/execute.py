@@ -8,10 +8,11 @@ is reported through a ``Progress`` object the CLI (or Dagster) renders.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..engines.base import BatchError, QueryError, ResourceError
+from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..templating import compile_sql, render_sql
@@ -20,7 +21,6 @@ from .common import WAITING_FOR_UPSTREAM, Pair
 from .plan import NodePlan, Plan, coalesce, plan
 
 if TYPE_CHECKING:
-    from ..engines.duckdb import DuckDBEngine
     from ..state import StateStore
 
 #: the audit-log mode recorded for a completed interval, by why it ran
@@ -90,17 +90,17 @@ def execute(
     project: Project,
     store: StateStore,
     *,
-    engine: DuckDBEngine | None = None,
+    engine: Engine | Mapping[str, Engine] | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """Run the plan: per node, per batch, write then mark complete; isolate failures."""
-    from ..engines.duckdb import DuckDBEngine
+    """Run the plan: per node, per batch, write then mark complete; isolate failures.
 
+    ``engine`` hands in the caller's engine(s) (one, or a mapping by kind); the engines a
+    node needs beyond those are opened on first use and closed before returning."""
     progress = progress or Progress()
-    own = engine is None
-    engine = engine or DuckDBEngine(project, in_memory=not _needs_database(project, the_plan))
+    engines = _Engines(project, the_plan, engine)
     t0 = time.perf_counter()
     results: list[NodeResult] = []
     stopped: str | None = None
@@ -115,13 +115,13 @@ def execute(
             results.append(result)
             if np.full_refresh:
                 progress.node_started(np.node, np, 1)
-                _refresh(engine, store, node, result, progress, origin or the_plan.mode, run_id,
-                         failed_nodes)
+                _refresh(engines.for_node(node), store, node, result, progress,
+                         origin or the_plan.mode, run_id, failed_nodes)
             elif np.due:
                 batches = np.batches()
                 progress.node_started(np.node, np, len(batches))
-                runner = _NodeRunner(engine, store, project, node, np, result, progress,
-                                     origin, the_plan.mode, run_id, failed_nodes)
+                runner = _NodeRunner(engines.for_node(node), store, project, node, np, result,
+                                     progress, origin, the_plan.mode, run_id, failed_nodes)
                 try:
                     for batch in batches:
                         runner.run(batch)
@@ -132,19 +132,54 @@ def execute(
             else:
                 continue
             progress.node_finished(result)
-    except ResourceError as exc:  # recorded once where it happened; nothing later could succeed
-        stopped = str(exc)
+    except _Stop as stop:  # recorded once where it happened; nothing later could succeed
+        stopped = str(stop)
         progress.node_finished(results[-1])
     finally:
-        if own:
-            engine.close()
+        engines.close()
     return RunResult(nodes=results, seconds=time.perf_counter() - t0, stopped=stopped)
+
+
+class _Stop(Exception):
+    """A batch hit a ``ResourceError`` (recorded as its failure): the run ends here."""
+
+
+class _Engines:
+    """The run's engines by kind: those the caller handed in, else opened when a node
+    first needs its kind; ``close`` closes only the opened ones."""
+
+    def __init__(self, project: Project, the_plan: Plan, given: Engine | Mapping[str, Engine] | None):
+        self.project, self.plan = project, the_plan
+        if given is None:
+            given = {}
+        self._by_kind = dict(given) if isinstance(given, Mapping) else {given.name: given}
+        self._opened: list[Engine] = []
+
+    def for_node(self, node: TransformNode) -> Engine:
+        engine = self._by_kind.get(node.engine)
+        if engine is None:
+            engine = open_engine(node.engine, self.project, **self._options(node.engine))
+            self._by_kind[node.engine] = engine
+            self._opened.append(engine)
+        return engine
+
+    def _options(self, kind: str) -> dict:
+        if kind == "duckdb":  # a run over files only needs no database file (nor its lock)
+            return {"in_memory": not _needs_database(self.project, self.plan)}
+        return {}
+
+    def close(self) -> None:
+        for engine in reversed(self._opened):
+            engine.close()
+        self._opened.clear()
 
 
 def needs_database(project: Project, node: TransformNode) -> bool:
     """Whether running the node reads or writes the project's DuckDB file.  ``parquet``
     nodes over file sources and other ``parquet`` nodes do not, so parallel workers never
-    contend for its single-writer lock."""
+    contend for its single-writer lock; nor do nodes of other engines."""
+    if node.engine != "duckdb":
+        return False
     if node.materialization != "parquet":
         return True
     for dep in node.depends_on:
@@ -176,7 +211,7 @@ def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) 
                                run_id=run_id, duration=time.perf_counter() - t)
         progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
         if isinstance(exc, ResourceError):
-            raise
+            raise _Stop(error) from exc
         return
     seconds = time.perf_counter() - t
     result.rows, result.batches, result.seconds = rows, 1, seconds
@@ -286,7 +321,7 @@ class _NodeRunner:
             self.result.failures.extend((pair, error) for pair in group)
             self.progress.batch_finished(node.name, group, 0, seconds, error)
             if isinstance(exc, ResourceError):  # the machine's fault: later batches fail alike
-                raise
+                raise _Stop(error) from exc
             return
         seconds = time.perf_counter() - t
         rows = sum(counts)
@@ -312,7 +347,7 @@ def run(
     project: Project,
     store: StateStore,
     *,
-    engine: DuckDBEngine | None = None,
+    engine: Engine | Mapping[str, Engine] | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
