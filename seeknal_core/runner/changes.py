@@ -289,6 +289,7 @@ def apply_changes(
     reason: str | None = None,
     actor: str | None = None,
     run: bool = True,
+    engine: Any = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
@@ -297,7 +298,7 @@ def apply_changes(
     """Record a change plan (default: the current one) and run what it restated.
 
     The entry point for any driver (the CLI, an orchestrator's job): ``options`` go to
-    ``runner.plan`` (``now``, ``batch_size``, ...)."""
+    ``runner.plan`` (``now``, ``batch_size``, ...), ``engine`` to ``runner.execute``."""
     from .execute import execute
     from .plan import plan as plan_intervals
 
@@ -306,5 +307,6 @@ def apply_changes(
     result = record_changes(project, store, plan, reason=reason, actor=actor)
     if run and result.restated:
         due = plan_intervals(project, store, mode="run", nodes=rerun_nodes(result), **opts)
-        result.run = execute(due, project, store, progress=progress, origin=origin, run_id=run_id)
+        result.run = execute(due, project, store, engine=engine, progress=progress, origin=origin,
+                             run_id=run_id)
     return result

@@ -273,6 +273,7 @@ class _NodeRunner:
                 origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
                 duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
                 fingerprint=None if self.np.definition_changed else self.node.fingerprint,
+                definition=None if self.np.definition_changed else self.node.definition,
                 interval_rows=per_interval)
         self._unrecorded.clear()
         self._last_flush = time.perf_counter()
