@@ -24,6 +24,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = {
     "init": ("init", "init_command"),
     "intervals": ("intervals", "intervals"),
+    "plan": ("plan", "plan_command"),
     "run": ("run", "run_command"),
     "state": ("state", "state"),
 }

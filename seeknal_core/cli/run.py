@@ -8,6 +8,7 @@ import click
 
 from . import render
 from .common import Session, Window, plan_nodes, project_option, session
+from .plan import check_on_change
 from .restate import node_names, restate_json, restate_lines, restate_options
 from .restate import restate as restate_intervals
 
@@ -47,6 +48,7 @@ def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, last
         raise click.UsageError("--reason goes with --restate (or use `seeknal intervals restate`)")
     if keys and (window or restate):
         raise click.UsageError("--partitions selects intervals by key: drop --start/--end/--last/--restate")
+    check_on_change(sess, dry_run=dry_run)
     options = {"batch_size": batch_size, "include_open": include_open}
     extra: dict = {}
     if restate:

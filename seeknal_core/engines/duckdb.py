@@ -141,6 +141,7 @@ class DuckDBEngine:
             self._owned = False
         self.con = connection
         self._table_kinds: dict[str, dict[str, str]] = {}
+        self._evolved: set[str] = set()  # nodes whose table has their query's columns
         self._register_sources()
 
     def close(self) -> None:
@@ -279,13 +280,15 @@ class DuckDBEngine:
                         f"node '{node.name}': its SQL has no output column '{node.time_column}' "
                         f"(time_column); set time_column: to one of {', '.join(self._columns(node.name))}"
                     )
+            elif node.name not in self._evolved:
+                self._add_new_columns(node, sql)
             where = self._range_predicate(node, intervals[0][0], intervals[-1][1])
             delete_where = where
             if node.partition_column and partition_keys:
                 keys = ", ".join(_sql_literal(k) for k in partition_keys)
                 delete_where = f"({where}) OR CAST({q(node.partition_column)} AS VARCHAR) IN ({keys})"
             con.execute(f"DELETE FROM {name} WHERE {delete_where}")
-            inserted = int(con.execute(f"INSERT INTO {name} SELECT * FROM ({sql}) AS q WHERE {where}")
+            inserted = int(con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM ({sql}) AS q WHERE {where}")
                            .fetchone()[0])
             rows = [inserted] if len(intervals) == 1 else self._interval_counts(node, intervals, where)
             con.execute("COMMIT")
@@ -294,10 +297,22 @@ class DuckDBEngine:
             self._rollback()
             raise
 
+    def _add_new_columns(self, node: TransformNode, sql: str) -> None:
+        """Give the node's table the columns its query gained (a non-breaking change adds
+        some; rows not rewritten keep NULL there).  Checked once per node per engine;
+        inserts go by name, so the table's column order does not matter."""
+        self._evolved.add(node.name)
+        have = self._columns(node.name)
+        for column, kind, *_ in self.con.execute(f"DESCRIBE SELECT * FROM ({sql}) AS q").fetchall():
+            if column.lower() not in have:
+                self.con.execute(f"ALTER TABLE {q(node.name)} ADD COLUMN {q(column)} {kind}")
+                self._table_kinds.pop(node.name, None)
+
     def _rollback(self) -> None:
         """Roll back if a transaction is still open.  A failed COMMIT (a full disk) has
         already ended it; the original error, not "no transaction is active", is the news."""
         self._table_kinds.clear()
+        self._evolved.clear()  # an ALTER TABLE in it is undone too
         try:
             self.con.execute("ROLLBACK")
         except duckdb.Error:

@@ -272,7 +272,9 @@ class _NodeRunner:
                 self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
                 origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
                 duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
-                fingerprint=self.node.fingerprint, interval_rows=per_interval)
+                fingerprint=None if self.np.definition_changed else self.node.fingerprint,
+                definition=None if self.np.definition_changed else self.node.definition,
+                interval_rows=per_interval)
         self._unrecorded.clear()
         self._last_flush = time.perf_counter()
 

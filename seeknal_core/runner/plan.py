@@ -31,6 +31,7 @@ class NodePlan:
     full_refresh: bool = False
     partition_keys: dict[Pair, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    definition_changed: bool = False
 
     @property
     def intervals(self) -> list[Pair]:
@@ -200,8 +201,9 @@ def plan(
         state = states.get(name)
         done = state.completed if state else IntervalSet()
         if state and not node.fingerprint_matches(state.fingerprint):
-            node_plan.notes.append("definition changed since the last run: restate old intervals "
-                            "to recompute them with the new SQL")
+            node_plan.definition_changed = True  # execution keeps the recorded one: `seeknal plan`
+            node_plan.notes.append("definition changed since its intervals were computed: "
+                            "`seeknal plan` shows what to restate")
         schedule = node.schedule
         lo, hi = node_bounds(node, now_s, include_open)
         if keys or explicit:

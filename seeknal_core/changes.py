@@ -1,0 +1,269 @@
+"""What a SQL edit changes: a readable diff, the category, column-level lineage.
+
+Everything here works on plain SQL text (a node's ``normalized_sql``: Jinja already
+rendered with placeholders by the project) and needs no project, state or database.
+SQL that sqlglot cannot parse is compared as text and any edit to it counts as breaking.
+
+A change is *non-breaking* when it only adds output columns: every existing column's
+definition, the filters, joins and grouping are the same.  That is decided by
+*reduction*: the query cut down to one output column (CTEs and subqueries pruned of what
+that column does not use) is that column's definition; cut down to none, it is the
+query's row set.  Two versions of a column are the same when their reductions are.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+#: in a column set: every column (``SELECT *`` or a change that reaches every row)
+ALL = "*"
+
+_CLAUSES = (("with", "CTEs"), ("from", "source"), ("joins", "join"), ("where", "filter"),
+            ("group", "grouping"), ("having", "having"), ("qualify", "qualify"),
+            ("distinct", "distinct"), ("order", "order"), ("limit", "limit"))
+
+
+@lru_cache(maxsize=4096)
+def _parse(sql: str, dialect: str) -> exp.Query | None:
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except SqlglotError:
+        return None
+    return tree if isinstance(tree, exp.Query) else None
+
+
+def _flat(sql: str, dialect: str) -> str:
+    tree = _parse(sql, dialect)
+    return " ".join(sql.split()) if tree is None else tree.sql(dialect=dialect, comments=False)
+
+
+def pretty(sql: str, dialect: str = "duckdb") -> str:
+    """The query pretty-printed from its AST (one clause per line), or its text."""
+    tree = _parse(sql, dialect)
+    return sql.strip() if tree is None else tree.sql(dialect=dialect, pretty=True, comments=False)
+
+
+def diff(old: str, new: str, dialect: str = "duckdb") -> list[str]:
+    """Unified diff lines of the pretty-printed queries; empty when they are the same."""
+    lines = difflib.unified_diff(pretty(old, dialect).splitlines(), pretty(new, dialect).splitlines(),
+                                 "recorded", "current", n=2, lineterm="")
+    return [line for line in lines if not line.startswith(("---", "+++"))]
+
+
+# -- one analysed query ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Query:
+    """A parsed, qualified query: its normal text, its tree and its output column names.
+
+    ``tree`` is None when the SQL could not be parsed or qualified: then nothing is known
+    about its columns and every question about them is answered conservatively.
+    """
+
+    text: str
+    tree: exp.Query | None
+    outputs: tuple[str, ...] = ()
+    dialect: str = "duckdb"
+
+    @property
+    def known_outputs(self) -> tuple[str, ...] | None:
+        """The output columns, or None when a ``*`` hides some of them."""
+        return None if self.tree is None or ALL in self.outputs else self.outputs
+
+
+def analyse(sql: str, dialect: str = "duckdb",
+            schema: Mapping[str, Iterable[str]] | None = None) -> Query:
+    """Parse and qualify ``sql``; ``schema`` (table -> column names) resolves ``*`` and
+    unqualified columns of joins when the tables it names are known."""
+    from sqlglot.optimizer.qualify import qualify
+
+    text = _flat(sql, dialect)
+    tree = _parse(sql, dialect)
+    if tree is None:
+        return Query(text, None, (), dialect)
+    mapping = {t.lower(): {c.lower(): "UNKNOWN" for c in cols} for t, cols in (schema or {}).items()}
+    try:
+        tree = qualify(tree.copy(), schema=mapping or None, dialect=dialect, quote_identifiers=False,
+                       validate_qualify_columns=False, identify=False)
+    except SqlglotError:
+        return Query(text, None, (), dialect)
+    outputs = tuple(ALL if n == "*" else n.lower() for n in tree.named_selects)
+    return Query(text, tree, outputs, dialect)
+
+
+def _reducible(tree: exp.Query) -> bool:
+    """Projections can be dropped without changing the others (not DISTINCT, not a UNION)."""
+    return isinstance(tree, exp.Select) and not tree.args.get("distinct")
+
+
+def reduce(query: Query, keep: Iterable[str]) -> exp.Query | None:
+    """The query cut down to the output columns ``keep`` (none: only its row set), with
+    CTEs and subqueries pruned of what those columns do not use."""
+    from sqlglot.optimizer.pushdown_projections import pushdown_projections
+
+    if query.tree is None:
+        return None
+    tree = query.tree.copy()
+    if not _reducible(tree):
+        return tree
+    wanted = {k.lower() for k in keep}
+    kept = [p for p in tree.expressions
+            if (ALL if isinstance(p, exp.Star) or p.is_star else p.alias_or_name.lower()) in wanted]
+    tree.set("expressions", kept or [exp.alias_(exp.Literal.number(1), "_seeknal_rows")])
+    try:
+        return pushdown_projections(tree)
+    except SqlglotError:
+        return tree
+
+
+def _text(tree: exp.Expression | None) -> str | None:
+    return None if tree is None else tree.sql(comments=False)
+
+
+# -- what one edit changes -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SqlChange:
+    """The difference between the SQL a node's intervals were computed with and its SQL now.
+
+    ``rows``: the row set may differ (filters, joins, grouping, sources), so every column
+    is affected; ``modified``: existing columns whose definition changed; ``parts``: what
+    changed, in words (``filter``, ``columns``, ...), for summaries.
+    """
+
+    changed: bool
+    rows: bool = False
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()
+
+    @property
+    def breaking(self) -> bool:
+        return self.rows or bool(self.removed) or bool(self.modified)
+
+    @property
+    def affected_columns(self) -> frozenset[str]:
+        """Columns whose values downstream readers see change (``ALL``: every column)."""
+        if self.rows:
+            return frozenset({ALL})
+        return frozenset(self.modified) | frozenset(self.removed)
+
+
+def classify(old_sql: str, new_sql: str, dialect: str = "duckdb",
+             schema: Mapping[str, Iterable[str]] | None = None) -> SqlChange:
+    """Compare two versions of a node's SQL (see the module docstring for the rule)."""
+    old, new = analyse(old_sql, dialect, schema), analyse(new_sql, dialect, schema)
+    if old.text == new.text:
+        return SqlChange(changed=False)
+    if old.tree is None or new.tree is None:
+        return SqlChange(changed=True, rows=True, parts=("SQL",))
+    added = tuple(c for c in new.outputs if c not in old.outputs)
+    removed = tuple(c for c in old.outputs if c not in new.outputs)
+    common = [c for c in old.outputs if c in new.outputs]
+    if not (_reducible(old.tree) and _reducible(new.tree)):
+        rows = True
+        modified = tuple(common)
+    else:
+        rows = _text(reduce(old, ())) != _text(reduce(new, ()))
+        modified = tuple(c for c in common if _text(reduce(old, (c,))) != _text(reduce(new, (c,))))
+    parts = [word for key, word in _CLAUSES
+             if _text(old.tree.args.get(key) or None) != _text(new.tree.args.get(key) or None)
+             and not (key == "joins" and _joins(old.tree) == _joins(new.tree))]
+    if [_text(e) for e in old.tree.expressions] != [_text(e) for e in new.tree.expressions]:
+        parts.append("columns")
+    return SqlChange(changed=True, rows=rows, added=added, removed=removed, modified=modified,
+                     parts=tuple(parts) or ("SQL",))
+
+
+def _joins(tree: exp.Expression) -> list[str]:
+    return [j.sql(comments=False) for j in tree.args.get("joins") or ()]
+
+
+# -- column-level lineage --------------------------------------------------------------------------
+def reads(query: Query, keep: Iterable[str] | None = None) -> dict[str, set[str]] | None:
+    """Table -> columns read (``ALL`` for ``*``) by the query, or by its reduction to the
+    output columns ``keep``; None when the query could not be analysed.  An unqualified
+    column in a scope over several tables counts as read from each of them."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    tree = query.tree if keep is None else reduce(query, keep)
+    if tree is None:
+        return None
+    found: dict[str, set[str]] = {}
+    try:
+        scopes = traverse_scope(tree)
+    except SqlglotError:
+        return None
+    for scope in scopes:
+        tables = {alias: src.name.lower() for alias, src in scope.sources.items()
+                  if isinstance(src, exp.Table)}
+        for name in tables.values():
+            found.setdefault(name, set())
+        for column in scope.columns:
+            owners = [tables[column.table]] if column.table in tables else (
+                [] if column.table else list(tables.values()))
+            for owner in owners:
+                found[owner].add(ALL if isinstance(column.this, exp.Star) else column.name.lower())
+        if isinstance(scope.expression, exp.Select):
+            for projection in scope.expression.expressions:
+                if isinstance(projection, exp.Star):
+                    for name in tables.values():
+                        found[name].add(ALL)
+    return found
+
+
+@dataclass(frozen=True)
+class Effect:
+    """How a node's output changes: every row (``rows``) or these columns (``ALL``: any)."""
+
+    rows: bool
+    columns: frozenset[str] = field(default_factory=frozenset)
+
+
+def effect_of(change: SqlChange) -> Effect | None:
+    """What a node's own SQL change means for its readers; None for additions only."""
+    if not change.breaking:
+        return None
+    return Effect(change.rows, change.affected_columns)
+
+
+def _hits(read: Mapping[str, set[str]] | None, upstream: Mapping[str, Effect]) -> bool:
+    if read is None:
+        return True
+    for table, effect in upstream.items():
+        columns = read.get(table.lower())
+        if columns is None:
+            continue
+        if effect.rows or ALL in effect.columns or ALL in columns or columns & effect.columns:
+            return True
+    return False
+
+
+def propagate(query: Query, upstream: Mapping[str, Effect]) -> Effect | None:
+    """The effect on a node (its ``query``) of changes to tables it reads, or None when it
+    reads none of the changed columns.  A changed column used in its filters, joins or
+    grouping, or upstream rows that changed, change every one of its rows."""
+    if not upstream:
+        return None
+    if query.tree is None:
+        return Effect(True, frozenset({ALL}))
+    everything = reads(query)
+    if not _hits(everything, upstream):
+        return None
+    if any(e.rows for t, e in upstream.items() if t.lower() in (everything or {})) or \
+            _hits(reads(query, ()), upstream):
+        return Effect(True, frozenset({ALL}))
+    columns: set[str] = set()
+    for name in query.outputs:
+        if _hits(reads(query, (name,)), upstream):
+            if name == ALL:  # SELECT * passes the changed columns through by name
+                columns.update(c for t, e in upstream.items() for c in e.columns)
+            else:
+                columns.add(name)
+    return Effect(False, frozenset(columns)) if columns else None
