@@ -9,6 +9,11 @@
 * A store of 200 nodes x 10,000 fragmented intervals: cold ``load()``, one node
   cold, and mutations, against ``json.load`` / ``json.dump`` of the same document.
 * The stored size of a fully backfilled 10-year hourly node.
+* Many nodes in one change: ``mark_complete_many`` of 1,000 and 3,000 nodes against the
+  same completions as one ``mark_complete`` per node (what ``seeknal intervals complete``
+  without a node did), and the whole ``seeknal intervals complete`` process on generated
+  projects of 10 to 3,000 daily nodes, with the growth factor 1,000 -> 3,000 (3x is
+  linear, 9x quadratic).
 
 Run: `.venv/bin/python bench/state.py` (about 30-60 s; not a test).
 """
@@ -21,6 +26,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -184,6 +190,46 @@ def hourly_size(root: Path) -> tuple[int, int, int, int]:
     return hours, len(json.dumps(node)), seed, store.path.stat().st_size
 
 
+def many_nodes(root: Path) -> list[str]:
+    """One change for every node vs one per node; then the CLI command that uses it."""
+    notes = []
+    day = (dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    for n in (1_000, 3_000):
+        nodes = {f"node_{i:04d}": [day] for i in range(n)}
+        one = JsonStateStore(root / f"one{n}" / "run_state.json")
+        many = JsonStateStore(root / f"many{n}" / "run_state.json")
+        seq_s, _ = timed(partial(lambda s, ns: [s.mark_complete(k, v, origin="manual") for k, v in ns.items()],
+                                 one, nodes))
+        many_s, _ = timed(partial(many.mark_complete_many, nodes, origin="manual"))
+        assert one.revision == many.revision == n
+        row(f"mark_complete_many, {n} nodes (durable)", many_s, seq_s, "one mark_complete per node", "s")
+    seconds = {}
+    for n in (10, 1_000, 3_000):
+        project = root / f"project{n}"
+        (project / "seeknal" / "transforms").mkdir(parents=True)
+        (project / "seeknal" / "sources").mkdir(parents=True)
+        (project / "seeknal_project.yml").write_text("name: bench\nstart: 2024-01-01\n")
+        (project / "seeknal" / "sources" / "raw.yml").write_text(
+            "raw:\n  path: data/raw.csv\n  time_column: t\n")
+        (project / "seeknal" / "transforms" / "nodes.yml").write_text("".join(
+            f"node_{i:04d}:\n  schedule: '@daily'\n  time_column: day\n  sql: |\n"
+            f"    SELECT CAST(t AS DATE) AS day FROM raw WHERE t >= '{{{{ start }}}}' AND t < '{{{{ end }}}}'\n"
+            for i in range(n)))
+        env = {**os.environ, "SEEKNAL_NOW": "2024-01-10T00:00:00Z"}
+        cmd = [str(Path(sys.executable).with_name("seeknal")), "intervals", "complete",
+               "--interval", "2024-01-02", "--project-path", str(project)]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        seconds[n] = time.perf_counter() - t0
+        assert done.returncode == 0, done.stderr
+        assert JsonStateStore(project / "target" / "run_state.json").revision == n
+    notes.append("`seeknal intervals complete --interval D` without a node (whole process): "
+                 + ", ".join(f"{n} nodes {s:.2f} s" for n, s in seconds.items())
+                 + f"; growth 1,000 -> 3,000 nodes {seconds[3000] / seconds[1000]:.1f}x "
+                 "(3x linear, 9x quadratic)")
+    return notes
+
+
 def main() -> None:
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="seeknal-bench-state-"))
@@ -191,6 +237,7 @@ def main() -> None:
         small_mutations(root)
         big_store(root)
         hours, node_bytes, seed_bytes, file_bytes = hourly_size(root)
+        notes = many_nodes(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     width = max(len(r[0]) for r in ROWS)
@@ -201,6 +248,8 @@ def main() -> None:
     print(f"10-year hourly node, fully backfilled ({hours} intervals): {node_bytes} B stored "
           f"(the seed format listing each interval: {seed_bytes / 1e6:.1f} MB); "
           f"whole state file {file_bytes} B")
+    for note in notes:
+        print(note)
     print(f"bench wall time {time.perf_counter() - started:.0f} s")
 
 

@@ -635,3 +635,91 @@ def test_state_package_imports_neither_dagster_nor_duckdb():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+DEFINITION = {"sql": "SELECT * FROM raw", "schedule": "@daily", "timezone": "UTC",
+              "time_column": "ts", "materialization": "table", "engine": "duckdb"}
+
+
+def test_definition_is_stored_with_the_fingerprint(store_factory):
+    store = store_factory()
+    assert store.node("n").definition is None
+    rev = store.set_fingerprint("n", "h1", definition=DEFINITION)
+    assert store.node("n").definition == DEFINITION
+    assert store.set_fingerprint("n", "h1", definition=dict(DEFINITION)) == rev, "equal: no revision"
+    assert store.set_fingerprint("n", "h1") == rev, "no definition given: the stored one stays"
+    assert store.node("n").definition == DEFINITION
+    changed = {**DEFINITION, "sql": "SELECT 1 FROM raw"}
+    assert store.set_fingerprint("n", "h2", definition=changed) == rev + 1
+    last = store.history("n")[-1]
+    assert (last["fingerprint"], last["previous"], last["definition"]) == ("h2", "h1", changed)
+    store.mark_complete("n", days(1, 2), fingerprint="h3", definition={"sql": "x"})
+    store.mark_complete("n", days(2, 3))  # no definition: kept
+    assert store_factory().load()["n"].definition == {"sql": "x"}, "as another store reads it"
+    assert store.export()["nodes"]["n"]["definition"] == {"sql": "x"}
+
+
+def test_a_definition_must_be_a_json_object(store):
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        store.set_fingerprint("n", "h", definition={"when": dt.date(2024, 1, 1)})
+    with pytest.raises(ValueError, match="mapping"):
+        store.mark_complete("n", days(1, 2), definition=["sql"])
+    assert store.revision == 0
+
+
+def test_definition_is_one_key_on_the_node_line(json_store):
+    json_store.mark_complete("a", days(1, 2))
+    json_store.set_fingerprint("b", "h", definition={"sql": "SELECT 1"})
+    lines = json_store.path.read_text().splitlines()
+    assert '"definition"' not in lines[1], "absent when None: older files stay byte-identical"
+    assert lines[2].endswith('"definition": {"sql": "SELECT 1"}}')
+
+
+def test_mark_complete_many_is_the_sequence_of_calls_in_one_write(store_factory):
+    store = store_factory()
+    store.mark_failed("a", days(1, 3), "boom")
+    [item] = store.restate({"b": days(1, 2)}, "late", actor="ci")
+    start = store.revision
+    rev = store.mark_complete_many({"a": days(1, 2), "b": [days(1, 2), days(3, 4)], "c": days(5, 6)},
+                                   origin="manual")
+    assert rev == store.revision == start + 3, "one revision per node, as the calls one by one"
+    changes = store.changes_since(start)
+    assert [(c.revision, c.node, c.kind) for c in changes] == [
+        (start + 1, "a", "complete"), (start + 2, "b", "complete"), (start + 2, "b", "resolve"),
+        (start + 3, "c", "complete")]
+    assert store.node("a").failed_intervals == IntervalSet([days(2, 3)])
+    assert not store.pending_restatements() and store.node("b").restatements[0].id == item.id
+    assert store.node("b").completed == IntervalSet([days(1, 2), days(3, 4)])
+    assert [c.kind for c in store_factory().changes_since(start + 1)] == ["complete", "resolve", "complete"]
+    with pytest.raises(ValueError, match="at least one node"):
+        store.mark_complete_many({})
+    with pytest.raises(ValueError, match="needs intervals"):
+        store.mark_complete_many({"a": days(1, 2), "d": []})
+    assert store.revision == rev, "a bad node changes nothing"
+
+
+def test_mark_complete_many_writes_the_bytes_of_the_calls(tmp_path):
+    from test_state_golden import normalise
+
+    wanted = {f"n{i}": [days(1 + i % 3, 2 + i % 3)] for i in range(20)}
+    one = JsonStateStore(tmp_path / "one" / "run_state.json", durable=False)
+    many = JsonStateStore(tmp_path / "many" / "run_state.json", durable=False)
+    for store in (one, many):
+        store.mark_complete("n3", days(4, 5))
+        store.restate({"n3": days(4, 5)}, "late", actor="ci")
+    for name, intervals in wanted.items():
+        one.mark_complete(name, intervals, origin="manual")
+    many.mark_complete_many(wanted, origin="manual")
+    many.mark_complete("n0", days(6, 7))  # the next write flushes the big log_tail
+    one.mark_complete("n0", days(6, 7))
+
+    def journal(store: JsonStateStore) -> tuple[bytes, list[bytes]]:
+        """The state file up to its log_tail, and every audit line (logged, then carried):
+        where the log's group commit falls differs, what it records does not."""
+        head, _, _ = store.path.read_bytes().partition(b', "log_tail": ')
+        tail = json.loads(store.path.read_bytes())["log_tail"]
+        lines = store.log_path.read_bytes().splitlines()
+        lines += [json.dumps(r).encode() for r in tail if r["revision"] > json.loads(lines[-1])["revision"]]
+        return normalise(head), [normalise(line) for line in lines]
+
+    assert journal(many) == journal(one)

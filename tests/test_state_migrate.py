@@ -43,6 +43,10 @@ def fill(store) -> None:
     store.remove_partition_keys("daily", ["b"])
     store.set_fingerprint("daily", "fp-d")
     store.set_fingerprint("daily", "fp-d2")
+    store.set_fingerprint("daily", "fp-d3", definition={"sql": "SELECT 1", "schedule": "@daily",
+                                                        "engine": "duckdb", "time_column": None})
+    store.mark_complete_many({"orders": Interval(d(8), d(9)), "daily": Interval(d(2), d(3))},
+                             origin="manual")
 
 
 def snapshot(store) -> dict:

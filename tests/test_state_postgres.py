@@ -125,9 +125,34 @@ def test_schema_is_created_once_even_by_concurrent_first_users(pg_dsn, pg_schema
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [pg_schema])}
         indexes = {r[0] for r in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s", [pg_schema])}
-    assert versions == [(ps.SCHEMA_VERSION,)]
+    assert versions == [(v,) for v in range(1, ps.SCHEMA_VERSION + 1)]  # each migration once
     assert tables == {"schema_version", "store", "nodes", "failed", "restatements", "audit"}
     assert "audit_revision_idx" in indexes
+
+
+def test_a_version_1_schema_is_upgraded_in_place(pg_dsn, pg_schema):
+    store = PostgresStateStore(pg_dsn, schema=pg_schema)
+    store.mark_complete("n", hour(0), fingerprint="h1")
+    store.close()
+    q = f'"{pg_schema}"'
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to what version 1 had
+        conn.execute(f"DELETE FROM {q}.schema_version WHERE version > 1;"
+                     f" ALTER TABLE {q}.nodes DROP COLUMN definition;"
+                     f" DROP FUNCTION {q}.mark_complete_many(jsonb);"
+                     f" DROP FUNCTION {q}.set_fingerprint(text, text, jsonb);"
+                     f" CREATE FUNCTION {q}.set_fingerprint(p text, f text) RETURNS bigint"
+                     " LANGUAGE sql AS 'SELECT 0::bigint'")
+    store = PostgresStateStore(pg_dsn, schema=pg_schema)
+    assert store.node("n").completed == IntervalSet([hour(0)]) and store.node("n").definition is None
+    assert store.set_fingerprint("n", "h2", definition={"sql": "SELECT 2"}) == 2
+    assert store.mark_complete_many({"n": hour(1), "m": hour(2)}) == 4
+    assert store.node("n").definition == {"sql": "SELECT 2"}
+    store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        signatures = conn.execute(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'set_fingerprint' AND pronamespace = %s::regnamespace",
+            [pg_schema]).fetchone()[0]
+    assert signatures == 1, "the replaced signature is dropped, not left as an overload"
 
 
 def test_a_schema_from_a_newer_seeknal_is_refused(pg_dsn, pg_schema):

@@ -242,12 +242,16 @@ def complete_command(node: str | None, specs: tuple[str, ...]) -> int:
         names = ", ".join(n.name for n in nodes)
         click.echo(f"No node given: marking every scheduled node ({len(nodes)}: {names}).")
     chosen = {spec.name: _manual_intervals(sess, spec, specs) for spec in nodes}  # validate all first
+    known = {}
+    for name, pairs in chosen.items():
+        already = sess.store.completed(name)
+        known[name] = sum(1 for a, b in pairs if already.contains((from_epoch(a), from_epoch(b))))
+    sess.store.mark_complete_many(  # one state write for every node
+        {name: [(from_epoch(a), from_epoch(b)) for a, b in pairs] for name, pairs in chosen.items()},
+        origin="manual")
     for name, pairs in chosen.items():
         spec = sess.project.nodes[name]
-        already = sess.store.completed(name)
-        known = sum(1 for a, b in pairs if already.contains((from_epoch(a), from_epoch(b))))
-        sess.store.mark_complete(name, [(from_epoch(a), from_epoch(b)) for a, b in pairs], origin="manual")
-        note = f" ({known} already complete)" if known else ""
+        note = f" ({known[name]} already complete)" if known[name] else ""
         click.echo(f"{name}: marked {render.plural(len(pairs), 'interval')} complete (manual){note}: "
                    f"{render.spans_text(pairs, spec)}")
     return 0

@@ -1,8 +1,8 @@
 """The state-store contract: what every backend records, answers and raises.
 
-Backends (the JSON file today, PostgreSQL later) implement ``StateStore``; the runner,
-the CLI and the Dagster adapter only ever talk to this protocol, so they work
-unchanged whichever backend a project configures.
+Backends (the JSON file and PostgreSQL) implement ``StateStore``; the runner, the CLI
+and the Dagster adapter only ever talk to this protocol, so they work unchanged
+whichever backend a project configures.
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ class NodeState:
     fingerprint: str | None = None
     last_run: dt.datetime | None = None
     revision: int = 0  # store revision of the node's latest change
+    #: What the fingerprint was computed from (normalised SQL, schedule, ...), as stored by
+    #: ``set_fingerprint``/``mark_complete``, so a change can be shown, not only detected.
+    definition: dict[str, Any] | None = None
 
     @property
     def pending_restatements(self) -> list[Restatement]:
@@ -158,7 +161,20 @@ class StateStore(Protocol):
         duration: float | None = None,
         partition_keys: Iterable[str] = (),
         fingerprint: str | None = None,
+        interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
+        definition: Mapping[str, Any] | None = None,
     ) -> int: ...
+
+    def mark_complete_many(
+        self,
+        nodes: Mapping[str, IntervalsLike],
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
+    ) -> int:
+        """``mark_complete`` of several nodes in one atomic change (one lock, one write):
+        each node gets its own revision and records, exactly as the same calls in order."""
+        ...
 
     def mark_failed(
         self,
@@ -181,7 +197,9 @@ class StateStore(Protocol):
 
     def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int: ...
 
-    def set_fingerprint(self, node: str, fingerprint: str) -> int: ...
+    def set_fingerprint(
+        self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None
+    ) -> int: ...
 
     def record_execution(
         self,
@@ -203,7 +221,7 @@ class StateStore(Protocol):
     def export(self) -> dict[str, Any]:
         """Everything the store holds, backend-neutral: ``format``, ``version``, ``revision``,
         ``nodes`` (per node: ``completed_intervals``, ``failed_intervals``, ``restatements``,
-        ``partition_keys``, ``fingerprint``, ``last_run``, ``revision``; times as
+        ``partition_keys``, ``fingerprint``, ``definition``, ``last_run``, ``revision``; times as
         ``2024-01-01T00:00:00Z`` text) and ``audit`` (every audit record, oldest first)."""
         ...
 

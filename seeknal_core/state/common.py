@@ -9,8 +9,9 @@ knows: ``revision``, ``at`` and computed fields such as ``attempts``).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from ..intervals import Interval, IntervalSet
 from ..timeutil import EPOCH, UTC
@@ -145,6 +146,57 @@ def _resync(revision: int, nodes: Mapping[str, NodeState]) -> list[Change]:
     ]
 
 
+class Completion(NamedTuple):
+    """One node's part of a ``mark_complete``/``mark_complete_many``, checked and normalised."""
+
+    node: str
+    done: IntervalSet
+    keys: list[str]
+    fingerprint: str | None
+    definition: dict[str, Any] | None
+    by: str  # who resolves the restatements this completes
+    record: dict[str, Any]  # the audit record, without revision and at
+
+
+def _completion(
+    node: str, intervals: IntervalsLike, origin: str, run_id: str | None, rows: int | None,
+    duration: float | None, partition_keys: Iterable[str], fingerprint: str | None,
+    definition: Mapping[str, Any] | None,
+    interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
+) -> Completion:
+    _check_node_name(node)
+    _check_mode(origin)
+    done = _as_set(intervals)
+    keys = sorted({str(k) for k in partition_keys})
+    if not done and not keys:
+        raise ValueError("mark_complete needs intervals or partition_keys")
+    record = _event(
+        "complete", node, intervals=_rows(done._starts, done._ends), mode=origin,
+        status="success", rows=rows, duration=duration, error=None, run_id=run_id,
+    )
+    if keys:
+        record["partition_keys"] = keys
+    if fingerprint is not None:
+        record["fingerprint"] = fingerprint
+    if interval_rows is not None:
+        record["interval_rows"] = [[_fmt(a * 1_000_000), _fmt(b * 1_000_000), int(n)]
+                                   for (a, b), n in interval_rows]
+    by = origin if run_id is None else f"{origin}:{run_id}"
+    return Completion(node, done, keys, fingerprint, _check_definition(definition), by, record)
+
+
+def _check_definition(definition: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A plain JSON copy of a node definition (both backends store it as JSON)."""
+    if definition is None:
+        return None
+    if not isinstance(definition, Mapping):
+        raise ValueError(f"definition must be a mapping, got {type(definition).__name__}")
+    try:
+        return json.loads(json.dumps(dict(definition), ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"definition must be JSON-serialisable: {exc}") from None
+
+
 # -- the public mutations -------------------------------------------------------------------
 
 
@@ -182,35 +234,45 @@ class StoreBase:
         duration: float | None = None,
         partition_keys: Iterable[str] = (),
         fingerprint: str | None = None,
+        interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
+        definition: Mapping[str, Any] | None = None,
     ) -> int:
         """Record intervals as done (call after the data is committed); returns the revision.
 
         Also clears those intervals from the failed list, resolves this node's pending
-        restatements that are now fully completed, and adds ``partition_keys``.
+        restatements that are now fully completed, and adds ``partition_keys``;
+        ``fingerprint`` and ``definition``, when given, replace the stored ones;
+        ``interval_rows`` (``((start_s, end_s), rows)`` per interval) goes into the audit record.
         """
-        _check_node_name(node)
-        _check_mode(origin)
-        done = _as_set(intervals)
-        keys = sorted({str(k) for k in partition_keys})
-        if not done and not keys:
-            raise ValueError("mark_complete needs intervals or partition_keys")
-        by = origin if run_id is None else f"{origin}:{run_id}"
-        record = _event(
-            "complete", node, intervals=_rows(done._starts, done._ends), mode=origin,
-            status="success", rows=rows, duration=duration, error=None, run_id=run_id,
-        )
-        if keys:
-            record["partition_keys"] = keys
-        if fingerprint is not None:
-            record["fingerprint"] = fingerprint
-        return self._apply_complete(node, done, keys, fingerprint, by, record)
+        item = _completion(node, intervals, origin, run_id, rows, duration, partition_keys,
+                           fingerprint, definition, interval_rows)
+        return self._apply_complete([item])
 
-    def _apply_complete(
-        self, node: str, done: IntervalSet, keys: list[str], fingerprint: str | None, by: str,
-        record: dict[str, Any],
+    def mark_complete_many(
+        self,
+        nodes: Mapping[str, IntervalsLike],
+        *,
+        origin: str = "run",
+        run_id: str | None = None,
     ) -> int:
-        """Add ``done`` and ``keys``, resolve what is covered (by ``by``); ``record`` gains
-        ``resolved_restatements`` when any were."""
+        """``mark_complete`` of every node in ``nodes``, as one atomic change; returns the revision.
+
+        One lock and one write instead of one per node (marking 3,000 nodes by hand was
+        quadratic), yet each node still gets its own revision, in the mapping's order,
+        and the same audit records as the same ``mark_complete`` calls made one by one:
+        ``changes_since`` and ``history`` cannot tell the two apart.
+        """
+        if not nodes:
+            raise ValueError("mark_complete_many needs at least one node")
+        items = [_completion(name, intervals, origin, run_id, None, None, (), None, None)
+                 for name, intervals in nodes.items()]
+        return self._apply_complete(items)
+
+    def _apply_complete(self, items: list[Completion]) -> int:
+        """Apply each completion at its own revision, in order (one commit); returns the last.
+
+        Per item: add ``done`` and ``keys``, resolve what is covered (by ``by``); ``record``
+        gains ``resolved_restatements`` when any were."""
         raise NotImplementedError
 
     def mark_failed(
@@ -293,14 +355,21 @@ class StoreBase:
     def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
         raise NotImplementedError
 
-    def set_fingerprint(self, node: str, fingerprint: str) -> int:
-        """Store the node's definition hash (SQL + schedule); a no-op when unchanged."""
+    def set_fingerprint(
+        self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None
+    ) -> int:
+        """Store the node's definition hash and, when given, the definition it hashes.
+
+        A no-op (same revision) when the fingerprint is unchanged and ``definition`` is
+        None or equal to the stored one.  The ``fingerprint`` audit record carries the
+        definition when given, so ``history`` shows what each version of a node was.
+        """
         _check_node_name(node)
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError("fingerprint must be a non-empty string")
-        return self._apply_fingerprint(node, fingerprint)
+        return self._apply_fingerprint(node, fingerprint, _check_definition(definition))
 
-    def _apply_fingerprint(self, node: str, fingerprint: str) -> int:
+    def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         raise NotImplementedError
 
     def record_execution(

@@ -65,6 +65,7 @@ from ..timeutil import EPOCH, UTC
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
 from .common import (
     _US,
+    Completion,
     StoreBase,
     _as_set,  # noqa: F401 - tests reach it here
     _check_node_name,
@@ -290,7 +291,7 @@ _FIELD_ORDER = {
     "execution": ("intervals", "mode", "status", "rows", "duration", "error", "run_id"),
     "restate": ("intervals", "reason", "actor", "restatement_id", "removed"),
     "resolve": ("intervals", "restatement_id", "resolved_by", "reason"),
-    "fingerprint": ("fingerprint", "previous"),
+    "fingerprint": ("fingerprint", "previous", "definition"),
     "partitions_removed": ("partition_keys",),
 }
 
@@ -635,6 +636,9 @@ class JsonStateStore(StoreBase):
             if not isinstance(keys, list):
                 raise TypeError("partition_keys is not a list")
             fingerprint = node.get("fingerprint")
+            definition = node.get("definition")
+            if definition is not None and not isinstance(definition, dict):
+                raise TypeError("definition is not an object")
             return NodeState(
                 name=name,
                 completed=_set_of(starts, ends),
@@ -644,6 +648,7 @@ class JsonStateStore(StoreBase):
                 fingerprint=None if fingerprint is None else str(fingerprint),
                 last_run=_dt_or_none(node.get("last_run")),
                 revision=int(node.get("revision", 0)),
+                definition=definition,
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
@@ -781,7 +786,11 @@ class JsonStateStore(StoreBase):
     def _mutate(
         self, apply: Callable[[dict[str, Any], str, int], tuple[list[dict[str, Any]], Any]]
     ) -> tuple[int, Any]:
-        """Run ``apply(doc, now, new_revision)`` under the lock; write if it produced records."""
+        """Run ``apply(doc, now, new_revision)`` under the lock; write if it produced records.
+
+        Records are stamped ``new_revision`` unless ``apply`` numbered them (one revision
+        per node of a ``mark_complete_many``); the store takes the last record's revision.
+        """
         with self._locked() as doc:
             now = _fmt(_now_us())
             new_revision = doc["revision"] + 1
@@ -789,7 +798,9 @@ class JsonStateStore(StoreBase):
             if not records:
                 return doc["revision"], result
             for record in records:
-                record["revision"] = new_revision
+                if record["revision"] is None:
+                    record["revision"] = new_revision
+            new_revision = records[-1]["revision"]  # several when apply numbered them itself
             encoded = [json.dumps(r, ensure_ascii=False).encode() for r in records]
             tail, tail_enc = self._next_tail(doc, encoded)
             doc["revision"] = new_revision
@@ -1080,25 +1091,30 @@ class JsonStateStore(StoreBase):
     def _where(self) -> str:
         return str(self.path)
 
-    def _apply_complete(
-        self, node: str, done: IntervalSet, keys: list[str], fingerprint: str | None, by: str,
-        record: dict[str, Any],
-    ) -> int:
+    def _apply_complete(self, items: list[Completion]) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
-            raw = self._node_for_write(doc, node, revision)
-            self._update_completed(node, raw, done, add=True)
-            raw["failed_intervals"] = _subtract_failed(raw["failed_intervals"], done)
-            starts, ends = self._completed_arrays(node, raw)
-            resolved = _resolve_covered(raw, starts, ends, now, by)
-            if keys:
-                raw["partition_keys"] = sorted(set(raw["partition_keys"]).union(keys))
-            if fingerprint is not None:
-                raw["fingerprint"] = fingerprint
-            raw["last_run"] = now
-            entry = _stamped(record, now)
-            if resolved:
-                entry["resolved_restatements"] = [r["id"] for r in resolved]
-            return [entry] + [_resolve_record(node, r, now) for r in resolved], None
+            records: list[dict[str, Any]] = []
+            for at, item in enumerate(items, start=revision):
+                raw = self._node_for_write(doc, item.node, at)
+                self._update_completed(item.node, raw, item.done, add=True)
+                raw["failed_intervals"] = _subtract_failed(raw["failed_intervals"], item.done)
+                starts, ends = self._completed_arrays(item.node, raw)
+                resolved = _resolve_covered(raw, starts, ends, now, item.by)
+                if item.keys:
+                    raw["partition_keys"] = sorted(set(raw["partition_keys"]).union(item.keys))
+                if item.fingerprint is not None:
+                    raw["fingerprint"] = item.fingerprint
+                raw["last_run"] = now
+                if item.definition is not None:
+                    raw["definition"] = item.definition
+                entry = _stamped(item.record, now)
+                if resolved:
+                    entry["resolved_restatements"] = [r["id"] for r in resolved]
+                group = [entry] + [_resolve_record(item.node, r, now) for r in resolved]
+                for record in group:
+                    record["revision"] = at
+                records += group
+            return records, None
 
         return self._mutate(apply)[0]
 
@@ -1180,13 +1196,17 @@ class JsonStateStore(StoreBase):
 
         return self._mutate(apply)[0]
 
-    def _apply_fingerprint(self, node: str, fingerprint: str) -> int:
+    def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
-            old = doc["nodes"].get(node, {}).get("fingerprint")
-            if old == fingerprint:
+            raw = doc["nodes"].get(node, {})
+            old = raw.get("fingerprint")
+            if old == fingerprint and (definition is None or definition == raw.get("definition")):
                 return [], None
-            self._node_for_write(doc, node, revision)["fingerprint"] = fingerprint
+            raw = self._node_for_write(doc, node, revision)
+            raw["fingerprint"] = fingerprint
             record = _entry("fingerprint", node, now, fingerprint=fingerprint, previous=old)
+            if definition is not None:
+                raw["definition"] = record["definition"] = definition
             return [record], None
 
         return self._mutate(apply)[0]
@@ -1288,6 +1308,7 @@ class JsonStateStore(StoreBase):
             "fingerprint": state.fingerprint,
             "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
             "revision": state.revision,
+            "definition": state.definition,
         }
 
     def _log_records(self) -> list[dict[str, Any]]:
@@ -1329,6 +1350,8 @@ class JsonStateStore(StoreBase):
                     ("partition_keys", []), ("fingerprint", None), ("last_run", None), ("revision", 0),
                 )}
                 node["partition_keys"] = sorted(set(node["partition_keys"]))
+                if raw.get("definition") is not None:  # absent when None: a node line as written
+                    node["definition"] = json.loads(json.dumps(raw["definition"]))
                 nodes[name] = node
             self._replace_log(data["audit"])
             new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],
@@ -1524,6 +1547,8 @@ def check_export(data: object) -> dict[str, Any]:
                 raise TypeError("partition_keys is not a list of strings")
             if raw.get("last_run") is not None:
                 _parse_us(raw["last_run"])
+            if raw.get("definition") is not None and not isinstance(raw["definition"], Mapping):
+                raise TypeError("definition is not an object")
             node_rev = raw.get("revision", 0)
             if not isinstance(node_rev, int) or not 0 <= node_rev <= revision:
                 raise ValueError(f"revision {node_rev!r} is not between 0 and {revision}")
