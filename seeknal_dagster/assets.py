@@ -202,8 +202,6 @@ def run_node(
         "run/interval_end": _iso(pairs[-1][1]),
     })
     rows = _interval_rows(outcome)
-    if len(pairs) == 1 and pairs[0] not in rows:
-        rows[pairs[0]] = outcome.rows
     for pair, key in _keyed(pdef, pairs):
         context.add_asset_metadata(_partition_metadata(pair, rows.get(pair)), asset_key=spec.key,
                                    partition_key=key)
@@ -212,7 +210,7 @@ def run_node(
 
 def _interval_rows(outcome: runner.NodeResult) -> dict[Pair, int]:
     """Rows written per completed interval (the runner counts them per interval)."""
-    return {tuple(pair): int(rows) for pair, rows in getattr(outcome, "interval_rows", None) or ()}
+    return {tuple(pair): int(rows) for pair, rows in outcome.interval_rows}
 
 
 def _keyed(pdef: dg.PartitionsDefinition, pairs: Sequence[Pair]) -> list[tuple[Pair, str]]:
