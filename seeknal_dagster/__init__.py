@@ -1,16 +1,19 @@
 """seeknal_dagster: a seeknal project as Dagster assets, checks, sensors and schedules.
 
-``build_definitions(project_path)`` is the entry point; the pieces it is made of are
-exported for projects that compose their own ``Definitions``.  seeknal_core never
-imports this package, so the CLI stays free of Dagster.
+Two entry points on one code path: the ``dg`` component ``SeeknalProjectComponent``
+(``defs.yaml``: ``type: seeknal_dagster.SeeknalProjectComponent``) and the plain-Python
+``build_definitions(project_path)``.  The pieces they are made of are exported for
+projects that compose their own ``Definitions``.  seeknal_core never imports this
+package, so the CLI stays free of Dagster.
 """
 
 from .assets import POOL, build_assets, build_source_specs
-from .checks import CHECK_NAME, build_asset_checks
+from .checks import CHECK_NAME, CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR, build_asset_checks
+from .component import SeeknalProjectComponent
 from .definitions import build_definitions
 from .schedules import build_jobs, build_schedules
-from .sensors import CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR, build_sensors
-from .translator import SeeknalTranslator
+from .sensors import build_sensors
+from .translator import SeeknalTranslator, project_specs
 
 __all__ = [
     "CHECKS_SENSOR",
@@ -18,6 +21,7 @@ __all__ = [
     "POOL",
     "RECONCILE_SENSOR",
     "RESTATEMENT_SENSOR",
+    "SeeknalProjectComponent",
     "SeeknalTranslator",
     "build_asset_checks",
     "build_assets",
@@ -26,4 +30,5 @@ __all__ = [
     "build_schedules",
     "build_sensors",
     "build_source_specs",
+    "project_specs",
 ]

@@ -1,8 +1,13 @@
-"""One Dagster asset per seeknal transform, computed through the core runner.
+"""seeknal transforms as Dagster assets, computed through the core runner.
 
-A partitioned asset runs exactly the intervals of ``context.partition_time_window`` (one
-key or a range) and records them in the project's state store with origin ``dagster``
-and the run id, so the CLI and Dagster share one truth.  Sources are external assets.
+The specs (``translator.project_specs``) are grouped by what one Dagster step can share
+(partitions definition, backfill policy, pool) into a few ``multi_asset``s with
+``can_subset=True``, as dagster-dbt does: one decorator call per group instead of one per
+node keeps loading a 2,000-node project fast, and a run selects exactly the assets it
+needs.  A partitioned asset runs exactly the intervals of ``context.partition_time_window``
+(one key or a range) and records them in the project's state store with origin
+``dagster`` and the run id, so the CLI and Dagster share one truth.  Sources are
+external assets.
 
 Writes go through ``dagster_duckdb.DuckDBResource`` and are serialised by the
 ``seeknal_duckdb`` concurrency pool: DuckDB allows one writing process per file.
@@ -25,8 +30,8 @@ from seeknal_core.project import Project, TransformNode, load_project
 from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
 
-from .partitions import keys_for_intervals, partitions_def_for
-from .translator import SeeknalTranslator, group_name_for
+from .partitions import keys_for_intervals
+from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
 
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
 #: seeknal_duckdb 1``): DuckDB lets one process at a time write a database file.
@@ -35,12 +40,19 @@ POOL = "seeknal_duckdb"
 DUCKDB_RESOURCE_KEY = "duckdb"
 #: Run tag naming the restatement a run re-computes (set by the restatement sensor).
 RESTATEMENT_TAG = "seeknal/restatement"
-#: What a skipped interval's reason starts with when only upstream data is missing.
 
 
 
 def as_project(project: Project | str | os.PathLike[str]) -> Project:
     return project if isinstance(project, Project) else load_project(project)
+
+
+def as_specs(project: Project | ProjectSpecs | str | os.PathLike[str],
+             translator: SeeknalTranslator | None = None) -> ProjectSpecs:
+    """The project's specs, built once: builders given ``ProjectSpecs`` reuse them."""
+    if isinstance(project, ProjectSpecs):
+        return project
+    return project_specs(as_project(project), translator)
 
 
 @contextmanager
@@ -93,31 +105,22 @@ def _listing(items: Sequence[tuple[Pair, str]], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def run_node(
-    context: dg.AssetExecutionContext,
-    project: Project,
-    node: TransformNode,
-    duckdb_resource: Any,
-    *,
-    upstream_retries: int = 3,
-    upstream_retry_seconds: float = 60.0,
-) -> dg.MaterializeResult:
-    """Compute one node for the run's partitions (or fully, when unpartitioned)."""
+def _md(items: Sequence[tuple[Pair, str]]) -> str:
+    return "```\n" + _listing(items) + "\n```"
+
+
+def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode, duckdb_resource: Any,
+             pairs: list[Pair]) -> runner.NodeResult:
+    """Plan and execute one node in the run's window (or fully, when unpartitioned)."""
     from seeknal_core.engines.duckdb import DuckDBEngine
 
-    partitioned = node.is_incremental
-    pairs: list[Pair] = []
     database = str(getattr(duckdb_resource, "database", "") or "")
     if database and database != ":memory:" and "://" not in database:
         Path(database).parent.mkdir(parents=True, exist_ok=True)  # duckdb.connect does not
     try:
         with state_store(project) as store:
-            if partitioned:
-                window = context.partition_time_window
-                pairs = window_pairs(node, window.start, window.end)
-                the_plan = plan_intervals(project, store, node, pairs)
-            else:
-                the_plan = runner.plan(project, store, nodes=[node.name])
+            the_plan = (plan_intervals(project, store, node, pairs) if pairs
+                        else runner.plan(project, store, nodes=[node.name]))
             for note in the_plan.nodes[0].notes:
                 context.log.warning(f"{node.name}: {note}")
             if runner.needs_database(project, node):
@@ -131,7 +134,28 @@ def run_node(
                                         run_id=context.run.run_id)
     except (SeeknalError, StateError) as exc:
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
-    outcome = result.nodes[0]
+    return result.nodes[0]
+
+
+def run_node(
+    context: dg.AssetExecutionContext,
+    specs: ProjectSpecs,
+    node: TransformNode,
+    duckdb_resource: Any,
+    *,
+    upstream_retries: int = 3,
+    upstream_retry_seconds: float = 60.0,
+) -> dg.MaterializeResult:
+    """Compute one node for the run's partitions and describe each partition on its own:
+    its interval's start, end and rows; the run's totals are labelled ``run/...``."""
+    project = specs.project
+    spec = specs.specs[node.name]
+    pdef = spec.partitions_def
+    pairs: list[Pair] = []
+    if pdef is not None:
+        window = context.partition_time_window
+        pairs = window_pairs(node, window.start, window.end)
+    outcome = _execute(context, project, node, duckdb_resource, pairs)
 
     if outcome.failures or outcome.skipped:
         waiting = not outcome.failures and all(
@@ -141,14 +165,15 @@ def run_node(
             # upstream intervals: try again shortly instead of failing the partition
             context.log.info(f"{len(outcome.skipped)} interval(s) wait for upstream data; retrying")
             raise dg.RetryRequested(max_retries=upstream_retries, seconds_to_wait=upstream_retry_seconds)
-        if partitioned and outcome.done and len(pairs) > 1:
+        if pdef is not None and outcome.done and len(pairs) > 1:
             # a range run fails as a whole in Dagster; the intervals that did complete are
             # reported so the UI matches the state store
-            pdef = partitions_def_for(node)
-            for key in keys_for_intervals(pdef, [(from_epoch(a), from_epoch(b)) for a, b in outcome.done]):
+            rows = _interval_rows(outcome)
+            for pair, key in _keyed(pdef, outcome.done):
                 context.log_event(dg.AssetMaterialization(
-                    asset_key=context.asset_key, partition=key,
-                    metadata={"seeknal/origin": "dagster", "partial_run": True},
+                    asset_key=spec.key, partition=key,
+                    metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster",
+                              "partial_run": True},
                 ))
         first = (outcome.failures or outcome.skipped)[0]
         details: dict[str, Any] = {"completed_intervals": len(outcome.done)}
@@ -163,118 +188,74 @@ def run_node(
             metadata=details,
         )
 
-    metadata: dict[str, Any] = {
-        "rows": outcome.rows,
-        "duration_seconds": dg.MetadataValue.float(round(outcome.seconds, 4)),
-        "seeknal/origin": "dagster",
-    }
-    if partitioned:
-        metadata.update({
-            "intervals": len(outcome.done),
-            "interval_start": _iso(pairs[0][0]),
-            "interval_end": _iso(pairs[-1][1]),
-            "batches": outcome.batches,
-        })
-        if len(pairs) == 1:
-            metadata["dagster/partition_row_count"] = outcome.rows
-    else:
-        metadata["dagster/row_count"] = outcome.rows
-    return dg.MaterializeResult(metadata=metadata)
+    metadata: dict[str, Any] = {"seeknal/origin": "dagster"}
+    if pdef is None:
+        metadata.update({"rows": outcome.rows, "dagster/row_count": outcome.rows,
+                         "duration_seconds": dg.MetadataValue.float(round(outcome.seconds, 4))})
+        return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+    metadata.update({
+        "run/rows": outcome.rows,
+        "run/intervals": len(outcome.done),
+        "run/batches": outcome.batches,
+        "run/duration_seconds": dg.MetadataValue.float(round(outcome.seconds, 4)),
+        "run/interval_start": _iso(pairs[0][0]),
+        "run/interval_end": _iso(pairs[-1][1]),
+    })
+    rows = _interval_rows(outcome)
+    for pair, key in _keyed(pdef, pairs):
+        context.add_asset_metadata(_partition_metadata(pair, rows.get(pair)), asset_key=spec.key,
+                                   partition_key=key)
+    return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
 
 
-def _md(items: Sequence[tuple[Pair, str]]) -> str:
-    return "```\n" + _listing(items) + "\n```"
+def _interval_rows(outcome: runner.NodeResult) -> dict[Pair, int]:
+    """Rows written per completed interval (the runner counts them per interval)."""
+    return {tuple(pair): int(rows) for pair, rows in outcome.interval_rows}
 
 
-def asset_keys(project: Project, translator: SeeknalTranslator) -> dict[str, dg.AssetKey]:
+def _keyed(pdef: dg.PartitionsDefinition, pairs: Sequence[Pair]) -> list[tuple[Pair, str]]:
+    keys = keys_for_intervals(pdef, [(from_epoch(a), from_epoch(b)) for a, b in pairs])
+    return list(zip(pairs, keys))
+
+
+def _partition_metadata(pair: Pair, rows: int | None) -> dict[str, Any]:
+    """One partition's own figures: its interval and the rows written for it."""
+    meta: dict[str, Any] = {"interval_start": _iso(pair[0]), "interval_end": _iso(pair[1])}
+    if rows is not None:
+        meta.update({"rows": rows, "dagster/partition_row_count": rows})
+    return meta
+
+
+def asset_keys(project: Project | ProjectSpecs, translator: SeeknalTranslator | None = None
+               ) -> dict[str, dg.AssetKey]:
     """Asset key of every transform and source, by node name."""
+    if isinstance(project, ProjectSpecs):
+        return project.keys
+    translator = translator or SeeknalTranslator()
     keys = {n: translator.get_asset_key(node) for n, node in project.nodes.items()}
     keys.update({n: translator.get_source_asset_key(s) for n, s in project.sources.items()})
     return keys
 
 
 def build_source_specs(
-    project: Project | str | os.PathLike[str], translator: SeeknalTranslator | None = None
+    project: Project | ProjectSpecs | str | os.PathLike[str], translator: SeeknalTranslator | None = None
 ) -> list[dg.AssetSpec]:
     """Sources as external assets: shown in the lineage, never materialised by Dagster."""
-    project = as_project(project)
-    translator = translator or SeeknalTranslator()
-    default_group = group_name_for(project)
-    return [
-        dg.AssetSpec(
-            key=translator.get_source_asset_key(source),
-            description=translator.get_description(source),
-            metadata=translator.get_metadata(source),
-            group_name=translator.get_group_name(source) or default_group,
-            tags=translator.get_tags(source),
-            kinds=translator.get_kinds(source),
-            owners=translator.get_owners(source),
-        )
-        for source in project.sources.values()
-    ]
+    return list(as_specs(project, translator).sources.values())
 
 
-def build_node_asset(
-    project: Project,
-    node: TransformNode,
-    *,
-    translator: SeeknalTranslator | None = None,
-    resource_key: str = DUCKDB_RESOURCE_KEY,
-    pool: str | None = POOL,
-    upstream_retries: int = 3,
-    upstream_retry_seconds: float = 60.0,
-    keys: dict[str, dg.AssetKey] | None = None,
-) -> dg.AssetsDefinition:
-    """The asset of one transform: partitioned by its schedule, or a full refresh.
-
-    ``keys``: every node's asset key (``asset_keys``), computed once by ``build_assets``."""
-    translator = translator or SeeknalTranslator()
-    keys = keys or asset_keys(project, translator)
-    pdef = partitions_def_for(node) if node.is_incremental else None
-    deps = []
-    for name in node.depends_on:
-        upstream = project.nodes.get(name)
-        mapping = None
-        if pdef is not None and upstream is not None and upstream.is_incremental:
-            # a daily asset over an hourly one depends on its 24 hours
-            mapping = dg.TimeWindowPartitionMapping()
-        deps.append(dg.AssetDep(keys[name], partition_mapping=mapping))
-    policy = None
-    file_only = not runner.needs_database(project, node)
-    if pdef is not None:
-        # parquet nodes write one file per interval and share no database: a backfill
-        # fans out into one run per partition (or per batch_size) that can run in parallel
-        policy = (dg.BackfillPolicy.multi_run(node.batch_size or 1) if file_only
-                  else dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size
-                  else dg.BackfillPolicy.single_run())
-
-    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return run_node(
-            context, project, node, getattr(context.resources, resource_key),
-            upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
-        )
-
-    with warnings.catch_warnings():  # backfill_policy is "beta" in 1.13: not worth a warning per node
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(
-            key=keys[node.name],
-            deps=deps,
-            partitions_def=pdef,
-            backfill_policy=policy,
-            pool=None if file_only else pool,
-            group_name=translator.get_group_name(node) or group_name_for(project),
-            description=translator.get_description(node),
-            metadata=translator.get_metadata(node),
-            tags=translator.get_tags(node),
-            kinds=translator.get_kinds(node),
-            owners=translator.get_owners(node),
-            code_version=translator.get_code_version(node),
-            required_resource_keys={resource_key},
-        )(_asset)
+def _backfill_policy(node: TransformNode, file_only: bool) -> dg.BackfillPolicy | None:
+    """Parquet nodes write one file per interval and share no database: a backfill fans
+    out into one run per partition (or per batch_size) that can run in parallel."""
+    if not node.is_incremental:
+        return None
+    if file_only:
+        return dg.BackfillPolicy.multi_run(node.batch_size or 1)
+    return dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size else dg.BackfillPolicy.single_run()
 
 
 def build_assets(
-    project: Project | str | os.PathLike[str],
+    project: Project | ProjectSpecs | str | os.PathLike[str],
     *,
     translator: SeeknalTranslator | None = None,
     resource_key: str = DUCKDB_RESOURCE_KEY,
@@ -282,26 +263,81 @@ def build_assets(
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
-    """Source specs plus one asset per transform, in dependency order.
+    """Source specs plus the transforms, as one subsettable ``multi_asset`` per group of
+    nodes sharing a partitions definition, backfill policy and pool.
 
     ``upstream_retries``/``upstream_retry_seconds``: how often and how long a partition
     whose upstream intervals are not complete yet (two schedules firing at the same
     tick) waits before it fails.
     """
-    project = as_project(project)
-    translator = translator or SeeknalTranslator()
-    out: list[dg.AssetsDefinition | dg.AssetSpec] = list(build_source_specs(project, translator))
-    keys = asset_keys(project, translator)
-    for name in project.topological_order():
-        out.append(build_node_asset(
-            project, project.nodes[name], translator=translator, resource_key=resource_key, pool=pool,
-            upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds, keys=keys,
-        ))
+    specs = as_specs(project, translator)
+    project = specs.project
+    groups: dict[tuple, list[str]] = {}
+    for name, spec in specs.specs.items():
+        node = project.nodes[name]
+        file_only = not runner.needs_database(project, node)
+        policy = _backfill_policy(node, file_only)
+        groups.setdefault((spec.partitions_def, policy, None if file_only else pool), []).append(name)
+    out: list[dg.AssetsDefinition | dg.AssetSpec] = list(specs.sources.values())
+    taken: set[str] = set()
+    for (pdef, policy, group_pool), names in groups.items():
+        out.append(_group_asset(specs, names, pdef, policy, group_pool, resource_key, taken,
+                                upstream_retries=upstream_retries,
+                                upstream_retry_seconds=upstream_retry_seconds))
     return out
 
 
+def _group_name(names: Sequence[str], taken: set[str]) -> str:
+    base = "seeknal_" + slug(names[0]) + (f"_and_{len(names) - 1}_more" if len(names) > 1 else "")
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str | None, resource_key: str,
+                 taken: set[str], **retry: Any) -> dg.AssetsDefinition:
+    """One step computes the selected nodes of a group, upstream first; a failed node
+    stops only the nodes downstream of it."""
+    project = specs.project
+    by_key = {specs.specs[n].key: n for n in names}
+
+    def compute(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        selected = [by_key[k] for k in context.selected_asset_keys]
+        failed: list[tuple[str, BaseException]] = []
+        blocked: set[str] = set()
+        for name in project.topological_order(selected):
+            if name in blocked:
+                context.log.warning(f"{name}: not run, an upstream node failed in this step")
+                continue
+            try:
+                yield run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
+                               **retry)
+            except dg.Failure as exc:
+                if len(selected) == 1:
+                    raise
+                failed.append((name, exc))
+                blocked.update(project.downstream(name))
+        if failed:
+            raise dg.Failure(
+                description="; ".join(exc.description or name for name, exc in failed),
+                metadata=dict(failed[0][1].metadata or {}))
+
+    with warnings.catch_warnings():  # backfill_policy is "beta" in 1.13: not worth a warning per group
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.multi_asset(
+            name=_group_name(names, taken),
+            specs=[specs.specs[n] for n in names],
+            partitions_def=pdef,
+            backfill_policy=policy,
+            pool=pool,
+            can_subset=True,
+            required_resource_keys={resource_key},
+        )(compute)
+
+
 __all__ = [
-    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "asset_keys", "build_assets",
-    "build_node_asset", "build_source_specs", "plan_intervals", "run_node", "state_store",
-    "window_pairs",
+    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "as_specs", "asset_keys", "build_assets",
+    "build_source_specs", "plan_intervals", "run_node", "state_store", "window_pairs",
 ]

@@ -1,9 +1,9 @@
 """Asset checks that fail, naming the partitions, while Dagster and seeknal disagree.
 
-Open-source Dagster cannot un-mark a materialised partition, so a restated interval
-(recompute pending) or drift between the two sides (complete in seeknal only, or
-materialised in Dagster only) would stay invisible.  One unpartitioned check per
-incremental node, ``seeknal_in_sync``, compares the whole asset:
+Restated partitions are wiped in Dagster (see sensors/restatements.py), but drift between
+the two sides (complete in seeknal only, materialised in Dagster only, a restatement not
+yet wiped) would otherwise stay invisible.  One unpartitioned check per incremental node,
+``seeknal_in_sync``, compares the whole asset:
 
 * as a regular ``@asset_check`` (executable from the UI, and run with the asset's
   materialisations), and
@@ -16,7 +16,7 @@ and one verdict per asset ("3 partitions out of sync: ...") is what a reader nee
 """
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -25,11 +25,14 @@ from seeknal_core.intervals import IntervalSet
 from seeknal_core.project import Project, TransformNode
 from seeknal_core.state import StateStore
 
-from .assets import as_project, asset_keys, state_store
+from .assets import as_specs, state_store
 from .partitions import keys_for_intervals, partitions_def_for
-from .translator import SeeknalTranslator
+from .translator import ProjectSpecs, SeeknalTranslator
 
 CHECK_NAME = "seeknal_in_sync"
+RECONCILE_SENSOR = "seeknal_reconcile"
+RESTATEMENT_SENSOR = "seeknal_restatements"
+CHECKS_SENSOR = "seeknal_checks"
 _SHOW = 50  # partition keys listed per category
 
 
@@ -42,6 +45,8 @@ class SyncStatus:
     only_seeknal: list[str] = field(default_factory=list)  # complete, not materialised
     only_dagster: list[str] = field(default_factory=list)  # materialised, not complete
     in_sync: int = 0  # partitions both sides agree are done
+    #: whether the restatement / reconcile sensors run on this instance (the advice says so)
+    sensors: dict[str, bool] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -54,11 +59,11 @@ class SyncStatus:
         parts = []
         if self.restated:
             parts.append(f"{len(self.restated)} restated partition(s) waiting to be re-materialised "
-                         f"({_short(self.restated)}); the seeknal_restatements sensor requests them")
+                         f"({_short(self.restated)}); " + self._advice(RESTATEMENT_SENSOR, self.restated))
         if self.only_seeknal:
             parts.append(f"{len(self.only_seeknal)} partition(s) complete in seeknal but not "
-                         f"materialised in Dagster ({_short(self.only_seeknal)}); the seeknal_reconcile "
-                         "sensor reports them")
+                         f"materialised in Dagster ({_short(self.only_seeknal)}); "
+                         + self._advice(RECONCILE_SENSOR, self.only_seeknal))
         if self.only_dagster:
             parts.append(f"{len(self.only_dagster)} partition(s) materialised in Dagster but not "
                          f"complete in seeknal ({_short(self.only_dagster)}); re-materialise them")
@@ -74,6 +79,31 @@ class SyncStatus:
             "only_in_dagster_count": dg.MetadataValue.int(len(self.only_dagster)),
             "in_sync_count": dg.MetadataValue.int(self.in_sync),
         }
+
+
+    def _advice(self, sensor: str, keys: list[str]) -> str:
+        """What happens next, true for this instance: the sensor acts, or how to act."""
+        what = "requests them" if sensor == RESTATEMENT_SENSOR else "reports them"
+        if self.sensors.get(sensor):
+            return f"the {sensor} sensor {what}"
+        span = keys[0] if len(keys) == 1 else f"{keys[0]} ... {keys[-1]}"
+        return (f"the {sensor} sensor, which {what}, is stopped on this instance: start it "
+                f"(Automation > {sensor} > Start, or `dagster sensor start {sensor}`) or "
+                f"materialize partitions {span}")
+
+
+def running_sensors(instance: dg.DagsterInstance,
+                    names: Iterable[str] = (RESTATEMENT_SENSOR, RECONCILE_SENSOR)) -> dict[str, bool]:
+    """Which of the named sensors run on the instance: a stored state wins, else the
+    sensor's default (the reconcile sensor runs by default, the restatement one does not)."""
+    running = {name: name == RECONCILE_SENSOR for name in names}
+    if instance.schedule_storage is None:  # an instance without sensors: the defaults hold
+        return running
+    for state in instance.all_instigator_state():
+        if state.instigator_name in running:
+            running[state.instigator_name] = str(getattr(state.status, "value", state.status)) in (
+                "RUNNING", "DECLARED_IN_CODE")
+    return running
 
 
 def _short(keys: list[str], n: int = 5) -> str:
@@ -103,6 +133,7 @@ def sync_status(
         only_seeknal=ordered(completed - materialized - restated),
         only_dagster=ordered(materialized - completed - restated),
         in_sync=len(completed & materialized),
+        sensors=running_sensors(instance) if (restated or completed - materialized) else {},
     )
 
 
@@ -116,32 +147,37 @@ def check_evaluation(status: SyncStatus, asset_key: dg.AssetKey) -> dg.AssetChec
 
 
 def build_asset_checks(
-    project: Project | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
+    project: Project | ProjectSpecs | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
 ) -> list[dg.AssetChecksDefinition]:
     """One ``seeknal_in_sync`` check per incremental node (full-refresh nodes have no
     intervals to disagree about)."""
-    project = as_project(project)
-    translator = translator or SeeknalTranslator()
-    keys = asset_keys(project, translator)
-    return [_build_check(project, project.nodes[name], keys[name])
-            for name in project.topological_order() if project.nodes[name].is_incremental]
+    specs = as_specs(project, translator)
+    project = specs.project
+    nodes = {spec.key: project.nodes[name] for name, spec in specs.specs.items()
+             if spec.partitions_def is not None}
+    if not nodes:
+        return []
 
-
-def _build_check(project: Project, node: TransformNode, key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=key, name=CHECK_NAME, blocking=False,
-        description="Fails, naming the partitions, while Dagster's materialised partitions and "
-                    "seeknal's completed intervals disagree or a restatement is pending.",
+    @dg.multi_asset_check(  # one definition for every node: loading stays fast at 2,000 nodes
+        name="seeknal_in_sync_checks", can_subset=True,
+        specs=[dg.AssetCheckSpec(
+            CHECK_NAME, asset=key, blocking=False,
+            description="Fails, naming the partitions, while Dagster's materialised partitions and "
+                        "seeknal's completed intervals disagree or a restatement is pending.",
+        ) for key in nodes],
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         with state_store(project) as store:
-            status = sync_status(store, context.instance, node, key)
-        return dg.AssetCheckResult(
-            passed=status.passed, severity=dg.AssetCheckSeverity.ERROR,
-            description=status.description(), metadata=status.metadata(),
-        )
+            for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
+                status = sync_status(store, context.instance, nodes[check_key.asset_key], check_key.asset_key)
+                yield dg.AssetCheckResult(
+                    asset_key=check_key.asset_key, check_name=CHECK_NAME,
+                    passed=status.passed, severity=dg.AssetCheckSeverity.ERROR,
+                    description=status.description(), metadata=status.metadata(),
+                )
 
-    return _check
+    return [_checks]
 
 
-__all__ = ["CHECK_NAME", "SyncStatus", "build_asset_checks", "check_evaluation", "sync_status"]
+__all__ = ["CHECKS_SENSOR", "CHECK_NAME", "RECONCILE_SENSOR", "RESTATEMENT_SENSOR", "SyncStatus",
+           "running_sensors", "build_asset_checks", "check_evaluation", "sync_status"]

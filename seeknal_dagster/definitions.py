@@ -9,20 +9,27 @@ and so rebuild the same definitions from the same files.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from seeknal_core.project import Project
+
 from .assets import DUCKDB_RESOURCE_KEY, POOL, as_project, build_assets
 from .checks import build_asset_checks
 from .schedules import build_jobs, build_schedules
 from .sensors import MAX_PARTITIONS_PER_TICK, build_sensors
-from .translator import SeeknalTranslator
+from .translator import SeeknalTranslator, project_specs
+
+#: How incremental assets run by default: Dagster's declarative automation (each asset
+#: requests its interval once it has closed and its upstream intervals are complete).
+AUTOMATION = "conditions"
 
 
 def build_definitions(
-    project_path: str | os.PathLike[str],
+    project_path: str | os.PathLike[str] | Project,
     *,
     translator: SeeknalTranslator | None = None,
     database_path: str | os.PathLike[str] | None = None,
@@ -30,7 +37,8 @@ def build_definitions(
     pool: str | None = POOL,
     sensors: bool = True,
     checks: bool = True,
-    schedules: bool = True,
+    automation: str = AUTOMATION,
+    nodes: Sequence[str] | None = None,
     sensor_interval_seconds: int = 30,
     max_partitions_per_tick: int = MAX_PARTITIONS_PER_TICK,
     upstream_retries: int = 3,
@@ -39,27 +47,37 @@ def build_definitions(
 ) -> dg.Definitions:
     """Assets (sources as external assets), asset checks, sensors, jobs and schedules.
 
+    ``automation``: ``"conditions"`` (default) gives each incremental asset an
+    ``AutomationCondition`` (see ``SeeknalTranslator.get_automation_condition``);
+    ``"schedules"`` instead defines one schedule per grid (``schedule_status``, stopped by
+    default); ``"none"`` neither.  ``nodes``: only these transforms (and their sources).
+
     ``database_path`` overrides the project's ``database:`` (relative paths are read from
     the project folder, like the setting); the assets write through a ``DuckDBResource``
     under ``resource_key``, in the concurrency pool ``pool``.
     """
+    if automation not in ("conditions", "schedules", "none"):
+        raise ValueError(f"automation={automation!r}: use 'conditions', 'schedules' or 'none'")
     project = as_project(project_path)
     translator = translator or SeeknalTranslator()
+    translator.automation = automation == "conditions"
+    specs = project_specs(project, translator, nodes=nodes)  # once: every builder below reads these
     database = project.database_path if database_path is None else project.root / Path(database_path)
-    jobs = build_jobs(project, translator=translator) if (schedules or sensors) else []
+    schedules = automation == "schedules"
+    jobs = build_jobs(specs) if (schedules or sensors) else []
     return dg.Definitions(
         assets=build_assets(
-            project, translator=translator, resource_key=resource_key, pool=pool,
+            specs, resource_key=resource_key, pool=pool,
             upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
         ),
-        asset_checks=build_asset_checks(project, translator=translator) if checks else [],
+        asset_checks=build_asset_checks(specs) if checks else [],
         sensors=build_sensors(
-            project, translator=translator, minimum_interval_seconds=sensor_interval_seconds,
+            specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
             jobs=jobs or None,
         ) if sensors else [],
         jobs=jobs,
-        schedules=build_schedules(project, jobs=jobs, default_status=schedule_status) if schedules else [],
+        schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],
         resources={resource_key: DuckDBResource(database=str(database))},
     )
 

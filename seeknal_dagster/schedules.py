@@ -1,97 +1,103 @@
-"""One schedule per distinct partitions definition: each node runs when its interval closes.
+"""One job, and optionally one schedule, per distinct partitions definition.
 
-Nodes on the same grid (cron, timezone, first tick) share a partitioned asset job, and the
+Nodes on the same grid (cron, timezone, first tick) share a partitioned asset job.  The
 job's schedule is ``build_schedule_from_partitioned_job``: at each tick it requests the
 partition that just ended (``end_offset=0``), so a daily node runs its day at midnight in
-its timezone, a ``0 2 * * 0`` node its week on Sunday 02:00.  Assets on one grid that
-depend on each other run in one run, upstream first; a node over another grid (daily over
-hourly) retries briefly when its upstream interval is still being computed.
+its timezone, a ``0 2 * * 0`` node its week on Sunday 02:00.  Schedules are the
+alternative to the assets' automation conditions (the default, see translator.py); the
+restatement sensor targets the jobs either way.
 """
 
 from __future__ import annotations
 
 import os
-import re
 
 import dagster as dg
 
 from seeknal_core.project import Project
 from seeknal_core.schedule import PRESETS
 
-from .assets import as_project, asset_keys
-from .partitions import partitions_def_for
-from .translator import SeeknalTranslator
+from .assets import as_specs
+from .translator import ProjectSpecs, SeeknalTranslator, slug
 
 _PRESET_NAMES: dict[str, str] = {}
 for _name, _cron in PRESETS.items():  # first name wins: daily, not midnight
     _PRESET_NAMES.setdefault(_cron, _name)
-_SLUG = re.compile(r"[^a-z0-9]+")
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-def _slug(text: str) -> str:
-    return _SLUG.sub("_", text.lower()).strip("_")
+def cron_label(cron: str) -> str:
+    """A name a person reads: ``daily``, ``hourly_at_15``, ``weekly_sun_0200``,
+    ``monthly_1st_0600``; other crons spelled out field by field."""
+    if cron in _PRESET_NAMES:
+        return _PRESET_NAMES[cron]
+    fields = cron.split()
+    if len(fields) == 5 and fields[0].isdigit():
+        minute, hour, dom, month, dow = fields
+        if (hour, dom, month, dow) == ("*", "*", "*", "*"):
+            return f"hourly_at_{int(minute):02d}"
+        if hour.isdigit() and month == "*":
+            at = f"{int(hour):02d}{int(minute):02d}"
+            if (dom, dow) == ("*", "*"):
+                return f"daily_{at}"
+            if dom == "*" and dow.isdigit() and int(dow) < len(_DAYS):
+                return f"weekly_{_DAYS[int(dow)]}_{at}"
+            if dow == "*" and dom.isdigit():
+                return f"monthly_day{int(dom)}_{at}"
+    return slug(cron.replace("*", "x").replace("/", " every ").replace(",", " and "))
 
 
-def _job_name(pdef: dg.TimeWindowPartitionsDefinition, taken: set[str]) -> str:
-    """``seeknal_daily_utc``, ``seeknal_0_2_x_x_0_utc``: readable, unique, valid names."""
-    cron = _PRESET_NAMES.get(pdef.cron_schedule) or _slug(pdef.cron_schedule.replace("*", "x"))
-    base = f"seeknal_{cron}_{_slug(pdef.timezone)}"
-    name, n = base, 2
-    while name in taken:
-        name, n = f"{base}_{n}", n + 1
-    taken.add(name)
-    return name
-
-
-def job_names(project: Project) -> dict[str, str]:
-    """Name of the partitioned job each incremental node belongs to (one per grid)."""
-    by_pdef: dict[dg.TimeWindowPartitionsDefinition, str] = {}
+def job_names(project: Project | ProjectSpecs) -> dict[str, str]:
+    """Name of the partitioned job each incremental node belongs to (one per grid):
+    ``seeknal_daily_utc``, ``seeknal_weekly_sun_0200_utc``."""
+    specs = as_specs(project)
+    by_pdef: dict[dg.PartitionsDefinition, str] = {}
     taken: set[str] = set()
     out = {}
-    for name in project.topological_order():
-        node = project.nodes[name]
-        if node.is_incremental:
-            pdef = partitions_def_for(node)
-            if pdef not in by_pdef:
-                by_pdef[pdef] = _job_name(pdef, taken)
-            out[name] = by_pdef[pdef]
+    for name, spec in specs.specs.items():
+        pdef = spec.partitions_def
+        if not isinstance(pdef, dg.TimeWindowPartitionsDefinition):
+            continue
+        if pdef not in by_pdef:
+            base = f"seeknal_{cron_label(pdef.cron_schedule)}_{slug(pdef.timezone)}"
+            job, n = base, 2
+            while job in taken:
+                job, n = f"{base}_{n}", n + 1
+            taken.add(job)
+            by_pdef[pdef] = job
+        out[name] = by_pdef[pdef]
     return out
 
 
 def build_jobs(
-    project: Project | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
+    project: Project | ProjectSpecs | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
 ) -> list[dg.UnresolvedAssetJobDefinition]:
     """One partitioned asset job per distinct partitions definition, in dependency order."""
-    project = as_project(project)
-    translator = translator or SeeknalTranslator()
-    keys = asset_keys(project, translator)
+    specs = as_specs(project, translator)
     members: dict[str, list[str]] = {}
-    for node, job in job_names(project).items():
+    for node, job in job_names(specs).items():
         members.setdefault(job, []).append(node)
     jobs = []
     for job, nodes in members.items():
-        pdef = partitions_def_for(project.nodes[nodes[0]])
+        pdef = specs.specs[nodes[0]].partitions_def
         jobs.append(dg.define_asset_job(
-            job, selection=dg.AssetSelection.assets(*(keys[n] for n in nodes)),
+            job, selection=dg.AssetSelection.assets(*(specs.specs[n].key for n in nodes)),
             description=f"seeknal nodes on '{pdef.cron_schedule}' ({pdef.timezone}): " + ", ".join(nodes),
         ))
     return jobs
 
 
 def build_schedules(
-    project: Project | str | os.PathLike[str],
+    project: Project | ProjectSpecs | str | os.PathLike[str],
     *,
     translator: SeeknalTranslator | None = None,
     jobs: list[dg.UnresolvedAssetJobDefinition] | None = None,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
 ) -> list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition]:
-    """A schedule per partitioned job (``build_jobs``); stopped by default, as in Dagster."""
+    """A schedule per partitioned job (``build_jobs``), named like it; stopped by default."""
     jobs = jobs if jobs is not None else build_jobs(project, translator=translator)
-    return [
-        dg.build_schedule_from_partitioned_job(
-            job, name=f"{job.name}_schedule", default_status=default_status)
-        for job in jobs
-    ]
+    return [dg.build_schedule_from_partitioned_job(job, name=job.name, default_status=default_status)
+            for job in jobs]
 
 
-__all__ = ["build_jobs", "build_schedules", "job_names"]
+__all__ = ["build_jobs", "build_schedules", "cron_label", "job_names"]

@@ -1,8 +1,10 @@
-"""How seeknal nodes become Dagster asset specs: keys, groups, descriptions, metadata, tags.
+"""How seeknal nodes become Dagster asset specs: ``SeeknalTranslator.get_asset_spec``.
 
-Modelled on dagster-dbt's ``DagsterDbtTranslator``: subclass ``SeeknalTranslator`` and
-override a method to change one aspect everywhere (assets, sources, checks, sensors and
-schedules all ask the same translator, so a custom key is used consistently).
+Modelled on dagster-dbt's ``DagsterDbtTranslator``: ``get_asset_spec`` builds the whole
+``AssetSpec`` (key, group, deps, partitions and partition mapping, metadata, tags, kinds,
+code version, automation, freshness) from small getters; subclass and override one getter
+(or ``get_asset_spec`` itself) to change one aspect everywhere, as assets, checks,
+sensors and schedules all read the same specs (``project_specs``, built once per load).
 
 A node can also carry Dagster settings in its YAML without any Python, under
 ``meta: {dagster: {...}}`` (``asset_key``, ``group``, ``owners``), as dbt's
@@ -11,16 +13,27 @@ A node can also carry Dagster settings in its YAML without any Python, under
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
 from seeknal_core.project import Project, SourceNode, TransformNode
+from seeknal_core.schedule import Schedule
 
-_GROUP = re.compile(r"[^A-Za-z0-9_]+")
-_TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}$")
+from .partitions import PartitionsError, partitions_def_for
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+_YEAR_S = 366 * 86_400
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and single underscores: a valid Dagster name part."""
+    return _SLUG.sub("_", text.lower()).strip("_")
 
 
 def _dagster_meta(node: TransformNode | SourceNode) -> Mapping[str, Any]:
@@ -31,21 +44,63 @@ def _dagster_meta(node: TransformNode | SourceNode) -> Mapping[str, Any]:
 
 def group_name_for(project: Project) -> str:
     """The project name as a valid Dagster group name (letters, digits, underscores)."""
-    return _GROUP.sub("_", project.name).strip("_") or "seeknal"
+    return re.sub(r"[^A-Za-z0-9_]+", "_", project.name).strip("_") or "seeknal"
+
+
+def partitions_def_of(node: TransformNode) -> dg.TimeWindowPartitionsDefinition:
+    """``partitions_def_for``, with Dagster's own refusal of a cron turned into seeknal's
+    one-line error naming the node (``0 0 30 2 3`` is valid cron that never fires)."""
+    try:
+        return partitions_def_for(node)
+    except dg.DagsterInvalidDefinitionError as exc:
+        cron = node.schedule.cron if node.schedule else "?"
+        raise PartitionsError(
+            f"node '{node.name}': Dagster rejects the schedule {cron!r} ({str(exc).splitlines()[0]}); "
+            "use a cron that fires, e.g. '0 0 * * *'") from None
 
 
 class SeeknalTranslator:
     """Maps seeknal transforms and sources to Dagster asset properties.
 
     ``key_prefix`` prefixes every key (transforms and sources), ``group_name`` replaces
-    the default group (the project name).
+    the default group (the project name).  ``automation`` gives each incremental asset
+    the condition of ``get_automation_condition`` (turn it off to drive the assets with
+    schedules instead).
     """
 
-    def __init__(self, *, key_prefix: str | Sequence[str] = (), group_name: str | None = None):
+    def __init__(self, *, key_prefix: str | Sequence[str] = (), group_name: str | None = None,
+                 automation: bool = True):
         self.key_prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
         self.group_name = group_name
+        self.automation = automation
 
-    # -- keys -------------------------------------------------------------------------------
+    # -- the one entry point ----------------------------------------------------------------
+    def get_asset_spec(self, node: TransformNode | SourceNode, project: Project) -> dg.AssetSpec:
+        """Everything Dagster shows and schedules about one node, in one spec."""
+        if isinstance(node, SourceNode):
+            return dg.AssetSpec(
+                key=self.get_source_asset_key(node), description=self.get_description(node),
+                metadata=self.get_metadata(node), tags=self.get_tags(node), kinds=self.get_kinds(node),
+                group_name=self.get_group_name(node) or group_name_for(project),
+                owners=self.get_owners(node),
+            )
+        pdef = partitions_def_of(node) if node.is_incremental else None
+        return dg.AssetSpec(
+            key=self.get_asset_key(node),
+            deps=self.get_deps(node, project),
+            description=self.get_description(node),
+            metadata=self.get_metadata(node),
+            group_name=self.get_group_name(node) or group_name_for(project),
+            code_version=self.get_code_version(node),
+            automation_condition=self.get_automation_condition(node, project) if self.automation else None,
+            owners=self.get_owners(node),
+            tags=self.get_tags(node),
+            kinds=self.get_kinds(node),
+            partitions_def=pdef,
+            freshness_policy=self.get_freshness_policy(node),
+        )
+
+    # -- keys and dependencies --------------------------------------------------------------
     def get_asset_key(self, node: TransformNode) -> dg.AssetKey:
         """``meta.dagster.asset_key`` (a list or ``a/b``) or the node's name, prefixed."""
         custom = _dagster_meta(node).get("asset_key")
@@ -59,17 +114,61 @@ class SeeknalTranslator:
         """External input: the source's name, prefixed like the transforms."""
         return dg.AssetKey([*self.key_prefix, source.name])
 
+    def key_of(self, project: Project, name: str) -> dg.AssetKey:
+        if name in project.nodes:
+            return self.get_asset_key(project.nodes[name])
+        return self.get_source_asset_key(project.sources[name])
+
+    def get_deps(self, node: TransformNode, project: Project) -> list[dg.AssetDep]:
+        """One dep per input; a partitioned node over a partitioned one maps by time
+        window (a daily asset depends on its 24 hours)."""
+        deps = []
+        for name in node.depends_on:
+            upstream = project.nodes.get(name)
+            mapping = (dg.TimeWindowPartitionMapping()
+                       if node.is_incremental and upstream is not None and upstream.is_incremental else None)
+            deps.append(dg.AssetDep(self.key_of(project, name), partition_mapping=mapping))
+        return deps
+
+    # -- automation and freshness -----------------------------------------------------------
+    def get_automation_condition(self, node: TransformNode, project: Project
+                                 ) -> dg.AutomationCondition | None:
+        """``on_cron`` of the node's schedule, with "every upstream interval it covers is
+        complete" in place of "every dep updated since the tick": a daily node over an
+        hourly one runs once its 24 hours are materialised, not at midnight with a retry."""
+        if not node.is_incremental or node.schedule is None:
+            return None
+        cron = node.schedule.cron
+        condition = dg.AutomationCondition.on_cron(cron, node.timezone)
+        upstream = [self.get_asset_key(project.nodes[n]) for n in node.depends_on
+                    if n in project.nodes and project.nodes[n].is_incremental]
+        complete = ~dg.AutomationCondition.any_deps_match(
+            dg.AutomationCondition.missing() | dg.AutomationCondition.in_progress()
+        ).allow(dg.AssetSelection.assets(*upstream)).with_label("all upstream intervals complete")
+        return condition.replace(f"all_deps_updated_since_cron({cron}, {node.timezone})", complete)
+
+    def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
+        """Overdue when, at a tick, the last materialisation is older than one interval:
+        the interval that just closed has not been computed (the UI shows it late)."""
+        if not node.is_incremental or node.schedule is None or node.start is None:
+            return None
+        return _freshness(node.schedule, node.timezone, int(node.start.timestamp()))
+
     # -- presentation -----------------------------------------------------------------------
     def get_group_name(self, node: TransformNode | SourceNode) -> str | None:
         """``meta.dagster.group``, else the translator's ``group_name``; None: the project's."""
         return _dagster_meta(node).get("group") or self.group_name
 
     def get_description(self, node: TransformNode | SourceNode) -> str | None:
+        """The node's own words first (the catalog list shows the first line); the SQL
+        sits in the ``seeknal/sql`` metadata, not in the description."""
         if isinstance(node, SourceNode):
             where = node.location or f"table {node.table}"
             return (node.description or f"seeknal source '{node.name}'") + f"\n\nReads {where}."
         text = node.description or f"seeknal transform '{node.name}'"
-        return f"{text}\n\n```sql\n{node.sql.strip()}\n```"
+        if node.schedule is not None:
+            text += f"\n\nOne partition per '{node.schedule.cron}' interval in {node.timezone}."
+        return text
 
     def get_metadata(self, node: TransformNode | SourceNode) -> Mapping[str, Any]:
         """What a reader of the asset page wants to know without opening the YAML."""
@@ -87,12 +186,15 @@ class SeeknalTranslator:
             "seeknal/kind": "transform",
             "seeknal/materialization": node.materialization,
             "dagster/table_name": node.name,
+            "seeknal/sql": dg.MetadataValue.md(f"```sql\n{node.sql.strip()}\n```"),
         }
         if node.schedule is not None:
             meta["seeknal/schedule"] = node.schedule.cron
             meta["seeknal/timezone"] = node.timezone
-        if node.start is not None:
-            meta["seeknal/start"] = node.start.isoformat()
+        for name in ("start", "end"):
+            value = getattr(node, name, None)
+            if value is not None:
+                meta[f"seeknal/{name}"] = value.isoformat()
         if node.time_column:
             meta["seeknal/time_column"] = node.time_column
         if node.batch_size:
@@ -106,8 +208,12 @@ class SeeknalTranslator:
         return meta
 
     def get_tags(self, node: TransformNode | SourceNode) -> Mapping[str, str]:
-        """seeknal tags as valueless Dagster tags (as dagster-dbt maps dbt tags)."""
-        return {t: "" for t in getattr(node, "tags", ()) if _TAG_KEY.match(t)}
+        """seeknal tags as valueless Dagster tags (as dagster-dbt maps dbt tags), those
+        Dagster accepts as keys; the node's timezone as ``seeknal/timezone``."""
+        tags = {t: "" for t in getattr(node, "tags", ()) if _valid_tag_key(t)}
+        if isinstance(node, TransformNode) and node.schedule is not None:
+            tags["seeknal/timezone"] = re.sub(r"[^A-Za-z0-9_.\-]", "_", node.timezone)
+        return tags
 
     def get_owners(self, node: TransformNode | SourceNode) -> Sequence[str] | None:
         owners = _dagster_meta(node).get("owners")
@@ -125,4 +231,55 @@ class SeeknalTranslator:
         return node.fingerprint[:16]
 
 
-__all__ = ["SeeknalTranslator", "group_name_for"]
+@functools.lru_cache(maxsize=1024)
+def _freshness(schedule: Schedule, timezone: str, start: int) -> dg.FreshnessPolicy:
+    """One policy per grid (Dagster's constructor walks a thousand cron ticks to check it)."""
+    period = schedule.period
+    if period is None:  # months, DST days: Dagster's bound is the shortest interval
+        ticks = schedule.ticks(start, start + _YEAR_S)
+        period = min((b - a for a, b in zip(ticks, ticks[1:])), default=86_400)
+    return dg.FreshnessPolicy.cron(deadline_cron=schedule.cron, timezone=timezone,
+                                   lower_bound_delta=dt.timedelta(seconds=period))
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_tag_key(key: str) -> bool:
+    """Dagster's own tag-key rule (no copy of its regex): would it accept ``{key: ""}``?"""
+    try:
+        dg.AssetSpec("seeknal_tag_probe", tags={key: ""})
+    except (dg.DagsterInvalidDefinitionError, ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ProjectSpecs:
+    """Every node's spec and key, built once per project load and shared by all builders."""
+
+    project: Project
+    translator: SeeknalTranslator
+    specs: Mapping[str, dg.AssetSpec]  # transforms, in topological order
+    sources: Mapping[str, dg.AssetSpec]
+
+    @property
+    def keys(self) -> dict[str, dg.AssetKey]:
+        out = {n: s.key for n, s in self.sources.items()}
+        out.update({n: s.key for n, s in self.specs.items()})
+        return out
+
+
+def project_specs(project: Project, translator: SeeknalTranslator | None = None,
+                  nodes: Sequence[str] | None = None) -> ProjectSpecs:
+    """The specs of every transform (or of ``nodes``) and of the sources they read."""
+    translator = translator or SeeknalTranslator()
+    names = project.topological_order(nodes) if nodes is not None else project.topological_order()
+    read = {d for n in names for d in project.nodes[n].depends_on} if nodes is not None else project.sources
+    return ProjectSpecs(
+        project=project, translator=translator,
+        specs={n: translator.get_asset_spec(project.nodes[n], project) for n in names},
+        sources={n: translator.get_asset_spec(s, project) for n, s in project.sources.items() if n in read},
+    )
+
+
+__all__ = ["ProjectSpecs", "SeeknalTranslator", "group_name_for", "partitions_def_of", "project_specs",
+           "slug"]

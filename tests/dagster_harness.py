@@ -108,19 +108,41 @@ def launched_backfill_id(data: dict[str, Any]) -> str:
 
 
 # -- a daemon-less backfill -------------------------------------------------------------------
-def drive_backfill(workspace_process_context, backfill_id: str, *, timeout: float = 240.0):
+#: How long a waiting test tolerates *no progress at all* (no run, status, materialisation
+#: or log line changing) before it fails; a loaded machine slows progress, it does not stop it.
+STALL_SECONDS = 600.0
+
+
+class Progress:
+    """Fails a wait only when nothing has moved for ``stall`` seconds, never at a fixed deadline."""
+
+    def __init__(self, what: str, stall: float = STALL_SECONDS):
+        self.what, self.stall = what, stall
+        self.last, self.moved = None, time.monotonic()
+
+    def observe(self, signature: Any, detail: str = "") -> None:
+        if signature != self.last:
+            self.last, self.moved = signature, time.monotonic()
+            return
+        idle = time.monotonic() - self.moved
+        assert idle < self.stall, f"{self.what}: nothing moved for {idle:.0f} s ({signature}){detail}"
+
+
+def drive_backfill(workspace_process_context, backfill_id: str, *, stall: float = STALL_SECONDS):
     """Run the backfill daemon's iterations until the backfill leaves REQUESTED.
 
     With the instance's synchronous run coordinator and launcher, every run the iteration
     submits executes to completion inside it (the run's steps still run in their own
-    processes). Errors the daemon would only log fail here.
+    processes). Errors the daemon would only log fail here; so does an iteration that
+    changes nothing (no new run, no status change) for ``stall`` seconds.
     """
+    import dagster as dg
     from dagster._core.execution.backfill import BulkActionStatus
     from dagster._daemon.backfill import execute_backfill_iteration
 
     instance = workspace_process_context.instance
     logger = logging.getLogger("seeknal.test.backfill")
-    deadline = time.monotonic() + timeout
+    progress = Progress(f"backfill {backfill_id}", stall)
     iterations = 0
     while True:
         errors = [e for e in execute_backfill_iteration(workspace_process_context, logger) if e]
@@ -129,8 +151,8 @@ def drive_backfill(workspace_process_context, backfill_id: str, *, timeout: floa
         backfill = instance.get_backfill(backfill_id)
         if backfill.status != BulkActionStatus.REQUESTED:
             return backfill, iterations
-        assert time.monotonic() < deadline, f"backfill {backfill_id} still {backfill.status} after " \
-                                            f"{iterations} iterations"
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        progress.observe((str(backfill.status), sorted((r.run_id, str(r.status)) for r in runs)))
 
 
 # -- `dagster dev` as subprocesses ------------------------------------------------------------
@@ -185,11 +207,14 @@ class DagsterDev:
         return payload["data"]
 
     def wait_until_loaded(self, location: str, timeout: float) -> float:
-        """Poll until the webserver answers and the code location is loaded; seconds taken."""
+        """Poll until the webserver answers and the code location is loaded; seconds taken.
+        Fails when ``dagster dev`` exits or nothing (answer, log) changes for ``timeout`` s."""
         started = time.monotonic()
-        deadline = started + timeout
+        progress = Progress("dagster dev start", timeout)
         last = "no answer"
-        while time.monotonic() < deadline:
+        while True:
+            size = self.log_path.stat().st_size if self.log_path.exists() else 0
+            progress.observe((last, size), "\n" + self.log_tail())
             assert self.alive(), f"dagster dev exited ({self.proc.returncode}):\n{self.log_tail()}"
             try:
                 with urllib.request.urlopen(f"{self.url}/server_info", timeout=5) as response:
@@ -205,7 +230,26 @@ class DagsterDev:
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
                 last = repr(exc)
             time.sleep(0.5)
-        raise AssertionError(f"dagster dev not ready after {timeout:.0f} s ({last}):\n{self.log_tail()}")
+
+    def wait_for_backfill(self, backfill_id: str, assets: Sequence[str] = (), *,
+                          stall: float = STALL_SECONDS) -> dict[str, Any]:
+        """Poll until the backfill is terminal; fail on ``dagster dev`` exiting or on nothing
+        moving (backfill status, its runs, the assets' partition counts, the server log)
+        for ``stall`` seconds.  Returns the last backfill status object."""
+        progress = Progress(f"backfill {backfill_id}", stall)
+        while True:
+            assert self.alive(), self.log_tail()
+            backfill = self.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
+            assert backfill["__typename"] == "PartitionBackfill", backfill
+            if backfill["status"] in TERMINAL:
+                return backfill
+            runs = self.graphql(BACKFILL_RUNS, {"backfillId": backfill_id})["runsOrError"].get("results", [])
+            stats = [self.graphql(ASSET_PARTITION_STATS, {"assetKey": {"path": [a]}})["assetNodeOrError"]
+                     .get("partitionStats") for a in assets]
+            size = self.log_path.stat().st_size if self.log_path.exists() else 0
+            progress.observe((backfill["status"], sorted((r["runId"], r["status"]) for r in runs), stats, size),
+                             "\n" + self.log_tail())
+            time.sleep(1.0)
 
     def stop(self, grace: float = 30.0) -> int | None:
         """SIGTERM to the process group (webserver, daemon, code server, run workers), wait,
@@ -253,7 +297,7 @@ def group_alive(pgid: int) -> bool:
 
 
 @contextmanager
-def dagster_dev(workspace: Path, home: Path, *, location: str, ready_timeout: float = 90.0
+def dagster_dev(workspace: Path, home: Path, *, location: str, ready_timeout: float = 300.0
                 ) -> Iterator[DagsterDev]:
     """A running ``dagster dev``; always stopped on exit, and its port released."""
     server = DagsterDev(workspace, home, free_port(), home / "dagster_dev.log")

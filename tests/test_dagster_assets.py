@@ -94,6 +94,12 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, key: str, *,
     return result
 
 
+def materializations(result: dg.ExecuteInProcessResult, key: str) -> list[dg.AssetMaterialization]:
+    """The run's materialisations of one asset (every partition), in order."""
+    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+            if e.event_specific_data.materialization.asset_key == dg.AssetKey(key)]
+
+
 def store_of(root: Path):
     return open_all(root)[1]
 
@@ -134,8 +140,8 @@ def test_single_key_runs_exactly_its_interval(project_root: Path, instance) -> N
     [record] = completions(project_root, "hourly")
     assert (record["mode"], record["run_id"]) == ("dagster", result.run_id)
     assert instance.get_materialized_partitions(dg.AssetKey("hourly")) == {"2024-01-02-05:00"}
-    [mat] = result.asset_materializations_for_node("hourly")
-    assert mat.metadata["intervals"].value == 1 and mat.metadata["rows"].value == 1
+    [mat] = materializations(result, "hourly")
+    assert mat.metadata["run/intervals"].value == 1 and mat.metadata["rows"].value == 1
     assert mat.metadata["interval_start"].value == "2024-01-02T05:00:00+00:00"
 
 
@@ -155,7 +161,7 @@ def test_key_range_is_one_run_and_equals_the_one_shot_result(project_root: Path,
     # the unscheduled node: unpartitioned, a full refresh over what exists
     summary = materialize(defs, instance, "summary")
     assert query(project_root, "SELECT * FROM summary") == [(2, 288)]
-    assert summary.asset_materializations_for_node("summary")[0].metadata["dagster/row_count"].value == 1
+    assert materializations(summary, "summary")[0].metadata["dagster/row_count"].value == 1
 
 
 def test_rematerializing_a_completed_partition_reruns_it(project_root: Path, instance) -> None:

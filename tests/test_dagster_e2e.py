@@ -4,8 +4,8 @@ mutation, run by the daemons (queued run coordinator, default run launcher, mult
 executor, the ``seeknal_duckdb`` pool limited to one writer), then checked in Dagster, in
 seeknal's state and in DuckDB; the processes are stopped by their group and the port freed.
 
-Slow by nature (the backfill daemon iterates every 30 s): one test, generous but bounded
-timeouts.
+Slow by nature (the backfill daemon iterates every 30 s): one test, which waits on
+progress and fails only when nothing moves for minutes.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from pathlib import Path
 from dagster_harness import (
     ASSET_PARTITION_STATS,
     BACKFILL_RUNS,
-    BACKFILL_STATUS,
     LAUNCH_BACKFILL,
-    TERMINAL,
     backfill_params,
     dagster_dev,
     group_alive,
@@ -56,8 +54,7 @@ concurrency:
 """
 LOCATION = "seeknal_e2e"
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
-READY_TIMEOUT = 90.0
-BACKFILL_TIMEOUT = 150.0  # two backfill-daemon iterations (30 s apart) plus the run, on a loaded machine
+READY_TIMEOUT = 300.0  # of no progress at all, not of start-up time
 
 
 def test_dagster_dev_runs_a_ui_backfill_end_to_end(tmp_path: Path) -> None:
@@ -71,16 +68,8 @@ def test_dagster_dev_runs_a_ui_backfill_end_to_end(tmp_path: Path) -> None:
     with dagster_dev(root / "workspace.yaml", home, location=LOCATION, ready_timeout=READY_TIMEOUT) as server:
         data = server.graphql(LAUNCH_BACKFILL, backfill_params(["events_daily", "events_rollup"], DAYS))
         backfill_id = launched_backfill_id(data)
-        deadline = time.monotonic() + BACKFILL_TIMEOUT
-        status = None
-        while time.monotonic() < deadline:
-            assert server.alive(), server.log_tail()
-            backfill = server.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
-            assert backfill["__typename"] == "PartitionBackfill", backfill
-            status = backfill["status"]
-            if status in TERMINAL:
-                break
-            time.sleep(1.0)
+        backfill = server.wait_for_backfill(backfill_id, ["events_daily", "events_rollup"])
+        status = backfill["status"]
         assert status == "COMPLETED_SUCCESS", (status, backfill.get("error"), server.log_tail())
         stats = {name: server.graphql(ASSET_PARTITION_STATS, {"assetKey": {"path": [name]}})
                  ["assetNodeOrError"]["partitionStats"] for name in ("events_daily", "events_rollup")}

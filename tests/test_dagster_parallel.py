@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import itertools
 import textwrap
-import time
 from pathlib import Path
 
 import duckdb
 from dagster_harness import (
-    BACKFILL_STATUS,
     LAUNCH_BACKFILL,
-    TERMINAL,
     backfill_params,
     dagster_dev,
     launched_backfill_id,
@@ -67,14 +64,8 @@ def test_parallel_parquet_backfill_with_postgres_state(tmp_path, pg_dsn, pg_sche
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     with dagster_dev(root / "workspace.yaml", home, location=LOCATION) as server:
         backfill_id = launched_backfill_id(server.graphql(LAUNCH_BACKFILL, backfill_params(["hourly"], HOURS)))
-        deadline, status = time.monotonic() + 240, None
-        while time.monotonic() < deadline:
-            assert server.alive(), server.log_tail()
-            backfill = server.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
-            status = backfill["status"]
-            if status in TERMINAL:
-                break
-            time.sleep(1.0)
+        backfill = server.wait_for_backfill(backfill_id, ["hourly"])
+        status = backfill["status"]
         assert status == "COMPLETED_SUCCESS", (status, backfill.get("error"), server.log_tail())
 
     import dagster as dg

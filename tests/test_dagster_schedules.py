@@ -50,33 +50,33 @@ def tick(defs: dg.Definitions, instance, name: str, at: dt.datetime) -> list[dg.
 
 
 def test_one_schedule_per_partitions_definition(root: Path) -> None:
-    defs = build_definitions(root)
+    defs = build_definitions(root, automation="schedules")
     schedules = {s.name: s for s in defs.schedules}
-    assert set(schedules) == {"seeknal_hourly_utc_schedule", "seeknal_0_2_x_x_0_utc_schedule",
-                              "seeknal_daily_america_new_york_schedule"}
+    assert set(schedules) == {"seeknal_hourly_utc", "seeknal_weekly_sun_0200_utc",
+                              "seeknal_daily_america_new_york"}
     hourly_job = defs.resolve_job_def("seeknal_hourly_utc")
     assert hourly_job.asset_layer.executable_asset_keys == {dg.AssetKey("hourly"), dg.AssetKey("hourly_sum")}
-    ny = defs.resolve_schedule_def("seeknal_daily_america_new_york_schedule")
+    ny = defs.resolve_schedule_def("seeknal_daily_america_new_york")
     assert (ny.cron_schedule, ny.execution_timezone) == ("0 0 * * *", "America/New_York")
     assert ny.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 @pytest.mark.parametrize(("schedule", "at", "key"), [
-    ("seeknal_hourly_utc_schedule", dt.datetime(2024, 1, 3, 5, tzinfo=dt.UTC), "2024-01-03-04:00"),
-    ("seeknal_0_2_x_x_0_utc_schedule", dt.datetime(2024, 1, 14, 2, tzinfo=dt.UTC), "2024-01-07-02:00"),
+    ("seeknal_hourly_utc", dt.datetime(2024, 1, 3, 5, tzinfo=dt.UTC), "2024-01-03-04:00"),
+    ("seeknal_weekly_sun_0200_utc", dt.datetime(2024, 1, 14, 2, tzinfo=dt.UTC), "2024-01-07-02:00"),
     # 2024-03-10 is New York's 23-hour day; its interval closes at local midnight
-    ("seeknal_daily_america_new_york_schedule",
+    ("seeknal_daily_america_new_york",
      dt.datetime(2024, 3, 11, tzinfo=ZoneInfo("America/New_York")), "2024-03-10"),
 ])
 def test_tick_targets_the_interval_that_just_closed(root: Path, instance, schedule, at, key) -> None:
-    [request] = tick(build_definitions(root), instance, schedule, at)
+    [request] = tick(build_definitions(root, automation="schedules"), instance, schedule, at)
     assert request.partition_key == key
 
 
 def test_scheduled_run_completes_that_interval(root: Path, instance) -> None:
     """Both hourly nodes run in the tick's run, upstream first, and state records the hour."""
-    defs = build_definitions(root)
-    [request] = tick(defs, instance, "seeknal_hourly_utc_schedule", dt.datetime(2024, 1, 2, 8, tzinfo=dt.UTC))
+    defs = build_definitions(root, automation="schedules")
+    [request] = tick(defs, instance, "seeknal_hourly_utc", dt.datetime(2024, 1, 2, 8, tzinfo=dt.UTC))
     job = defs.resolve_job_def(request.job_name or "seeknal_hourly_utc")
     assert job.execute_in_process(instance=instance, partition_key=request.partition_key,
                                   tags=request.tags, resources=defs.resources).success

@@ -1,0 +1,169 @@
+"""``seeknal_restatements``: pending restatements become runs of the restated partitions.
+
+One run request per contiguous partition range; a restatement is resolved once a
+materialisation of every restated partition newer than the request is seen.  Cursor:
+``{"tracked": {id: {node, asset, ranges: [[first, last]], requested_at, attempt, sent_at,
+reason}}}``; a tracked restatement is never requested again while a run for it is queued
+or in flight, and is retried (new run keys) when its runs ended without the
+materialisation, up to three attempts.  Stopped by default: it launches runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from seeknal_core.intervals import IntervalSet
+from seeknal_core.project import Project
+from seeknal_core.state import StateStore
+
+from ..assets import RESTATEMENT_TAG, asset_keys
+from ..partitions import keys_for_intervals, partitions_def_for
+from ..schedules import job_names
+from .common import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, latest_materialization_times
+
+ATTEMPT_TAG = "seeknal/restatement_attempt"
+
+
+@dataclass
+class RestatementResult:
+    run_requests: list[dg.RunRequest]
+    cursor: dict[str, Any]
+    resolved: list[str]  # restatement ids resolved this tick
+    messages: list[str]
+
+
+def _ranges(pdef: dg.PartitionsDefinition, keys: Iterable[str]) -> list[list[str]]:
+    """Partition keys as contiguous [first, last] ranges, in partition order."""
+    index = {k: i for i, k in enumerate(pdef.get_partition_keys())}
+    ordered = sorted((index[k], k) for k in set(keys) if k in index)
+    ranges: list[list[str]] = []
+    last = None
+    for i, key in ordered:
+        if ranges and last == i - 1:
+            ranges[-1][1] = key
+        else:
+            ranges.append([key, key])
+        last = i
+    return ranges
+
+
+def _range_keys(pdef: dg.PartitionsDefinition, ranges: Sequence[Sequence[str]]) -> list[str]:
+    return [k for a, b in ranges for k in pdef.get_partition_keys_in_range(dg.PartitionKeyRange(a, b))]
+
+
+def restatement_run_request(
+    asset_key: dg.AssetKey, restatement_id: str, attempt: int, first: str, last: str, reason: str = "",
+    job_name: str | None = None,
+) -> dg.RunRequest:
+    """One run for one contiguous range: a partition key, or the range tags Dagster's
+    single-run backfills use (the asset reads the whole window at once)."""
+    tags = {RESTATEMENT_TAG: restatement_id, ATTEMPT_TAG: str(attempt)}
+    if reason:
+        tags["seeknal/reason"] = reason[:200]
+    run_key = f"seeknal-restatement:{restatement_id}:{attempt}:{asset_key.to_user_string()}:{first}:{last}"
+    if first == last:
+        return dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key],
+                             partition_key=first, tags=tags)
+    tags.update({PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last})
+    return dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key], tags=tags)
+
+
+def restatement_tick(
+    project: Project,
+    store: StateStore,
+    instance: dg.DagsterInstance,
+    cursor: Mapping[str, Any],
+    *,
+    keys: Mapping[str, dg.AssetKey] | None = None,
+    jobs: Mapping[str, str] | None = None,
+    now: float | None = None,
+    relaunch_after: float = 600.0,
+    max_attempts: int = 3,
+) -> RestatementResult:
+    """One tick of the restatement sensor.
+
+    Tracked restatements are followed up first: resolved once every restated partition
+    has a materialisation newer than the request; left alone while a run for them is
+    queued or in flight (or was requested less than ``relaunch_after`` seconds ago and
+    has not appeared yet); requested again, up to ``max_attempts``, when their runs
+    ended without it.  New pending restatements are requested unless an upstream node
+    still has one pending (its data must be recomputed first).
+    """
+    keys = keys or asset_keys(project)
+    jobs = jobs if jobs is not None else job_names(project)
+    now = time.time() if now is None else now
+    tracked: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (cursor.get("tracked") or {}).items()}
+    pending = {r.id: r for r in store.pending_restatements()
+               if r.node in keys and r.node in project.nodes and project.nodes[r.node].is_incremental}
+    requests: list[dg.RunRequest] = []
+    resolved: list[str] = []
+    messages: list[str] = []
+
+    for rid, entry in list(tracked.items()):
+        node = project.nodes.get(entry["node"])
+        if node is None or not node.is_incremental:
+            del tracked[rid]
+            continue
+        pdef = partitions_def_for(node)
+        asset_key = keys[node.name]
+        partitions = _range_keys(pdef, entry["ranges"])
+        seen = latest_materialization_times(instance, asset_key, partitions, after=entry["requested_at"])
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={RESTATEMENT_TAG: rid}))
+        if len(seen) == len(set(partitions)):
+            if rid in pending:
+                by = next((f"dagster:{r.run_id}" for r in runs if r.is_success), "dagster")
+                store.resolve_restatement(rid, by=by)
+            resolved.append(rid)
+            messages.append(f"restatement {rid} of {node.name}: re-materialised, resolved")
+            del tracked[rid]
+            continue
+        if rid not in pending:  # resolved outside Dagster (e.g. `seeknal run`)
+            messages.append(f"restatement {rid} of {node.name}: resolved outside Dagster")
+            del tracked[rid]
+            continue
+        current = [r for r in runs if r.tags.get(ATTEMPT_TAG) == str(entry["attempt"])]
+        if any(not r.is_finished for r in current):
+            continue  # queued or running
+        if not current:
+            if now - entry["sent_at"] < relaunch_after:
+                continue  # requested, not launched yet
+            # never launched (sensor restarted before the daemon submitted): same run keys
+        elif entry["attempt"] >= max_attempts:
+            if not entry.get("gave_up"):
+                entry["gave_up"] = True
+                messages.append(f"restatement {rid} of {node.name}: {max_attempts} runs ended "
+                                "without re-materialising it; re-materialise by hand")
+            continue
+        else:
+            entry["attempt"] += 1
+        entry["sent_at"] = now
+        requests += [restatement_run_request(asset_key, rid, entry["attempt"], a, b, entry.get("reason", ""),
+                                             jobs.get(node.name)) for a, b in entry["ranges"]]
+
+    # upstream data is recomputed first: nodes downstream of a pending restatement wait
+    blocked = {d for r in pending.values() for d in project.downstream(r.node)}
+    for rid, restatement in pending.items():
+        if rid in tracked:
+            continue
+        node = project.nodes[restatement.node]
+        if node.name in blocked:
+            continue
+        pdef = partitions_def_for(node)
+        ranges = _ranges(pdef, keys_for_intervals(pdef, IntervalSet(restatement.intervals)))
+        if not ranges:
+            messages.append(f"restatement {rid} of {node.name}: no Dagster partition covers it")
+            continue
+        tracked[rid] = {
+            "node": node.name, "asset": keys[node.name].to_user_string(), "ranges": ranges,
+            "requested_at": restatement.requested_at.timestamp(), "attempt": 1, "sent_at": now,
+            "reason": restatement.reason,
+        }
+        requests += [restatement_run_request(keys[node.name], rid, 1, a, b, restatement.reason,
+                                             jobs.get(node.name)) for a, b in ranges]
+        messages.append(f"restatement {rid} of {node.name}: requested {len(ranges)} run(s)")
+    return RestatementResult(requests, {"tracked": tracked}, resolved, messages)
