@@ -1,5 +1,12 @@
 """The default state backend: ``target/run_state.json`` plus the ``target/run_log.jsonl`` audit log.
 
+The log is named after its state file (``a_state.json`` -> ``a_state.log.jsonl``; the
+default keeps ``run_log.jsonl``), so projects whose state files share a folder keep
+separate histories.  Older seeknal wrote every state file's log to ``run_log.jsonl``: a
+store whose own log does not exist yet adopts (renames) that file only when its records
+are this state file's alone (``legacy_log_matches``) and no ``run_state.json`` beside it
+claims it; otherwise it is left untouched and the store starts its own log.
+
 File layout (one node per line, so ``grep completed_intervals`` and ``git diff`` are
 useful and a mutation re-serialises only the node it touched)::
 
@@ -81,7 +88,8 @@ from .common import (
     _rows,
 )
 
-__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export"]
+__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export",
+           "default_log_path"]
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +353,7 @@ class JsonStateStore(StoreBase):
         self.log_path = (
             Path(os.path.abspath(os.fspath(log_path)))
             if log_path is not None
-            else self.path.with_name("run_log.jsonl")
+            else default_log_path(self.path)
         )
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.durable = durable
@@ -366,9 +374,36 @@ class JsonStateStore(StoreBase):
         self._log_id: tuple[int, int] | None = None
         self._held_fd: int | None = None
         self._invalidate()
+        if log_path is None and self.log_path.name != LEGACY_LOG_NAME:
+            self._adopt_legacy_log()
 
     def __repr__(self) -> str:
         return f"JsonStateStore({str(self.path)!r})"
+
+    def _adopt_legacy_log(self) -> None:
+        """Rename an older seeknal's ``run_log.jsonl`` to this store's log when it is this
+        state file's own (see ``legacy_log_matches``); otherwise it stays where it is."""
+        legacy = self.path.with_name(LEGACY_LOG_NAME)
+        if (self.log_path.exists() or not legacy.exists() or not self.path.exists()
+                or self.path.with_name(DEFAULT_STATE_NAME).exists()):
+            return  # nothing to adopt, or it is the default state file's log
+        try:
+            with self._mutex:
+                self._acquire()  # not _locked(): its log repair would create our log first
+                try:
+                    if self.log_path.exists() or not legacy.exists():
+                        return  # another process adopted it meanwhile
+                    if legacy_log_matches(legacy, self._read(locked=True)):
+                        os.rename(legacy, self.log_path)
+                        log.info("audit log %s adopted as %s", legacy, self.log_path)
+                    else:
+                        log.warning("audit log %s does not match state file %s (shared by several "
+                                    "state files?): left in place; %s starts a new log",
+                                    legacy, self.path, self.log_path)
+                finally:
+                    self._release()
+        except (StateError, OSError) as exc:
+            log.warning("could not adopt audit log %s: %s", legacy, exc)
 
     def close(self) -> None:
         """Release the descriptors this store keeps open (the store stays usable)."""
@@ -1387,6 +1422,61 @@ class JsonStateStore(StoreBase):
             raise StateError(
                 f"cannot write audit log {self.log_path}: {exc.strerror or exc}; nothing was imported"
             ) from None
+
+
+# -- log naming -------------------------------------------------------------------------------
+
+DEFAULT_STATE_NAME = "run_state.json"
+LEGACY_LOG_NAME = "run_log.jsonl"
+
+
+def default_log_path(state_path: Path) -> Path:
+    """The audit log beside a state file, named after it: ``a_state.json`` ->
+    ``a_state.log.jsonl``, so state files that share a folder never share a log;
+    the default ``run_state.json`` keeps ``run_log.jsonl``."""
+    if state_path.name == DEFAULT_STATE_NAME:
+        return state_path.with_name(LEGACY_LOG_NAME)
+    stem = state_path.name[: -len(".json")] if state_path.name.endswith(".json") else state_path.name
+    return state_path.with_name(stem + ".log.jsonl")
+
+
+def legacy_log_matches(log_file: Path, doc: Mapping[str, Any]) -> bool:
+    """Whether an old ``run_log.jsonl`` (every state file of a folder used to write there)
+    belongs to the state document ``doc`` alone.
+
+    One store's log numbers its changes 1, 2, 3... without a gap, and the records of one
+    change share their ``at``; two stores appending to one log repeat revisions with
+    other times.  So it matches when change revisions never go down, never skip, each
+    has one ``at``, none is above the state's revision, every record names a node of the
+    state, and each node's latest revision (when the log reaches it) has a record of that
+    node.  Anything else may hold another state file's history: it is not adopted.
+    """
+    nodes = doc["nodes"]
+    seen: set[tuple[str, int]] = set()
+    last, last_at = 0, None
+    try:
+        with open(log_file, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    continue  # a torn final line
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                rev = record.get("revision") if isinstance(record, dict) else None
+                if not isinstance(rev, int) or rev < last or record.get("node") not in nodes:
+                    return False
+                if record.get("event") != "execution":
+                    if rev == last and record.get("at") != last_at or rev > last + 1:
+                        return False
+                    last, last_at = rev, record.get("at")
+                seen.add((record["node"], rev))
+    except OSError:
+        return False
+    if last > doc["revision"]:
+        return False
+    return all((name, raw.get("revision", 0)) in seen for name, raw in nodes.items()
+               if 0 < raw.get("revision", 0) <= last)
 
 
 # -- helpers on raw node records ------------------------------------------------------------
