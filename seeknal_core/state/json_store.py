@@ -50,7 +50,6 @@ import logging
 import os
 import stat
 import threading
-import time
 import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,13 +57,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-try:  # filelock >= 3.30: the same flock as FileLock, on a descriptor we keep open
-    from filelock import lock_descriptor, unlock_descriptor
-except ImportError:  # pragma: no cover - older filelock: use FileLock per mutation
-    lock_descriptor = unlock_descriptor = None
-
+from ..durable import FileMutex, atomic_write, sweep_temp_files, write_all
 from ..intervals import IntervalSet
 from ..timeutil import UTC
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
@@ -251,18 +244,10 @@ class JsonStateStore(StoreBase):
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.durable = durable
         self.lock_timeout = lock_timeout
-        self._file_lock = (
-            None
-            if lock_descriptor is not None
-            else FileLock(self.lock_path, timeout=lock_timeout, thread_local=False,
-                          poll_interval=0.001)
-        )
+        self._lock = FileMutex(self.lock_path, lock_timeout)
         self._mutex = threading.RLock()
         self._swept = False
         self._folder_ready = False
-        self._tmp_counter = 0
-        self._lock_fd: int | None = None
-        self._lock_pid = 0
         self._log_fd: int | None = None
         self._log_id: tuple[int, int] | None = None
         self._held_fd: int | None = None
@@ -301,7 +286,8 @@ class JsonStateStore(StoreBase):
     def close(self) -> None:
         """Release the descriptors this store keeps open (the store stays usable)."""
         with self._mutex:
-            for attr in ("_lock_fd", "_log_fd", "_held_fd"):
+            self._lock.close()
+            for attr in ("_log_fd", "_held_fd"):
                 fd = getattr(self, attr, None)
                 setattr(self, attr, None)
                 if fd is not None:
@@ -518,7 +504,7 @@ class JsonStateStore(StoreBase):
             except FileExistsError:
                 continue
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
             return target
@@ -664,46 +650,14 @@ class JsonStateStore(StoreBase):
                 self._release()
 
     def _acquire(self) -> None:
-        """Take the exclusive flock on ``run_state.json.lock`` (filelock's native lock)."""
-        if self._file_lock is not None:
-            try:
-                self._file_lock.acquire()
-            except Timeout:
-                raise self._lock_timeout() from None
-            return
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.0002
-        while True:
-            if self._lock_fd is None or self._lock_pid != os.getpid():
-                # a forked child must not share its parent's lock description
-                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                self._lock_pid = os.getpid()
-            fd = self._lock_fd
-            if lock_descriptor(fd, blocking=False):
-                held = os.fstat(fd)
-                try:
-                    current = os.stat(self.lock_path)
-                except FileNotFoundError:
-                    current = None
-                if current is not None and (current.st_dev, current.st_ino) == (
-                    held.st_dev, held.st_ino
-                ):
-                    return
-                # the lock file was deleted or replaced: this lock guards nothing, reopen
-                unlock_descriptor(fd)
-                os.close(fd)
-                self._lock_fd = None
-                continue
-            if time.monotonic() >= deadline:
-                raise self._lock_timeout()
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.005)
+        """Take the exclusive flock on ``run_state.json.lock``."""
+        try:
+            self._lock.acquire()
+        except TimeoutError:
+            raise self._lock_timeout() from None
 
     def _release(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()
-        elif self._lock_fd is not None:
-            unlock_descriptor(self._lock_fd)
+        self._lock.release()
 
     def _lock_timeout(self) -> StateError:
         return StateError(
@@ -850,59 +804,21 @@ class JsonStateStore(StoreBase):
         return b"".join((head, b",\n".join(parts), b'\n}, "log_tail": ', tail, more, b"}\n"))
 
     def _write_state(self, data: bytes) -> None:
-        """Atomic replace: unique temp file, fsync, rename, fsync of the folder."""
-        folder = self.path.parent
-        self._tmp_counter += 1
-        tmp = folder / f".{self.path.name}.{os.getpid()}-{id(self):x}-{self._tmp_counter}.tmp"
+        """Atomic replace (``durable.atomic_write``); the store then holds the new inode."""
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
+            fd = atomic_write(self.path, data, mode=self._mode, durable=self.durable, keep_open=True)
         except OSError as exc:
             raise StateError(
                 f"cannot write state file {self.path}: {exc.strerror or exc}; "
                 "the previous state is unchanged"
             ) from None
-        try:
-            os.fchmod(fd, self._mode)  # the umask must not narrow a shared file's mode
-            _write_all(fd, data)
-            if self.durable:
-                os.fsync(fd)
-            st = os.fstat(fd)
-            os.replace(tmp, self.path)
-        except BaseException as exc:
-            os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise StateError(
-                    f"cannot write state file {self.path}: {exc.strerror or exc}; "
-                    "the previous state is unchanged"
-                ) from None
-            raise
+        st = os.fstat(fd)
         self._hold(fd)
         self._sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if self.durable:
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
 
     def _sweep_temp_files(self) -> None:
         """Delete temp files of writers that died mid-write (safe: we hold the lock)."""
-        prefix = f".{self.path.name}."
-        try:
-            with os.scandir(self.path.parent) as entries:
-                for entry in entries:
-                    if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                        try:
-                            os.unlink(entry.path)
-                        except OSError:
-                            pass
-        except OSError:
-            return
-        self._swept = True
+        self._swept = sweep_temp_files(self.path)
 
     def _append_log(self, encoded: list[bytes], revision: int) -> None:
         """Append audit records in one write; a failure is logged, not raised.
@@ -917,7 +833,7 @@ class JsonStateStore(StoreBase):
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # a torn line from a crash: keep ours whole
-            _write_all(fd, data)
+            write_all(fd, data)
         except OSError as exc:
             self._log_ok = None
             log.warning("could not append to audit log %s: %s (will retry)", self.log_path, exc)
@@ -1282,27 +1198,14 @@ class JsonStateStore(StoreBase):
             return new["revision"]
 
     def _replace_log(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Write the audit log whole: unique temp file, fsync, rename."""
-        folder = self.log_path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{self.log_path.name}.{os.getpid()}-{id(self):x}.tmp"
+        """Write the audit log whole (``durable.atomic_write``)."""
         data = b"".join(
             json.dumps(canonical_record(r), ensure_ascii=False).encode() + b"\n" for r in records
         )
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, data)
-                if self.durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.log_path)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.log_path, data, durable=self.durable)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StateError(
                 f"cannot write audit log {self.log_path}: {exc.strerror or exc}; nothing was imported"
             ) from None
@@ -1364,13 +1267,6 @@ def legacy_log_matches(log_file: Path, doc: Mapping[str, Any]) -> bool:
 
 
 # -- helpers on raw node records ------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _describe_json_error(data: bytes, exc: BaseException) -> str:
