@@ -60,6 +60,8 @@ from typing import Any
 from ..durable import FileMutex, atomic_write, sweep_temp_files, write_all
 from ..intervals import IntervalSet
 from ..timeutil import UTC
+from . import audit_log
+from .audit_log import DEFAULT_STATE_NAME, LEGACY_LOG_NAME, AuditLog, default_log_path
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
 from .common import (
     Completion,
@@ -108,7 +110,6 @@ LOG_TAIL_RECORDS = 8
 LOG_TAIL_BYTES = 64 * 1024
 _TOP_KEYS = ("schema_version", "revision", "updated_at", "nodes", "log_tail")
 
-_REV_PREFIX = b'{"revision": '
 _NODE_KEYS = (
     "completed_intervals",
     "failed_intervals",
@@ -166,44 +167,10 @@ def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
 # -- the audit log ------------------------------------------------------------------------
 
 
-def _line_revision(line: bytes) -> int | None:
-    """The revision of an audit line, read from its prefix without parsing the JSON."""
-    if line.startswith(_REV_PREFIX):
-        end = line.find(b",", len(_REV_PREFIX))
-        try:
-            return int(line[len(_REV_PREFIX) : end])
-        except ValueError:
-            return None
-    return None
 
 
-def _reverse_lines(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
-    """Complete lines of a file, last first; a torn final line (no newline) is skipped."""
-    try:
-        with open(path, "rb") as f:
-            yield from _reverse_lines_of(f, block)
-    except FileNotFoundError:
-        return
 
 
-def _reverse_lines_of(f: Any, block: int) -> Iterator[bytes]:
-    pos = f.seek(0, os.SEEK_END)
-    buf = b""
-    skip_tail = True
-    while pos > 0:
-        n = min(block, pos)
-        pos -= n
-        f.seek(pos)
-        buf = f.read(n) + buf
-        parts = buf.split(b"\n")
-        buf = parts[0]
-        rest = parts[1:]
-        if skip_tail and rest:
-            rest.pop()  # empty, or the torn tail of an interrupted append
-            skip_tail = False
-        yield from reversed(rest)
-    if buf and not skip_tail:
-        yield buf
 
 
 
@@ -248,8 +215,7 @@ class JsonStateStore(StoreBase):
         self._mutex = threading.RLock()
         self._swept = False
         self._folder_ready = False
-        self._log_fd: int | None = None
-        self._log_id: tuple[int, int] | None = None
+        self._log = AuditLog(self.log_path)
         self._held_fd: int | None = None
         self._invalidate()
         if log_path is None and self.log_path.name != LEGACY_LOG_NAME:
@@ -271,7 +237,7 @@ class JsonStateStore(StoreBase):
                 try:
                     if self.log_path.exists() or not legacy.exists():
                         return  # another process adopted it meanwhile
-                    if legacy_log_matches(legacy, self._read(locked=True)):
+                    if audit_log.legacy_log_matches(legacy, self._read(locked=True)):
                         os.rename(legacy, self.log_path)
                         log.info("audit log %s adopted as %s", legacy, self.log_path)
                     else:
@@ -287,7 +253,8 @@ class JsonStateStore(StoreBase):
         """Release the descriptors this store keeps open (the store stays usable)."""
         with self._mutex:
             self._lock.close()
-            for attr in ("_log_fd", "_held_fd"):
+            self._log.close()
+            for attr in ("_held_fd",):
                 fd = getattr(self, attr, None)
                 setattr(self, attr, None)
                 if fd is not None:
@@ -377,7 +344,7 @@ class JsonStateStore(StoreBase):
     def _fresh_doc(self) -> dict[str, Any]:
         # Continue the revision sequence of an existing audit log, so a sensor's cursor
         # never points past a recreated store.
-        base = self._log_last_revision() or 0
+        base = audit_log.last_revision(self.log_path) or 0
         return {
             "schema_version": SCHEMA_VERSION,
             "revision": base,
@@ -428,7 +395,7 @@ class JsonStateStore(StoreBase):
             rev = doc.get("revision", 0)
             if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
                 rev = 0
-            rev = max(rev, self._log_last_revision() or 0)
+            rev = max(rev, audit_log.last_revision(self.log_path) or 0)
             extra = {k: v for k, v in doc.items() if k not in ("nodes", "revision")}
             doc = {"schema_version": SCHEMA_VERSION, "revision": rev, "updated_at": None,
                    "nodes": nodes, "log_tail": [], **extra}
@@ -713,7 +680,7 @@ class JsonStateStore(StoreBase):
             return list(tail[-keep:]) if keep else [], tail_enc[-keep:] if keep else []
         if self.durable:
             try:
-                os.fdatasync(self._log_handle())
+                self._log.sync()
             except OSError as exc:
                 log.warning("could not fsync audit log %s: %s", self.log_path, exc)
                 return list(tail), tail_enc
@@ -827,92 +794,13 @@ class JsonStateStore(StoreBase):
         operation write the missing lines, so raising would only invite a double retry.
         Not fsynced here: see ``_next_tail``.
         """
-        data = b"".join(line + b"\n" for line in encoded)
         try:
-            fd = self._log_handle()
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data  # a torn line from a crash: keep ours whole
-            write_all(fd, data)
+            self._log.append(encoded)
         except OSError as exc:
             self._log_ok = None
             log.warning("could not append to audit log %s: %s (will retry)", self.log_path, exc)
             return
         self._log_ok = revision
-
-    def _log_handle(self) -> int:
-        """An O_APPEND descriptor on the log, reopened when the file was moved or deleted."""
-        try:
-            st = os.stat(self.log_path)
-            ident = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            ident = None
-        if self._log_fd is not None and ident == self._log_id:
-            return self._log_fd
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
-        try:
-            fd = os.open(self.log_path, flags, 0o644)
-        except FileNotFoundError:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.log_path, flags, 0o644)
-        st = os.fstat(fd)
-        self._log_fd, self._log_id = fd, (st.st_dev, st.st_ino)
-        return fd
-
-    def _scan_log(self, after: int, block: int = 1 << 16) -> tuple[list[dict], int | None, int]:
-        """Read the log backwards: its records with revision > ``after`` (oldest first),
-        its last revision, and how many change records that last revision has there.
-
-        Stops at ``after`` or where revisions go up again going backwards (records of an
-        older store before a reset), so the cost is proportional to what is returned.
-        """
-        records: list[dict] = []
-        last: int | None = None
-        last_count = 0
-        trailing = True
-        newer: int | None = None
-        for line in _reverse_lines(self.log_path, block):
-            rev = _line_revision(line)
-            if rev is None:
-                continue
-            wanted = rev > after and (newer is None or rev <= newer)
-            if not wanted and not (last is None or (trailing and rev == last)):
-                break
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn line left by a crash
-            if not isinstance(record, dict):
-                continue
-            if last is None:
-                last = rev
-            if trailing and rev != last:
-                trailing = False
-            if trailing and record.get("event") != "execution":
-                last_count += 1
-            if wanted:
-                newer = rev
-                records.append(record)
-        records.reverse()
-        return records, last, last_count
-
-    def _log_last_revision(self) -> int | None:
-        for line in _reverse_lines(self.log_path, block=4096):
-            revision = _line_revision(line)
-            if revision is not None:
-                return revision
-        return None
-
-    @staticmethod
-    def _unlogged(tail: list[dict], last: int | None, last_count: int) -> list[dict]:
-        """Records of the state's ``log_tail`` that the log does not hold (crash repair)."""
-        if last is None:
-            return list(tail)
-        same = [r for r in tail if r.get("revision") == last]
-        return same[last_count:] + [r for r in tail if r.get("revision", 0) > last]
 
     def _repair_log(self, doc: dict[str, Any]) -> None:
         """Under the lock: append what a crash kept out of the log, once per file version."""
@@ -920,8 +808,8 @@ class JsonStateStore(StoreBase):
             return
         tail = doc.get("log_tail") or []
         if tail:
-            _, last, count = self._scan_log(after=doc["revision"], block=4096)
-            missing = self._unlogged(tail, last, count)
+            _, last, count = audit_log.scan(self.log_path, after=doc["revision"], block=4096)
+            missing = audit_log.unlogged(tail, last, count)
             if missing:
                 self._append_log(
                     [json.dumps(r, ensure_ascii=False).encode() for r in missing],
@@ -1075,9 +963,9 @@ class JsonStateStore(StoreBase):
             return []
         if revision > current:
             return self._resync()
-        logged, last, count = self._scan_log(after=revision)
+        logged, last, count = audit_log.scan(self.log_path, after=revision)
         records = [
-            r for r in logged + self._unlogged(tail, last, count)
+            r for r in logged + audit_log.unlogged(tail, last, count)
             if revision < r.get("revision", 0) <= current and r.get("event") != "execution"
         ]
         if len({r["revision"] for r in records}) != current - revision:
@@ -1089,26 +977,12 @@ class JsonStateStore(StoreBase):
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records of one node, oldest first (the last ``limit`` when given)."""
-        needle = b'"node": ' + json.dumps(node, ensure_ascii=False).encode() + b","
-        out = []
-        try:
-            with open(self.log_path, "rb") as f:
-                for line in f:
-                    if needle not in line or not line.endswith(b"\n"):
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and record.get("node") == node:
-                        out.append(record)
-        except FileNotFoundError:
-            pass
+        out = audit_log.node_records(self.log_path, node)
         with self._mutex:  # after the log: a record logged meanwhile is not doubled
             tail = list(self._read().get("log_tail") or [])
         if tail:
-            _, last, count = self._scan_log(after=tail[-1]["revision"], block=4096)
-            out += [r for r in self._unlogged(tail, last, count) if r.get("node") == node]
+            _, last, count = audit_log.scan(self.log_path, after=tail[-1]["revision"], block=4096)
+            out += [r for r in audit_log.unlogged(tail, last, count) if r.get("node") == node]
         return out if limit is None else out[-limit:] if limit > 0 else []
 
 
@@ -1124,9 +998,9 @@ class JsonStateStore(StoreBase):
                 return {**export_header(), "revision": 0, "nodes": {}, "audit": []}
             with self._locked() as doc:
                 nodes = {name: self._export_node(name, raw) for name, raw in doc["nodes"].items()}
-                audit = self._log_records()
-                _, last, count = self._scan_log(after=doc["revision"], block=4096)
-                audit += self._unlogged(list(doc.get("log_tail") or []), last, count)
+                audit = audit_log.read_records(self.log_path)
+                _, last, count = audit_log.scan(self.log_path, after=doc["revision"], block=4096)
+                audit += audit_log.unlogged(list(doc.get("log_tail") or []), last, count)
                 return {**export_header(), "revision": doc["revision"], "nodes": nodes, "audit": audit}
 
     def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -1146,23 +1020,6 @@ class JsonStateStore(StoreBase):
             "definition": state.definition,
         }
 
-    def _log_records(self) -> list[dict[str, Any]]:
-        """Every whole record of the audit log, in file order."""
-        out = []
-        try:
-            with open(self.log_path, "rb") as f:
-                for line in f:
-                    if not line.endswith(b"\n"):
-                        continue  # a torn final line
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and isinstance(record.get("revision"), int):
-                        out.append(record)
-        except FileNotFoundError:
-            pass
-        return out
 
     def import_(self, data: Mapping[str, Any]) -> int:
         """Load an ``export()`` into this store, which must be empty; returns its revision.
@@ -1173,7 +1030,7 @@ class JsonStateStore(StoreBase):
         """
         data = check_export(data)
         with self._locked() as doc:
-            if doc["revision"] or doc["nodes"] or self._log_last_revision() is not None:
+            if doc["revision"] or doc["nodes"] or audit_log.last_revision(self.log_path) is not None:
                 raise StateError(
                     f"state file {self.path} already holds state (revision {doc['revision']}): "
                     "import only into an empty store — choose another path"
@@ -1213,57 +1070,10 @@ class JsonStateStore(StoreBase):
 
 # -- log naming -------------------------------------------------------------------------------
 
-DEFAULT_STATE_NAME = "run_state.json"
-LEGACY_LOG_NAME = "run_log.jsonl"
 
 
-def default_log_path(state_path: Path) -> Path:
-    """The audit log beside a state file, named after it: ``a_state.json`` ->
-    ``a_state.log.jsonl``, so state files that share a folder never share a log;
-    the default ``run_state.json`` keeps ``run_log.jsonl``."""
-    if state_path.name == DEFAULT_STATE_NAME:
-        return state_path.with_name(LEGACY_LOG_NAME)
-    stem = state_path.name[: -len(".json")] if state_path.name.endswith(".json") else state_path.name
-    return state_path.with_name(stem + ".log.jsonl")
 
 
-def legacy_log_matches(log_file: Path, doc: Mapping[str, Any]) -> bool:
-    """Whether an old ``run_log.jsonl`` (every state file of a folder used to write there)
-    belongs to the state document ``doc`` alone.
-
-    One store's log numbers its changes 1, 2, 3... without a gap, and the records of one
-    change share their ``at``; two stores appending to one log repeat revisions with
-    other times.  So it matches when change revisions never go down, never skip, each
-    has one ``at``, none is above the state's revision, every record names a node of the
-    state, and each node's latest revision (when the log reaches it) has a record of that
-    node.  Anything else may hold another state file's history: it is not adopted.
-    """
-    nodes = doc["nodes"]
-    seen: set[tuple[str, int]] = set()
-    last, last_at = 0, None
-    try:
-        with open(log_file, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    continue  # a torn final line
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                rev = record.get("revision") if isinstance(record, dict) else None
-                if not isinstance(rev, int) or rev < last or record.get("node") not in nodes:
-                    return False
-                if record.get("event") != "execution":
-                    if rev == last and record.get("at") != last_at or rev > last + 1:
-                        return False
-                    last, last_at = rev, record.get("at")
-                seen.add((record["node"], rev))
-    except OSError:
-        return False
-    if last > doc["revision"]:
-        return False
-    return all((name, raw.get("revision", 0)) in seen for name, raw in nodes.items()
-               if 0 < raw.get("revision", 0) <= last)
 
 
 # -- helpers on raw node records ------------------------------------------------------------
