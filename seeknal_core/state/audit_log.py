@@ -10,6 +10,7 @@ next fdatasync makes them durable there (group commit, see ``JsonStateStore``), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,8 +18,14 @@ from typing import Any
 
 from ..durable import write_all
 
+log = logging.getLogger("seeknal_core.state.json_store")
+
+#: Audit records carried in the state file until the log is next fsynced (group commit).
+LOG_TAIL_RECORDS = 8
+LOG_TAIL_BYTES = 64 * 1024
+
 __all__ = ["DEFAULT_STATE_NAME", "LEGACY_LOG_NAME", "AuditLog", "default_log_path", "last_revision",
-           "legacy_log_matches", "read_records", "scan", "unlogged"]
+           "legacy_log_matches", "LogTail", "read_records", "scan", "unlogged"]
 
 _REV_PREFIX = b'{"revision": '
 
@@ -258,3 +265,78 @@ class AuditLog:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class LogTail:
+    """Group commit of the JSON store's audit log: records ride in the state file's
+    ``log_tail`` until one fdatasync of the log makes them durable there, and whatever a
+    crash kept out of the log is appended by the next writer (mixed into the store)."""
+
+    log_path: Path
+    durable: bool
+    _log: AuditLog
+    _log_ok: int | None
+    _tail_enc: list[bytes] | None
+
+    def _next_tail(
+        self, doc: dict[str, Any], encoded: list[bytes]
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """The audit records the next state file must still carry (group commit of the log).
+
+        Records stay in ``log_tail`` until one fdatasync of the log makes them durable
+        there; that happens every ``LOG_TAIL_RECORDS`` mutations instead of every one,
+        and the state file's own fsync covers the records in between.
+        """
+        tail = doc.get("log_tail") or []
+        tail_enc = self._tail_encoded(doc)
+        size = sum(map(len, tail_enc)) + sum(map(len, encoded))
+        if len(tail) + len(encoded) <= LOG_TAIL_RECORDS and size <= LOG_TAIL_BYTES:
+            return list(tail), tail_enc
+        if self._log_ok != doc["revision"]:  # the log lacks records: keep them (bounded)
+            keep = max(0, 1000 - len(encoded))
+            return list(tail[-keep:]) if keep else [], tail_enc[-keep:] if keep else []
+        if self.durable:
+            try:
+                self._log.sync()
+            except OSError as exc:
+                log.warning("could not fsync audit log %s: %s", self.log_path, exc)
+                return list(tail), tail_enc
+        return [], []
+
+    def _tail_encoded(self, doc: dict[str, Any]) -> list[bytes]:
+        if self._tail_enc is None:
+            self._tail_enc = [
+                json.dumps(r, ensure_ascii=False).encode() for r in doc.get("log_tail") or []
+            ]
+        return self._tail_enc
+
+    def _append_log(self, encoded: list[bytes], revision: int) -> None:
+        """Append audit records in one write; a failure is logged, not raised.
+
+        The state change is already committed and its ``log_tail`` lets the next
+        operation write the missing lines, so raising would only invite a double retry.
+        Not fsynced here: see ``_next_tail``.
+        """
+        try:
+            self._log.append(encoded)
+        except OSError as exc:
+            self._log_ok = None
+            log.warning("could not append to audit log %s: %s (will retry)", self.log_path, exc)
+            return
+        self._log_ok = revision
+
+    def _repair_log(self, doc: dict[str, Any]) -> None:
+        """Under the lock: append what a crash kept out of the log, once per file version."""
+        if self._log_ok == doc["revision"]:
+            return
+        tail = doc.get("log_tail") or []
+        if tail:
+            _, last, count = scan(self.log_path, after=doc["revision"], block=4096)
+            missing = unlogged(tail, last, count)
+            if missing:
+                self._append_log(
+                    [json.dumps(r, ensure_ascii=False).encode() for r in missing],
+                    doc["revision"],
+                )
+                return
+        self._log_ok = doc["revision"]

@@ -33,6 +33,7 @@ from .common import (
 )
 from .records import (
     _failed_pairs,
+    _fmt_dt,
     _Memo,
     _parse_rows,
     _restatement,
@@ -528,3 +529,20 @@ class JsonStateFile:
         st = os.fstat(fd)
         self._hold(fd)
         self._sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
+        state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
+        return {
+            "completed_intervals": _rows(state.completed._starts, state.completed._ends),
+            "failed_intervals": [
+                {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
+                 "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}
+                for f in sorted(state.failed, key=lambda f: f.start)
+            ],
+            "restatements": json.loads(json.dumps(raw.get("restatements", []))),  # a deep copy
+            "partition_keys": sorted(state.partition_keys),
+            "fingerprint": state.fingerprint,
+            "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
+            "revision": state.revision,
+            "definition": state.definition,
+        }

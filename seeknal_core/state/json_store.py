@@ -56,7 +56,14 @@ from typing import Any
 from ..durable import FileMutex, atomic_write, sweep_temp_files
 from ..intervals import IntervalSet
 from . import audit_log
-from .audit_log import DEFAULT_STATE_NAME, LEGACY_LOG_NAME, AuditLog, default_log_path
+from .audit_log import (
+    DEFAULT_STATE_NAME,
+    LEGACY_LOG_NAME,
+    LOG_TAIL_RECORDS,  # noqa: F401 - tests reach it here
+    AuditLog,
+    LogTail,
+    default_log_path,
+)
 from .base import Change, Restatement, StateError
 from .common import (
     Completion,
@@ -78,7 +85,6 @@ from .records import (
     _entry,
     _failed_pairs,
     _failed_row,
-    _fmt_dt,
     _prune_resolved,
     _resolve_covered,
     _resolve_record,
@@ -96,9 +102,6 @@ __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore"
 
 log = logging.getLogger(__name__)
 
-#: Audit records carried in the state file until the log is next fsynced (group commit).
-LOG_TAIL_RECORDS = 8
-LOG_TAIL_BYTES = 64 * 1024
 
 
 
@@ -138,7 +141,7 @@ LOG_TAIL_BYTES = 64 * 1024
 
 
 
-class JsonStateStore(JsonStateFile, StoreBase):
+class JsonStateStore(JsonStateFile, LogTail, StoreBase):
     """State in one JSON file, audit in a JSON-lines file beside it (see the module doc).
 
     ``durable=False`` skips the fsyncs: writes stay atomic, but a power loss may lose
@@ -313,37 +316,7 @@ class JsonStateStore(JsonStateFile, StoreBase):
             self._append_log(encoded, new_revision)
             return new_revision, result
 
-    def _next_tail(
-        self, doc: dict[str, Any], encoded: list[bytes]
-    ) -> tuple[list[dict[str, Any]], list[bytes]]:
-        """The audit records the next state file must still carry (group commit of the log).
 
-        Records stay in ``log_tail`` until one fdatasync of the log makes them durable
-        there; that happens every ``LOG_TAIL_RECORDS`` mutations instead of every one,
-        and the state file's own fsync covers the records in between.
-        """
-        tail = doc.get("log_tail") or []
-        tail_enc = self._tail_encoded(doc)
-        size = sum(map(len, tail_enc)) + sum(map(len, encoded))
-        if len(tail) + len(encoded) <= LOG_TAIL_RECORDS and size <= LOG_TAIL_BYTES:
-            return list(tail), tail_enc
-        if self._log_ok != doc["revision"]:  # the log lacks records: keep them (bounded)
-            keep = max(0, 1000 - len(encoded))
-            return list(tail[-keep:]) if keep else [], tail_enc[-keep:] if keep else []
-        if self.durable:
-            try:
-                self._log.sync()
-            except OSError as exc:
-                log.warning("could not fsync audit log %s: %s", self.log_path, exc)
-                return list(tail), tail_enc
-        return [], []
-
-    def _tail_encoded(self, doc: dict[str, Any]) -> list[bytes]:
-        if self._tail_enc is None:
-            self._tail_enc = [
-                json.dumps(r, ensure_ascii=False).encode() for r in doc.get("log_tail") or []
-            ]
-        return self._tail_enc
 
 
 
@@ -354,36 +327,7 @@ class JsonStateStore(JsonStateFile, StoreBase):
         """Delete temp files of writers that died mid-write (safe: we hold the lock)."""
         self._swept = sweep_temp_files(self.path)
 
-    def _append_log(self, encoded: list[bytes], revision: int) -> None:
-        """Append audit records in one write; a failure is logged, not raised.
 
-        The state change is already committed and its ``log_tail`` lets the next
-        operation write the missing lines, so raising would only invite a double retry.
-        Not fsynced here: see ``_next_tail``.
-        """
-        try:
-            self._log.append(encoded)
-        except OSError as exc:
-            self._log_ok = None
-            log.warning("could not append to audit log %s: %s (will retry)", self.log_path, exc)
-            return
-        self._log_ok = revision
-
-    def _repair_log(self, doc: dict[str, Any]) -> None:
-        """Under the lock: append what a crash kept out of the log, once per file version."""
-        if self._log_ok == doc["revision"]:
-            return
-        tail = doc.get("log_tail") or []
-        if tail:
-            _, last, count = audit_log.scan(self.log_path, after=doc["revision"], block=4096)
-            missing = audit_log.unlogged(tail, last, count)
-            if missing:
-                self._append_log(
-                    [json.dumps(r, ensure_ascii=False).encode() for r in missing],
-                    doc["revision"],
-                )
-                return
-        self._log_ok = doc["revision"]
 
     # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
@@ -570,22 +514,6 @@ class JsonStateStore(JsonStateFile, StoreBase):
                 audit += audit_log.unlogged(list(doc.get("log_tail") or []), last, count)
                 return {**export_header(), "revision": doc["revision"], "nodes": nodes, "audit": audit}
 
-    def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
-        state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
-        return {
-            "completed_intervals": _rows(state.completed._starts, state.completed._ends),
-            "failed_intervals": [
-                {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
-                 "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}
-                for f in sorted(state.failed, key=lambda f: f.start)
-            ],
-            "restatements": json.loads(json.dumps(raw.get("restatements", []))),  # a deep copy
-            "partition_keys": sorted(state.partition_keys),
-            "fingerprint": state.fingerprint,
-            "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
-            "revision": state.revision,
-            "definition": state.definition,
-        }
 
 
     def import_(self, data: Mapping[str, Any]) -> int:
