@@ -56,35 +56,6 @@ _NODE_KEYS = (
 )
 
 
-def _insert(starts: list[int], ends: list[int], s: int, e: int) -> None:
-    """Add ``[s, e)`` to merged arrays in place, fusing overlapping and touching members."""
-    lo = bisect_left(ends, s)
-    hi = bisect_right(starts, e)
-    if lo < hi:
-        s = min(s, starts[lo])
-        e = max(e, ends[hi - 1])
-    starts[lo:hi] = [s]
-    ends[lo:hi] = [e]
-
-
-def _discard(starts: list[int], ends: list[int], s: int, e: int) -> None:
-    """Remove ``[s, e)`` from merged arrays in place."""
-    lo = bisect_right(ends, s)
-    hi = bisect_left(starts, e)
-    if lo >= hi:
-        return
-    new_s: list[int] = []
-    new_e: list[int] = []
-    if starts[lo] < s:
-        new_s.append(starts[lo])
-        new_e.append(s)
-    if ends[hi - 1] > e:
-        new_s.append(e)
-        new_e.append(ends[hi - 1])
-    starts[lo:hi] = new_s
-    ends[lo:hi] = new_e
-
-
 def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
     """An IntervalSet over copies of merged arrays (callers may mutate what they get)."""
     return IntervalSet._from_arrays(list(starts), list(ends))
@@ -490,9 +461,9 @@ class JsonStateFile:
         prefix = bisect_left(ends, lo)  # members ending before lo are untouched
         cut = bisect_right(starts, hi)  # members starting after hi are untouched
         suffix = len(starts) - cut
-        op = _insert if add else _discard
-        for s, e in zip(c_starts, c_ends):
-            op(starts, ends, s, e)
+        current = IntervalSet._from_arrays(starts, ends)
+        updated = current.union(change) if add else current.difference(change)
+        starts, ends = self._sets[name] = (updated._starts, updated._ends)
         rows = node["completed_intervals"]
         stop = len(starts) - suffix
         middle = _rows(starts[prefix:stop], ends[prefix:stop])
