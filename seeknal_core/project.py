@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,19 @@ DEFAULT_STATE = {"backend": "json", "path": "target/run_state.json"}
 MATERIALIZATIONS = ("incremental", "table", "parquet")
 INTERVAL_MATERIALIZATIONS = ("incremental", "parquet")
 
-PROJECT_FIELDS = ("name", "description", "timezone", "start", "state", "database")
+ENGINES = ("duckdb", "spark")
+ENGINE_FIELDS = ("type", "master", "remote", "conf")
+ON_CHANGE = ("warn", "fail", "apply")
+DEFAULT_DIALECT = "duckdb"
+
+PROJECT_FIELDS = (
+    "name", "description", "timezone", "start", "end", "state", "database", "engine", "dialect",
+    "on_change",
+)
 TRANSFORM_FIELDS = (
-    "schedule", "timezone", "start", "sql", "time_column", "depends_on", "batch_size",
-    "lookback", "partition_tracking", "materialization", "description", "tags", "meta",
+    "schedule", "timezone", "start", "end", "sql", "time_column", "depends_on", "batch_size",
+    "lookback", "partition_tracking", "materialization", "engine", "dialect", "description",
+    "tags", "meta",
 )
 SOURCE_FIELDS = ("table", "path", "format", "time_column", "description")
 FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
@@ -55,6 +64,14 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`` — did you mean 'x'?`` for the closest candidate, or an empty string."""
     match = difflib.get_close_matches(str(word), sorted(candidates), n=1, cutoff=0.6)
     return f" — did you mean '{match[0]}'?" if match else ""
+
+
+@lru_cache(maxsize=1)
+def sqlglot_dialects() -> tuple[str, ...]:
+    """Names of sqlglot's SQL dialects (imports sqlglot, ~0.1 s: call only when needed)."""
+    from sqlglot.dialects.dialect import Dialects
+
+    return tuple(sorted(d.value for d in Dialects if d.value))
 
 
 def split_id(name_or_id: str) -> tuple[str | None, str]:
@@ -276,6 +293,37 @@ def infer_time_column(sql: str) -> str | None:
     return columns[0] if len(columns) == 1 else None
 
 
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def normalize_sql(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
+    """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it.
+
+    Comments, whitespace, keyword case, layout and optional identifier quotes (every
+    identifier is printed quoted) disappear, so they never change a fingerprint.  SQL
+    that does not render or parse falls back to the raw text with whitespace collapsed:
+    a fingerprint must never stop a project from loading, and sqlglot may fail on valid
+    DuckDB SQL (its parser has many internal error types).
+    """
+    fallback = " ".join(sql.split())
+    from .templating import placeholder_sql
+
+    try:
+        rendered = placeholder_sql(name, sql)
+    except ProjectError:
+        return fallback
+    import sqlglot
+
+    try:
+        trees = [t for t in sqlglot.parse(rendered, read=dialect) if t is not None]
+        text = ";\n".join(t.sql(dialect=dialect, pretty=True, comments=False, identify=True) for t in trees)
+    except Exception:  # noqa: BLE001 - any parser failure means: use the fallback
+        return fallback
+    return text or fallback
+
+
 # --------------------------------------------------------------------------------------
 # Nodes
 # --------------------------------------------------------------------------------------
@@ -301,27 +349,69 @@ class TransformNode:
     partition_column: str | None = None
     partition_format: str | None = None
     materialization: str | None = None
+    engine: str = "duckdb"
+    dialect: str = DEFAULT_DIALECT
+    end: dt.datetime | None = None
     description: str | None = None
     tags: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
-    fingerprint: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
         if isinstance(self.schedule, str):
             setattr_(self, "schedule", Schedule(self.schedule, self.timezone))
-        if self.start is not None:
-            setattr_(self, "start", to_utc(self.start, self.timezone))
+        for bound in ("start", "end"):
+            if getattr(self, bound) is not None:
+                setattr_(self, bound, to_utc(getattr(self, bound), self.timezone))
         setattr_(self, "depends_on", tuple(self.depends_on))
         setattr_(self, "tags", tuple(self.tags))
         if self.materialization is None:
             setattr_(self, "materialization", "incremental" if self.schedule else "table")
-        parts = (
-            self.sql, self.schedule.cron if self.schedule else "", self.timezone,
-            self.time_column or "", self.materialization, self.partition_column or "",
-            self.partition_format or "",
-        )
-        setattr_(self, "fingerprint", hashlib.sha256("\x00".join(parts).encode()).hexdigest())
+
+    def _fields(self) -> tuple[str, ...]:
+        """What besides the SQL changes an interval's output (in fingerprint order)."""
+        return (self.schedule.cron if self.schedule else "", self.timezone, self.time_column or "",
+                self.materialization or "", self.partition_column or "", self.partition_format or "")
+
+    @cached_property
+    def normalized_sql(self) -> str:
+        """The SQL as sqlglot prints it (comments, spacing and keyword case do not show)."""
+        return normalize_sql(self.name, self.sql, self.dialect)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of the normalised SQL and every field that changes an interval's output.
+
+        Computed on first use (it renders and parses the SQL); read-only commands that
+        never compare definitions do not pay for it.
+        """
+        return _sha256(self.normalized_sql, *self._fields(), self.engine)
+
+    @cached_property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint seeknal 0.1 stored: a hash of the raw SQL text and the fields."""
+        return _sha256(self.sql, *self._fields(), *((self.engine,) if self.engine != "duckdb" else ()))
+
+    def fingerprint_matches(self, stored: str | None) -> bool:
+        """Is ``stored`` (a fingerprint from state) this node's current definition?
+
+        The one place that compares fingerprints.  State written before fingerprints
+        were normalised holds :attr:`legacy_fingerprint`; it counts as equal while the
+        raw SQL and fields are unchanged, so upgrading reports no change.  The next run
+        records the new fingerprint.  ``None`` (never recorded) matches.
+        """
+        if not stored:
+            return True
+        return stored == self.legacy_fingerprint or stored == self.fingerprint
+
+    @property
+    def definition(self) -> dict[str, str | None]:
+        """What the fingerprint covers, readable (stored in state to diff a change)."""
+        return {
+            "sql": self.normalized_sql, "schedule": self.schedule.cron if self.schedule else None,
+            "timezone": self.timezone, "time_column": self.time_column,
+            "materialization": self.materialization, "engine": self.engine,
+        }
 
     @property
     def id(self) -> str:
@@ -369,6 +459,10 @@ class Project:
         database_path: Path | None = None,
         description: str | None = None,
         config_path: Path | None = None,
+        end: dt.datetime | None = None,
+        engine_config: dict | None = None,
+        dialect: str = DEFAULT_DIALECT,
+        on_change: str = "warn",
     ):
         self.name = name
         self.root = Path(root).resolve()
@@ -379,6 +473,10 @@ class Project:
         self.target_dir = self.root / "target"
         self.description = description
         self.config_path = config_path
+        self.end = end
+        self.engine_config = dict(engine_config or {"type": "duckdb"})
+        self.dialect = dialect
+        self.on_change = on_change
         self.nodes = dict(sorted(nodes.items()))
         self.sources = dict(sorted((sources or {}).items()))
         self._upstream = {
@@ -394,6 +492,16 @@ class Project:
     def __repr__(self) -> str:
         return (f"Project({self.name!r}, root={str(self.root)!r}, nodes={len(self.nodes)}, "
                 f"sources={len(self.sources)})")
+
+    def with_nodes(self, nodes: dict[str, TransformNode]) -> Project:
+        """A copy with the same settings whose transforms are ``nodes`` (graph rebuilt)."""
+        return Project(
+            name=self.name, root=self.root, nodes=nodes, sources=self.sources,
+            timezone=self.timezone, start=self.start, state_config=self.state_config,
+            database_path=self.database_path, description=self.description,
+            config_path=self.config_path, end=self.end, engine_config=self.engine_config,
+            dialect=self.dialect, on_change=self.on_change,
+        )
 
     def _lookup(self, name_or_id: str) -> TransformNode | SourceNode | None:
         kind, name = split_id(name_or_id)
@@ -649,14 +757,15 @@ class _Ctx:
                     f"unknown field '{key}'" + (did_you_mean(key, allowed)
                                                 or f" — allowed: {', '.join(allowed)}"))
 
-    def text(self, spec: dict, key: str, required: bool = False) -> str | None:
+    def text(self, spec: dict, key: str, required: bool = False,
+             label: str | None = None) -> str | None:
         value = spec.get(key)
         if value is None:
             if required:
                 raise self.error(f"missing '{key}'", None)
             return None
         if not isinstance(value, str) or not value.strip():
-            raise self.error(f"expected a non-empty string, got {value!r}", key)
+            raise self.error(f"expected a non-empty string, got {value!r}", label or key)
         return value
 
     def timezone(self, spec: dict, default: str) -> str:
@@ -669,14 +778,77 @@ class _Ctx:
             raise self.error(str(exc), "timezone") from None
         return value
 
-    def start(self, spec: dict, timezone: str) -> dt.datetime | None:
-        value = spec.get("start")
+    def start(self, spec: dict, timezone: str, key: str = "start") -> dt.datetime | None:
+        value = spec.get(key)
         if value is None:
             return None
         try:
             return to_utc(value, timezone)
         except (ValueError, TypeError) as exc:
-            raise self.error(f"{exc}", "start") from None
+            raise self.error(f"{exc}", key) from None
+
+    def bounds(self, spec: dict, timezone: str, start: dt.datetime | None,
+               end: dt.datetime | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """``start``/``end`` from ``spec`` (defaults given); ``end`` must come after ``start``."""
+        own_start, own_end = self.start(spec, timezone), self.start(spec, timezone, "end")
+        start = own_start or start
+        end = own_end or end
+        if start is not None and end is not None and end <= start:
+            blame = "end" if own_end is not None or own_start is None else "start"
+            raise self.error(f"end {end.isoformat()} is not after start {start.isoformat()} "
+                             "(UTC) — end is exclusive: set it later than start", blame)
+        return start, end
+
+    def choice(self, spec: dict, key: str, allowed: tuple[str, ...], default: str,
+               label: str | None = None) -> str:
+        value = self.text(spec, key, label=label)
+        if value is None:
+            return default
+        if value not in allowed:
+            raise self.error(f"unknown {label or key} '{value}'" + (
+                did_you_mean(value, allowed) or f" — use one of {', '.join(allowed)}"), label or key)
+        return value
+
+    def dialect(self, spec: dict, default: str) -> str:
+        value = self.text(spec, "dialect")
+        if value is None or value == default or value == DEFAULT_DIALECT:
+            return value or default
+        names = sqlglot_dialects()  # imports sqlglot: only for a dialect other than the default
+        if value.lower() not in names:
+            raise self.error(f"unknown SQL dialect '{value}'" + (
+                did_you_mean(value.lower(), names) or " — use a sqlglot dialect such as duckdb, "
+                "spark, postgres or bigquery"), "dialect")
+        return value.lower()
+
+    def engine_block(self, spec: dict) -> dict:
+        """The project's ``engine:`` block (``spark`` alone means ``{type: spark}``)."""
+        value = spec.get("engine")
+        if value is None:
+            return {"type": "duckdb"}
+        if isinstance(value, str):
+            value = {"type": value}
+        if not isinstance(value, dict):
+            raise self.error(f"expected a mapping such as {{type: spark, master: 'local[2]'}}, "
+                             f"got {value!r}", "engine")
+        for key in value:
+            if key not in ENGINE_FIELDS:
+                raise self.error(f"unknown field '{key}'" + (
+                    did_you_mean(key, ENGINE_FIELDS) or f" — allowed: {', '.join(ENGINE_FIELDS)}"),
+                    "engine")
+        block = dict(value)
+        block["type"] = self.choice(value, "type", ENGINES, "duckdb", label="engine.type")
+        for key in ("master", "remote"):
+            if key in value:
+                self.text(value, key, label=f"engine.{key}")
+        if "master" in value and "remote" in value:
+            raise self.error("set either 'master' (a Spark cluster) or 'remote' (Spark "
+                             "Connect), not both", "engine")
+        conf = value.get("conf")
+        if conf is not None and not isinstance(conf, dict):
+            raise self.error(f"'conf' must be a mapping of Spark settings, got {conf!r}", "engine")
+        if conf is not None:
+            block["conf"] = {str(k): v for k, v in conf.items()}
+        return block
 
     def integer(self, spec: dict, key: str, minimum: int) -> int | None:
         value = spec.get(key)
@@ -717,7 +889,10 @@ def load_project(path: str | os.PathLike = ".") -> Project:
     ctx = _Ctx(root, config_path or root)
     name = ctx.text(settings, "name") or root.name
     timezone = ctx.timezone(settings, "UTC")
-    start = ctx.start(settings, timezone)
+    start, end = ctx.bounds(settings, timezone, None, None)
+    engine_config = ctx.engine_block(settings)
+    dialect = ctx.dialect(settings, DEFAULT_DIALECT)
+    on_change = ctx.choice(settings, "on_change", ON_CHANGE, "warn")
     state = settings.get("state")
     if state is not None and not isinstance(state, dict):
         raise ctx.error(f"expected a mapping such as {{backend: json, path: "
@@ -754,12 +929,25 @@ def load_project(path: str | os.PathLike = ".") -> Project:
         n: _parse_source(spec, c) for n, (k, spec, c) in specs.items() if k == "source"
     }
     transforms = {n: (spec, c) for n, (k, spec, c) in specs.items() if k == "transform"}
-    nodes = _parse_transforms(transforms, sources, timezone, start)
+    defaults = _Defaults(timezone, start, end, engine_config["type"], dialect)
+    nodes = _parse_transforms(transforms, sources, defaults)
     return Project(
         name=name, root=root, nodes=nodes, sources=sources, timezone=timezone, start=start,
         state_config=state, database_path=root / database,
-        description=ctx.text(settings, "description"), config_path=config_path,
+        description=ctx.text(settings, "description"), config_path=config_path, end=end,
+        engine_config=engine_config, dialect=dialect, on_change=on_change,
     )
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """Project settings a transform inherits unless it sets its own."""
+
+    timezone: str
+    start: dt.datetime | None
+    end: dt.datetime | None
+    engine: str
+    dialect: str
 
 
 def _parse_source(spec: dict, ctx: _Ctx) -> SourceNode:
@@ -792,8 +980,7 @@ def _parse_source(spec: dict, ctx: _Ctx) -> SourceNode:
 def _parse_transforms(
     specs: dict[str, tuple[dict, _Ctx]],
     sources: dict[str, SourceNode],
-    project_tz: str,
-    project_start: dt.datetime | None,
+    defaults: _Defaults,
 ) -> dict[str, TransformNode]:
     by_name: dict[str, str] = {n.lower(): n for n in [*sources, *specs]}
     by_relation = dict(by_name)  # SQL may read a source by its table name too
@@ -818,14 +1005,14 @@ def _parse_transforms(
         if sql is None:
             raise ctx.error("missing 'sql': every transform needs a SQL query "
                             "(sql: | SELECT ...)")
-        timezone = ctx.timezone(spec, project_tz)
+        timezone = ctx.timezone(spec, defaults.timezone)
         schedule = None
         if spec.get("schedule") is not None:
             try:
                 schedule = Schedule(spec["schedule"], timezone)
             except ValueError as exc:
                 raise ctx.error(str(exc), "schedule") from None
-        start = ctx.start(spec, timezone) or project_start
+        start, end = ctx.bounds(spec, timezone, defaults.start, defaults.end)
 
         deps = []
         for ref in ctx.names(spec, "depends_on"):
@@ -885,7 +1072,9 @@ def _parse_transforms(
             batch_size=ctx.integer(spec, "batch_size", 1),
             lookback=ctx.integer(spec, "lookback", 0) or 0,
             partition_column=partition_column, partition_format=partition_format,
-            materialization=materialization, description=ctx.text(spec, "description"),
+            materialization=materialization, end=end,
+            engine=ctx.choice(spec, "engine", ENGINES, defaults.engine),
+            dialect=ctx.dialect(spec, defaults.dialect), description=ctx.text(spec, "description"),
             tags=ctx.names(spec, "tags"), meta=meta,
         )
     return nodes

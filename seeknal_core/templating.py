@@ -87,6 +87,30 @@ def compile_sql(node: TransformNode) -> jinja2.Template:
         ) from None
 
 
+#: fixed values for the template variables when SQL is rendered only to be parsed
+PLACEHOLDERS = {
+    "start": "2000-01-01 00:00:00", "end": "2000-01-02 00:00:00",
+    "start_date": "2000-01-01", "end_date": "2000-01-02",
+    "start_ts": "2000-01-01T00:00:00+00:00", "end_ts": "2000-01-02T00:00:00+00:00",
+}
+
+
+def placeholder_sql(name: str, sql: str) -> str:
+    """``sql`` rendered with fixed interval values and ``ref(x)`` as ``"x"``, so it parses.
+
+    For analysis (fingerprints, table references), never for execution; template
+    errors are ProjectError.
+    """
+    import jinja2
+
+    context: dict[str, object] = {"ref": lambda ref: quote_identifier(split_id(str(ref))[1]),
+                                  "this": quote_identifier(name), **PLACEHOLDERS}
+    try:
+        return _template(sql).render(context)
+    except jinja2.TemplateError as exc:
+        raise ProjectError(f"node '{name}': SQL template error: {exc}") from None
+
+
 def render_sql(
     node: TransformNode,
     start: dt.datetime | None,

@@ -238,6 +238,14 @@ OK_SQL = "sql: SELECT * FROM s WHERE ts >= '{{ start }}'"
     ({"sources/s.yml": "s: {path: x.parquet, format: avro}\n"},
      ["field 'format'", "unknown format 'avro'"]),
     ({"sources/s.yml": "s: {tabel: x}\n"}, ["unknown field 'tabel'", "did you mean 'table'?"]),
+    ({T: "n: {sql: SELECT 1, engine: sprak}\n"},
+     ["t.yml", "node 'n'", "field 'engine'", "unknown engine 'sprak'", "did you mean 'spark'?"]),
+    ({T: "n: {sql: SELECT 1, dialect: postgress}\n"},
+     ["t.yml", "node 'n'", "field 'dialect'", "unknown SQL dialect 'postgress'",
+      "did you mean 'postgres'?"]),
+    ({T: "n: {sql: SELECT 1, start: 2024-02-01, end: 2024-01-01}\n"},
+     ["t.yml", "node 'n'", "field 'end'", "is not after start"]),
+    ({T: "n: {sql: SELECT 1, end: tomorrow}\n"}, ["t.yml", "field 'end'", "invalid date"]),
 ])
 def test_validation_errors_name_file_node_and_field(tmp_path, files, expected):
     message = load_error(tmp_path, files)
@@ -267,6 +275,17 @@ def test_source_and_transform_share_one_namespace(tmp_path):
     ("state: json\n", ["seeknal_project.yml", "field 'state'", "expected a mapping"]),
     ("- a\n", ["seeknal_project.yml", "expected a mapping of settings"]),
     ("name: [\n", ["seeknal_project.yml line", "invalid YAML"]),
+    ("on_change: fial\n", ["seeknal_project.yml", "field 'on_change'", "did you mean 'fail'?"]),
+    ("engine: {type: flink}\n", ["field 'engine.type'", "unknown engine.type 'flink'",
+                                  "duckdb, spark"]),
+    ("engine: {type: spark, master: 3}\n", ["field 'engine.master'", "non-empty string"]),
+    ("engine: {type: spark, mastr: x}\n", ["field 'engine'", "unknown field 'mastr'",
+                                            "did you mean 'master'?"]),
+    ("engine: {type: spark, conf: 3}\n", ["field 'engine'", "'conf' must be a mapping"]),
+    ("engine: [spark]\n", ["field 'engine'", "expected a mapping"]),
+    ("dialect: sparkk\n", ["seeknal_project.yml", "field 'dialect'", "did you mean 'spark'?"]),
+    ("start: 2024-02-01\nend: 2024-02-01\n", ["seeknal_project.yml", "field 'end'",
+                                              "is not after start"]),
 ])
 def test_project_file_errors(tmp_path, config, expected):
     message = load_error(tmp_path, {}, config=config)
@@ -445,6 +464,50 @@ def test_all_node_fields(tmp_path):
     assert n.meta == {"owner": "data-team"}
 
 
+def test_engine_dialect_end_and_on_change_defaults(tmp_path):
+    project = load(tmp_path, {T: "n: {sql: SELECT 1}\n"})
+    node = project.node("n")
+    assert (node.engine, node.dialect, node.end) == ("duckdb", "duckdb", None)
+    assert project.engine_config == {"type": "duckdb"}
+    assert (project.on_change, project.dialect, project.end) == ("warn", "duckdb", None)
+
+
+def test_engine_dialect_end_and_on_change_from_project_and_node(tmp_path):
+    project = load(tmp_path, {T: """\
+        inherits: {sql: SELECT 1}
+        own:
+          sql: SELECT 1
+          engine: duckdb
+          dialect: postgres
+          start: 2024-01-10
+          end: 2024-02-01
+    """}, config="""\
+        timezone: Europe/Paris
+        start: 2024-01-01
+        end: 2024-03-01
+        on_change: fail
+        dialect: spark
+        engine: {type: spark, master: "local[2]", conf: {spark.sql.shuffle.partitions: 8}}
+    """)
+    assert project.engine_config == {"type": "spark", "master": "local[2]",
+                                     "conf": {"spark.sql.shuffle.partitions": 8}}
+    assert (project.on_change, project.dialect) == ("fail", "spark")
+    assert project.end == dt.datetime(2024, 2, 29, 23, tzinfo=UTC)
+    inherits, own = project.node("inherits"), project.node("own")
+    assert (inherits.engine, inherits.dialect, inherits.end) == ("spark", "spark", project.end)
+    assert (own.engine, own.dialect) == ("duckdb", "postgres")
+    assert (own.start, own.end) == (dt.datetime(2024, 1, 9, 23, tzinfo=UTC),
+                                    dt.datetime(2024, 1, 31, 23, tzinfo=UTC))
+    assert project.with_nodes(project.nodes).engine_config == project.engine_config
+    assert load(tmp_path / "p2", {}, config="engine: spark\n").engine_config == {"type": "spark"}
+
+
+def test_node_start_after_inherited_end_names_start(tmp_path):
+    message = load_error(tmp_path, {T: "n: {sql: SELECT 1, start: 2024-05-01}\n"},
+                         config="end: 2024-03-01\n")
+    assert "node 'n' field 'start'" in message and "is not after start" in message
+
+
 def test_fingerprint_tracks_what_changes_results():
     base = TransformNode(name="n", sql="SELECT * FROM s WHERE ts >= '{{ start }}'",
                          schedule="@daily", time_column="ts")
@@ -452,16 +515,74 @@ def test_fingerprint_tracks_what_changes_results():
                          description="docs do not matter", batch_size=3, lookback=1)
     assert len(base.fingerprint) == 64 and base.fingerprint == same.fingerprint
     changes = [
-        {"sql": base.sql + " "},
+        {"sql": base.sql + " AND ts < '{{ end }}'"},
         {"schedule": "@hourly"},
         {"timezone": "Europe/Paris"},
         {"time_column": "other"},
         {"materialization": "parquet"},
         {"partition_column": "d", "partition_format": "%Y"},
+        {"engine": "spark"},
     ]
     for change in changes:
         fields = {"name": "n", "sql": base.sql, "schedule": "@daily", "time_column": "ts"} | change
         assert TransformNode(**fields).fingerprint != base.fingerprint, change
+
+
+def test_fingerprint_ignores_comments_whitespace_case_and_quotes():
+    def node(sql: str, **fields) -> TransformNode:
+        return TransformNode(name="n", sql=sql, schedule="@daily", time_column="ts",
+                             depends_on=["s"], **fields)
+
+    base = node("SELECT a, b FROM s WHERE ts >= '{{ start }}' AND ts < '{{ end }}'")
+    same = [
+        "select a,b\n  from s -- the source\n where ts >= '{{ start }}'\n   and ts < '{{end}}'",
+        "/* header */ SELECT\n\ta, \"b\"\nFROM {{ ref('s') }}\nWHERE \"ts\" >= '__START__' AND ts < '__END__'",
+    ]
+    for sql in same:
+        assert node(sql).fingerprint == base.fingerprint, sql
+        assert node(sql).normalized_sql == base.normalized_sql
+    assert base.normalized_sql.startswith('SELECT\n  "a",\n  "b"\nFROM "s"')
+    assert node(base.sql.replace("a, b", "a, c")).fingerprint != base.fingerprint
+    assert node(base.sql, engine="spark").fingerprint != base.fingerprint
+    assert node(base.sql, materialization="parquet").fingerprint != base.fingerprint
+
+
+def test_fingerprint_falls_back_to_raw_sql_when_it_cannot_parse():
+    bad = TransformNode(name="n", sql="SELECT ((  1\n  FROM  {% if %}", time_column="ts")
+    assert bad.normalized_sql == "SELECT (( 1 FROM {% if %}" and len(bad.fingerprint) == 64
+    broken = TransformNode(name="n", sql="SELECT * FROM t WHERE ((( x", time_column="ts")
+    assert broken.normalized_sql == "SELECT * FROM t WHERE ((( x"
+
+
+def test_state_written_with_legacy_fingerprints_reports_no_change(tmp_path):
+    from seeknal_core import runner
+    from seeknal_core.state import open_store
+
+    project = load(tmp_path, {"sources/s.yml": "raw: {}\n", T: f"n:\n  schedule: daily\n  "
+                              f"start: 2024-01-01\n  {OK_SQL}\n"})
+    node = project.node("n")
+    store = open_store(project.root, project.state_config)
+    # the old formula, as seeknal 0.1 stored it: raw SQL and fields, NUL-separated
+    old = "\x00".join([node.sql, "0 0 * * *", "UTC", "ts", "incremental", "", ""])
+    legacy = __import__("hashlib").sha256(old.encode()).hexdigest()
+    assert legacy == node.legacy_fingerprint != node.fingerprint
+    store.set_fingerprint("n", legacy)
+    now = dt.datetime(2024, 1, 3, tzinfo=UTC)
+    changed = "definition changed"
+    plan = runner.plan(project, store, now=now)
+    assert not any(changed in note for p in plan.nodes for note in p.notes)
+    store.set_fingerprint("n", node.fingerprint)  # what the next run records
+    assert not any(changed in note for p in runner.plan(project, store, now=now).nodes
+                   for note in p.notes)
+    edited = project.with_nodes({"n": TransformNode(**{**_fields(node), "sql": node.sql + " AND 1=1"})})
+    store.set_fingerprint("n", legacy)
+    assert any(changed in note for p in runner.plan(edited, store, now=now).nodes for note in p.notes)
+
+
+def _fields(node: TransformNode) -> dict:
+    import dataclasses
+
+    return {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
 
 
 def test_transform_node_can_be_built_directly():

@@ -76,12 +76,7 @@ class Session:
             raise CliError(f"node '{node.name}' needs time_column: to be backfilled by interval — "
                            f"add it to {_where(node)}")
         changed = replace(node, schedule=parse_schedule(text, node.timezone), materialization="incremental")
-        old = self.project
-        self.project = Project(
-            name=old.name, root=old.root, nodes={**old.nodes, node.name: changed}, sources=old.sources,
-            timezone=old.timezone, start=old.start, state_config=old.state_config,
-            database_path=old.database_path, description=old.description, config_path=old.config_path,
-        )
+        self.project = self.project.with_nodes({**self.project.nodes, node.name: changed})
         return changed
 
     def scheduled_nodes(self) -> list[TransformNode]:

@@ -1,1 +1,35 @@
-"""Engines: the contract (base.py) and its implementations, one module each."""
+"""Engines: the contract (base.py) and its implementations, one module each, opened by name.
+
+``open_engine("duckdb", project)`` imports an implementation only when its kind is
+opened, so a DuckDB-only run never imports pyspark (and the CLI's cheap commands import
+neither).  A new engine is one module here and one line in ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProjectError
+from .base import BatchError, Engine, EngineError, QueryError, ResourceError
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+#: engine kind (what ``engine:`` selects) -> "module:class", imported on first use
+ENGINES: dict[str, str] = {
+    "duckdb": "seeknal_core.engines.duckdb:DuckDBEngine",
+}
+
+
+def open_engine(kind: str, project: Project, **options: Any) -> Engine:
+    """A new engine of ``kind`` for ``project``; the caller closes it.  ``options`` go to
+    the implementation (DuckDB: ``connection=``, ``in_memory=``)."""
+    target = ENGINES.get(kind)
+    if target is None:
+        raise ProjectError(f"unknown engine {kind!r}: use one of {', '.join(sorted(ENGINES))}")
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)(project, **options)
+
+
+__all__ = ["ENGINES", "BatchError", "Engine", "EngineError", "QueryError", "ResourceError", "open_engine"]

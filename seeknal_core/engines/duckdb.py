@@ -2,14 +2,17 @@
 
 ``incremental`` nodes: each batch is one transaction: delete the batch's time range (or
 partition keys) from the node's table, insert the rendered query's rows that fall inside
-the range, commit.  Re-running an interval therefore replaces its rows and never
-duplicates them.  Rows a query produces outside its interval are not inserted (as
-SQLMesh and dbt's microbatch do), because nothing would ever delete them again.
+the range, count them per interval, commit.  Re-running an interval therefore replaces its
+rows and never duplicates them.  Rows a query produces outside its interval are not
+inserted (as SQLMesh and dbt's microbatch do), because nothing would ever delete them again.
 
 ``parquet`` nodes: each interval is its own file under ``target/data/<node>/``, written
 to a temp file and renamed over the old one, so a re-run replaces it whole and workers
 writing different intervals never block each other.  The node's name is a view over all
 of its files.
+
+duckdb's exceptions stop here: they leave as the engine protocol's ``QueryError``,
+``BatchError`` or ``ResourceError`` (``errors.py``), or as ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -24,15 +28,77 @@ import duckdb
 from ..errors import ProjectError, SeeknalError
 from ..project import Project, SourceNode, TransformNode
 from ..templating import quote_identifier as q
-from ..timeutil import get_zone
+from ..timeutil import from_epoch, get_zone, to_epoch
+from .base import BatchError, EngineError, Pair, QueryError, ResourceError
+
+#: errors in the SQL itself: every interval of a batch fails the same way
+_QUERY_ERRORS = (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException,
+                 duckdb.CatalogException)
+_LOCKED = ("could not set lock", "conflicting lock")
+_DISK_FULL = ("no space left on device", "disk quota exceeded")
+#: the machine's fault, not the batch's: nothing later in the run can succeed
+_RESOURCE = (*_LOCKED, *_DISK_FULL, "read-only file system", "database has been invalidated")
+_LOCK_HINT = " — is another seeknal or Dagster process writing to it?"
 
 
-class ExecutionError(SeeknalError):
-    """A node's SQL failed for an interval; the message names node and interval."""
+def _text(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def engine_error(exc: duckdb.Error, where: Path) -> EngineError:
+    """duckdb's exception as the engine protocol's: what the runner should do about it.
+    ``where`` is the file or folder being written (named when the disk is full)."""
+    text = _text(exc)
+    low = text.lower()
+    if any(m in low for m in _DISK_FULL):
+        return ResourceError(f"the disk is full: no space left on device for {where} — free space "
+                             f"there (or point `database:` elsewhere), then re-run `seeknal run`")
+    if any(m in low for m in _RESOURCE) or isinstance(exc, duckdb.FatalException):
+        return ResourceError(text + (_LOCK_HINT if any(m in low for m in _LOCKED) else ""))
+    if isinstance(exc, _QUERY_ERRORS):
+        return QueryError(text)
+    return BatchError(text)
+
+
+def open_error(path: Path, exc: BaseException) -> SeeknalError:
+    """Why the database file cannot be opened; the concurrency hint only for a lock."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    message = f"cannot open database {path}: {first}"
+    low = first.lower()
+    if any(m in low for m in _LOCKED):
+        return ResourceError(message + _LOCK_HINT)
+    if "not a valid duckdb database" in low:
+        return ProjectError(message + " — point `database:` in seeknal_project.yml at a DuckDB file")
+    return ResourceError(message)
+
+
+def _interrupted(exc: RuntimeError) -> bool:
+    """duckdb reports Ctrl-C during a query as ``RuntimeError('Query interrupted')``."""
+    return "query interrupted" in str(exc).lower()
 
 
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def qualified(name: str) -> str:
+    """A table name as SQL, each dot-separated part quoted: ``raw.events`` ->
+    ``"raw"."events"`` (parts already in double quotes are kept whole)."""
+    parts, part, quoted, i = [], "", False, 0
+    while i < len(name):
+        ch = name[i]
+        if ch == '"' and quoted and name[i + 1:i + 2] == '"':
+            part, i = part + '"', i + 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(part)
+            part = ""
+        else:
+            part += ch
+        i += 1
+    return ".".join(q(p.strip()) for p in [*parts, part])
 
 
 def source_relation_sql(source: SourceNode) -> str:
@@ -40,14 +106,17 @@ def source_relation_sql(source: SourceNode) -> str:
     if source.location:
         reader = "read_csv_auto" if (source.format or "").lower() == "csv" else "read_parquet"
         return f"SELECT * FROM {reader}({_sql_literal(source.location)})"
-    return f"SELECT * FROM {q(source.table or source.name)}"
+    return f"SELECT * FROM {qualified(source.table or source.name)}"
 
 
 class DuckDBEngine:
     """Runs a project's nodes against one DuckDB database.
 
-    ``connection`` lets a caller (the Dagster ``DuckDBResource``) hand in its own.
+    ``connection`` lets a caller (the Dagster ``DuckDBResource``) hand in its own;
+    ``in_memory`` serves runs that touch only files (no database lock to share).
     """
+
+    name = "duckdb"
 
     def __init__(
         self,
@@ -57,18 +126,16 @@ class DuckDBEngine:
         in_memory: bool = False,
     ):
         self.project = project
+        self.in_memory = in_memory and connection is None
         if connection is None and in_memory:
             connection = duckdb.connect(":memory:")
             self._owned = True
         elif connection is None:
-            Path(project.database_path).parent.mkdir(parents=True, exist_ok=True)
             try:
+                Path(project.database_path).parent.mkdir(parents=True, exist_ok=True)
                 connection = duckdb.connect(str(project.database_path))
-            except duckdb.IOException as exc:
-                raise SeeknalError(
-                    f"cannot open database {project.database_path}: {str(exc).splitlines()[0]} "
-                    "— is another seeknal or Dagster process writing to it?"
-                ) from None
+            except (duckdb.Error, OSError) as exc:
+                raise open_error(project.database_path, exc) from None
             self._owned = True
         else:
             self._owned = False
@@ -88,13 +155,22 @@ class DuckDBEngine:
 
     # -- relations ------------------------------------------------------------------------
     def _register_sources(self) -> None:
-        """Make every file source visible to SQL under its own name (temp views, so the
-        database file is not changed by merely reading)."""
+        """Make every source visible to SQL under its own name (temp views, so the database
+        file is not changed by merely reading).  A source table that does not exist is the
+        project's configuration error, named here once."""
         for source in self.project.sources.values():
-            if source.location or (source.table and source.table != source.name):
-                self.con.execute(
-                    f"CREATE OR REPLACE TEMP VIEW {q(source.name)} AS {source_relation_sql(source)}"
-                )
+            aliased = source.table and source.table != source.name and not self.in_memory
+            if source.location or aliased:
+                try:
+                    self.con.execute(
+                        f"CREATE OR REPLACE TEMP VIEW {q(source.name)} AS {source_relation_sql(source)}")
+                except duckdb.CatalogException:
+                    raise ProjectError(
+                        f"source '{source.name}': table {source.table} does not exist in "
+                        f"{self.project.database_path}: create it, or fix `table:` in "
+                        f"{source.path or 'its source file'}") from None
+                except duckdb.Error as exc:
+                    raise engine_error(exc, self._where()) from None
         for node in self.project.nodes.values():
             if node.materialization == "parquet":
                 self._register_parquet_view(node)
@@ -109,38 +185,11 @@ class DuckDBEngine:
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS "
                              f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
 
-    def write_parquet_intervals(
-        self, node: TransformNode, sql: str, intervals: list[tuple[dt.datetime, dt.datetime]]
-    ) -> int:
-        """Run the batch's query once, then write each interval's rows to its own file
-        (temp file, then rename).  Returns the rows written."""
-        folder = self.parquet_dir(node)
-        folder.mkdir(parents=True, exist_ok=True)
-        staged = f"_seeknal_batch_{uuid.uuid4().hex}"
-        single = len(intervals) == 1
-        con = self.con
-        if not single:
-            con.execute(f"CREATE TEMP TABLE {q(staged)} AS SELECT * FROM ({sql}) AS q")
-        rows = 0
-        try:
-            for start, end in intervals:
-                source = f"({sql})" if single else q(staged)
-                where = self._range_predicate(node, start, end, "") if node.time_column else "true"
-                final = folder / f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}.parquet"
-                temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-                try:
-                    result = con.execute(
-                        f"COPY (SELECT * FROM {source} AS q WHERE {where}) TO "
-                        f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()
-                    os.replace(temp, final)
-                finally:
-                    temp.unlink(missing_ok=True)
-                rows += int(result[0]) if result else 0
-        finally:
-            if not single:
-                con.execute(f"DROP TABLE IF EXISTS {q(staged)}")
-        self._register_parquet_view(node)
-        return rows
+    def _where(self, node: TransformNode | None = None) -> Path:
+        """Where this engine writes, for a resource error's message."""
+        if node is not None and node.materialization == "parquet":
+            return self.parquet_dir(node)
+        return Path(":memory:") if self.in_memory else self.project.database_path
 
     def _columns(self, name: str) -> dict[str, str]:
         kinds = self._table_kinds.get(name)
@@ -157,36 +206,67 @@ class DuckDBEngine:
     def count_rows(self, name: str) -> int:
         return int(self.con.execute(f"SELECT count(*) FROM {q(name)}").fetchone()[0])
 
-    # -- writes ---------------------------------------------------------------------------
-    def _range_predicate(
-        self, node: TransformNode, start: dt.datetime, end: dt.datetime, kind: str | None = None
-    ) -> str:
-        """``time_column in [start, end)``, in the column's own terms: wall clock of the
-        node's timezone for naive types (as ``{{ start }}`` renders), instants for TIMESTAMPTZ.
-        ``kind`` is the column's type (default: looked up in the node's table)."""
+    # -- time ranges ----------------------------------------------------------------------
+    def _time_terms(self, node: TransformNode, kind: str | None) -> tuple[str, str, object]:
+        """(column expression, SQL type, instant -> literal text) for comparing the node's
+        time column with interval bounds in the column's own terms: wall clock of the node's
+        timezone for naive types (as ``{{ start }}`` renders), instants for TIMESTAMPTZ.
+        ``kind`` is the column's type (None: looked up in the node's table)."""
         column = q(node.time_column)
         if kind is None:
             kind = self._columns(node.name).get(node.time_column.lower(), "")
         if "WITH TIME ZONE" in kind.upper():
-            lo, hi = (_sql_literal(t.isoformat()) for t in (start, end))
-            return f"{column} >= CAST({lo} AS TIMESTAMPTZ) AND {column} < CAST({hi} AS TIMESTAMPTZ)"
+            return column, "TIMESTAMPTZ", lambda t: from_epoch(t).isoformat()
         tz = get_zone(node.timezone)
-        lo, hi = (_sql_literal(t.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")) for t in (start, end))
-        return (f"CAST({column} AS TIMESTAMP) >= CAST({lo} AS TIMESTAMP) "
-                f"AND CAST({column} AS TIMESTAMP) < CAST({hi} AS TIMESTAMP)")
+        return (f"CAST({column} AS TIMESTAMP)", "TIMESTAMP",
+                lambda t: from_epoch(t).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"))
 
-    def write_batch(
+    def _range_predicate(self, node: TransformNode, start: int, end: int, kind: str | None = None) -> str:
+        """``time_column in [start, end)`` (epoch seconds), per ``_time_terms``."""
+        column, sql_type, text = self._time_terms(node, kind)
+        lo, hi = (f"CAST({_sql_literal(text(t))} AS {sql_type})" for t in (start, end))
+        return f"{column} >= {lo} AND {column} < {hi}"
+
+    def _interval_counts(self, node: TransformNode, intervals: Sequence[Pair], where: str) -> list[int]:
+        """Rows of the node's table per interval among those in ``where`` (the batch's
+        range, just replaced): one grouped range join against the intervals' bounds."""
+        column, sql_type, text = self._time_terms(node, None)
+        counts = self.con.execute(
+            f"SELECT b.i, count(*) FROM {q(node.name)} AS t JOIN ("
+            f"SELECT unnest(range({len(intervals)})) AS i, unnest(CAST(? AS {sql_type}[])) AS lo, "
+            f"unnest(CAST(? AS {sql_type}[])) AS hi) AS b "
+            f"ON {column} >= b.lo AND {column} < b.hi WHERE {where} GROUP BY b.i",
+            [[text(a) for a, _ in intervals], [text(b) for _, b in intervals]],
+        ).fetchall()
+        rows = [0] * len(intervals)
+        for i, n in counts:
+            rows[i] = int(n)
+        return rows
+
+    # -- writes ---------------------------------------------------------------------------
+    def write_intervals(
         self,
         node: TransformNode,
         sql: str,
-        start: dt.datetime,
-        end: dt.datetime,
-        partition_keys: list[str] | None = None,
-    ) -> int:
-        """Replace the node's rows for ``[start, end)`` with the query's rows; one transaction.
+        intervals: Sequence[Pair],
+        partition_keys: Sequence[str] = (),
+    ) -> list[int]:
+        """Replace the node's rows for the contiguous ``intervals``; rows per interval.
 
-        Returns the number of rows inserted.  Raises ``ExecutionError`` (rolled back).
-        """
+        One transaction (rolled back on any error); duckdb's errors leave translated."""
+        try:
+            if node.materialization == "parquet":
+                return self._write_parquet(node, sql, intervals)
+            return self._write_table(node, sql, intervals, partition_keys)
+        except duckdb.Error as exc:
+            raise engine_error(exc, self._where(node)) from None
+        except RuntimeError as exc:
+            if _interrupted(exc):  # Ctrl-C inside a query: the same as between queries
+                raise KeyboardInterrupt from None
+            raise
+
+    def _write_table(self, node: TransformNode, sql: str, intervals: Sequence[Pair],
+                     partition_keys: Sequence[str]) -> list[int]:
         name = q(node.name)
         con = self.con
         con.execute("BEGIN TRANSACTION")
@@ -199,31 +279,96 @@ class DuckDBEngine:
                         f"node '{node.name}': its SQL has no output column '{node.time_column}' "
                         f"(time_column); set time_column: to one of {', '.join(self._columns(node.name))}"
                     )
-            where = self._range_predicate(node, start, end)
+            where = self._range_predicate(node, intervals[0][0], intervals[-1][1])
             delete_where = where
             if node.partition_column and partition_keys:
                 keys = ", ".join(_sql_literal(k) for k in partition_keys)
                 delete_where = f"({where}) OR CAST({q(node.partition_column)} AS VARCHAR) IN ({keys})"
             con.execute(f"DELETE FROM {name} WHERE {delete_where}")
-            rows = con.execute(
-                f"INSERT INTO {name} SELECT * FROM ({sql}) AS q WHERE {where}"
-            ).fetchone()[0]
+            inserted = int(con.execute(f"INSERT INTO {name} SELECT * FROM ({sql}) AS q WHERE {where}")
+                           .fetchone()[0])
+            rows = [inserted] if len(intervals) == 1 else self._interval_counts(node, intervals, where)
             con.execute("COMMIT")
-            return int(rows)
+            return rows
         except BaseException:
-            con.execute("ROLLBACK")
-            self._table_kinds.pop(node.name, None)
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open.  A failed COMMIT (a full disk) has
+        already ended it; the original error, not "no transaction is active", is the news."""
+        self._table_kinds.clear()
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+
+    def _write_parquet(self, node: TransformNode, sql: str, intervals: Sequence[Pair]) -> list[int]:
+        """Run the batch's query once, then write each interval's rows to its own file
+        (temp file, then rename)."""
+        folder = self.parquet_dir(node)
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = f"_seeknal_batch_{uuid.uuid4().hex}"
+        single = len(intervals) == 1
+        con = self.con
+        if not single:
+            con.execute(f"CREATE TEMP TABLE {q(staged)} AS SELECT * FROM ({sql}) AS q")
+        rows: list[int] = []
+        try:
+            for start, end in intervals:
+                source = f"({sql})" if single else q(staged)
+                where = self._range_predicate(node, start, end, "") if node.time_column else "true"
+                a, b = from_epoch(start), from_epoch(end)
+                final = folder / f"{a:%Y%m%dT%H%M%SZ}_{b:%Y%m%dT%H%M%SZ}.parquet"
+                temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+                try:
+                    result = con.execute(
+                        f"COPY (SELECT * FROM {source} AS q WHERE {where}) TO "
+                        f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()
+                    os.replace(temp, final)
+                except OSError as exc:
+                    raise ResourceError(f"cannot write {final}: {exc.strerror or exc}") from None
+                finally:
+                    temp.unlink(missing_ok=True)
+                rows.append(int(result[0]) if result else 0)
+        finally:
+            if not single:
+                con.execute(f"DROP TABLE IF EXISTS {q(staged)}")
+        self._register_parquet_view(node)
+        return rows
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
-        self.con.execute("BEGIN TRANSACTION")
         try:
-            self.con.execute(f"CREATE OR REPLACE TABLE {q(node.name)} AS {sql}")
-            rows = self.count_rows(node.name)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(f"CREATE OR REPLACE TABLE {q(node.name)} AS {sql}")
+                rows = self.count_rows(node.name)
+                self.con.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except duckdb.Error as exc:
+            raise engine_error(exc, self._where(node)) from None
+        except RuntimeError as exc:
+            if _interrupted(exc):
+                raise KeyboardInterrupt from None
             raise
         self._table_kinds.pop(node.name, None)
         return rows
+
+    def earliest(self, source: SourceNode, column: str) -> int | None:
+        """``min(column)`` of the source as epoch seconds; naive values are read in the
+        project's timezone."""
+        try:
+            value = self.con.execute(
+                f"SELECT min({q(column)}) FROM ({source_relation_sql(source)}) AS s").fetchone()[0]
+        except duckdb.Error as exc:
+            raise engine_error(exc, self._where()) from None
+        if value is None:
+            return None
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            value = dt.datetime.combine(value, dt.time())
+        if not isinstance(value, dt.datetime):
+            raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
+        return to_epoch(value, self.project.timezone)

@@ -8,9 +8,11 @@ is reported through a ``Progress`` object the CLI (or Dagster) renders.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..templating import compile_sql, render_sql
@@ -19,7 +21,6 @@ from .common import WAITING_FOR_UPSTREAM, Pair
 from .plan import NodePlan, Plan, coalesce, plan
 
 if TYPE_CHECKING:
-    from ..engines.duckdb import DuckDBEngine
     from ..state import StateStore
 
 #: the audit-log mode recorded for a completed interval, by why it ran
@@ -44,6 +45,8 @@ class NodeResult:
     rows: int = 0
     seconds: float = 0.0
     failures: list[tuple[Pair, str]] = field(default_factory=list)
+    #: each completed interval with the rows written for it, in the order they ran
+    interval_rows: list[tuple[Pair, int]] = field(default_factory=list)
     skipped: list[tuple[Pair, str]] = field(default_factory=list)
     full_refresh: bool = False
 
@@ -62,6 +65,8 @@ class NodeResult:
 class RunResult:
     nodes: list[NodeResult]
     seconds: float
+    #: why the run stopped early (disk full, database locked): the later nodes did not run
+    stopped: str | None = None
 
     @property
     def failed(self) -> int:
@@ -85,19 +90,20 @@ def execute(
     project: Project,
     store: StateStore,
     *,
-    engine: DuckDBEngine | None = None,
+    engine: Engine | Mapping[str, Engine] | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """Run the plan: per node, per batch, write then mark complete; isolate failures."""
-    from ..engines.duckdb import DuckDBEngine
+    """Run the plan: per node, per batch, write then mark complete; isolate failures.
 
+    ``engine`` hands in the caller's engine(s) (one, or a mapping by kind); the engines a
+    node needs beyond those are opened on first use and closed before returning."""
     progress = progress or Progress()
-    own = engine is None
-    engine = engine or DuckDBEngine(project, in_memory=not _needs_database(project, the_plan))
+    engines = _Engines(project, the_plan, engine)
     t0 = time.perf_counter()
     results: list[NodeResult] = []
+    stopped: str | None = None
     failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
     for np in the_plan.nodes:
         if np.due or np.full_refresh:  # template errors stop the run before any write
@@ -109,13 +115,13 @@ def execute(
             results.append(result)
             if np.full_refresh:
                 progress.node_started(np.node, np, 1)
-                _refresh(engine, store, node, result, progress, origin or the_plan.mode, run_id,
-                         failed_nodes)
+                _refresh(engines.for_node(node), store, node, result, progress,
+                         origin or the_plan.mode, run_id, failed_nodes)
             elif np.due:
                 batches = np.batches()
                 progress.node_started(np.node, np, len(batches))
-                runner = _NodeRunner(engine, store, project, node, np, result, progress,
-                                     origin, the_plan.mode, run_id, failed_nodes)
+                runner = _NodeRunner(engines.for_node(node), store, project, node, np, result,
+                                     progress, origin, the_plan.mode, run_id, failed_nodes)
                 try:
                     for batch in batches:
                         runner.run(batch)
@@ -126,16 +132,54 @@ def execute(
             else:
                 continue
             progress.node_finished(result)
+    except _Stop as stop:  # recorded once where it happened; nothing later could succeed
+        stopped = str(stop)
+        progress.node_finished(results[-1])
     finally:
-        if own:
+        engines.close()
+    return RunResult(nodes=results, seconds=time.perf_counter() - t0, stopped=stopped)
+
+
+class _Stop(Exception):
+    """A batch hit a ``ResourceError`` (recorded as its failure): the run ends here."""
+
+
+class _Engines:
+    """The run's engines by kind: those the caller handed in, else opened when a node
+    first needs its kind; ``close`` closes only the opened ones."""
+
+    def __init__(self, project: Project, the_plan: Plan, given: Engine | Mapping[str, Engine] | None):
+        self.project, self.plan = project, the_plan
+        if given is None:
+            given = {}
+        self._by_kind = dict(given) if isinstance(given, Mapping) else {given.name: given}
+        self._opened: list[Engine] = []
+
+    def for_node(self, node: TransformNode) -> Engine:
+        engine = self._by_kind.get(node.engine)
+        if engine is None:
+            engine = open_engine(node.engine, self.project, **self._options(node.engine))
+            self._by_kind[node.engine] = engine
+            self._opened.append(engine)
+        return engine
+
+    def _options(self, kind: str) -> dict:
+        if kind == "duckdb":  # a run over files only needs no database file (nor its lock)
+            return {"in_memory": not _needs_database(self.project, self.plan)}
+        return {}
+
+    def close(self) -> None:
+        for engine in reversed(self._opened):
             engine.close()
-    return RunResult(nodes=results, seconds=time.perf_counter() - t0)
+        self._opened.clear()
 
 
 def needs_database(project: Project, node: TransformNode) -> bool:
     """Whether running the node reads or writes the project's DuckDB file.  ``parquet``
     nodes over file sources and other ``parquet`` nodes do not, so parallel workers never
-    contend for its single-writer lock."""
+    contend for its single-writer lock; nor do nodes of other engines."""
+    if node.engine != "duckdb":
+        return False
     if node.materialization != "parquet":
         return True
     for dep in node.depends_on:
@@ -156,20 +200,18 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
-    import duckdb
-
-    from ..engines.duckdb import ExecutionError
-
     t = time.perf_counter()
     try:
         rows = engine.replace_table(node, render_sql(node, None, None))
-    except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: recorded, the run goes on
+    except (QueryError, BatchError, ResourceError) as exc:  # recorded; the run goes on unless a resource
         error = f"node '{node.name}': {_error_text(exc)}"
         result.failures.append(((0, 0), error))
         failed_nodes[node.name] = None  # the whole table failed
         store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
                                run_id=run_id, duration=time.perf_counter() - t)
         progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
+        if isinstance(exc, ResourceError):
+            raise _Stop(error) from exc
         return
     seconds = time.perf_counter() - t
     result.rows, result.batches, result.seconds = rows, 1, seconds
@@ -195,7 +237,7 @@ class _NodeRunner:
         # upstream nodes finished before this one started: their state is read once
         self.upstream_done = {u: store.completed(u) for u in self.upstream
                               if project.nodes[u].is_incremental}
-        self._unrecorded: dict[str, list] = {}  # origin -> [(group, rows, seconds, keys)]
+        self._unrecorded: dict[str, list] = {}  # origin -> [([(pair, rows)], seconds, keys)]
         self._last_flush = time.perf_counter()
 
     def _readiness(self, batch: list[Pair]) -> tuple[list[Pair], list[tuple[Pair, str]]]:
@@ -225,11 +267,12 @@ class _NodeRunner:
     def flush(self) -> None:
         """Record the committed batches' completions: one state mutation per origin."""
         for origin, entries in self._unrecorded.items():
+            per_interval = [item for e in entries for item in e[0]]
             self.store.mark_complete(
-                self.node.name, IntervalSet.from_epoch_pairs(p for g, *_ in entries for p in g),
-                origin=origin, run_id=self.run_id, rows=sum(e[1] for e in entries),
-                duration=sum(e[2] for e in entries),
-                partition_keys=[k for e in entries for k in e[3]], fingerprint=self.node.fingerprint)
+                self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
+                origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
+                duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
+                fingerprint=self.node.fingerprint, interval_rows=per_interval)
         self._unrecorded.clear()
         self._last_flush = time.perf_counter()
 
@@ -257,25 +300,14 @@ class _NodeRunner:
         return _mode(self.mode)
 
     def _write(self, group: list[Pair]) -> None:
-        import duckdb
-
-        from ..engines.duckdb import ExecutionError
-
         node = self.node
         start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
         keys = [self.np.partition_keys[p] for p in group if p in self.np.partition_keys]
         t = time.perf_counter()
         try:
-            sql = render_sql(node, start, end)
-            if node.materialization == "parquet":
-                rows = self.engine.write_parquet_intervals(
-                    node, sql, [(from_epoch(a), from_epoch(b)) for a, b in group])
-            else:
-                rows = self.engine.write_batch(node, sql, start, end, keys or None)
-        except (duckdb.Error, ExecutionError) as exc:  # the SQL's fault: these intervals fail
-            whole_query = isinstance(exc, (duckdb.ParserException, duckdb.BinderException,
-                                           duckdb.CatalogException))
-            if len(group) > 1 and not whole_query:  # split to isolate the bad intervals
+            counts = self.engine.write_intervals(node, render_sql(node, start, end), group, keys)
+        except (QueryError, BatchError, ResourceError) as exc:
+            if isinstance(exc, BatchError) and len(group) > 1:  # split to isolate the bad intervals
                 mid = len(group) // 2
                 self._write(group[:mid])
                 self._write(group[mid:])
@@ -287,12 +319,17 @@ class _NodeRunner:
                                    run_id=self.run_id, duration=seconds)
             self.result.failures.extend((pair, error) for pair in group)
             self.progress.batch_finished(node.name, group, 0, seconds, error)
+            if isinstance(exc, ResourceError):  # the machine's fault: later batches fail alike
+                raise _Stop(error) from exc
             return
         seconds = time.perf_counter() - t
-        self._unrecorded.setdefault(self._origin(group), []).append((group, rows, seconds, keys))
+        rows = sum(counts)
+        per_interval = list(zip(group, counts))
+        self._unrecorded.setdefault(self._origin(group), []).append((per_interval, seconds, keys))
         if time.perf_counter() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
         self.result.done.extend(group)
+        self.result.interval_rows.extend(per_interval)
         self.result.batches += 1
         self.result.rows += rows
         self.result.seconds += seconds
@@ -309,7 +346,7 @@ def run(
     project: Project,
     store: StateStore,
     *,
-    engine: DuckDBEngine | None = None,
+    engine: Engine | Mapping[str, Engine] | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,

@@ -183,7 +183,7 @@ def plan(
             continue
         state = states.get(name)
         done = state.completed if state else IntervalSet()
-        if state and state.fingerprint and state.fingerprint != node.fingerprint:
+        if state and not node.fingerprint_matches(state.fingerprint):
             np.notes.append("definition changed since the last run: restate old intervals "
                             "to recompute them with the new SQL")
         schedule = node.schedule

@@ -161,6 +161,7 @@ class StateStore(Protocol):
         duration: float | None = None,
         partition_keys: Iterable[str] = (),
         fingerprint: str | None = None,
+        interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
         definition: Mapping[str, Any] | None = None,
     ) -> int: ...
 

@@ -162,6 +162,7 @@ def _completion(
     node: str, intervals: IntervalsLike, origin: str, run_id: str | None, rows: int | None,
     duration: float | None, partition_keys: Iterable[str], fingerprint: str | None,
     definition: Mapping[str, Any] | None,
+    interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
 ) -> Completion:
     _check_node_name(node)
     _check_mode(origin)
@@ -177,6 +178,9 @@ def _completion(
         record["partition_keys"] = keys
     if fingerprint is not None:
         record["fingerprint"] = fingerprint
+    if interval_rows is not None:
+        record["interval_rows"] = [[_fmt(a * 1_000_000), _fmt(b * 1_000_000), int(n)]
+                                   for (a, b), n in interval_rows]
     by = origin if run_id is None else f"{origin}:{run_id}"
     return Completion(node, done, keys, fingerprint, _check_definition(definition), by, record)
 
@@ -230,16 +234,18 @@ class StoreBase:
         duration: float | None = None,
         partition_keys: Iterable[str] = (),
         fingerprint: str | None = None,
+        interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
         definition: Mapping[str, Any] | None = None,
     ) -> int:
         """Record intervals as done (call after the data is committed); returns the revision.
 
         Also clears those intervals from the failed list, resolves this node's pending
         restatements that are now fully completed, and adds ``partition_keys``;
-        ``fingerprint`` and ``definition``, when given, replace the stored ones.
+        ``fingerprint`` and ``definition``, when given, replace the stored ones;
+        ``interval_rows`` (``((start_s, end_s), rows)`` per interval) goes into the audit record.
         """
         item = _completion(node, intervals, origin, run_id, rows, duration, partition_keys,
-                           fingerprint, definition)
+                           fingerprint, definition, interval_rows)
         return self._apply_complete([item])
 
     def mark_complete_many(
