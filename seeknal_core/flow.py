@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from . import project as _project
+from .durable import atomic_write
 from .errors import ProjectError
 from .schedule import Schedule
 from .timeutil import to_utc
@@ -436,9 +437,4 @@ def _write_node(path: Path, name: str, spec: dict) -> tuple[Path, bytes | None]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"))

@@ -723,3 +723,71 @@ def test_mark_complete_many_writes_the_bytes_of_the_calls(tmp_path):
         return normalise(head), [normalise(line) for line in lines]
 
     assert journal(many) == journal(one)
+
+
+# -- state files that share a folder ----------------------------------------------------------
+
+
+def test_state_files_sharing_a_folder_keep_their_own_logs(tmp_path):
+    shared = tmp_path / "shared"
+    a = open_store(tmp_path / "a", {"path": "../shared/a_state.json", "durable": False})
+    b = open_store(tmp_path / "b", {"path": "../shared/b_state.json", "durable": False})
+    assert (a.log_path, b.log_path) == (shared / "a_state.log.jsonl", shared / "b_state.log.jsonl")
+    for i in range(12):  # interleaved, past the log's group commit
+        a.mark_complete("orders", days(1 + i, 2 + i))
+        b.mark_complete("orders" if i % 2 else "users", days(1 + i, 2 + i), origin="backfill")
+    b.mark_failed("users", days(20, 21), "boom")
+    assert [r["mode"] for r in a.history("orders")] == ["run"] * 12
+    assert {r["mode"] for r in b.history("orders")} == {"backfill"}
+    assert a.history("users") == []
+    assert [(c.revision, c.kind) for c in a.changes_since(0)] == [(i, "complete") for i in range(1, 13)]
+    assert [c.kind for c in b.changes_since(0)] == ["complete"] * 12 + ["fail"]
+    assert not (shared / "run_log.jsonl").exists()
+    assert open_store(tmp_path / "c", {}).log_path.name == "run_log.jsonl", "the default keeps its name"
+
+
+def test_an_older_seeknals_log_is_adopted_by_its_own_state_file(tmp_path):
+    path = tmp_path / "state" / "a_state.json"
+    old = JsonStateStore(path, path.with_name("run_log.jsonl"), durable=False)  # as seeknal wrote it
+    for i in range(10):
+        old.mark_complete("orders", days(1 + i, 2 + i))
+    old.restate({"orders": days(1, 2)}, "late", actor="ci")
+    old.close()
+    store = JsonStateStore(path, durable=False)
+    assert store.log_path.name == "a_state.log.jsonl" and store.log_path.exists()
+    assert not path.with_name("run_log.jsonl").exists()
+    assert len(store.history("orders")) == 11
+    assert [c.revision for c in store.changes_since(0)] == list(range(1, 12)), "no resync"
+
+
+def test_a_log_shared_by_two_state_files_is_left_alone(tmp_path):
+    folder = tmp_path / "state"
+    legacy = folder / "run_log.jsonl"
+    a = JsonStateStore(folder / "a_state.json", legacy, durable=False)  # what older seeknal did
+    b = JsonStateStore(folder / "b_state.json", legacy, durable=False)
+    for i in range(12):
+        a.mark_complete("orders", days(1 + i, 2 + i))
+        b.mark_complete("orders", days(1, 2 + i), origin="backfill")
+    a.close()
+    b.close()
+    before = legacy.read_bytes()
+    new_a = JsonStateStore(folder / "a_state.json", durable=False)
+    new_b = JsonStateStore(folder / "b_state.json", durable=False)
+    assert legacy.read_bytes() == before, "interleaved revisions: neither state file adopts it"
+    # what each state file still carries of its own records (log_tail) is all they show
+    assert {r["mode"] for r in new_a.history("orders")} == {"run"}
+    assert {r["mode"] for r in new_b.history("orders")} == {"backfill"}
+    assert [c.kind for c in new_a.changes_since(0)] == ["resync"], "honest: the history is unknown"
+    new_a.mark_complete("orders", days(19, 20))
+    assert new_a.history("orders")[-1]["revision"] == 13
+    assert {r["mode"] for r in new_a.history("orders")} == {"run"}
+    assert legacy.read_bytes() == before
+
+
+def test_a_run_log_beside_run_state_json_is_never_adopted(tmp_path):
+    folder = tmp_path / "target"
+    default = JsonStateStore(folder / "run_state.json", durable=False)
+    default.mark_complete("orders", days(1, 2))
+    other = JsonStateStore(folder / "other.json", durable=False)
+    assert other.log_path.name == "other.log.jsonl"
+    assert len(default.history("orders")) == 1 and other.history("orders") == []

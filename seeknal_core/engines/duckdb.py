@@ -18,13 +18,13 @@ duckdb's exceptions stop here: they leave as the engine protocol's ``QueryError`
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 
+from ..durable import atomic_write
 from ..errors import ProjectError, SeeknalError
 from ..project import Project, SourceNode, TransformNode
 from ..templating import quote_identifier as q
@@ -320,7 +320,7 @@ class DuckDBEngine:
 
     def _write_parquet(self, node: TransformNode, sql: str, intervals: Sequence[Pair]) -> list[int]:
         """Run the batch's query once, then write each interval's rows to its own file
-        (temp file, then rename)."""
+        (``durable.atomic_write``)."""
         folder = self.parquet_dir(node)
         folder.mkdir(parents=True, exist_ok=True)
         staged = f"_seeknal_batch_{uuid.uuid4().hex}"
@@ -329,22 +329,20 @@ class DuckDBEngine:
         if not single:
             con.execute(f"CREATE TEMP TABLE {q(staged)} AS SELECT * FROM ({sql}) AS q")
         rows: list[int] = []
+        copied: list = []  # COPY's row count, per file
         try:
             for start, end in intervals:
                 source = f"({sql})" if single else q(staged)
                 where = self._range_predicate(node, start, end, "") if node.time_column else "true"
                 a, b = from_epoch(start), from_epoch(end)
                 final = folder / f"{a:%Y%m%dT%H%M%SZ}_{b:%Y%m%dT%H%M%SZ}.parquet"
-                temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
                 try:
-                    result = con.execute(
+                    atomic_write(final, lambda temp, source=source, where=where: copied.append(con.execute(
                         f"COPY (SELECT * FROM {source} AS q WHERE {where}) TO "
-                        f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()
-                    os.replace(temp, final)
+                        f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()))
                 except OSError as exc:
                     raise ResourceError(f"cannot write {final}: {exc.strerror or exc}") from None
-                finally:
-                    temp.unlink(missing_ok=True)
+                result = copied[-1]
                 rows.append(int(result[0]) if result else 0)
         finally:
             if not single:

@@ -1,5 +1,12 @@
 """The default state backend: ``target/run_state.json`` plus the ``target/run_log.jsonl`` audit log.
 
+The log is named after its state file (``a_state.json`` -> ``a_state.log.jsonl``; the
+default keeps ``run_log.jsonl``), so projects whose state files share a folder keep
+separate histories.  Older seeknal wrote every state file's log to ``run_log.jsonl``: a
+store whose own log does not exist yet adopts (renames) that file only when its records
+are this state file's alone (``legacy_log_matches``) and no ``run_state.json`` beside it
+claims it; otherwise it is left untouched and the store starts its own log.
+
 File layout (one node per line, so ``grep completed_intervals`` and ``git diff`` are
 useful and a mutation re-serialises only the node it touched)::
 
@@ -36,297 +43,105 @@ makes every read see a complete file.
 
 from __future__ import annotations
 
-import datetime as dt
-import gc
 import json
 import logging
 import os
-import stat
 import threading
-import time
 import uuid
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from itertools import chain, islice
-from operator import lt
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-try:  # filelock >= 3.30: the same flock as FileLock, on a descriptor we keep open
-    from filelock import lock_descriptor, unlock_descriptor
-except ImportError:  # pragma: no cover - older filelock: use FileLock per mutation
-    lock_descriptor = unlock_descriptor = None
-
+from ..durable import FileMutex, atomic_write, sweep_temp_files
 from ..intervals import IntervalSet
-from ..timeutil import EPOCH, UTC
-from .base import Change, FailedInterval, NodeState, Restatement, StateError
+from . import audit_log
+from .audit_log import (
+    DEFAULT_STATE_NAME,
+    LEGACY_LOG_NAME,
+    LOG_TAIL_RECORDS,  # noqa: F401 - tests reach it here
+    AuditLog,
+    LogTail,
+    default_log_path,
+)
+from .base import Change, Restatement, StateError
 from .common import (
-    _US,
     Completion,
     StoreBase,
     _as_set,  # noqa: F401 - tests reach it here
-    _check_node_name,
-    _dt,
-    _dt_or_none,
-    _event,
     _fmt,
-    _merge_pairs,
     _now_us,
-    _parse_us,
+    _parse_us,  # noqa: F401 - tests reach it here
     _pending_item,
     _resync,
     _rows,
 )
+from .json_file import SCHEMA_VERSION, JsonStateFile, _set_of
+from .records import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    KEEP_RESOLVED,  # noqa: F401 - tests reach it here
+    _change,
+    _entry,
+    _failed_pairs,
+    _failed_row,
+    _prune_resolved,
+    _resolve_covered,
+    _resolve_record,
+    _restatement,
+    _stamped,
+    _subtract_failed,
+    add_failure,
+    canonical_record,
+    check_export,
+    export_header,
+)
 
-__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export"]
+__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export",
+           "default_log_path"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-#: Resolved restatements kept in the state file per node (older ones live in the audit log).
-KEEP_RESOLVED = 20
-#: Audit records carried in the state file until the log is next fsynced (group commit).
-LOG_TAIL_RECORDS = 8
-LOG_TAIL_BYTES = 64 * 1024
-_TOP_KEYS = ("schema_version", "revision", "updated_at", "nodes", "log_tail")
-#: ``export()`` / ``import_()`` documents: backend-neutral, so state moves between backends.
-EXPORT_FORMAT = "seeknal-state-export"
-EXPORT_VERSION = 1
 
-_REV_PREFIX = b'{"revision": '
-_NODE_KEYS = (
-    "completed_intervals",
-    "failed_intervals",
-    "restatements",
-    "partition_keys",
-    "fingerprint",
-    "last_run",
-    "revision",
-)
 
 
 # -- interval rows <-> merged microsecond arrays ------------------------------------------
 
 
-def _parse_rows(
-    rows: object, memo: dict[str, int], *, legacy: bool = False
-) -> tuple[list[int], list[int], bool]:
-    """Parse ``[[start, end], ...]`` into merged arrays; ``aligned`` means rows map 1:1.
-
-    ``memo`` caches text -> microseconds: nodes share the schedule grid, so most
-    boundaries repeat and are parsed once per file.
-    """
-    if not isinstance(rows, list):
-        raise TypeError(f"expected a list of [start, end] pairs, got {type(rows).__name__}")
-    if not legacy:
-        fast = _parse_rows_fast(rows, memo)
-        if fast is not None:
-            return fast
-    end_memo: dict[str, int] = {} if legacy else memo
-    starts: list[int] = []
-    ends: list[int] = []
-    aligned = True
-    prev = None
-    for row in rows:
-        if isinstance(row, dict):  # tolerated in legacy files: {"start": ..., "end": ...}
-            row = (row.get("start"), row.get("end"))
-        if not isinstance(row, (list, tuple)) or len(row) != 2:
-            raise ValueError(f"expected a [start, end] pair, got {row!r}")
-        a, b = row
-        s = memo.get(a) if type(a) is str else None
-        if s is None:
-            s = memo[a] = _parse_us(a)
-        e = end_memo.get(b) if type(b) is str else None
-        if e is None:
-            e = end_memo[b] = _parse_us(b, closed_end=legacy)
-        if s >= e:
-            raise ValueError(f"interval [{a}, {b}) does not end after it starts")
-        if prev is not None and s <= prev:
-            aligned = False
-        prev = e
-        starts.append(s)
-        ends.append(e)
-    if not aligned:
-        merged = _merge_pairs(list(zip(starts, ends)), touching=True)
-        starts = [s for s, _ in merged]
-        ends = [e for _, e in merged]
-    return starts, ends, aligned
 
 
-class _Memo(dict):
-    """ISO text -> microseconds; a lookup miss parses (``dict.__getitem__`` stays in C)."""
-
-    def __missing__(self, text: str) -> int:
-        value = self[text] = _parse_us(text)
-        return value
 
 
-def _parse_rows_fast(
-    rows: list, memo: dict[str, int]
-) -> tuple[list[int], list[int], bool] | None:
-    """The common case at C speed: well-formed ``[start, end]`` string pairs.
-
-    Returns None when anything is unusual, and the checking loop takes over.
-    """
-    if not rows:
-        return [], [], True
-    try:
-        # rows come from JSON: lists, and memo keys are only ever strings, so a wrong
-        # shape or type fails the lookup or the parse below
-        if set(map(len, rows)) != {2}:
-            return None
-        flat = list(chain.from_iterable(rows))
-        if isinstance(memo, _Memo):  # misses are parsed by __missing__, inline
-            values = list(map(memo.__getitem__, flat))
-        else:
-            values = [memo[t] if t in memo else memo.setdefault(t, _parse_us(t)) for t in flat]
-    except (TypeError, ValueError):
-        return None
-    starts, ends = values[0::2], values[1::2]
-    if not all(map(lt, starts, ends)):
-        return None  # an empty or reversed interval: let the loop name it
-    aligned = all(map(lt, ends, islice(starts, 1, None)))
-    if not aligned:
-        merged = _merge_pairs(list(zip(starts, ends)), touching=True)
-        starts = [s for s, _ in merged]
-        ends = [e for _, e in merged]
-    return starts, ends, aligned
 
 
-def _insert(starts: list[int], ends: list[int], s: int, e: int) -> None:
-    """Add ``[s, e)`` to merged arrays in place, fusing overlapping and touching members."""
-    lo = bisect_left(ends, s)
-    hi = bisect_right(starts, e)
-    if lo < hi:
-        s = min(s, starts[lo])
-        e = max(e, ends[hi - 1])
-    starts[lo:hi] = [s]
-    ends[lo:hi] = [e]
 
 
-def _discard(starts: list[int], ends: list[int], s: int, e: int) -> None:
-    """Remove ``[s, e)`` from merged arrays in place."""
-    lo = bisect_right(ends, s)
-    hi = bisect_left(starts, e)
-    if lo >= hi:
-        return
-    new_s: list[int] = []
-    new_e: list[int] = []
-    if starts[lo] < s:
-        new_s.append(starts[lo])
-        new_e.append(s)
-    if ends[hi - 1] > e:
-        new_s.append(e)
-        new_e.append(ends[hi - 1])
-    starts[lo:hi] = new_s
-    ends[lo:hi] = new_e
 
 
-def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
-    """An IntervalSet over copies of merged arrays (callers may mutate what they get)."""
-    return IntervalSet._from_arrays(list(starts), list(ends))
 
 
 # -- the audit log ------------------------------------------------------------------------
 
 
-def _line_revision(line: bytes) -> int | None:
-    """The revision of an audit line, read from its prefix without parsing the JSON."""
-    if line.startswith(_REV_PREFIX):
-        end = line.find(b",", len(_REV_PREFIX))
-        try:
-            return int(line[len(_REV_PREFIX) : end])
-        except ValueError:
-            return None
-    return None
 
 
-def _reverse_lines(path: Path, block: int = 1 << 16) -> Iterator[bytes]:
-    """Complete lines of a file, last first; a torn final line (no newline) is skipped."""
-    try:
-        with open(path, "rb") as f:
-            yield from _reverse_lines_of(f, block)
-    except FileNotFoundError:
-        return
 
 
-def _reverse_lines_of(f: Any, block: int) -> Iterator[bytes]:
-    pos = f.seek(0, os.SEEK_END)
-    buf = b""
-    skip_tail = True
-    while pos > 0:
-        n = min(block, pos)
-        pos -= n
-        f.seek(pos)
-        buf = f.read(n) + buf
-        parts = buf.split(b"\n")
-        buf = parts[0]
-        rest = parts[1:]
-        if skip_tail and rest:
-            rest.pop()  # empty, or the torn tail of an interrupted append
-            skip_tail = False
-        yield from reversed(rest)
-    if buf and not skip_tail:
-        yield buf
 
 
-def _entry(event: str, node: str, at: str, **fields: Any) -> dict[str, Any]:
-    """An audit record; ``revision`` comes first so readers can skip lines cheaply."""
-    return _stamped(_event(event, node, **fields), at)
 
 
-def _stamped(record: dict[str, Any], at: str) -> dict[str, Any]:
-    """``record`` with ``revision`` (set on commit) and ``at`` in front."""
-    return {"revision": None, "at": at, **record}
 
 
-#: Field order of each audit event after the common head (``revision, at, event, node``).
-_FIELD_ORDER = {
-    "complete": ("intervals", "mode", "status", "rows", "duration", "error", "run_id",
-                 "partition_keys", "fingerprint", "resolved_restatements"),
-    "fail": ("intervals", "mode", "status", "rows", "duration", "error", "run_id", "attempts"),
-    "execution": ("intervals", "mode", "status", "rows", "duration", "error", "run_id"),
-    "restate": ("intervals", "reason", "actor", "restatement_id", "removed"),
-    "resolve": ("intervals", "restatement_id", "resolved_by", "reason"),
-    "fingerprint": ("fingerprint", "previous", "definition"),
-    "partitions_removed": ("partition_keys",),
-}
 
 
-def canonical_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """An audit record with its keys in the order this module writes them: ``revision``
-    first (the log is scanned by that prefix), then ``at, event, node`` and the event's
-    fields; unknown keys keep their order at the end."""
-    head = ("revision", "at", "event", "node", *_FIELD_ORDER.get(record.get("event", ""), ()))
-    out = {k: record[k] for k in head if k in record}
-    out.update((k, v) for k, v in record.items() if k not in out)
-    return out
 
 
-def _change(record: Mapping[str, Any]) -> Change:
-    rows = record.get("intervals") or []
-    starts, ends, _ = _parse_rows(rows, {})
-    at = record.get("at")
-    return Change(
-        revision=record["revision"],
-        node=record.get("node", ""),
-        kind=record.get("event", ""),
-        intervals=IntervalSet._from_arrays(starts, ends),
-        origin=record.get("mode") or record.get("resolved_by") or record.get("actor"),
-        run_id=record.get("run_id"),
-        at=_dt_or_none(at),
-        details=dict(record),
-    )
 
 
-class _Corrupt(Exception):
-    """Internal: the file parsed as bytes but its content is wrong."""
 
 
-class JsonStateStore(StoreBase):
+class JsonStateStore(JsonStateFile, LogTail, StoreBase):
     """State in one JSON file, audit in a JSON-lines file beside it (see the module doc).
 
     ``durable=False`` skips the fsyncs: writes stay atomic, but a power loss may lose
@@ -345,35 +160,55 @@ class JsonStateStore(StoreBase):
         self.log_path = (
             Path(os.path.abspath(os.fspath(log_path)))
             if log_path is not None
-            else self.path.with_name("run_log.jsonl")
+            else default_log_path(self.path)
         )
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.durable = durable
         self.lock_timeout = lock_timeout
-        self._file_lock = (
-            None
-            if lock_descriptor is not None
-            else FileLock(self.lock_path, timeout=lock_timeout, thread_local=False,
-                          poll_interval=0.001)
-        )
+        self._lock = FileMutex(self.lock_path, lock_timeout)
         self._mutex = threading.RLock()
         self._swept = False
         self._folder_ready = False
-        self._tmp_counter = 0
-        self._lock_fd: int | None = None
-        self._lock_pid = 0
-        self._log_fd: int | None = None
-        self._log_id: tuple[int, int] | None = None
+        self._log = AuditLog(self.log_path)
         self._held_fd: int | None = None
         self._invalidate()
+        if log_path is None and self.log_path.name != LEGACY_LOG_NAME:
+            self._adopt_legacy_log()
 
     def __repr__(self) -> str:
         return f"JsonStateStore({str(self.path)!r})"
 
+    def _adopt_legacy_log(self) -> None:
+        """Rename an older seeknal's ``run_log.jsonl`` to this store's log when it is this
+        state file's own (see ``legacy_log_matches``); otherwise it stays where it is."""
+        legacy = self.path.with_name(LEGACY_LOG_NAME)
+        if (self.log_path.exists() or not legacy.exists() or not self.path.exists()
+                or self.path.with_name(DEFAULT_STATE_NAME).exists()):
+            return  # nothing to adopt, or it is the default state file's log
+        try:
+            with self._mutex:
+                self._acquire()  # not _locked(): its log repair would create our log first
+                try:
+                    if self.log_path.exists() or not legacy.exists():
+                        return  # another process adopted it meanwhile
+                    if audit_log.legacy_log_matches(legacy, self._read(locked=True)):
+                        os.rename(legacy, self.log_path)
+                        log.info("audit log %s adopted as %s", legacy, self.log_path)
+                    else:
+                        log.warning("audit log %s does not match state file %s (shared by several "
+                                    "state files?): left in place; %s starts a new log",
+                                    legacy, self.path, self.log_path)
+                finally:
+                    self._release()
+        except (StateError, OSError) as exc:
+            log.warning("could not adopt audit log %s: %s", legacy, exc)
+
     def close(self) -> None:
         """Release the descriptors this store keeps open (the store stays usable)."""
         with self._mutex:
-            for attr in ("_lock_fd", "_log_fd", "_held_fd"):
+            self._lock.close()
+            self._log.close()
+            for attr in ("_held_fd",):
                 fd = getattr(self, attr, None)
                 setattr(self, attr, None)
                 if fd is not None:
@@ -385,325 +220,26 @@ class JsonStateStore(StoreBase):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _invalidate(self) -> None:
-        """Forget everything cached; the next access re-reads the file."""
-        self._doc: dict[str, Any] | None = None
-        # (device, inode, size, mtime_ns) of the file the cache came from.  The store keeps
-        # that file open (``_held_fd``), so its inode cannot be reused by a later file:
-        # an equal signature really is the same, unmodified file.
-        self._sig: tuple[int, int, int, int] | None = None
-        self._mode = 0o644
-        self._lines: dict[str, bytes] = {}  # serialised node lines still valid
-        self._sets: dict[str, tuple[list[int], list[int]]] = {}  # parsed completed intervals
-        self._memo: dict[str, int] = _Memo()
-        self._checked: set[str] = set()  # nodes whose records were validated for writing
-        self._legacy = False
-        self._log_ok: int | None = None  # a revision whose audit records are known logged
-        self._tail_enc: list[bytes] | None = None  # serialised doc["log_tail"]
 
-    def _read(self, *, locked: bool = False) -> dict[str, Any]:
-        """The current document, from cache when the file is the one last seen."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._doc is None or self._sig is not None or locked:
-                self._invalidate()
-                self._doc = self._fresh_doc()
-            return self._doc  # type: ignore[return-value]
-        except OSError as exc:
-            raise self._unreadable(exc) from None
-        if (
-            self._doc is not None
-            and self._held_fd is not None
-            and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._sig
-        ):
-            return self._doc
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return self._read(locked=locked)  # replaced between stat and open: look again
-        except OSError as exc:
-            raise self._unreadable(exc) from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise StateError(
-                    f"state file {self.path} is not a regular file; move it aside "
-                    "(nothing was changed)"
-                )
-            chunks = []
-            while True:
-                chunk = os.read(fd, max(st.st_size, 1 << 16))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            self._load_bytes(data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                             stat.S_IMODE(st.st_mode))
-        except BaseException as exc:
-            os.close(fd)
-            if isinstance(exc, OSError):
-                raise self._unreadable(exc) from None
-            raise
-        self._hold(fd)
-        return self._doc  # type: ignore[return-value]
 
-    def _hold(self, fd: int) -> None:
-        """Keep the cached file's inode open (see ``_sig``), releasing the previous one."""
-        old, self._held_fd = self._held_fd, fd
-        if old is not None:
-            os.close(old)
 
-    def _unreadable(self, exc: OSError) -> StateError:
-        return StateError(
-            f"cannot read state file {self.path}: {exc.strerror or exc}; "
-            "fix its permissions or path (nothing was changed)"
-        )
 
-    def _fresh_doc(self) -> dict[str, Any]:
-        # Continue the revision sequence of an existing audit log, so a sensor's cursor
-        # never points past a recreated store.
-        base = self._log_last_revision() or 0
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "revision": base,
-            "updated_at": None,
-            "nodes": {},
-            "log_tail": [],
-        }
 
-    def _load_bytes(self, data: bytes, sig: tuple[int, int, int, int], mode: int) -> None:
-        self._invalidate()
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # the parsed document is acyclic; collections only slow parsing
-        try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise self._corrupt(_describe_json_error(data, exc), data) from None
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        try:
-            doc = self._check_shape(doc)
-        except _Corrupt as exc:
-            raise self._corrupt(str(exc), data) from None
-        self._doc = doc
-        self._sig = sig
-        self._mode = mode
-        if self._legacy:
-            try:
-                for name, node in doc["nodes"].items():
-                    starts, ends, _ = _parse_rows(
-                        node.get("completed_intervals", []), self._memo, legacy=True
-                    )
-                    node["completed_intervals"] = _rows(starts, ends)
-                    self._sets[name] = (starts, ends)
-            except (ValueError, TypeError) as exc:
-                self._invalidate()
-                raise self._corrupt(f"node {name!r}: completed_intervals: {exc}", data) from None
-        else:
-            self._index_lines(data, doc)
 
-    def _check_shape(self, doc: object) -> dict[str, Any]:
-        if not isinstance(doc, dict):
-            raise _Corrupt(f"top level is a {type(doc).__name__}, expected an object")
-        version = doc.get("schema_version")
-        if version is None:
-            self._legacy = True
-            nodes = doc.get("nodes", {})
-            rev = doc.get("revision", 0)
-            if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
-                rev = 0
-            rev = max(rev, self._log_last_revision() or 0)
-            extra = {k: v for k, v in doc.items() if k not in ("nodes", "revision")}
-            doc = {"schema_version": SCHEMA_VERSION, "revision": rev, "updated_at": None,
-                   "nodes": nodes, "log_tail": [], **extra}
-        elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise _Corrupt(f"schema_version is {version!r}, expected {SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            raise StateError(
-                f"state file {self.path} has schema_version {version}, written by a newer "
-                f"seeknal (this one reads {SCHEMA_VERSION}); upgrade seeknal (nothing was changed)"
-            )
-        else:
-            rev = doc.get("revision")
-            if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
-                raise _Corrupt(f"revision is {rev!r}, expected a non-negative integer")
-            doc.setdefault("updated_at", None)
-            tail = doc.setdefault("log_tail", [])
-            if not isinstance(tail, list) or not all(
-                isinstance(r, dict) and isinstance(r.get("revision"), int) for r in tail
-            ):
-                raise _Corrupt("log_tail is not a list of audit records")
-        nodes = doc.get("nodes")
-        if not isinstance(nodes, dict):
-            raise _Corrupt("'nodes' is missing or not an object")
-        for name, node in nodes.items():
-            if not isinstance(node, dict):
-                raise _Corrupt(f"node {name!r} is a {type(node).__name__}, expected an object")
-        return doc
 
-    def _index_lines(self, data: bytes, doc: dict[str, Any]) -> None:
-        """Keep each node's line of the file as its serialised form (our layout only)."""
-        nodes = doc["nodes"]
-        lines = data.split(b"\n")
-        if len(lines) != len(nodes) + 3 or not lines[0].endswith(b'"nodes": {'):
-            return
-        for name, line in zip(nodes, lines[1:-2]):
-            if line.endswith(b","):
-                line = line[:-1]
-            if not line.startswith(json.dumps(name, ensure_ascii=False).encode() + b": {"):
-                self._lines.clear()
-                return
-            self._lines[name] = line
 
-    def _corrupt(self, problem: str, data: bytes) -> StateError:
-        """The one-line error for a bad file, after saving a byte-for-byte copy beside it."""
-        try:
-            backup = self._backup(data)
-        except OSError as exc:
-            where = (
-                f"no copy could be saved ({exc.strerror or exc}): copy it aside first, then"
-            )
-        else:
-            where = f"a copy is saved as {backup}; to recover,"
-        return StateError(
-            f"state file {self.path} is corrupt: {problem}. It was not changed and "
-            f"every command stops until it is fixed; {where} restore a good copy "
-            "(or delete it to start empty: every interval becomes pending again)"
-        )
 
-    def _backup(self, data: bytes) -> Path:
-        folder, prefix = self.path.parent, self.path.name + ".corrupt-"
-        for entry in os.scandir(folder):
-            if entry.name.startswith(prefix) and entry.is_file():
-                try:
-                    if entry.stat().st_size == len(data) and Path(entry.path).read_bytes() == data:
-                        return Path(entry.path)  # this content was saved already
-                except OSError:
-                    continue
-        stamp = dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        for n in range(1000):
-            target = folder / f"{prefix}{stamp}{'' if n == 0 else f'-{n}'}"
-            try:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                continue
-            try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-            return target
-        raise OSError("too many backups with the same timestamp")
 
-    def _completed_arrays(self, name: str, node: dict[str, Any]) -> tuple[list[int], list[int]]:
-        """The node's merged completed intervals; parsed on first use and cached."""
-        arrays = self._sets.get(name)
-        if arrays is None:
-            rows = node.get("completed_intervals", [])
-            try:
-                starts, ends, aligned = _parse_rows(rows, self._memo)
-            except (ValueError, TypeError) as exc:
-                raise self._corrupt_on_disk(f"node {name!r}: completed_intervals: {exc}") from None
-            if not aligned:  # hand-edited or unmerged: keep rows 1:1 with the arrays
-                node["completed_intervals"] = _rows(starts, ends)
-                self._lines.pop(name, None)
-            arrays = self._sets[name] = (starts, ends)
-        return arrays
 
-    def _corrupt_on_disk(self, problem: str) -> StateError:
-        try:
-            data = self.path.read_bytes()
-        except OSError as exc:
-            return self._unreadable(exc)
-        return self._corrupt(problem, data)
 
-    def _node_state(self, name: str, node: dict[str, Any]) -> NodeState:
-        starts, ends = self._completed_arrays(name, node)
-        try:
-            failed = [
-                FailedInterval(
-                    start=_dt(_parse_us(f["start"])),
-                    end=_dt(_parse_us(f["end"])),
-                    error=str(f.get("error", "")),
-                    attempts=int(f.get("attempts", 1)),
-                    last_attempt=_dt(_parse_us(f["last_attempt"])),
-                )
-                for f in node.get("failed_intervals", [])
-            ]
-            restatements = [_restatement(name, r) for r in node.get("restatements", [])]
-            keys = node.get("partition_keys", [])
-            if not isinstance(keys, list):
-                raise TypeError("partition_keys is not a list")
-            fingerprint = node.get("fingerprint")
-            definition = node.get("definition")
-            if definition is not None and not isinstance(definition, dict):
-                raise TypeError("definition is not an object")
-            return NodeState(
-                name=name,
-                completed=_set_of(starts, ends),
-                failed=failed,
-                restatements=restatements,
-                partition_keys=set(keys),
-                fingerprint=None if fingerprint is None else str(fingerprint),
-                last_run=_dt_or_none(node.get("last_run")),
-                revision=int(node.get("revision", 0)),
-                definition=definition,
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
 
     # -- public reads ------------------------------------------------------------------------
 
-    @property
-    def revision(self) -> int:
-        """The store revision: +1 on every mutation, never reused."""
-        with self._mutex:
-            return self._read()["revision"]
 
-    def load(self) -> dict[str, NodeState]:
-        """A snapshot of every node (parses all intervals; prefer ``node()`` for one)."""
-        with self._mutex:
-            doc = self._read()
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                return {name: self._node_state(name, node) for name, node in doc["nodes"].items()}
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
 
-    def node(self, name: str) -> NodeState:
-        """One node's state; an unknown node is simply empty (the project owns the node list)."""
-        with self._mutex:
-            raw = self._read()["nodes"].get(name)
-            return NodeState(name) if raw is None else self._node_state(name, raw)
 
-    def completed(self, name: str) -> IntervalSet:
-        """The node's completed intervals, merged (a copy)."""
-        with self._mutex:
-            raw = self._read()["nodes"].get(name)
-            if raw is None:
-                return IntervalSet()
-            return _set_of(*self._completed_arrays(name, raw))
 
-    def pending_restatements(self, node: str | None = None) -> list[Restatement]:
-        """Restatements not yet resolved, oldest first, for one node or all."""
-        with self._mutex:
-            nodes = self._read()["nodes"]
-            names = [node] if node is not None else list(nodes)
-            out = []
-            for name in names:
-                for raw in nodes.get(name, {}).get("restatements", []):
-                    if raw.get("status") == "pending":
-                        out.append(self._parse_restatement(name, raw))
-        return sorted(out, key=lambda r: r.requested_at)
 
-    def _parse_restatement(self, node: str, raw: Mapping[str, Any]) -> Restatement:
-        try:
-            return _restatement(node, raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise self._corrupt_on_disk(f"node {node!r}: restatement: {exc}") from None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -736,46 +272,14 @@ class JsonStateStore(StoreBase):
                 self._release()
 
     def _acquire(self) -> None:
-        """Take the exclusive flock on ``run_state.json.lock`` (filelock's native lock)."""
-        if self._file_lock is not None:
-            try:
-                self._file_lock.acquire()
-            except Timeout:
-                raise self._lock_timeout() from None
-            return
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.0002
-        while True:
-            if self._lock_fd is None or self._lock_pid != os.getpid():
-                # a forked child must not share its parent's lock description
-                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                self._lock_pid = os.getpid()
-            fd = self._lock_fd
-            if lock_descriptor(fd, blocking=False):
-                held = os.fstat(fd)
-                try:
-                    current = os.stat(self.lock_path)
-                except FileNotFoundError:
-                    current = None
-                if current is not None and (current.st_dev, current.st_ino) == (
-                    held.st_dev, held.st_ino
-                ):
-                    return
-                # the lock file was deleted or replaced: this lock guards nothing, reopen
-                unlock_descriptor(fd)
-                os.close(fd)
-                self._lock_fd = None
-                continue
-            if time.monotonic() >= deadline:
-                raise self._lock_timeout()
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.005)
+        """Take the exclusive flock on ``run_state.json.lock``."""
+        try:
+            self._lock.acquire()
+        except TimeoutError:
+            raise self._lock_timeout() from None
 
     def _release(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()
-        elif self._lock_fd is not None:
-            unlock_descriptor(self._lock_fd)
+        self._lock.release()
 
     def _lock_timeout(self) -> StateError:
         return StateError(
@@ -812,279 +316,18 @@ class JsonStateStore(StoreBase):
             self._append_log(encoded, new_revision)
             return new_revision, result
 
-    def _next_tail(
-        self, doc: dict[str, Any], encoded: list[bytes]
-    ) -> tuple[list[dict[str, Any]], list[bytes]]:
-        """The audit records the next state file must still carry (group commit of the log).
 
-        Records stay in ``log_tail`` until one fdatasync of the log makes them durable
-        there; that happens every ``LOG_TAIL_RECORDS`` mutations instead of every one,
-        and the state file's own fsync covers the records in between.
-        """
-        tail = doc.get("log_tail") or []
-        tail_enc = self._tail_encoded(doc)
-        size = sum(map(len, tail_enc)) + sum(map(len, encoded))
-        if len(tail) + len(encoded) <= LOG_TAIL_RECORDS and size <= LOG_TAIL_BYTES:
-            return list(tail), tail_enc
-        if self._log_ok != doc["revision"]:  # the log lacks records: keep them (bounded)
-            keep = max(0, 1000 - len(encoded))
-            return list(tail[-keep:]) if keep else [], tail_enc[-keep:] if keep else []
-        if self.durable:
-            try:
-                os.fdatasync(self._log_handle())
-            except OSError as exc:
-                log.warning("could not fsync audit log %s: %s", self.log_path, exc)
-                return list(tail), tail_enc
-        return [], []
 
-    def _tail_encoded(self, doc: dict[str, Any]) -> list[bytes]:
-        if self._tail_enc is None:
-            self._tail_enc = [
-                json.dumps(r, ensure_ascii=False).encode() for r in doc.get("log_tail") or []
-            ]
-        return self._tail_enc
 
-    def _node_for_write(self, doc: dict[str, Any], name: str, revision: int) -> dict[str, Any]:
-        """The node's dict, created when new, with its serialised line invalidated."""
-        nodes = doc["nodes"]
-        node = nodes.get(name)
-        if node is None:
-            node = nodes[name] = {}
-        for key, default in (
-            ("completed_intervals", []),
-            ("failed_intervals", []),
-            ("restatements", []),
-            ("partition_keys", []),
-            ("fingerprint", None),
-            ("last_run", None),
-        ):
-            node.setdefault(key, default)
-        if name not in self._checked:
-            self._check_records(name, node)
-        node["revision"] = revision
-        if list(node)[: len(_NODE_KEYS)] != list(_NODE_KEYS):  # canonical key order
-            ordered = {k: node[k] for k in _NODE_KEYS}
-            ordered.update((k, v) for k, v in node.items() if k not in ordered)
-            node.clear()
-            node.update(ordered)
-        self._lines.pop(name, None)
-        return node
 
-    def _check_records(self, name: str, node: dict[str, Any]) -> None:
-        """Validate the small records a mutation edits, so a bad file fails as ``corrupt``."""
-        try:
-            _failed_pairs(node["failed_intervals"])
-            for item in node["restatements"]:
-                _restatement(name, item)
-            if not isinstance(node["partition_keys"], list):
-                raise TypeError("partition_keys is not a list")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
-        self._checked.add(name)
 
-    def _update_completed(
-        self, name: str, node: dict[str, Any], change: IntervalSet, *, add: bool
-    ) -> None:
-        """Add or remove intervals, re-formatting only the rows between the changed bounds."""
-        if not change:
-            return
-        starts, ends = self._completed_arrays(name, node)
-        c_starts, c_ends = change._starts, change._ends
-        lo, hi = c_starts[0], c_ends[-1]
-        prefix = bisect_left(ends, lo)  # members ending before lo are untouched
-        cut = bisect_right(starts, hi)  # members starting after hi are untouched
-        suffix = len(starts) - cut
-        op = _insert if add else _discard
-        for s, e in zip(c_starts, c_ends):
-            op(starts, ends, s, e)
-        rows = node["completed_intervals"]
-        stop = len(starts) - suffix
-        middle = _rows(starts[prefix:stop], ends[prefix:stop])
-        node["completed_intervals"] = rows[:prefix] + middle + rows[len(rows) - suffix :]
 
-    def _render(self, doc: dict[str, Any]) -> bytes:
-        lines = self._lines
-        parts = []
-        for name, node in doc["nodes"].items():
-            line = lines.get(name)
-            if line is None:
-                line = lines[name] = (
-                    json.dumps(name, ensure_ascii=False) + ": " + json.dumps(node, ensure_ascii=False)
-                ).encode()
-            parts.append(line)
-        head = (
-            f'{{"schema_version": {SCHEMA_VERSION}, "revision": {doc["revision"]}, '
-            f'"updated_at": {json.dumps(doc["updated_at"])}, "nodes": {{\n'
-        ).encode()
-        tail = b"[" + b", ".join(self._tail_encoded(doc)) + b"]"
-        extras = {k: v for k, v in doc.items() if k not in _TOP_KEYS}
-        more = b", " + json.dumps(extras, ensure_ascii=False)[1:-1].encode() if extras else b""
-        return b"".join((head, b",\n".join(parts), b'\n}, "log_tail": ', tail, more, b"}\n"))
-
-    def _write_state(self, data: bytes) -> None:
-        """Atomic replace: unique temp file, fsync, rename, fsync of the folder."""
-        folder = self.path.parent
-        self._tmp_counter += 1
-        tmp = folder / f".{self.path.name}.{os.getpid()}-{id(self):x}-{self._tmp_counter}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
-        except OSError as exc:
-            raise StateError(
-                f"cannot write state file {self.path}: {exc.strerror or exc}; "
-                "the previous state is unchanged"
-            ) from None
-        try:
-            os.fchmod(fd, self._mode)  # the umask must not narrow a shared file's mode
-            _write_all(fd, data)
-            if self.durable:
-                os.fsync(fd)
-            st = os.fstat(fd)
-            os.replace(tmp, self.path)
-        except BaseException as exc:
-            os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise StateError(
-                    f"cannot write state file {self.path}: {exc.strerror or exc}; "
-                    "the previous state is unchanged"
-                ) from None
-            raise
-        self._hold(fd)
-        self._sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if self.durable:
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
 
     def _sweep_temp_files(self) -> None:
         """Delete temp files of writers that died mid-write (safe: we hold the lock)."""
-        prefix = f".{self.path.name}."
-        try:
-            with os.scandir(self.path.parent) as entries:
-                for entry in entries:
-                    if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                        try:
-                            os.unlink(entry.path)
-                        except OSError:
-                            pass
-        except OSError:
-            return
-        self._swept = True
+        self._swept = sweep_temp_files(self.path)
 
-    def _append_log(self, encoded: list[bytes], revision: int) -> None:
-        """Append audit records in one write; a failure is logged, not raised.
 
-        The state change is already committed and its ``log_tail`` lets the next
-        operation write the missing lines, so raising would only invite a double retry.
-        Not fsynced here: see ``_next_tail``.
-        """
-        data = b"".join(line + b"\n" for line in encoded)
-        try:
-            fd = self._log_handle()
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data  # a torn line from a crash: keep ours whole
-            _write_all(fd, data)
-        except OSError as exc:
-            self._log_ok = None
-            log.warning("could not append to audit log %s: %s (will retry)", self.log_path, exc)
-            return
-        self._log_ok = revision
-
-    def _log_handle(self) -> int:
-        """An O_APPEND descriptor on the log, reopened when the file was moved or deleted."""
-        try:
-            st = os.stat(self.log_path)
-            ident = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            ident = None
-        if self._log_fd is not None and ident == self._log_id:
-            return self._log_fd
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
-        try:
-            fd = os.open(self.log_path, flags, 0o644)
-        except FileNotFoundError:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.log_path, flags, 0o644)
-        st = os.fstat(fd)
-        self._log_fd, self._log_id = fd, (st.st_dev, st.st_ino)
-        return fd
-
-    def _scan_log(self, after: int, block: int = 1 << 16) -> tuple[list[dict], int | None, int]:
-        """Read the log backwards: its records with revision > ``after`` (oldest first),
-        its last revision, and how many change records that last revision has there.
-
-        Stops at ``after`` or where revisions go up again going backwards (records of an
-        older store before a reset), so the cost is proportional to what is returned.
-        """
-        records: list[dict] = []
-        last: int | None = None
-        last_count = 0
-        trailing = True
-        newer: int | None = None
-        for line in _reverse_lines(self.log_path, block):
-            rev = _line_revision(line)
-            if rev is None:
-                continue
-            wanted = rev > after and (newer is None or rev <= newer)
-            if not wanted and not (last is None or (trailing and rev == last)):
-                break
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn line left by a crash
-            if not isinstance(record, dict):
-                continue
-            if last is None:
-                last = rev
-            if trailing and rev != last:
-                trailing = False
-            if trailing and record.get("event") != "execution":
-                last_count += 1
-            if wanted:
-                newer = rev
-                records.append(record)
-        records.reverse()
-        return records, last, last_count
-
-    def _log_last_revision(self) -> int | None:
-        for line in _reverse_lines(self.log_path, block=4096):
-            revision = _line_revision(line)
-            if revision is not None:
-                return revision
-        return None
-
-    @staticmethod
-    def _unlogged(tail: list[dict], last: int | None, last_count: int) -> list[dict]:
-        """Records of the state's ``log_tail`` that the log does not hold (crash repair)."""
-        if last is None:
-            return list(tail)
-        same = [r for r in tail if r.get("revision") == last]
-        return same[last_count:] + [r for r in tail if r.get("revision", 0) > last]
-
-    def _repair_log(self, doc: dict[str, Any]) -> None:
-        """Under the lock: append what a crash kept out of the log, once per file version."""
-        if self._log_ok == doc["revision"]:
-            return
-        tail = doc.get("log_tail") or []
-        if tail:
-            _, last, count = self._scan_log(after=doc["revision"], block=4096)
-            missing = self._unlogged(tail, last, count)
-            if missing:
-                self._append_log(
-                    [json.dumps(r, ensure_ascii=False).encode() for r in missing],
-                    doc["revision"],
-                )
-                return
-        self._log_ok = doc["revision"]
 
     # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
@@ -1126,17 +369,8 @@ class JsonStateStore(StoreBase):
             failed = _failed_pairs(raw["failed_intervals"])
             attempts = 0
             for s, e in pairs:
-                hit = [f for f in failed if f[0] < e and s < f[1]]
-                count = max((f[2]["attempts"] for f in hit), default=0) + 1
+                failed, count = add_failure(failed, s, e, message, now)
                 attempts = max(attempts, count)
-                kept = [f for f in failed if not (f[0] < e and s < f[1])]
-                for fs, fe, rec in hit:  # parts of older failures outside this one stay
-                    if fs < s:
-                        kept.append((fs, s, rec))
-                    if fe > e:
-                        kept.append((e, fe, rec))
-                kept.append((s, e, {"error": message, "attempts": count, "last_attempt": now}))
-                failed = sorted(kept, key=lambda f: f[0])
             raw["failed_intervals"] = [_failed_row(s, e, rec) for s, e, rec in failed]
             raw["last_run"] = now
             return [{**_stamped(record, now), "attempts": attempts}], None
@@ -1240,9 +474,9 @@ class JsonStateStore(StoreBase):
             return []
         if revision > current:
             return self._resync()
-        logged, last, count = self._scan_log(after=revision)
+        logged, last, count = audit_log.scan(self.log_path, after=revision)
         records = [
-            r for r in logged + self._unlogged(tail, last, count)
+            r for r in logged + audit_log.unlogged(tail, last, count)
             if revision < r.get("revision", 0) <= current and r.get("event") != "execution"
         ]
         if len({r["revision"] for r in records}) != current - revision:
@@ -1254,26 +488,12 @@ class JsonStateStore(StoreBase):
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records of one node, oldest first (the last ``limit`` when given)."""
-        needle = b'"node": ' + json.dumps(node, ensure_ascii=False).encode() + b","
-        out = []
-        try:
-            with open(self.log_path, "rb") as f:
-                for line in f:
-                    if needle not in line or not line.endswith(b"\n"):
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and record.get("node") == node:
-                        out.append(record)
-        except FileNotFoundError:
-            pass
+        out = audit_log.node_records(self.log_path, node)
         with self._mutex:  # after the log: a record logged meanwhile is not doubled
             tail = list(self._read().get("log_tail") or [])
         if tail:
-            _, last, count = self._scan_log(after=tail[-1]["revision"], block=4096)
-            out += [r for r in self._unlogged(tail, last, count) if r.get("node") == node]
+            _, last, count = audit_log.scan(self.log_path, after=tail[-1]["revision"], block=4096)
+            out += [r for r in audit_log.unlogged(tail, last, count) if r.get("node") == node]
         return out if limit is None else out[-limit:] if limit > 0 else []
 
 
@@ -1289,45 +509,12 @@ class JsonStateStore(StoreBase):
                 return {**export_header(), "revision": 0, "nodes": {}, "audit": []}
             with self._locked() as doc:
                 nodes = {name: self._export_node(name, raw) for name, raw in doc["nodes"].items()}
-                audit = self._log_records()
-                _, last, count = self._scan_log(after=doc["revision"], block=4096)
-                audit += self._unlogged(list(doc.get("log_tail") or []), last, count)
+                audit = audit_log.read_records(self.log_path)
+                _, last, count = audit_log.scan(self.log_path, after=doc["revision"], block=4096)
+                audit += audit_log.unlogged(list(doc.get("log_tail") or []), last, count)
                 return {**export_header(), "revision": doc["revision"], "nodes": nodes, "audit": audit}
 
-    def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
-        state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
-        return {
-            "completed_intervals": _rows(state.completed._starts, state.completed._ends),
-            "failed_intervals": [
-                {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
-                 "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}
-                for f in sorted(state.failed, key=lambda f: f.start)
-            ],
-            "restatements": json.loads(json.dumps(raw.get("restatements", []))),  # a deep copy
-            "partition_keys": sorted(state.partition_keys),
-            "fingerprint": state.fingerprint,
-            "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
-            "revision": state.revision,
-            "definition": state.definition,
-        }
 
-    def _log_records(self) -> list[dict[str, Any]]:
-        """Every whole record of the audit log, in file order."""
-        out = []
-        try:
-            with open(self.log_path, "rb") as f:
-                for line in f:
-                    if not line.endswith(b"\n"):
-                        continue  # a torn final line
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(record, dict) and isinstance(record.get("revision"), int):
-                        out.append(record)
-        except FileNotFoundError:
-            pass
-        return out
 
     def import_(self, data: Mapping[str, Any]) -> int:
         """Load an ``export()`` into this store, which must be empty; returns its revision.
@@ -1338,7 +525,7 @@ class JsonStateStore(StoreBase):
         """
         data = check_export(data)
         with self._locked() as doc:
-            if doc["revision"] or doc["nodes"] or self._log_last_revision() is not None:
+            if doc["revision"] or doc["nodes"] or audit_log.last_revision(self.log_path) is not None:
                 raise StateError(
                     f"state file {self.path} already holds state (revision {doc['revision']}): "
                     "import only into an empty store — choose another path"
@@ -1363,195 +550,50 @@ class JsonStateStore(StoreBase):
             return new["revision"]
 
     def _replace_log(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Write the audit log whole: unique temp file, fsync, rename."""
-        folder = self.log_path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{self.log_path.name}.{os.getpid()}-{id(self):x}.tmp"
+        """Write the audit log whole (``durable.atomic_write``)."""
         data = b"".join(
             json.dumps(canonical_record(r), ensure_ascii=False).encode() + b"\n" for r in records
         )
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, data)
-                if self.durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.log_path)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.log_path, data, durable=self.durable)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StateError(
                 f"cannot write audit log {self.log_path}: {exc.strerror or exc}; nothing was imported"
             ) from None
 
 
+# -- log naming -------------------------------------------------------------------------------
+
+
+
+
+
+
+
 # -- helpers on raw node records ------------------------------------------------------------
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
-def _describe_json_error(data: bytes, exc: BaseException) -> str:
-    if not data.strip():
-        return "the file is empty"
-    if isinstance(exc, RecursionError):
-        return "the file is not valid JSON (nested too deeply)"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"the file is not UTF-8 text (byte {exc.start})"
-    if isinstance(exc, json.JSONDecodeError):
-        where = f"{exc.msg}, line {exc.lineno} column {exc.colno}"
-        text = data.rstrip()
-        if (
-            exc.pos >= len(text) - 1
-            or exc.msg.startswith("Unterminated")
-            or (text.startswith(b"{") and not text.endswith(b"}"))
-        ):
-            return f"the file is truncated ({where})"
-        return f"the file is not valid JSON ({where})"
-    return f"the file is not valid JSON ({exc})"
 
 
-def _restatement(node: str, raw: Mapping[str, Any]) -> Restatement:
-    starts, ends, _ = _parse_rows(raw["intervals"], {})
-    return Restatement(
-        id=str(raw["id"]),
-        node=node,
-        intervals=list(IntervalSet._from_arrays(starts, ends)),
-        reason=str(raw.get("reason", "")),
-        actor=str(raw.get("actor", "")),
-        requested_at=_dt(_parse_us(raw["requested_at"])),
-        status=str(raw.get("status", "pending")),
-        resolved_at=_dt_or_none(raw.get("resolved_at")),
-        resolved_by=raw.get("resolved_by"),
-    )
 
 
-def _resolve_record(node: str, item: Mapping[str, Any], now: str) -> dict[str, Any]:
-    return _entry(
-        "resolve", node, now, intervals=item["intervals"], restatement_id=item["id"],
-        resolved_by=item["resolved_by"], reason=item.get("reason"),
-    )
 
 
-def _resolve_covered(
-    raw: dict[str, Any], starts: list[int], ends: list[int], now: str, by: str
-) -> list[dict[str, Any]]:
-    """Resolve pending restatements whose intervals are now all completed."""
-    done = IntervalSet._from_arrays(starts, ends)
-    resolved = []
-    for item in raw["restatements"]:
-        if item.get("status") != "pending":
-            continue
-        r_starts, r_ends, _ = _parse_rows(item["intervals"], {})
-        if all(done.covers_us(s, e) for s, e in zip(r_starts, r_ends)):
-            item.update(status="resolved", resolved_at=now, resolved_by=by)
-            resolved.append(item)
-    if resolved:
-        _prune_resolved(raw)
-    return resolved
 
 
-def _prune_resolved(raw: dict[str, Any]) -> None:
-    """Keep pending restatements and the latest resolved ones; the log keeps the rest."""
-    items = raw["restatements"]
-    resolved = [i for i in items if i.get("status") != "pending"]
-    if len(resolved) > KEEP_RESOLVED:
-        drop = {id(i) for i in resolved[: len(resolved) - KEEP_RESOLVED]}
-        raw["restatements"] = [i for i in items if id(i) not in drop]
 
 
-def _failed_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
-    return [
-        (
-            _parse_us(r["start"]),
-            _parse_us(r["end"]),
-            {"error": r.get("error", ""), "attempts": int(r.get("attempts", 1)),
-             "last_attempt": r.get("last_attempt")},
-        )
-        for r in rows
-    ]
 
 
-def _failed_row(s: int, e: int, rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"start": _fmt(s), "end": _fmt(e), "error": rec["error"],
-            "attempts": rec["attempts"], "last_attempt": rec["last_attempt"]}
-
-
-def _subtract_failed(rows: list[dict[str, Any]], done: IntervalSet) -> list[dict[str, Any]]:
-    """Failed records minus completed intervals; a partly completed failure keeps its rest."""
-    if not rows:
-        return rows
-    out = []
-    for s, e, rec in _failed_pairs(rows):
-        left = IntervalSet._from_arrays([s], [e]).difference(done)
-        out += [_failed_row(a, b, rec) for a, b in zip(left._starts, left._ends)]
-    return out
 
 
 # -- export documents ------------------------------------------------------------------------
 
 
-def export_header() -> dict[str, Any]:
-    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
 
 
-def _fmt_dt(value: dt.datetime) -> str:
-    return _fmt((value - EPOCH) // _US)
 
 
-def check_export(data: object) -> dict[str, Any]:
-    """Validate an ``export()`` document before a store imports it; returns it as a dict."""
-
-    def bad(problem: str) -> StateError:
-        return StateError(
-            f"not a valid seeknal state export: {problem}; create it with a state store's "
-            "export() (`seeknal state migrate` does)"
-        )
-
-    if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
-        raise bad(f"'format' is not {EXPORT_FORMAT!r}")
-    if data.get("version") != EXPORT_VERSION:
-        raise bad(f"version {data.get('version')!r}, this seeknal reads {EXPORT_VERSION}")
-    revision = data.get("revision")
-    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
-        raise bad(f"revision {revision!r} is not a non-negative integer")
-    nodes, audit = data.get("nodes"), data.get("audit")
-    if not isinstance(nodes, Mapping) or not isinstance(audit, list):
-        raise bad("'nodes' must be an object and 'audit' a list")
-    for record in audit:
-        rev = record.get("revision") if isinstance(record, Mapping) else None
-        if not isinstance(rev, int) or not 0 <= rev <= revision:
-            raise bad(f"audit record {record!r:.80} has no revision between 0 and {revision}")
-    for name, raw in nodes.items():
-        try:
-            _check_node_name(name)
-            if not isinstance(raw, Mapping):
-                raise TypeError("not an object")
-            _parse_rows(raw.get("completed_intervals") or [], {})
-            _failed_pairs(list(raw.get("failed_intervals") or []))
-            for f in raw.get("failed_intervals") or []:
-                _parse_us(f["last_attempt"])
-            for item in raw.get("restatements") or []:
-                _restatement(name, item)
-                _parse_us(item["requested_at"])
-            keys = raw.get("partition_keys") or []
-            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-                raise TypeError("partition_keys is not a list of strings")
-            if raw.get("last_run") is not None:
-                _parse_us(raw["last_run"])
-            if raw.get("definition") is not None and not isinstance(raw["definition"], Mapping):
-                raise TypeError("definition is not an object")
-            node_rev = raw.get("revision", 0)
-            if not isinstance(node_rev, int) or not 0 <= node_rev <= revision:
-                raise ValueError(f"revision {node_rev!r} is not between 0 and {revision}")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise bad(f"node {name!r}: {type(exc).__name__}: {exc}") from None
-    return dict(data)

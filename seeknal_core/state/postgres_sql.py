@@ -10,7 +10,7 @@
   function is written once here instead of once per migration that changes it.
 
 Failure splitting (a new failure replaces the overlapped parts of older ones and keeps
-their rest) lives in ``mark_failed`` below as well as in the JSON store's Python: the server
+their rest) lives in ``mark_failed`` below as well as in ``records.add_failure``: the server
 must compute it from the rows it has locked, in the same statement, because sending the
 split from Python would need the failed rows read first and the store lock held across
 that client round trip, which the one-call-per-mutation design rules out.

@@ -44,7 +44,8 @@ from typing import Any
 from ..intervals import IntervalSet
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
 from .common import Completion, StoreBase, _dt, _fmt, _parse_us, _pending_item, _resync, _rows
-from .json_store import (
+from .postgres_sql import FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, STATEMENTS
+from .records import (
     KEEP_RESOLVED,
     _change,
     _parse_rows,
@@ -53,7 +54,6 @@ from .json_store import (
     check_export,
     export_header,
 )
-from .postgres_sql import FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, STATEMENTS
 
 __all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStateStore"]
 
