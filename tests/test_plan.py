@@ -227,7 +227,8 @@ def test_schedule_change_daily_to_hourly_keeps_history_and_plans_only_what_the_g
     assert (entry["status"], entry["changes"], entry["category"]) == ("changed", ["schedule"], "non-breaking")
     assert entry["restate_intervals"] == 0 and "stay valid" in entry["grid"]
     run(root, "plan", "--apply")
-    due = json.loads(seeknal("run", "--dry-run", "--json", "-p", str(root), now="2024-02-10T06:00:00Z").stdout)
+    due = json.loads(seeknal("run", "--dry-run", "--json", "--each", "-p", str(root),
+                             now="2024-02-10T06:00:00Z").stdout)
     intervals = due["nodes"][0]["intervals"]
     assert len(intervals) == 6 and intervals[0]["start"] == "2024-02-10T00:00:00+00:00"
 
