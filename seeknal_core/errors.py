@@ -11,9 +11,19 @@ from __future__ import annotations
 class SeeknalError(Exception):
     """A user error: ``str(exc)`` is one line naming the thing and the fix."""
 
+    #: the CLI's exit code for it (2: usage or configuration, nothing changed)
+    exit_code = 2
+
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
 
 class ProjectError(SeeknalError):
     """The project folder, a node definition or its SQL template is invalid."""
+
+
+class StateNotRecordedError(SeeknalError):
+    """Rows were committed but recording them in the state store failed: the intervals
+    are not marked complete, so re-running recomputes and replaces them (safe)."""
+
+    exit_code = 3

@@ -1,6 +1,7 @@
 """The ``seeknal`` command line: thin over the runner and the state store.
 
-Exit codes: 0 success, 1 some intervals failed, 2 usage or configuration error.  User
+Exit codes: 0 success, 1 some intervals failed, 2 usage or configuration error, 3 data written
+but not recorded in state (re-run), 130 interrupted.  User
 errors are one ``Error: ...`` line on stderr, never a traceback.  ``$SEEKNAL_NOW`` (an
 ISO instant) replaces the clock for every command.
 """
@@ -71,7 +72,7 @@ def _guarded(call: Any) -> int:
         return 130
     except SeeknalError as exc:  # includes ProjectError, PlanError, StateError
         _error(str(exc))
-        return EXIT_USAGE
+        return exc.exit_code  # 2, or 3 when rows were written but not recorded
     return result if isinstance(result, int) else EXIT_OK
 
 
@@ -91,7 +92,8 @@ def cli(ctx: click.Context) -> None:
     seeknal intervals show               completed intervals per node
     seeknal intervals pending            what a backfill would do
 
-    Exit codes: 0 ok, 1 some intervals failed, 2 usage or configuration error.
+    Exit codes: 0 ok, 1 some intervals failed, 2 usage or configuration error,
+    3 data written but state not recorded (re-run), 130 interrupted.
     SEEKNAL_NOW=2024-01-05T00:00:00Z replaces the clock (tests, demos).
     """
     ctx.ensure_object(Session)

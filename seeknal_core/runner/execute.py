@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
+from ..errors import SeeknalError, StateNotRecordedError
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..templating import compile_sql, render_sql
@@ -268,13 +269,20 @@ class _NodeRunner:
         """Record the committed batches' completions: one state mutation per origin."""
         for origin, entries in self._unrecorded.items():
             per_interval = [item for e in entries for item in e[0]]
-            self.store.mark_complete(
-                self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
-                origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
-                duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
-                fingerprint=None if self.np.definition_changed else self.node.fingerprint,
-                definition=None if self.np.definition_changed else self.node.definition,
-                interval_rows=per_interval)
+            try:
+                self.store.mark_complete(
+                    self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
+                    origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
+                    duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
+                    fingerprint=None if self.np.definition_changed else self.node.fingerprint,
+                    definition=None if self.np.definition_changed else self.node.definition,
+                    interval_rows=per_interval)
+            except (SeeknalError, OSError) as exc:
+                first, last = from_epoch(per_interval[0][0][0]), from_epoch(per_interval[-1][0][1])
+                raise StateNotRecordedError(
+                    f"node '{self.node.name}': data written, state not recorded for "
+                    f"{len(per_interval)} interval(s) {first.isoformat()} to {last.isoformat()}: "
+                    f"{_error_text(exc)} — re-run `seeknal run`; re-running is safe") from None
         self._unrecorded.clear()
         self._last_flush = time.perf_counter()
 
