@@ -109,6 +109,16 @@ def sweep_temp_files(path: Path) -> bool:
     return True
 
 
+
+def close_quietly(fd: int | None) -> None:
+    """Close ``fd`` when there is one; an error closing must not hide why we are closing."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class FileMutex:
     """An exclusive inter-process flock on ``lock_path`` (filelock's native lock).
 
@@ -170,8 +180,4 @@ class FileMutex:
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(fd)

@@ -32,6 +32,11 @@ _US_PER_S = 1_000_000
 _SECOND = dt.timedelta(seconds=1)
 
 
+def seconds_to_micros(seconds: int) -> int:
+    """Epoch seconds (a ``Pair`` bound) as the microseconds intervals and state store."""
+    return seconds * _US_PER_S
+
+
 def _us(value: TimeLike, tz: dt.tzinfo = UTC) -> int:
     return (to_utc(value, tz) - EPOCH) // _US
 

@@ -58,7 +58,7 @@ _NODE_KEYS = (
 
 def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
     """An IntervalSet over copies of merged arrays (callers may mutate what they get)."""
-    return IntervalSet._from_arrays(list(starts), list(ends))
+    return IntervalSet.from_micros(starts, ends, merged=True)
 
 
 class _Corrupt(Exception):
@@ -456,14 +456,14 @@ class JsonStateFile:
         if not change:
             return
         starts, ends = self._completed_arrays(name, node)
-        c_starts, c_ends = change._starts, change._ends
+        c_starts, c_ends = change.micros()
         lo, hi = c_starts[0], c_ends[-1]
         prefix = bisect_left(ends, lo)  # members ending before lo are untouched
         cut = bisect_right(starts, hi)  # members starting after hi are untouched
         suffix = len(starts) - cut
-        current = IntervalSet._from_arrays(starts, ends)
+        current = IntervalSet.from_micros(starts, ends, merged=True)
         updated = current.union(change) if add else current.difference(change)
-        starts, ends = self._sets[name] = (updated._starts, updated._ends)
+        starts, ends = self._sets[name] = updated.micros()
         rows = node["completed_intervals"]
         stop = len(starts) - suffix
         middle = _rows(starts[prefix:stop], ends[prefix:stop])
@@ -504,7 +504,7 @@ class JsonStateFile:
     def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
         state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
         return {
-            "completed_intervals": _rows(state.completed._starts, state.completed._ends),
+            "completed_intervals": _rows(*state.completed.micros()),
             "failed_intervals": [
                 {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
                  "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}
