@@ -164,6 +164,10 @@ class IntervalSet:
         """Members as ``Pair``s (epoch seconds; sub-second bounds floored)."""
         return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
 
+    def last_end(self) -> int | None:
+        """The last member's end in epoch seconds (floored); None when empty."""
+        return self._ends[-1] // _US_PER_S if self._ends else None
+
     # the names callers outside this module still use, until they move to the two above
     from_epoch_pairs = from_pairs
     epoch_pairs = pairs

@@ -37,11 +37,6 @@ FIELDS = ("sql", "schedule", "timezone", "time_column", "materialization", "engi
 _FOREVER = 2**35  # seconds: an end beyond any schedule's last tick (year 3058)
 
 
-def recorded_definition_changed(node: TransformNode, state: NodeState | None) -> bool:
-    """Whether state records another definition than the node's (the runner's test too)."""
-    return state is not None and not node.fingerprint_matches(state.fingerprint)
-
-
 @dataclass
 class NodeChange:
     """One node's entry in a change plan.
@@ -106,9 +101,9 @@ class ChangePlan:
 
 def changed_nodes(project: Project, store: StateStore) -> list[str]:
     """Nodes whose recorded fingerprint differs from their definition (cheap: no parsing)."""
-    states = store.load()
+    recorded = store.fingerprints()
     return [n for n in project.topological_order()
-            if recorded_definition_changed(project.nodes[n], states.get(n))]
+            if n in recorded and not project.nodes[n].fingerprint_matches(recorded[n])]
 
 
 def change_plan(

@@ -230,11 +230,12 @@ def plan(
             if lo is None and not done:
                 node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
                 continue
-            last_end = done.pairs()[-1][1] if done else None
+            last_end = done.last_end()
             first = max(lo, last_end) if (lo is not None and last_end is not None) else (
                 last_end if last_end is not None else lo)
-            for pair in _pending(_ticks_within(schedule, schedule.tick_at_or_after(first), hi), done):
-                node_plan.due[pair] = Reason.NEW
+            if first < hi:  # an up-to-date node (done up to the last tick) lists no grid
+                for pair in _pending(_ticks_within(schedule, schedule.tick_at_or_after(first), hi), done):
+                    node_plan.due[pair] = Reason.NEW
             if node.lookback and last_end is not None:
                 ticks = schedule.ticks(_back(schedule, last_end, node.lookback), last_end)
                 for pair in zip(ticks, ticks[1:]):

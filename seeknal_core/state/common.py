@@ -223,6 +223,11 @@ class StoreBase:
         """The store, as error messages name it."""
         raise NotImplementedError
 
+    def fingerprints(self) -> dict[str, str | None]:
+        """Each recorded node's fingerprint: what ``seeknal run`` compares before it plans
+        (a backend may answer without building every node's state)."""
+        return {name: state.fingerprint for name, state in self.load().items()}
+
     def mark_complete(
         self,
         node: str,

@@ -379,6 +379,13 @@ class JsonStateFile:
                 if gc_was_enabled:
                     gc.enable()
 
+    def fingerprints(self) -> dict[str, str | None]:
+        """Each recorded node's fingerprint, read off the document (no intervals parsed)."""
+        with self._mutex:
+            nodes = self._read()["nodes"]
+            return {name: None if raw.get("fingerprint") is None else str(raw["fingerprint"])
+                    for name, raw in nodes.items()}
+
     def node(self, name: str) -> NodeState:
         """One node's state; an unknown node is simply empty (the project owns the node list)."""
         with self._mutex:
