@@ -326,6 +326,9 @@ def test_an_end_bound_is_never_due(tmp_path):
     assert runner.plan(project, store, now="2024-01-09").nodes[0].intervals == []
     assert runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-08",
                        now="2024-01-09").nodes[0].intervals == []
+    named = runner.plan(project, store, mode="backfill", partitions=["2024-01-03", "2024-01-05"],
+                        now="2024-01-09").nodes[0]
+    assert named.intervals == [(1704240000, 1704326400)] and "end after the node's end" in named.notes[-1]
     (tmp_path / "seeknal_project.yml").write_text("name: t\nstart: 2024-01-01\nend: 2024-01-06\n")
     project, store = open_all(tmp_path)
     assert [p for p in runner.plan(project, store, now="2024-01-09").nodes[0].intervals] == []

@@ -218,6 +218,13 @@ def plan(
             for a, b in explicit:
                 for pair in _pairs_overlapping(schedule, a, b):
                     node_plan.due[pair] = Reason.PARTITION
+            if node.end is not None:  # named partitions too: nothing past the node's end
+                past = [p for p in node_plan.due if p[1] > schedule.tick_at_or_before(to_epoch(node.end))]
+                for pair in past:
+                    del node_plan.due[pair]
+                if past:
+                    node_plan.notes.append(f"{len(past)} interval(s) end after the node's end "
+                                           f"{node.end.isoformat()}: not run")
             if node.partition_column:
                 node_plan.partition_keys.update({p: _key(node, p) for p in node_plan.due})
             continue
