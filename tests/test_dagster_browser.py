@@ -25,7 +25,9 @@ from filelock import FileLock
 from test_dagster_assets import make_project, materialize, query, store_of, t
 
 from seeknal_core.intervals import IntervalSet
+from seeknal_core.project import load_project
 from seeknal_dagster import build_definitions
+from seeknal_dagster.partitions import keys_for_intervals, partitions_def_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
@@ -90,7 +92,8 @@ def test_partitions_page_shows_the_state_and_per_partition_rows(tmp_path: Path) 
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    profile = tmp_path / "chromium-profile"  # fresh: no state from another run
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     with dagster_dev(root / "workspace.yaml", home, location=LOCATION) as server:
         port, pgid = server.port, server.proc.pid
@@ -109,11 +112,15 @@ def test_partitions_page_shows_the_state_and_per_partition_rows(tmp_path: Path) 
         finally:
             driver.quit()
     assert not group_alive(pgid) and not listening(port)  # dagster dev and its group are gone
-    assert not group_alive(driver_pid) and subprocess.run(["pgrep", "-P", str(driver_pid)]).returncode == 1
+    # chromedriver and every Chromium process of this profile are gone (quit stops them by pid)
+    assert not Path(f"/proc/{driver_pid}").exists() and subprocess.run(["pgrep", "-f", str(profile)]).returncode == 1
 
     counts = {k: int(v) for k, v in re.findall(r"(Materialized|Missing|Failed) \((\d+)\)", overview)}
     store = store_of(root)
     assert store.completed("daily_counts") == IntervalSet([(t(2024, 1, 2), t(2024, 1, 5))])
-    assert counts == {"Materialized": 3, "Missing": 4, "Failed": 0}  # 7 days: end 2024-01-08 bounds them
+    pdef = partitions_def_for(load_project(root).node("daily_counts"))
+    done = keys_for_intervals(pdef, store.completed("daily_counts"))
+    assert counts == {"Materialized": len(done), "Missing": len(pdef.get_partition_keys()) - len(done),
+                      "Failed": 0} == {"Materialized": 3, "Missing": 4, "Failed": 0}  # end: 7 days
     [(expected,)] = query(root, "SELECT count(*) FROM daily_counts WHERE day = TIMESTAMP '2024-01-03'")
     assert int(rows_shown) == expected == 4  # 1 + day(2024-01-03) buckets of v
