@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import runner
+from ..engines import interrupt_open_engines
 from ..intervals import Pair
 from . import render
 from .common import Session
+from .interrupt import interrupting
 
 if TYPE_CHECKING:
     from ..runner import NodePlan, NodeResult, Plan, RunResult
@@ -141,15 +143,16 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
         if as_json:
             render.echo_json({**result_json(plan, None, run_id), **(extra or {})})
         return 0
-    if as_json:
-        result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
-    elif is_terminal():
-        with RichProgress(sess) as progress:
-            result = runner.execute(plan, sess.project, sess.store, progress=progress,
+    with interrupting(interrupt_open_engines):  # Ctrl-C stops a running query at once
+        if as_json:
+            result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
+        elif is_terminal():
+            with RichProgress(sess) as progress:
+                result = runner.execute(plan, sess.project, sess.store, progress=progress,
+                                        origin=origin, run_id=run_id)
+        else:
+            result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
                                     origin=origin, run_id=run_id)
-    else:
-        result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
-                                origin=origin, run_id=run_id)
     if as_json:
         render.echo_json({**result_json(plan, result, run_id), **(extra or {})})
     else:
