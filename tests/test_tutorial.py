@@ -7,8 +7,7 @@ Deliberate differences, each applied where it happens:
   `seeknal.tasks.duckdb` are `seeknal_core` and `seeknal_core.flow` (`translate`).
 - The tutorial's Python never saves its flow; each snippet that changes it ends with
   `flow.save()`, and a snippet run in a new process starts with `flow = Flow.load(...)`.
-- The project names `start: 2024-01-01`: a node without one does not run yet (issue 10's
-  start inference is another change); `/path/to/project` is the test's folder.
+- `/path/to/project` is the test's folder.
 - The clock is `SEEKNAL_NOW`, one value per step, chosen so the samples' dates come out.
 - The samples' `Output: ...` comments are one line of ours, prefixed by the node
   (`events_flow: Processing ...`).
@@ -186,9 +185,7 @@ def test_the_backfill_tutorial_in_order(tmp_path):
     make_raw_events(root)
 
     # Part 2.1: the Python API
-    python(PART_2_1, root, save=True)
-    with open(root / "seeknal_project.yml", "a") as f:
-        f.write("start: 2024-01-01\n")
+    python(PART_2_1, root, save=True)  # no `start:`: the first run infers it from raw_events
 
     # Part 2.2: first run, then the completed intervals, one line each
     first = ok(seeknal("run", "--project-path", str(root), now="2024-01-04T06:00:00Z"))

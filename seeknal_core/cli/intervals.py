@@ -158,6 +158,7 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
     nodes = _select(sess, node, schedule)
     plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end, last), mode="backfill")
     node_plans = [np for np in plan.nodes if not np.full_refresh]
+    _unknown_starts(sess, node_plans)
     total = sum(len(np.due) for np in node_plans)
     if as_json:
         render.echo_json({"now": plan.now.isoformat(), "total": total, "nodes": [
@@ -179,6 +180,18 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
         out += [f"  {node_plan.node}: note: {note}" for note in node_plan.notes]
     click.echo("\n".join(out))
     return 0
+
+
+def _unknown_starts(sess: Session, node_plans: list) -> None:
+    """A node without ``start:`` whose start `seeknal run` has not inferred yet: say from where."""
+    from ..runner import time_sources
+
+    for node_plan in node_plans:
+        sources = time_sources(sess.project, node_plan.node)
+        if sources and any(note.startswith("no start:") for note in node_plan.notes):
+            names = ", ".join(source for source, _ in sources)
+            node_plan.notes = [f"start unknown until the first `seeknal run` infers it from {names}"
+                               if note.startswith("no start:") else note for note in node_plan.notes]
 
 
 _PENDING_WHY = {"retry": " (failed: will retry)", "restate": " (restatement)"}

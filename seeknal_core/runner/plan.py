@@ -7,7 +7,7 @@ are due and why (new, lookback, backfill, partition, restate, retry).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -124,8 +124,12 @@ def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
     return list(zip(ticks, ticks[1:]))
 
 
-def node_bounds(node: TransformNode, now_s: int, include_open: bool = False) -> tuple[int | None, int]:
+def node_bounds(node: TransformNode, now_s: int, include_open: bool = False,
+                inferred_start: int | None = None) -> tuple[int | None, int]:
     """(first tick at or after the node's start, last tick at or before now and its `end:`).
+
+    Without ``start:``, ``inferred_start`` (its sources' earliest time) starts the grid at
+    the interval holding it, so the earliest rows are processed too.
 
     ``end`` (the node's or the project's, exclusive) caps the grid, so no interval ending
     after it is ever due, whatever the clock says.
@@ -135,8 +139,27 @@ def node_bounds(node: TransformNode, now_s: int, include_open: bool = False) -> 
     hi = schedule.tick_after(now_s) if include_open else schedule.tick_at_or_before(now_s)
     if node.end is not None:
         hi = min(hi, schedule.tick_at_or_before(to_epoch(node.end)))
-    lo = schedule.tick_at_or_after(to_epoch(node.start)) if node.start is not None else None
-    return lo, hi
+    if node.start is not None:
+        return schedule.tick_at_or_after(to_epoch(node.start)), hi
+    return (None if inferred_start is None else schedule.tick_at_or_before(inferred_start)), hi
+
+
+def time_sources(project: Project, name: str) -> list[tuple[str, str]]:
+    """(source, time column) of every source upstream of a transform (through its upstream
+    transforms): where a node without ``start:`` infers it from."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    stack = [name]
+    while stack:
+        node = project.nodes[stack.pop()]
+        for dep in node.depends_on:
+            source = project.sources.get(dep)
+            if source is not None and (source.time_column or node.time_column):
+                out.setdefault(dep, source.time_column or node.time_column)
+            elif dep in project.nodes and dep not in seen:
+                seen.add(dep)
+                stack.append(dep)
+    return sorted(out.items())
 
 
 def partition_interval(node: TransformNode, key: str) -> Pair:
@@ -168,6 +191,7 @@ def plan(
     batch_size: int | None = None,
     now: TimeLike | None = None,
     include_open: bool = False,
+    inferred_starts: Mapping[str, int] | None = None,
 ) -> Plan:
     """Decide, per node in dependency order, which intervals are due.
 
@@ -180,6 +204,8 @@ def plan(
       ``intervals``: exactly the schedule intervals overlapping these (start, end) instants
       (what a Dagster partition window asks for), completed or not.
     Only intervals with ``end <= now`` are due unless ``include_open``.
+    A node without ``start:`` starts at ``inferred_starts[node]`` (epoch seconds, just
+    inferred by the caller) or else at the inferred start its state records.
     """
     if mode not in tuple(Mode):
         raise PlanError(f"unknown run mode {mode!r}: use run, backfill or restate")
@@ -211,7 +237,10 @@ def plan(
             node_plan.notes.append("definition changed since its intervals were computed: "
                             "`seeknal plan` shows what to restate")
         schedule = node.schedule
-        lo, hi = node_bounds(node, now_s, include_open)
+        inferred = (inferred_starts or {}).get(name)
+        if inferred is None and state is not None and state.inferred_start is not None:
+            inferred = int((state.inferred_start - EPOCH).total_seconds())
+        lo, hi = node_bounds(node, now_s, include_open, inferred)
         if keys or explicit:
             for key in keys:
                 node_plan.due[partition_interval(node, key)] = Reason.PARTITION

@@ -121,6 +121,8 @@ class NodeState:
     #: What the fingerprint was computed from (normalised SQL, schedule, ...), as stored by
     #: ``set_fingerprint``/``mark_complete``, so a change can be shown, not only detected.
     definition: dict[str, Any] | None = None
+    #: The start ``seeknal run`` inferred from the node's sources (it has no ``start:``).
+    inferred_start: dt.datetime | None = None
 
     @property
     def pending_restatements(self) -> list[Restatement]:
@@ -204,6 +206,8 @@ class StateStore(Protocol):
     def set_fingerprint(
         self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None
     ) -> int: ...
+
+    def set_inferred_start(self, node: str, epoch_seconds: int) -> int: ...
 
     def record_execution(
         self,

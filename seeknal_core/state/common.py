@@ -377,6 +377,17 @@ class StoreBase:
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         raise NotImplementedError
 
+    def set_inferred_start(self, node: str, epoch_seconds: int) -> int:
+        """Record the start inferred for a node without ``start:`` (its sources' earliest
+        time), so later runs plan from it without querying; returns the revision."""
+        _check_node_name(node)
+        if isinstance(epoch_seconds, bool) or not isinstance(epoch_seconds, int):
+            raise ValueError(f"inferred start must be epoch seconds (int), got {epoch_seconds!r}")
+        return self._apply_inferred_start(node, epoch_seconds)
+
+    def _apply_inferred_start(self, node: str, epoch_seconds: int) -> int:
+        raise NotImplementedError
+
     def record_execution(
         self,
         node: str,

@@ -28,10 +28,12 @@ from .base import FailedInterval, NodeState, Restatement, StateError
 from .common import (
     _dt,
     _dt_or_none,
+    _fmt,
     _parse_us,
     _rows,
 )
 from .records import (
+    _entry,
     _failed_pairs,
     _fmt_dt,
     _Memo,
@@ -357,6 +359,7 @@ class JsonStateFile:
                 last_run=_dt_or_none(node.get("last_run")),
                 revision=int(node.get("revision", 0)),
                 definition=definition,
+                inferred_start=_dt_or_none(node.get("inferred_start")),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
@@ -417,6 +420,16 @@ class JsonStateFile:
             return _restatement(node, raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise self._corrupt_on_disk(f"node {node!r}: restatement: {exc}") from None
+
+    def _apply_inferred_start(self, node: str, epoch_seconds: int) -> int:
+        """``set_inferred_start``: an ``inferred_start`` key on the node's line, written only
+        once inferred, so older lines stay as they are (``_mutate`` is the store's)."""
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
+            value = _fmt(epoch_seconds * 1_000_000)
+            self._node_for_write(doc, node, revision)["inferred_start"] = value
+            return [_entry("inferred_start", node, now, inferred_start=value)], None
+
+        return self._mutate(apply)[0]  # type: ignore[attr-defined]
 
     def _node_for_write(self, doc: dict[str, Any], name: str, revision: int) -> dict[str, Any]:
         """The node's dict, created when new, with its serialised line invalidated."""

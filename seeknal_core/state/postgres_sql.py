@@ -76,7 +76,12 @@ _MIGRATION_2 = r"""
 ALTER TABLE {s}.nodes ADD COLUMN IF NOT EXISTS definition jsonb;
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2)
+#: the start ``seeknal run`` inferred for a node without ``start:`` (``set_inferred_start``)
+_MIGRATION_3 = r"""
+ALTER TABLE {s}.nodes ADD COLUMN IF NOT EXISTS inferred_start timestamptz;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 FUNCTIONS = r"""
@@ -415,6 +420,29 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION {s}.set_inferred_start(p_node text, p_us bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_rev bigint;
+    v_now timestamptz;
+BEGIN
+    SELECT s.revision INTO v_rev FROM {s}.store AS s FOR UPDATE;
+    v_rev := v_rev + 1;
+    v_now := clock_timestamp();
+    UPDATE {s}.store SET revision = v_rev, updated_at = v_now;
+    INSERT INTO {s}.nodes AS n (name, inferred_start, revision)
+    VALUES (p_node, {s}.ts(p_us), v_rev)
+    ON CONFLICT (name) DO UPDATE SET inferred_start = excluded.inferred_start, revision = excluded.revision;
+    INSERT INTO {s}.audit (revision, node, event, at, record)
+    VALUES (v_rev, p_node, 'inferred_start', v_now, jsonb_build_object(
+        'revision', v_rev, 'at', {s}.fmt(v_now), 'event', 'inferred_start', 'node', p_node,
+        'inferred_start', {s}.fmt({s}.ts(p_us))));
+    RETURN v_rev;
+END
+$$;
+
 -- p_items: [{"node", "bounds": [us, ...], "by", "record"}, ...]: one mark_complete each, in
 -- order, in one transaction (so each node has its own revision, as the calls one by one)
 CREATE OR REPLACE FUNCTION {s}.mark_complete_many(p_items jsonb)
@@ -450,7 +478,8 @@ _NODE_COLUMNS = """
                                ORDER BY lower(f.span)), '[]')
      FROM {s}.failed AS f WHERE f.node = n.name),
     (SELECT coalesce(jsonb_agg(r.item ORDER BY r.seq), '[]')
-     FROM {s}.restatements AS r WHERE r.node = n.name)
+     FROM {s}.restatements AS r WHERE r.node = n.name),
+    {s}.us(n.inferred_start)
 """
 
 STATEMENTS = {
@@ -470,6 +499,7 @@ STATEMENTS = {
     "resolve": "SELECT {s}.resolve_restatement(%s, %s)",
     "remove_keys": "SELECT {s}.remove_partition_keys(%s, %s::text[])",
     "fingerprint": "SELECT {s}.set_fingerprint(%s, %s, %s::jsonb)",
+    "inferred_start": "SELECT {s}.set_inferred_start(%s, %s)",
     "execution": "INSERT INTO {s}.audit (revision, node, event, at, record)"
     " SELECT s.revision, %s, 'execution', t.now,"
     " jsonb_build_object('revision', s.revision, 'at', {s}.fmt(t.now)) || %s::jsonb"

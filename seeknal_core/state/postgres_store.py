@@ -357,6 +357,9 @@ class PostgresStateStore(StoreBase):
         params = [node, fingerprint, None if definition is None else self._json(definition)]
         return self._run("fingerprint", params, write=True)[0][0]
 
+    def _apply_inferred_start(self, node: str, epoch_seconds: int) -> int:
+        return self._run("inferred_start", [node, epoch_seconds * 1_000_000], write=True)[0][0]
+
     def _apply_execution(self, node: str, record: dict[str, Any]) -> None:
         self._run("execution", [node, self._json(record)], write=True)
 
@@ -412,7 +415,7 @@ class PostgresStateStore(StoreBase):
         for row in rows:
             if row[1] is None:
                 continue
-            name, bounds, keys, fingerprint, last_run, node_revision, definition, failed, items = row[1:]
+            name, bounds, keys, fingerprint, last_run, node_revision, definition, failed, items, _ = row[1:]
             nodes[name] = {
                 "completed_intervals": _rows(bounds[0::2], bounds[1::2]),
                 "failed_intervals": [
@@ -511,7 +514,7 @@ class PostgresStateStore(StoreBase):
 
 
 def _node_state(row: tuple) -> NodeState:
-    name, bounds, keys, fingerprint, last_run, revision, definition, failed, items = row
+    name, bounds, keys, fingerprint, last_run, revision, definition, failed, items, inferred = row
     return NodeState(
         name=name,
         completed=_from_flat(bounds),
@@ -522,4 +525,5 @@ def _node_state(row: tuple) -> NodeState:
         last_run=None if last_run is None else _dt(last_run),
         revision=revision,
         definition=definition,
+        inferred_start=None if inferred is None else _dt(inferred),
     )
