@@ -91,10 +91,13 @@ def test_earliest_reads_naive_times_in_the_project_zone_and_timestamptz_as_insta
     try:
         naive = engine.earliest(project.sources["raw_events"], "event_time")
         aware = engine.earliest(project.sources["tz"], "event_time")
+        in_utc = engine.earliest(project.sources["raw_events"], "event_time", "UTC")
+        aware_in_utc = engine.earliest(project.sources["tz"], "event_time", "UTC")
     finally:
         engine.close()
     assert naive == 1704146400  # 2024-01-02 05:00 in Jakarta (UTC+7) = 2024-01-01T22:00Z
-    assert aware == 1704151800  # 2024-01-01T23:30Z whatever the project's zone
+    assert aware == aware_in_utc == 1704151800  # 2024-01-01T23:30Z in any zone
+    assert in_utc == 1704171600  # a node's own zone: 2024-01-02 05:00 UTC
 
 
 def test_set_inferred_start_is_recorded_on_both_backends(store_factory):

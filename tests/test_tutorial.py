@@ -190,6 +190,7 @@ def test_the_backfill_tutorial_in_order(tmp_path):
     # Part 2.2: first run, then the completed intervals, one line each
     first = ok(seeknal("run", "--project-path", str(root), now="2024-01-04T06:00:00Z"))
     assert first.splitlines()[0] == "events_flow: Processing 3 new intervals (2024-01-01 to 2024-01-04)"
+    assert first.splitlines()[1] == "events_flow: note: start inferred from raw_events.event_time: 2024-01-01"
     show = ok(seeknal("intervals", "show", cwd=root, now="2024-01-04T06:00:00Z"))
     assert show == SAMPLE_2_2 + "Last interval ended 6 hours ago.\n"
 

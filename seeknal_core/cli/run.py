@@ -128,15 +128,16 @@ def _infer_one(sess: Session, name: str, state: NodeState | None, found: dict, e
         return
     best: tuple[int, str] | None = None
     for source, column in time_sources(project, name):
-        if (source, column) not in found:
+        key = (source, column, node.timezone)  # naive times are read in the node's zone
+        if key not in found:
             kind = node.engine or "duckdb"
             if kind not in engines:
                 engines[kind] = open_engine(kind, project)
             try:
-                found[source, column] = engines[kind].earliest(project.sources[source], column)
+                found[key] = engines[kind].earliest(project.sources[source], column, node.timezone)
             except QueryError:  # not there yet: nothing to infer from
-                found[source, column] = None
-        value = found[source, column]
+                found[key] = None
+        value = found[key]
         if value is not None and (best is None or value < best[0]):
             best = (value, f"{source}.{column}")
     if best is None:

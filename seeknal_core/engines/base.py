@@ -66,9 +66,10 @@ class Engine(Protocol):
         """Full refresh of an unscheduled node; returns its row count."""
         ...
 
-    def earliest(self, source: SourceNode, column: str) -> int | None:
+    def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         """The smallest value of ``column`` in ``source`` as epoch seconds (``None`` when
-        it is empty): one cheap query, used to infer a node's start when it sets none."""
+        it is empty): one cheap query, used to infer a node's start when it sets none.
+        Naive values are wall clock in ``timezone`` (the node's; default the project's)."""
         ...
 
     def close(self) -> None: ...

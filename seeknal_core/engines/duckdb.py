@@ -393,9 +393,9 @@ class DuckDBEngine:
         self._table_kinds.pop(node.name, None)
         return rows
 
-    def earliest(self, source: SourceNode, column: str) -> int | None:
-        """``min(column)`` of the source as epoch seconds; naive values are read in the
-        project's timezone."""
+    def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """``min(column)`` of the source as epoch seconds; naive values are read in
+        ``timezone`` (the node's), default the project's."""
         try:
             value = self.con.execute(
                 f"SELECT min({q(column)}) FROM ({source_relation_sql(source)}) AS s").fetchone()[0]
@@ -407,4 +407,4 @@ class DuckDBEngine:
             value = dt.datetime.combine(value, dt.time())
         if not isinstance(value, dt.datetime):
             raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
-        return to_epoch(value, self.project.timezone)
+        return to_epoch(value, timezone or self.project.timezone)
