@@ -75,8 +75,12 @@ def build_apply_job(project: Project, *, resource_key: str = DUCKDB_RESOURCE_KEY
             raise dg.Failure(description=f"seeknal could not apply the changes: {exc}") from None
         context.log.info(f"Recorded: reason {result.reason!r}; definitions of {', '.join(result.recorded)}")
         done = result.run
-        if done is not None and not done.ok:
-            raise dg.Failure(description=f"restated intervals recorded, but the recompute failed: {done}")
+        if done is not None:
+            context.log.info(f"Recomputed {done.intervals} interval(s), {done.rows} row(s)")
+            if not done.ok or done.stopped:
+                raise dg.Failure(description=f"restatements recorded, but {done.failed} interval(s) failed "
+                                             f"to recompute{': ' + done.stopped if done.stopped else ''}; "
+                                             "the failures are in this run's log")
 
     @dg.job(name=APPLY_JOB, description="seeknal plan --apply: record what changed definitions restate "
                                         "and recompute it (config: reason, from, run).")

@@ -30,6 +30,7 @@ def test_the_job_records_the_plan_and_recomputes_like_plan_apply(tmp_path):
     assert result.success
     assert any(m.startswith("hourly: changed, breaking; restate 960 interval(s) from 2024-01-01") for m in messages)
     assert any(m.startswith("weekly: unchanged, reads daily; restate 5 interval(s)") for m in messages)
+    assert "Recomputed 1045 interval(s)" in " ".join(messages)
 
     project = load_project(root)
     store = open_store(root)
