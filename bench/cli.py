@@ -10,6 +10,7 @@ Run: .venv/bin/python bench/cli.py [--rows N]
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import subprocess
@@ -53,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     args = parser.parse_args()
+    # bytecode as an installed package has it, even under PYTHONDONTWRITEBYTECODE
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "seeknal_core"), quiet=1)
     root = Path(tempfile.mkdtemp(prefix="seeknal-cli-bench-"))
     try:
         make_project(root, args.rows)

@@ -1,7 +1,17 @@
 """Generate the example project's synthetic e-commerce events, deterministically.
 
-    python example_project/generate_data.py                  # 1,000,000 rows, 2024-01-01 .. 2024-03-31
-    python example_project/generate_data.py --rows 20000 --days 10 --out /tmp/shop/data
+    python example_project/generate_data.py                  # ~13 weeks up to the last finished hour
+    python example_project/generate_data.py --end 2024-04-01T00:00  # the same, ending at a fixed hour
+    python example_project/generate_data.py --rows 20000 --days 10 --start 2024-03-01 --out /tmp/shop/data
+
+Without ``--start`` the data is anchored on an end hour: ``--end``, else the environment's
+``SEEKNAL_EXAMPLE_END`` (tests pin it), else the last finished UTC hour.  It starts on the
+Sunday 13 to 14 weeks before (00:00 UTC) and draws ``--rows`` events over the 14 weeks from
+there, keeping those before the end: a later end in the same week only adds the new hours
+(the older rows are the same), so what a run already computed stays true.  Into the default
+folder it also writes that Sunday as the example project's ``start:`` (so the partitions
+Dagster shows are the data's), and when the start moves it removes the project's
+``target/`` (warehouse and state computed from the previous data).
 
 Writes, under ``--out`` (default: ``example_project/data``)::
 
@@ -39,8 +49,10 @@ from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 DEFAULT_ROWS = 1_000_000
-DEFAULT_START = dt.date(2024, 1, 1)
-DEFAULT_DAYS = 91  # 2024-01-01 .. 2024-03-31 inclusive: one quarter, exactly 13 weeks
+PROJECT_FILE = Path(__file__).resolve().parent / "seeknal_project.yml"
+DEFAULT_DAYS = 91  # with --start: one quarter, exactly 13 weeks
+ANCHORED_DAYS = 98  # without: the 14 weeks from a Sunday, cut at the end hour
+END_ENV = "SEEKNAL_EXAMPLE_END"
 SEED = 20240101
 FORMAT_VERSION = 1  # bump when the generated data changes, so old data is rebuilt
 
@@ -121,9 +133,31 @@ def _literal(text: str | Path) -> str:
 
 
 # -- generation -------------------------------------------------------------------------------
-def _parameters(rows: int, days: int, start: dt.date) -> dict:
-    return {"rows": rows, "days": days, "start": start.isoformat(), "seed": SEED,
-            "format_version": FORMAT_VERSION}
+def _parameters(rows: int, days: int, start: dt.date, end: dt.datetime | None = None) -> dict:
+    out = {"rows": rows, "days": days, "start": start.isoformat(), "seed": SEED,
+           "format_version": FORMAT_VERSION}
+    if end is not None:
+        out["end"] = end.isoformat()
+    return out
+
+
+def anchor(end: dt.datetime | str | None = None) -> tuple[dt.date, dt.datetime]:
+    """(first day, end hour) of anchored data: ``end``, else $SEEKNAL_EXAMPLE_END, else the
+    last finished UTC hour; naive UTC, floored to the hour.  The first day is the Sunday on
+    or before 13 weeks earlier, so the weekly node's first week (from Sunday 02:00) is whole."""
+    import os
+
+    end = end if end is not None else os.environ.get(END_ENV) or dt.datetime.now(dt.UTC)
+    if isinstance(end, str):
+        try:
+            end = dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"end {end!r} is not an ISO date-time such as 2024-04-01T00:00") from None
+    if end.tzinfo is not None:
+        end = end.astimezone(dt.UTC).replace(tzinfo=None)
+    end = end.replace(minute=0, second=0, microsecond=0)
+    back = end.date() - dt.timedelta(days=91)
+    return back - dt.timedelta(days=(back.weekday() + 1) % 7), end
 
 
 def _as_date(value: dt.date | str) -> dt.date:
@@ -143,14 +177,15 @@ def _months(start: dt.date, days: int) -> list[dt.date]:
     return months
 
 
-def is_current(out_dir: str | Path, rows: int, days: int, start: dt.date | str) -> bool:
+def is_current(out_dir: str | Path, rows: int, days: int, start: dt.date | str,
+               end: dt.datetime | None = None) -> bool:
     """True when ``out_dir`` holds data generated with exactly these parameters."""
     out = Path(out_dir)
     try:
         manifest = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    if manifest.get("parameters") != _parameters(rows, days, _as_date(start)):
+    if manifest.get("parameters") != _parameters(rows, days, _as_date(start), end):
         return False
     return all((out / name).is_file() for name in manifest.get("files", []))
 
@@ -159,23 +194,30 @@ def generate(
     out_dir: str | Path = DEFAULT_OUT,
     rows: int = DEFAULT_ROWS,
     days: int = DEFAULT_DAYS,
-    start: dt.date | str = DEFAULT_START,
+    start: dt.date | str | None = None,
     *,
+    end: dt.datetime | str | None = None,
     force: bool = False,
 ) -> bool:
     """Write events, products and a manifest under ``out_dir``; False when skipped.
 
-    Skipped when ``out_dir`` already holds data for the same parameters (see
-    ``manifest.json``), unless ``force``.  Older event files are removed first, so a
-    smaller request does not leave stale months behind.
+    ``start`` given: ``days`` whole days from it.  Otherwise anchored (see ``anchor``):
+    the 14 weeks from a Sunday, keeping events before the end hour.  Skipped when
+    ``out_dir`` already holds data for the same parameters (see ``manifest.json``),
+    unless ``force``.  Older event files are removed first, so a smaller request does
+    not leave stale months behind.
     """
     import duckdb
 
-    start = _as_date(start)
+    if start is None:
+        start, end = anchor(end)
+        days = ANCHORED_DAYS
+    else:
+        start, end = _as_date(start), None
     if rows < 1 or days < 1:
         raise ValueError(f"rows and days must be positive, got rows={rows}, days={days}")
     out = Path(out_dir)
-    if not force and is_current(out, rows, days, start):
+    if not force and is_current(out, rows, days, start, end):
         return False
     events_dir = out / "events"
     events_dir.mkdir(parents=True, exist_ok=True)
@@ -238,13 +280,15 @@ def generate(
         FROM drawn d
         JOIN products p USING (product_id)
         JOIN users u USING (user_id)
+        {"" if end is None else f"WHERE d.event_time < TIMESTAMP '{end.isoformat(sep=' ')}'"}
         ORDER BY d.event_time, d.i
     """)
 
     # One file per month, 32k-row groups: a one-hour query reads one row group of one
     # file (pruned by event_time min/max); one file per day was ~3x slower to query.
     files = []
-    for month in _months(start, days):
+    span = days if end is None else ((end - dt.timedelta(microseconds=1)).date() - start).days + 1
+    for month in _months(start, span):
         nxt = (month + dt.timedelta(days=32)).replace(day=1)
         name = f"events/events_{month:%Y-%m}.parquet"
         con.execute(f"""
@@ -259,8 +303,8 @@ def generate(
     files.append("products.csv")
     con.close()
 
-    manifest = {"parameters": _parameters(rows, days, start), "files": files,
-                "end_exclusive": (start + dt.timedelta(days=days)).isoformat()}
+    manifest = {"parameters": _parameters(rows, days, start, end), "files": files,
+                "end_exclusive": (end or start + dt.timedelta(days=days)).isoformat()}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(out / "manifest.json")
@@ -273,22 +317,66 @@ def main(argv: list[str] | None = None) -> int:
                         help="number of events (default %(default)s)")
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS,
                         help="days covered (default %(default)s)")
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=DEFAULT_START,
-                        help="first day, YYYY-MM-DD (default %(default)s)")
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=None,
+                        help="first day, YYYY-MM-DD, for --days whole days (default: anchored on --end)")
+    parser.add_argument("--end", default=None,
+                        help=f"end hour (UTC, exclusive) when there is no --start (default: ${END_ENV}, "
+                             "else the last finished hour)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="regenerate even if the data is current")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.days < 1:
         parser.error("--rows and --days must be positive")
     began = time.perf_counter()
-    written = generate(args.out, args.rows, args.days, args.start, force=args.force)
-    end = args.start + dt.timedelta(days=args.days - 1)
-    span = f"{args.rows:,} events, {args.start} .. {end}"
+    if args.start is None:
+        try:
+            first, end = anchor(args.end)
+        except ValueError as exc:
+            parser.error(str(exc))
+        written = generate(args.out, args.rows, end=end, force=args.force)
+        span = f"{_count(args.out):,} events, {first} 00:00 .. {end:%Y-%m-%d %H:%M} UTC"
+    else:
+        written = generate(args.out, args.rows, args.days, args.start, force=args.force)
+        span = f"{args.rows:,} events, {args.start} .. {args.start + dt.timedelta(days=args.days - 1)}"
     if written:
         print(f"wrote {span} to {args.out} in {time.perf_counter() - began:.1f}s")
     else:
         print(f"{args.out} already holds {span} — skipped (use --force to regenerate)")
+    if args.start is None and args.out.resolve() == DEFAULT_OUT:
+        follow(PROJECT_FILE, first)
     return 0
+
+
+def _count(out: Path) -> int:
+    import duckdb
+
+    glob = _literal(out / "events" / "*.parquet")
+    return duckdb.sql(f"SELECT count(*) FROM read_parquet({glob})").fetchall()[0][0]
+
+
+def follow(project_file: Path, first: dt.date) -> None:
+    """Make the example project's `start:` the data's first day; when it moves, the project's
+    target/ (computed from the previous data) is removed, so no interval is recorded for data
+    that no longer exists."""
+    import re
+    import shutil
+
+    text = project_file.read_text()
+    line = f"start: {first.isoformat()}"
+    old = re.search(r"^start:.*$", text, flags=re.M)
+    if old and old.group(0) == line:
+        return
+    text = text.replace(old.group(0), line) if old else text + line + "\n"
+    tmp = project_file.with_suffix(".yml.tmp")
+    tmp.write_text(text)
+    tmp.replace(project_file)
+    target = project_file.parent / "target"
+    if target.exists():
+        shutil.rmtree(target)
+        print(f"the data now starts on {first}: set {project_file.name} start, removed {target} "
+              "(computed from the previous data)")
+    else:
+        print(f"the data now starts on {first}: set {project_file.name} start")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,9 @@ import itertools
 import os
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-
-from filelock import FileLock, Timeout
-
-try:  # filelock >= 3.30: the same flock as FileLock, on a descriptor we keep open
-    from filelock import lock_descriptor, unlock_descriptor
-except ImportError:  # pragma: no cover - older filelock: use FileLock per acquisition
-    lock_descriptor = unlock_descriptor = None
+from typing import Any
 
 __all__ = ["FileMutex", "atomic_write", "sweep_temp_files", "write_all"]
 
@@ -109,6 +104,28 @@ def sweep_temp_files(path: Path) -> bool:
     return True
 
 
+
+def close_quietly(fd: int | None) -> None:
+    """Close ``fd`` when there is one; an error closing must not hide why we are closing."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+@cache
+def _filelock() -> tuple[Any, Any, Any, Any]:
+    """filelock's (FileLock, Timeout, lock_descriptor, unlock_descriptor), imported on the
+    first lock (read-only commands take none; the import costs ~20 ms).  The descriptor
+    functions (filelock >= 3.30: the same flock as FileLock, on a descriptor we keep
+    open) are None in older versions, which use FileLock per acquisition."""
+    import filelock
+
+    return (filelock.FileLock, filelock.Timeout, getattr(filelock, "lock_descriptor", None),
+            getattr(filelock, "unlock_descriptor", None))
+
+
 class FileMutex:
     """An exclusive inter-process flock on ``lock_path`` (filelock's native lock).
 
@@ -120,21 +137,21 @@ class FileMutex:
     def __init__(self, lock_path: Path, timeout: float) -> None:
         self.lock_path = lock_path
         self.timeout = timeout
-        self._file_lock = (
-            None
-            if lock_descriptor is not None
-            else FileLock(lock_path, timeout=timeout, thread_local=False, poll_interval=0.001)
-        )
+        self._file_lock: Any = None  # a FileLock, with filelock < 3.30
         self._fd: int | None = None
         self._pid = 0
 
     def acquire(self) -> None:
         """Take the lock; ``TimeoutError`` after ``timeout`` seconds, ``OSError`` when the
         lock file cannot be opened."""
-        if self._file_lock is not None:
+        file_lock, timeout_error, lock_descriptor, unlock_descriptor = _filelock()
+        if lock_descriptor is None:  # pragma: no cover - older filelock
+            if self._file_lock is None:
+                self._file_lock = file_lock(self.lock_path, timeout=self.timeout, thread_local=False,
+                                            poll_interval=0.001)
             try:
                 self._file_lock.acquire()
-            except Timeout:
+            except timeout_error:
                 raise TimeoutError(str(self.lock_path)) from None
             return
         deadline = time.monotonic() + self.timeout
@@ -166,12 +183,8 @@ class FileMutex:
         if self._file_lock is not None:
             self._file_lock.release()
         elif self._fd is not None:
-            unlock_descriptor(self._fd)
+            _filelock()[3](self._fd)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(fd)

@@ -32,6 +32,11 @@ _US_PER_S = 1_000_000
 _SECOND = dt.timedelta(seconds=1)
 
 
+def seconds_to_micros(seconds: int) -> int:
+    """Epoch seconds (a ``Pair`` bound) as the microseconds intervals and state store."""
+    return seconds * _US_PER_S
+
+
 def _us(value: TimeLike, tz: dt.tzinfo = UTC) -> int:
     return (to_utc(value, tz) - EPOCH) // _US
 
@@ -158,6 +163,10 @@ class IntervalSet:
     def pairs(self) -> list[Pair]:
         """Members as ``Pair``s (epoch seconds; sub-second bounds floored)."""
         return [(s // _US_PER_S, e // _US_PER_S) for s, e in zip(self._starts, self._ends)]
+
+    def last_end(self) -> int | None:
+        """The last member's end in epoch seconds (floored); None when empty."""
+        return self._ends[-1] // _US_PER_S if self._ends else None
 
     # the names callers outside this module still use, until they move to the two above
     from_epoch_pairs = from_pairs

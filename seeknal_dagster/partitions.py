@@ -50,6 +50,7 @@ DATE_FMT = "%Y-%m-%d"
 MINUTE_FMT = "%Y-%m-%d-%H:%M"
 _HORIZON_S = 400 * 86_400  # how far around the start and "now" offset changes are sampled
 _US = dt.timedelta(microseconds=1)
+_SECOND = dt.timedelta(seconds=1)
 
 
 class PartitionsError(SeeknalError, ValueError):
@@ -74,14 +75,16 @@ def partition_format(schedule: Schedule) -> str:
 
 
 def partitions_def_for(
-    node_or_schedule: TransformNode | Schedule, start: TimeLike | None = None
+    node_or_schedule: TransformNode | Schedule, start: TimeLike | None = None, end: TimeLike | None = None
 ) -> TimeWindowPartitionsDefinition:
-    """The validated partitions definition of a node (or of a schedule and ``start``).
+    """The validated partitions definition of a node (or of a schedule, ``start`` and ``end``).
 
-    ``start`` overrides the node's; naive values are read in the schedule's timezone.
-    The first partition begins at the first tick at or after it.  One object is shared
-    per (cron, timezone, first tick), so Dagster sees one definition, and later one
-    schedule, per distinct grid.
+    ``start``/``end`` override the node's (its own or the project's `start:`/`end:`); naive
+    values are read in the schedule's timezone.  The first partition begins at the first
+    tick at or after ``start``; the last one ends at the last tick at or before ``end``
+    (exclusive, as the planner's bound), so no partition reaches past it.  One object is
+    shared per (cron, timezone, first tick, last tick), so Dagster sees one definition, and
+    later one schedule, per distinct grid.
     """
     if isinstance(node_or_schedule, Schedule):
         schedule, label = node_or_schedule, ""
@@ -100,6 +103,7 @@ def partitions_def_for(
                 "(e.g. '@daily') or leave its asset unpartitioned"
             )
         start = start if start is not None else getattr(node_or_schedule, "start", None)
+        end = end if end is not None else getattr(node_or_schedule, "end", None)
         if start is None:
             raise PartitionsError(
                 f"{label} has no start, so its partitions have no first window: set `start:` in the "
@@ -107,24 +111,26 @@ def partitions_def_for(
             )
     zone = get_zone(schedule.timezone)
     first = schedule.tick_at_or_after(_ceil_seconds(to_utc(start, zone)))
-    key = (schedule.cron, schedule.timezone, first)
+    last = None if end is None else schedule.tick_at_or_before((to_utc(end, zone) - EPOCH) // _SECOND)
+    key = (schedule.cron, schedule.timezone, first, last)
     with _lock:
         cached = _defs.get(key)
         if cached is not None:
             return cached
-        pdef = _build(schedule, first, label)
+        pdef = _build(schedule, first, last, label)
         _defs[key] = pdef
         _checked[pdef] = schedule
         return pdef
 
 
-def _build(schedule: Schedule, first: int, label: str) -> TimeWindowPartitionsDefinition:
+def _build(schedule: Schedule, first: int, last: int | None, label: str) -> TimeWindowPartitionsDefinition:
     """Build and check; put the UTC offset in every key only if keys would otherwise collide."""
     # a naive wall time keeps fold=1 (the later of two equal wall times) and Dagster's
     # start.replace(tzinfo=...) preserves it, so a start on a fall-back night is exact
-    start = dt.datetime.fromtimestamp(first, get_zone(schedule.timezone)).replace(tzinfo=None)
+    wall = lambda t: dt.datetime.fromtimestamp(t, get_zone(schedule.timezone)).replace(tzinfo=None)
+    start, end = wall(first), (None if last is None else wall(last))
     make = lambda fmt: TimeWindowPartitionsDefinition(
-        cron_schedule=schedule.cron, timezone=schedule.timezone, start=start, fmt=fmt, end_offset=0
+        cron_schedule=schedule.cron, timezone=schedule.timezone, start=start, end=end, fmt=fmt, end_offset=0
     )
     pdef = make(partition_format(schedule))
     try:
@@ -159,8 +165,13 @@ def check_partitions_def(
     if pdef.exclusions:
         raise PartitionsError(f"{what}: partitions with exclusions have no seeknal equivalent; drop them")
     now_s = int(to_utc(now if now is not None else dt.datetime.now(UTC)).timestamp())
+    limit = None if pdef.end_timestamp is None else schedule.tick_at_or_before(int(pdef.end_timestamp))
+    if limit is not None:
+        now_s = min(now_s, limit)  # an `end:` bound: no window past it is compared
     for lo, hi, focus in _sample_spans(schedule, round(pdef.start_timestamp), now_s):
-        _check_span(pdef, schedule, lo, hi, focus, what)
+        hi = hi if limit is None else min(hi, limit)
+        if lo < hi:
+            _check_span(pdef, schedule, lo, hi, focus, what)
 
 
 def _sample_spans(schedule: Schedule, first: int, now: int) -> list[tuple[int, int, int]]:

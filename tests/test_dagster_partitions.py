@@ -301,3 +301,22 @@ def test_keys_for_10000_hourly_intervals_is_linear():
     began = time.perf_counter()
     assert keys_for_intervals(pdef, intervals[::2]) == keys[::2]  # 5,000 separate runs
     print(f"10,000 contiguous: {contiguous:.2f}s; 5,000 runs: {time.perf_counter() - began:.2f}s")
+
+
+def test_an_end_bound_caps_the_partitions_at_its_last_tick():
+    # end 2024-01-04 10:00 (exclusive): the last whole day is 01-03; 01-04 would reach past it
+    bounded = TransformNode(name="old", sql="select 1", schedule="@daily", start=dt.datetime(2024, 1, 1),
+                            end=dt.datetime(2024, 1, 4, 10))
+    pdef = partitions_def_for(bounded)
+    assert pdef.get_partition_keys() == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert pdef.get_last_partition_window().end == D(2024, 1, 4)
+    assert pdef is not partitions_def_for(node())  # the bound is part of the grid's identity
+    assert partitions_def_for(Schedule("@daily"), start=dt.date(2024, 1, 1), end=D(2024, 1, 4)) is pdef
+    assert keys_for_intervals(pdef, [(D(2024, 1, 2), D(2024, 2, 1))]) == ["2024-01-02", "2024-01-03"]
+    with pytest.raises(PartitionsError, match="does not exist"):
+        interval_for_key(pdef, "2024-01-04")
+    ny = partitions_def_for(TransformNode(name="ny", sql="select 1", schedule="@hourly",
+                                          timezone="America/New_York", start=dt.datetime(2024, 3, 9, 22),
+                                          end=dt.datetime(2024, 3, 10, 4)))  # across spring-forward
+    assert ny.get_partition_keys() == ["2024-03-09-22:00", "2024-03-09-23:00", "2024-03-10-00:00",
+                                       "2024-03-10-01:00", "2024-03-10-03:00"]

@@ -43,6 +43,7 @@ def project_root(tmp_path_factory) -> Path:
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("data", "target", "__pycache__"))
     gen = _import_generator(root / "generate_data.py")
     assert gen.generate(root / "data", rows=ROWS, days=DAYS, start=START) is True
+    gen.follow(root / "seeknal_project.yml", START)  # the project's start follows the data
     return root
 
 
@@ -96,7 +97,7 @@ def assert_inside_interval(project, name, rows, start, end):
 # -- the project definition ------------------------------------------------------------------
 def test_project_loads_with_the_expected_nodes(project, project_root):
     assert project.name == "ecommerce" and project.timezone == "UTC"
-    assert project.start == dt.datetime(2024, 1, 1, tzinfo=UTC)
+    assert project.start == dt.datetime(2024, 3, 1, tzinfo=UTC)  # a Friday
     assert project.database_path == (project_root / "target" / "warehouse.duckdb").resolve()
     assert project.state_config == {"backend": "json", "path": "target/run_state.json"}
     assert list(project.nodes) == [
@@ -106,20 +107,22 @@ def test_project_loads_with_the_expected_nodes(project, project_root):
     assert events.format == "parquet" and events.time_column == "event_time"
     assert events.location == str(project_root.resolve() / "data" / "events" / "*.parquet")
 
-    expected = {  # name: (cron, timezone, time column, depends on, start in UTC)
-        "hourly_events": ("0 * * * *", "UTC", "hour", ("events",), dt.datetime(2024, 1, 1)),
-        "daily_revenue": ("0 0 * * *", "UTC", "day", ("hourly_events",), dt.datetime(2024, 1, 1)),
+    expected = {  # name: (cron, timezone, time column, depends on, first interval's start in UTC)
+        "hourly_events": ("0 * * * *", "UTC", "hour", ("events",), dt.datetime(2024, 3, 1)),
+        "daily_revenue": ("0 0 * * *", "UTC", "day", ("hourly_events",), dt.datetime(2024, 3, 1)),
         "weekly_active_users": ("0 2 * * 0", "UTC", "week_start", ("events",),
-                                dt.datetime(2024, 1, 7, 2)),
+                                dt.datetime(2024, 3, 3, 2)),  # the first Sunday 02:00
         "daily_orders_ny": ("0 0 * * *", "America/New_York", "ny_day", ("events",),
-                            dt.datetime(2024, 1, 1, 5)),  # New York midnight
+                            dt.datetime(2024, 3, 1, 5)),  # New York midnight
     }
-    for name, (cron, tz, time_column, deps, start) in expected.items():
+    for name, (cron, tz, time_column, deps, first) in expected.items():
         node = project.node(name)
         assert node.schedule.cron == cron and node.schedule.timezone == tz == node.timezone, name
         assert node.time_column == time_column, name
         assert node.depends_on == deps, name
-        assert node.start == start.replace(tzinfo=UTC), name
+        assert node.start == project.start, name  # every node follows the data's start
+        first_s = node.schedule.tick_at_or_after(int(node.start.timestamp()))
+        assert first_s == int(first.replace(tzinfo=UTC).timestamp()), name
         assert node.is_incremental and node.description, name
     assert project.upstream("daily_revenue") == ["hourly_events"]
     assert project.downstream("hourly_events") == ["daily_revenue"]
@@ -327,3 +330,38 @@ def test_generator_cli(gen, project_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         gen.main(["--rows", "0", "--out", str(out)])
     assert bad.value.code == 2 and "--rows and --days must be positive" in capsys.readouterr().err
+
+
+def test_anchored_data_ends_at_the_hour_and_starts_on_a_sunday(gen, tmp_path, monkeypatch):
+    """Without --start the data follows the clock (pinned here by $SEEKNAL_EXAMPLE_END): from the
+    Sunday 13-14 weeks back to the end hour, and a later end in the same week only adds rows."""
+    monkeypatch.setenv("SEEKNAL_EXAMPLE_END", "2024-04-01T00:37:10Z")
+    assert gen.anchor() == (dt.date(2023, 12, 31), dt.datetime(2024, 4, 1))  # a Sunday; floored hour
+    out = tmp_path / "d"
+    assert gen.generate(out, rows=9_800) is True
+    assert gen.generate(out, rows=9_800) is False  # same anchor: skipped
+    rows = _rows(out)
+    assert rows[0][1] >= dt.datetime(2023, 12, 31) and rows[-1][1] < dt.datetime(2024, 4, 1)
+    assert 9_000 < len(rows) < 9_800  # 13 weeks and a day of the 14 drawn
+    assert gen.generate(out, rows=9_800, end="2024-04-02T05:00") is True
+    later = _rows(out)
+    assert later[: len(rows)] == rows and later[-1][1] < dt.datetime(2024, 4, 2, 5) < later[-1][1] + \
+        dt.timedelta(hours=6)
+    with pytest.raises(ValueError, match="not an ISO date-time"):
+        gen.anchor("tomorrow")
+
+
+def test_generator_cli_sets_the_example_start(project_root, tmp_path):
+    """Into a project's default data folder the generator writes the project's `start:` and,
+    when it moves, removes target/ built from the previous data."""
+    root = tmp_path / "p"
+    shutil.copytree(project_root, root, ignore=shutil.ignore_patterns("data", "target", "__pycache__"))
+    (root / "target").mkdir()
+    env = {**__import__("os").environ, "SEEKNAL_EXAMPLE_END": "2024-04-01T00:00"}
+    cmd = [sys.executable, str(root / "generate_data.py"), "--rows", "2000"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    assert "2023-12-31 00:00 .. 2024-04-01 00:00 UTC" in out and "removed" in out
+    assert load_project(root).start == dt.datetime(2023, 12, 31, tzinfo=UTC)
+    assert not (root / "target").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    assert "skipped" in again and "start" not in again.split("skipped")[1]

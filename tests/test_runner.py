@@ -314,3 +314,25 @@ def test_lookback_reruns_the_last_intervals_for_late_data(tmp_path):
     assert runner.execute(plan, project, store).ok
     assert rows(tmp_path, "SELECT sum(n) FROM daily WHERE day = DATE '2024-01-02'") == [(145,)]
     assert rows(tmp_path, "SELECT count(*) FROM daily") == [(28,)]  # replaced, not duplicated
+
+
+def test_an_end_bound_is_never_due(tmp_path):
+    """A node's `end:` (exclusive) caps run, backfill and the project-level default alike."""
+    bounded = DAILY.replace("  time_column: day\n", "  time_column: day\n  end: 2024-01-04 12:00:00\n")
+    project, store = open_all(make_project(tmp_path, bounded))
+    assert project.node("daily").end == dt.datetime(2024, 1, 4, 12, tzinfo=UTC)
+    result = runner.run(project, store, now="2024-01-09")
+    assert result.ok and days_of(store, "daily") == ["2024-01-01..2024-01-04"]  # 01-04 would pass 12:00
+    assert runner.plan(project, store, now="2024-01-09").nodes[0].intervals == []
+    assert runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-08",
+                       now="2024-01-09").nodes[0].intervals == []
+    named = runner.plan(project, store, mode="backfill", partitions=["2024-01-03", "2024-01-05"],
+                        now="2024-01-09").nodes[0]
+    assert named.intervals == [(1704240000, 1704326400)] and "end after the node's end" in named.notes[-1]
+    (tmp_path / "seeknal_project.yml").write_text("name: t\nstart: 2024-01-01\nend: 2024-01-06\n")
+    project, store = open_all(tmp_path)
+    assert [p for p in runner.plan(project, store, now="2024-01-09").nodes[0].intervals] == []
+    (tmp_path / "seeknal" / "transforms" / "nodes.yml").write_text(textwrap.dedent(DAILY))
+    project, store = open_all(tmp_path)  # the node's own bound gone: the project's applies
+    assert runner.plan(project, store, now="2024-01-09").nodes[0].intervals == [
+        (1704326400, 1704412800), (1704412800, 1704499200)]  # 01-04 and 01-05, not 01-06 onwards

@@ -18,6 +18,8 @@ Deliberate differences, each applied where it happens:
   guide's format (every interval listed, `23:59:59` ends).
 - Part 5's hourly command shells out to `date`: it runs as written on the real clock, in a
   copy of the project; `--last 24h` is the native form, run on the fixed clock.
+- Part 6 changes the schedule to hourly: a definition change, so runs note it until
+  `seeknal plan --apply` records it (issue 13); the quick reference's last run shows both.
 """
 
 from __future__ import annotations
@@ -270,6 +272,12 @@ def test_the_backfill_tutorial_in_order(tmp_path):
     month = ok(seeknal("run", "--start-date", "2024-01-01", "--end-date", "2024-01-31", "--backfill",
                        cwd=root, now=now))
     assert month.splitlines()[0] == "events_flow: Processing 12 missing intervals (2024-01-07 12:00 to 2024-01-08 00:00)"
+    # Part 6 changed the schedule: a definition change, which runs report until `seeknal plan --apply`
+    assert ok(seeknal("run", "--backfill", cwd=root, now=now)) == (
+        "events_flow: nothing to do\n"
+        "events_flow: note: definition changed since its intervals were computed: "
+        "`seeknal plan` shows what to restate\n")
+    ok(seeknal("plan", "--apply", "--no-run", cwd=root, now=now))
     assert ok(seeknal("run", "--backfill", cwd=root, now=now)) == "events_flow: nothing missing in the range\n"
     fixed = ok(seeknal("intervals", "restate", "--start", "2024-01-01", "--end", "2024-01-07", "--reason",
                        "Fixed bug", cwd=root, now=now))

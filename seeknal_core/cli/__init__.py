@@ -44,6 +44,12 @@ class SeeknalGroup(click.Group):
             self.add_command(getattr(importlib.import_module(f".{module}", __name__), attr), cmd_name)
         return self.commands.get(cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # as Abort, so click prints no blank line before ours
+            raise click.exceptions.Abort() from None
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         code = _guarded(lambda: super(SeeknalGroup, self).main(

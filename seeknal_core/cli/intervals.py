@@ -166,18 +166,18 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
                            for a, b in np.intervals]}
             for np in node_plans]})
         return 0
-    click.echo(f"Pending intervals ({total}){':' if total else ''}")
+    out = [f"Pending intervals ({total}){':' if total else ''}"]  # one write: thousands of lines
     several = len(node_plans) > 1
-    for np in node_plans:
-        spec = sess.project.nodes[np.node]
-        indent = "    " if several else "  "
-        if several and np.due:
-            click.echo(f"  {np.node} ({len(np.due)}):")
-        for a, b, reason, count in render.listed([(a, b, r) for a, b, r, _ in np.runs()], spec, listing):
-            why = _PENDING_WHY.get(reason, "")
-            click.echo(f"{indent}{render.span(a, b, spec)}{render.counted(count)}{why}")
-        for note in np.notes:
-            click.echo(f"  {np.node}: note: {note}")
+    indent = "    " if several else "  "
+    for node_plan in node_plans:
+        spec = sess.project.nodes[node_plan.node]
+        if several and node_plan.due:
+            out.append(f"  {node_plan.node} ({len(node_plan.due)}):")
+        tagged = [(a, b, r) for a, b, r, _ in node_plan.runs()]
+        out += [f"{indent}{render.span(a, b, spec)}{render.counted(count)}{_PENDING_WHY.get(reason, '')}"
+                for a, b, reason, count in render.listed(tagged, spec, listing)]
+        out += [f"  {node_plan.node}: note: {note}" for note in node_plan.notes]
+    click.echo("\n".join(out))
     return 0
 
 
@@ -254,7 +254,13 @@ def complete_command(node: str | None, specs: tuple[str, ...]) -> int:
             raise CliError("no scheduled nodes to mark complete")
         names = ", ".join(n.name for n in nodes)
         click.echo(f"No node given: marking every scheduled node ({len(nodes)}: {names}).")
-    chosen = {spec.name: _manual_intervals(sess, spec, specs) for spec in nodes}  # validate all first
+    grids: dict[object, list[Pair]] = {}  # nodes on one schedule and timezone name the same intervals
+    chosen = {}
+    for spec in nodes:  # validate all first
+        key = (spec.schedule.cron, spec.timezone) if spec.schedule else spec.name
+        if key not in grids:
+            grids[key] = _manual_intervals(sess, spec, specs)
+        chosen[spec.name] = list(grids[key])
     states = sess.store.load()
     fresh_of = {}
     for name, pairs in chosen.items():
@@ -262,8 +268,8 @@ def complete_command(node: str | None, specs: tuple[str, ...]) -> int:
         fresh_of[name] = [(a, b) for a, b in pairs if not already.covers(a, b)]
     if any(fresh_of.values()):  # one state write for every node; complete intervals keep their annotation
         sess.store.mark_complete_many(
-            {name: [(from_epoch(a), from_epoch(b)) for a, b in fresh]
-             for name, fresh in fresh_of.items() if fresh}, origin="manual")
+            {name: IntervalSet.from_pairs(fresh) for name, fresh in fresh_of.items() if fresh},
+            origin="manual")
     for name, pairs in chosen.items():
         spec = sess.project.nodes[name]
         fresh = fresh_of[name]

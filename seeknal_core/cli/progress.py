@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import runner
+from ..engines import interrupt_open_engines
 from ..intervals import Pair
 from . import render
 from .common import Session
+from .interrupt import interrupting
 
 if TYPE_CHECKING:
     from ..runner import NodePlan, NodeResult, Plan, RunResult
@@ -97,21 +99,21 @@ def plan_lines(sess: Session, plan: Plan, *, dry_run: bool = False) -> list[str]
     """One line per node (``events_flow: Processing 1 new interval (...)``) plus its notes."""
     lines = []
     verb = "Would process" if dry_run else "Processing"
-    for np in plan.nodes:
-        node = sess.project.nodes[np.node]
-        if np.full_refresh:
+    for node_plan in plan.nodes:
+        node = sess.project.nodes[node_plan.node]
+        if node_plan.full_refresh:
             text = f"{'Would rebuild' if dry_run else 'Rebuilding'} the whole table (no schedule)"
-        elif np.due:
-            text = render.describe_due(np.due, node, verb)
-            batches = len(np.batches())
+        elif node_plan.due:
+            text = render.describe_due(node_plan.due, node, verb)
+            batches = len(node_plan.batches())
             if dry_run:
                 text += f" in {render.plural(batches, 'batch', 'batches')}"
-        elif np.notes:
+        elif node_plan.notes:
             text = "nothing to do"
         else:
             text = "up to date" if plan.mode == "run" else "nothing missing in the range"
-        lines.append(f"{np.node}: {text}")
-        lines += [f"{np.node}: note: {note}" for note in np.notes]
+        lines.append(f"{node_plan.node}: {text}")
+        lines += [f"{node_plan.node}: note: {note}" for note in node_plan.notes]
     return lines
 
 
@@ -134,21 +136,23 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
     run_id = uuid.uuid4().hex[:12]
     busy = any(np.due or np.full_refresh for np in plan.nodes)
     if not as_json:
-        for line in plan_lines(sess, plan):
-            click.echo(line)
+        lines = plan_lines(sess, plan)
+        if lines:
+            click.echo("\n".join(lines))  # one write: a project may list thousands of nodes
     if not busy:
         if as_json:
             render.echo_json({**result_json(plan, None, run_id), **(extra or {})})
         return 0
-    if as_json:
-        result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
-    elif is_terminal():
-        with RichProgress(sess) as progress:
-            result = runner.execute(plan, sess.project, sess.store, progress=progress,
+    with interrupting(interrupt_open_engines):  # Ctrl-C stops a running query at once
+        if as_json:
+            result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
+        elif is_terminal():
+            with RichProgress(sess) as progress:
+                result = runner.execute(plan, sess.project, sess.store, progress=progress,
+                                        origin=origin, run_id=run_id)
+        else:
+            result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
                                     origin=origin, run_id=run_id)
-    else:
-        result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
-                                origin=origin, run_id=run_id)
     if as_json:
         render.echo_json({**result_json(plan, result, run_id), **(extra or {})})
     else:

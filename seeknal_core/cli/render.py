@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import click
@@ -37,10 +38,15 @@ def _instant(value: dt.datetime | int) -> dt.datetime:
 def local_text(value: dt.datetime | int, node: TransformNode) -> str:
     """An instant in the node's timezone: a date when the node ticks at midnight and the
     instant is a local midnight, else ``YYYY-MM-DD HH:MM``."""
+    return _local_text(value, node.timezone, node.schedule is not None and node.schedule.midnight_aligned)
+
+
+@lru_cache(maxsize=8192)
+def _local_text(value: dt.datetime | int, timezone: str, dates: bool) -> str:
+    """Memoised: thousands of nodes on one grid list the same instants."""
     instant = _instant(value)
-    local = instant.astimezone(get_zone(node.timezone))
-    dates = node.schedule is not None and node.schedule.midnight_aligned
-    return format_local(instant, node.timezone, date_only=dates and local.time() == dt.time(0))
+    local = instant.astimezone(get_zone(timezone))
+    return format_local(instant, timezone, date_only=dates and local.time() == dt.time(0))
 
 
 def span(a: dt.datetime | int, b: dt.datetime | int, node: TransformNode) -> str:

@@ -7,6 +7,7 @@ neither).  A new engine is one module here and one line in ``ENGINES``.
 
 from __future__ import annotations
 
+import weakref
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,28 @@ def open_engine(kind: str, project: Project, **options: Any) -> Engine:
     if target is None:
         raise ProjectError(f"unknown engine {kind!r}: use one of {', '.join(sorted(ENGINES))}")
     module, _, name = target.partition(":")
-    return getattr(import_module(module), name)(project, **options)
+    engine = getattr(import_module(module), name)(project, **options)
+    _OPEN.add(engine)
+    return engine
 
 
-__all__ = ["ENGINES", "BatchError", "Engine", "EngineError", "QueryError", "ResourceError", "open_engine"]
+#: engines opened here and not yet garbage: what Ctrl-C interrupts
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+def interrupt_open_engines() -> bool:
+    """Ask every open engine to stop its running write (``interrupt()``, where it has one);
+    whether one was running (it then raises ``KeyboardInterrupt`` itself, once rolled back).
+
+    Called when SIGINT arrives (``cli/interrupt.py``), from a thread too: a query that runs
+    in C with the GIL released never lets Python's own SIGINT handler run until it ends."""
+    stopped = False
+    for engine in list(_OPEN):
+        stop = getattr(engine, "interrupt", None)
+        if stop is not None and stop():
+            stopped = True
+    return stopped
+
+
+__all__ = ["ENGINES", "BatchError", "Engine", "EngineError", "QueryError", "ResourceError",
+           "interrupt_open_engines", "open_engine"]

@@ -12,14 +12,16 @@ writing different intervals never block each other.  The node's name is a view o
 of its files.
 
 duckdb's exceptions stop here: they leave as the engine protocol's ``QueryError``,
-``BatchError`` or ``ResourceError`` (``errors.py``), or as ``KeyboardInterrupt``.
+``BatchError`` or ``ResourceError`` (``errors.py``), or as ``KeyboardInterrupt`` (Ctrl-C,
+or ``interrupt()`` from another thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -142,6 +144,7 @@ class DuckDBEngine:
         self.con = connection
         self._table_kinds: dict[str, dict[str, str]] = {}
         self._evolved: set[str] = set()  # nodes whose table has their query's columns
+        self._busy = self._stop = False  # a write runs; Ctrl-C asked it to stop
         self._register_sources()
 
     def close(self) -> None:
@@ -255,16 +258,42 @@ class DuckDBEngine:
         """Replace the node's rows for the contiguous ``intervals``; rows per interval.
 
         One transaction (rolled back on any error); duckdb's errors leave translated."""
-        try:
+        with self._writing(node):
             if node.materialization == "parquet":
                 return self._write_parquet(node, sql, intervals)
             return self._write_table(node, sql, intervals, partition_keys)
+
+    @contextlib.contextmanager
+    def _writing(self, node: TransformNode) -> Iterator[None]:
+        """A write: duckdb's errors translated, and Ctrl-C (``interrupt()``) raised as
+        ``KeyboardInterrupt`` here, after the transaction has rolled back, never midway."""
+        self._busy, self._stop = True, False
+        try:
+            yield
+        except duckdb.InterruptException:  # ``interrupt()`` stopped the query
+            raise KeyboardInterrupt from None
         except duckdb.Error as exc:
             raise engine_error(exc, self._where(node)) from None
         except RuntimeError as exc:
-            if _interrupted(exc):  # Ctrl-C inside a query: the same as between queries
+            if _interrupted(exc):  # Ctrl-C seen by duckdb itself inside a query
                 raise KeyboardInterrupt from None
             raise
+        finally:
+            self._busy = False
+        if self._stop:  # asked between two of its statements: the batch committed, stop now
+            raise KeyboardInterrupt
+
+    def interrupt(self) -> bool:
+        """Stop the running write, from any thread or a signal handler; whether one was
+        running (it then raises ``KeyboardInterrupt`` once rolled back or committed)."""
+        if not self._busy:
+            return False
+        self._stop = True
+        try:
+            self.con.interrupt()
+        except duckdb.Error:  # already closed: nothing runs
+            pass
+        return True
 
     def _write_table(self, node: TransformNode, sql: str, intervals: Sequence[Pair],
                      partition_keys: Sequence[str]) -> list[int]:
@@ -352,7 +381,7 @@ class DuckDBEngine:
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
-        try:
+        with self._writing(node):
             self.con.execute("BEGIN TRANSACTION")
             try:
                 self.con.execute(f"CREATE OR REPLACE TABLE {q(node.name)} AS {sql}")
@@ -361,12 +390,6 @@ class DuckDBEngine:
             except BaseException:
                 self._rollback()
                 raise
-        except duckdb.Error as exc:
-            raise engine_error(exc, self._where(node)) from None
-        except RuntimeError as exc:
-            if _interrupted(exc):
-                raise KeyboardInterrupt from None
-            raise
         self._table_kinds.pop(node.name, None)
         return rows
 

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import changes as sql_changes
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..timeutil import UTC, TimeLike, from_epoch, to_epoch
@@ -29,17 +28,13 @@ from .common import Pair
 from .plan import _grid_pairs, node_bounds
 
 if TYPE_CHECKING:
+    from .. import changes as sql_changes
     from ..state import NodeState, StateStore
     from .execute import Progress, RunResult
 
 #: the definition fields a plan compares, in the order it reports them
 FIELDS = ("sql", "schedule", "timezone", "time_column", "materialization", "engine")
 _FOREVER = 2**35  # seconds: an end beyond any schedule's last tick (year 3058)
-
-
-def recorded_definition_changed(node: TransformNode, state: NodeState | None) -> bool:
-    """Whether state records another definition than the node's (the runner's test too)."""
-    return state is not None and not node.fingerprint_matches(state.fingerprint)
 
 
 @dataclass
@@ -106,9 +101,9 @@ class ChangePlan:
 
 def changed_nodes(project: Project, store: StateStore) -> list[str]:
     """Nodes whose recorded fingerprint differs from their definition (cheap: no parsing)."""
-    states = store.load()
+    recorded = store.fingerprints()
     return [n for n in project.topological_order()
-            if recorded_definition_changed(project.nodes[n], states.get(n))]
+            if n in recorded and not project.nodes[n].fingerprint_matches(recorded[n])]
 
 
 def change_plan(
@@ -124,6 +119,8 @@ def change_plan(
     ``nodes`` limits which changes are planned (their readers are still followed);
     ``since`` restates only intervals from that instant on (naive: each node's timezone).
     """
+    from .. import changes as sql_changes  # sqlglot: imported only when a plan is made
+
     now_dt = dt.datetime.now(UTC) if now is None else from_epoch(to_epoch(now))
     now_s = to_epoch(now_dt)
     wanted = set(project.topological_order(nodes)) if nodes else None
@@ -180,6 +177,8 @@ class _Analyses:
 
     def query(self, name: str) -> sql_changes.Query:
         if name not in self._queries:
+            from .. import changes as sql_changes
+
             node = self.project.nodes[name]
             self._queries[name] = sql_changes.analyse(node.normalized_sql, node.dialect, self.schema(name))
         return self._queries[name]
@@ -190,6 +189,8 @@ def _own_change(node: TransformNode, state: NodeState | None, analyses: _Analyse
         return NodeChange(node.name, "new")
     if node.fingerprint_matches(state.fingerprint):
         return NodeChange(node.name, "unchanged")
+    from .. import changes as sql_changes
+
     old, new = state.definition, node.definition
     if not old:
         return NodeChange(node.name, "changed", fields=("definition",), category="breaking",
@@ -229,7 +230,7 @@ def _own_restatement(node: TransformNode, entry: NodeChange, done: IntervalSet, 
     span = done if lo is None else done.intersection([(from_epoch(lo), from_epoch(_FOREVER))])
     pairs = _grid_pairs(node.schedule, span, limit)
     if set(entry.fields) <= {"schedule", "timezone"}:  # history stays; partial intervals redo
-        return [p for p in pairs if not done.covers_us(p[0] * 1_000_000, p[1] * 1_000_000)]
+        return [p for p in pairs if not done.covers(*p)]
     return pairs
 
 

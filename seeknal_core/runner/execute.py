@@ -106,22 +106,22 @@ def execute(
     results: list[NodeResult] = []
     stopped: str | None = None
     failed_nodes: dict[str, IntervalSet | None] = {}  # None: the whole node failed
-    for np in the_plan.nodes:
-        if np.due or np.full_refresh:  # template errors stop the run before any write
-            compile_sql(project.nodes[np.node])
+    for node_plan in the_plan.nodes:
+        if node_plan.due or node_plan.full_refresh:  # template errors stop the run before any write
+            compile_sql(project.nodes[node_plan.node])
     try:
-        for np in the_plan.nodes:
-            node = project.nodes[np.node]
-            result = NodeResult(node=np.node, full_refresh=np.full_refresh)
+        for node_plan in the_plan.nodes:
+            node = project.nodes[node_plan.node]
+            result = NodeResult(node=node_plan.node, full_refresh=node_plan.full_refresh)
             results.append(result)
-            if np.full_refresh:
-                progress.node_started(np.node, np, 1)
+            if node_plan.full_refresh:
+                progress.node_started(node_plan.node, node_plan, 1)
                 _refresh(engines.for_node(node), store, node, result, progress,
                          origin or the_plan.mode, run_id, failed_nodes)
-            elif np.due:
-                batches = np.batches()
-                progress.node_started(np.node, np, len(batches))
-                runner = _NodeRunner(engines.for_node(node), store, project, node, np, result,
+            elif node_plan.due:
+                batches = node_plan.batches()
+                progress.node_started(node_plan.node, node_plan, len(batches))
+                runner = _NodeRunner(engines.for_node(node), store, project, node, node_plan, result,
                                      progress, origin, the_plan.mode, run_id, failed_nodes)
                 try:
                     for batch in batches:
@@ -129,7 +129,7 @@ def execute(
                 finally:
                     runner.flush()
                 if result.failures:
-                    failed_nodes[np.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
+                    failed_nodes[node_plan.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
             else:
                 continue
             progress.node_finished(result)
@@ -192,8 +192,8 @@ def needs_database(project: Project, node: TransformNode) -> bool:
 
 
 def _needs_database(project: Project, the_plan: Plan) -> bool:
-    return any(needs_database(project, project.nodes[np.node])
-               for np in the_plan.nodes if np.due or np.full_refresh)
+    return any(needs_database(project, project.nodes[node_plan.node])
+               for node_plan in the_plan.nodes if node_plan.due or node_plan.full_refresh)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -229,9 +229,9 @@ class _NodeRunner:
     """Runs one node's batches: readiness against upstream state, write, record,
     and binary splitting of a failed batch to isolate the bad intervals."""
 
-    def __init__(self, engine, store, project, node, np, result, progress, origin, mode, run_id,
+    def __init__(self, engine, store, project, node, node_plan, result, progress, origin, mode, run_id,
                  failed_nodes):
-        self.engine, self.store, self.node, self.np = engine, store, node, np
+        self.engine, self.store, self.node, self.node_plan = engine, store, node, node_plan
         self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
         self.run_id, self.failed_nodes = run_id, failed_nodes
         self.upstream = project.upstream(node.name)
@@ -247,7 +247,6 @@ class _NodeRunner:
         completed = self.upstream_done
         ready, blocked = [], []
         for pair in batch:
-            a_us, b_us = pair[0] * 1_000_000, pair[1] * 1_000_000
             reason = None
             for u in self.upstream:
                 if u in self.failed_nodes and (
@@ -256,7 +255,7 @@ class _NodeRunner:
                 ):
                     reason = f"upstream '{u}' failed for this interval"
                     break
-                if u in completed and not completed[u].covers_us(a_us, b_us):
+                if u in completed and not completed[u].covers(*pair):
                     reason = f"{WAITING_FOR_UPSTREAM} '{u}' to complete this interval"
                     break
             if reason:
@@ -274,8 +273,8 @@ class _NodeRunner:
                     self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
                     origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
                     duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
-                    fingerprint=None if self.np.definition_changed else self.node.fingerprint,
-                    definition=None if self.np.definition_changed else self.node.definition,
+                    fingerprint=None if self.node_plan.definition_changed else self.node.fingerprint,
+                    definition=None if self.node_plan.definition_changed else self.node.definition,
                     interval_rows=per_interval)
             except (SeeknalError, OSError) as exc:
                 first, last = from_epoch(per_interval[0][0][0]), from_epoch(per_interval[-1][0][1])
@@ -303,7 +302,7 @@ class _NodeRunner:
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
             return self.origin
-        reasons = {self.np.due.get(p, "new") for p in group}
+        reasons = {self.node_plan.due.get(p, "new") for p in group}
         for reason in ("restate", "backfill", "partition"):
             if reason in reasons:
                 return _ORIGIN[reason]
@@ -312,7 +311,7 @@ class _NodeRunner:
     def _write(self, group: list[Pair]) -> None:
         node = self.node
         start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
-        keys = [self.np.partition_keys[p] for p in group if p in self.np.partition_keys]
+        keys = [self.node_plan.partition_keys[p] for p in group if p in self.node_plan.partition_keys]
         t = time.perf_counter()
         try:
             counts = self.engine.write_intervals(node, render_sql(node, start, end), group, keys)

@@ -125,10 +125,16 @@ def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
 
 
 def node_bounds(node: TransformNode, now_s: int, include_open: bool = False) -> tuple[int | None, int]:
-    """(first tick at or after the node's start, last tick at or before now)."""
+    """(first tick at or after the node's start, last tick at or before now and its `end:`).
+
+    ``end`` (the node's or the project's, exclusive) caps the grid, so no interval ending
+    after it is ever due, whatever the clock says.
+    """
     schedule = node.schedule
     assert schedule is not None
     hi = schedule.tick_after(now_s) if include_open else schedule.tick_at_or_before(now_s)
+    if node.end is not None:
+        hi = min(hi, schedule.tick_at_or_before(to_epoch(node.end)))
     lo = schedule.tick_at_or_after(to_epoch(node.start)) if node.start is not None else None
     return lo, hi
 
@@ -212,6 +218,13 @@ def plan(
             for a, b in explicit:
                 for pair in _pairs_overlapping(schedule, a, b):
                     node_plan.due[pair] = Reason.PARTITION
+            if node.end is not None:  # named partitions too: nothing past the node's end
+                past = [p for p in node_plan.due if p[1] > schedule.tick_at_or_before(to_epoch(node.end))]
+                for pair in past:
+                    del node_plan.due[pair]
+                if past:
+                    node_plan.notes.append(f"{len(past)} interval(s) end after the node's end "
+                                           f"{node.end.isoformat()}: not run")
             if node.partition_column:
                 node_plan.partition_keys.update({p: _key(node, p) for p in node_plan.due})
             continue
@@ -230,11 +243,12 @@ def plan(
             if lo is None and not done:
                 node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
                 continue
-            last_end = done.pairs()[-1][1] if done else None
+            last_end = done.last_end()
             first = max(lo, last_end) if (lo is not None and last_end is not None) else (
                 last_end if last_end is not None else lo)
-            for pair in _pending(_ticks_within(schedule, schedule.tick_at_or_after(first), hi), done):
-                node_plan.due[pair] = Reason.NEW
+            if first < hi:  # an up-to-date node (done up to the last tick) lists no grid
+                for pair in _pending(_ticks_within(schedule, schedule.tick_at_or_after(first), hi), done):
+                    node_plan.due[pair] = Reason.NEW
             if node.lookback and last_end is not None:
                 ticks = schedule.ticks(_back(schedule, last_end, node.lookback), last_end)
                 for pair in zip(ticks, ticks[1:]):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..durable import write_all
+from ..durable import close_quietly, write_all
 
 log = logging.getLogger("seeknal_core.state.json_store")
 
@@ -102,13 +102,7 @@ def legacy_log_matches(log_file: Path, doc: Mapping[str, Any]) -> bool:
     last, last_at = 0, None
     try:
         with open(log_file, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    continue  # a torn final line
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
+            for record in _parsed_lines(f):
                 rev = record.get("revision") if isinstance(record, dict) else None
                 if not isinstance(rev, int) or rev < last or record.get("node") not in nodes:
                     return False
@@ -180,20 +174,23 @@ def unlogged(tail: list[dict], last: int | None, last_count: int) -> list[dict]:
     return same[last_count:] + [r for r in tail if r.get("revision", 0) > last]
 
 
+def _parsed_lines(f: Iterable[bytes]) -> Iterator[Any]:
+    """The JSON value of each whole line (a torn final line and unparsable ones are skipped)."""
+    for line in f:
+        if not line.endswith(b"\n"):
+            continue  # a torn final line
+        try:
+            yield json.loads(line)
+        except ValueError:
+            continue
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every whole record of the audit log, in file order."""
     out = []
     try:
         with open(path, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    continue  # a torn final line
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("revision"), int):
-                    out.append(record)
+            out = [r for r in _parsed_lines(f) if isinstance(r, dict) and isinstance(r.get("revision"), int)]
     except FileNotFoundError:
         pass
     return out
@@ -260,11 +257,7 @@ class AuditLog:
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(fd)
 
 
 class LogTail:

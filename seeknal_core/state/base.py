@@ -129,6 +129,8 @@ class NodeState:
     @property
     def failed_intervals(self) -> IntervalSet:
         """Failed intervals not completed since (the ones a runner retries first)."""
+        if not self.failed:
+            return IntervalSet()
         return IntervalSet(f.interval for f in self.failed).difference(self.completed)
 
 
@@ -145,6 +147,8 @@ class StateStore(Protocol):
     def revision(self) -> int: ...
 
     def load(self) -> dict[str, NodeState]: ...
+
+    def fingerprints(self) -> dict[str, str | None]: ...
 
     def node(self, name: str) -> NodeState: ...
 

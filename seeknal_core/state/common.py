@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Self
 
-from ..intervals import Interval, IntervalSet
+from ..intervals import Interval, IntervalSet, seconds_to_micros
 from ..timeutil import EPOCH, UTC
 from .base import MODES, Change, IntervalsLike, NodeState, Restatement, StateError, default_actor
 
@@ -179,7 +179,7 @@ def _completion(
     if fingerprint is not None:
         record["fingerprint"] = fingerprint
     if interval_rows is not None:
-        record["interval_rows"] = [[_fmt(a * 1_000_000), _fmt(b * 1_000_000), int(n)]
+        record["interval_rows"] = [[_fmt(seconds_to_micros(a)), _fmt(seconds_to_micros(b)), int(n)]
                                    for (a, b), n in interval_rows]
     by = origin if run_id is None else f"{origin}:{run_id}"
     return Completion(node, done, keys, fingerprint, _check_definition(definition), by, record)
@@ -222,6 +222,11 @@ class StoreBase:
     def _where(self) -> str:
         """The store, as error messages name it."""
         raise NotImplementedError
+
+    def fingerprints(self) -> dict[str, str | None]:
+        """Each recorded node's fingerprint: what ``seeknal run`` compares before it plans
+        (a backend may answer without building every node's state)."""
+        return {name: state.fingerprint for name, state in self.load().items()}
 
     def mark_complete(
         self,

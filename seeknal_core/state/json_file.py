@@ -58,7 +58,7 @@ _NODE_KEYS = (
 
 def _set_of(starts: list[int], ends: list[int]) -> IntervalSet:
     """An IntervalSet over copies of merged arrays (callers may mutate what they get)."""
-    return IntervalSet._from_arrays(list(starts), list(ends))
+    return IntervalSet.from_micros(starts, ends, merged=True)
 
 
 class _Corrupt(Exception):
@@ -379,6 +379,13 @@ class JsonStateFile:
                 if gc_was_enabled:
                     gc.enable()
 
+    def fingerprints(self) -> dict[str, str | None]:
+        """Each recorded node's fingerprint, read off the document (no intervals parsed)."""
+        with self._mutex:
+            nodes = self._read()["nodes"]
+            return {name: None if raw.get("fingerprint") is None else str(raw["fingerprint"])
+                    for name, raw in nodes.items()}
+
     def node(self, name: str) -> NodeState:
         """One node's state; an unknown node is simply empty (the project owns the node list)."""
         with self._mutex:
@@ -456,14 +463,14 @@ class JsonStateFile:
         if not change:
             return
         starts, ends = self._completed_arrays(name, node)
-        c_starts, c_ends = change._starts, change._ends
+        c_starts, c_ends = change.micros()
         lo, hi = c_starts[0], c_ends[-1]
         prefix = bisect_left(ends, lo)  # members ending before lo are untouched
         cut = bisect_right(starts, hi)  # members starting after hi are untouched
         suffix = len(starts) - cut
-        current = IntervalSet._from_arrays(starts, ends)
+        current = IntervalSet.from_micros(starts, ends, merged=True)
         updated = current.union(change) if add else current.difference(change)
-        starts, ends = self._sets[name] = (updated._starts, updated._ends)
+        starts, ends = self._sets[name] = updated.micros()
         rows = node["completed_intervals"]
         stop = len(starts) - suffix
         middle = _rows(starts[prefix:stop], ends[prefix:stop])
@@ -504,7 +511,7 @@ class JsonStateFile:
     def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
         state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
         return {
-            "completed_intervals": _rows(state.completed._starts, state.completed._ends),
+            "completed_intervals": _rows(*state.completed.micros()),
             "failed_intervals": [
                 {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
                  "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}

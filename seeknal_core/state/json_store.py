@@ -387,13 +387,13 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 starts, ends = self._completed_arrays(name, raw)
                 removed = _set_of(starts, ends).intersection(change)
                 self._update_completed(name, raw, change, add=False)
-                rows = _rows(change._starts, change._ends)
+                rows = _rows(*change.micros())
                 item = _pending_item(uuid.uuid4().hex[:12], rows, reason, actor, now)
                 raw["restatements"].append(item)
                 records.append(_entry(
                     "restate", name, now, intervals=rows, reason=reason, actor=actor,
                     restatement_id=item["id"],
-                    removed=_rows(removed._starts, removed._ends),
+                    removed=_rows(*removed.micros()),
                 ))
                 created.append(_restatement(name, item))
             return records, created

@@ -66,13 +66,13 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 def _flat(value: IntervalSet) -> list[int]:
     """An IntervalSet as flat microsecond bounds ``[s0, e0, s1, e1, ...]``."""
     out: list[int] = []
-    for s, e in zip(value._starts, value._ends):
+    for s, e in zip(*value.micros()):
         out += (s, e)
     return out
 
 
 def _from_flat(bounds: list[int]) -> IntervalSet:
-    return IntervalSet._from_arrays(list(bounds[0::2]), list(bounds[1::2]))
+    return IntervalSet.from_micros(bounds[0::2], bounds[1::2], merged=True)
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -336,7 +336,7 @@ class PostgresStateStore(StoreBase):
         self, wanted: dict[str, IntervalSet], reason: str, actor: str
     ) -> list[Restatement]:
         items = [
-            {"node": name, "id": uuid.uuid4().hex[:12], "rows": _rows(change._starts, change._ends),
+            {"node": name, "id": uuid.uuid4().hex[:12], "rows": _rows(*change.micros()),
              "bounds": _flat(change)}
             for name, change in wanted.items()
         ]
@@ -469,7 +469,7 @@ class PostgresStateStore(StoreBase):
             starts, ends, _ = _parse_rows(raw.get("completed_intervals") or [], {})
             last_run = raw.get("last_run")
             definition = raw.get("definition")
-            nodes.append((name, _flat(IntervalSet._from_arrays(starts, ends)),
+            nodes.append((name, _flat(IntervalSet.from_micros(starts, ends, merged=True)),
                           sorted(set(raw.get("partition_keys") or [])), raw.get("fingerprint"),
                           None if last_run is None else _parse_us(last_run), int(raw.get("revision", 0)),
                           None if definition is None else self._json(dict(definition))))

@@ -157,7 +157,7 @@ def _change(record: Mapping[str, Any]) -> Change:
         revision=record["revision"],
         node=record.get("node", ""),
         kind=record.get("event", ""),
-        intervals=IntervalSet._from_arrays(starts, ends),
+        intervals=IntervalSet.from_micros(starts, ends, merged=True),
         origin=record.get("mode") or record.get("resolved_by") or record.get("actor"),
         run_id=record.get("run_id"),
         at=_dt_or_none(at),
@@ -170,7 +170,7 @@ def _restatement(node: str, raw: Mapping[str, Any]) -> Restatement:
     return Restatement(
         id=str(raw["id"]),
         node=node,
-        intervals=list(IntervalSet._from_arrays(starts, ends)),
+        intervals=list(IntervalSet.from_micros(starts, ends, merged=True)),
         reason=str(raw.get("reason", "")),
         actor=str(raw.get("actor", "")),
         requested_at=_dt(_parse_us(raw["requested_at"])),
@@ -191,7 +191,7 @@ def _resolve_covered(
     raw: dict[str, Any], starts: list[int], ends: list[int], now: str, by: str
 ) -> list[dict[str, Any]]:
     """Resolve pending restatements whose intervals are now all completed."""
-    done = IntervalSet._from_arrays(starts, ends)
+    done = IntervalSet.from_micros(starts, ends, merged=True)
     resolved = []
     for item in raw["restatements"]:
         if item.get("status") != "pending":
@@ -237,8 +237,8 @@ def _subtract_failed(rows: list[dict[str, Any]], done: IntervalSet) -> list[dict
         return rows
     out = []
     for s, e, rec in _failed_pairs(rows):
-        left = IntervalSet._from_arrays([s], [e]).difference(done)
-        out += [_failed_row(a, b, rec) for a, b in zip(left._starts, left._ends)]
+        left = IntervalSet.from_micros([s], [e], merged=True).difference(done)
+        out += [_failed_row(a, b, rec) for a, b in zip(*left.micros())]
     return out
 
 
