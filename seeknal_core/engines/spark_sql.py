@@ -33,6 +33,7 @@ def spark_identifier(name: str) -> str:
 
 #: constructs sqlglot carries over unchanged although Spark SQL has no such thing
 _NO_SPARK_JOIN = ("ASOF", "POSITIONAL")
+_NO_SPARK_FUNCTION = {"timezone", "epoch", "strptime", "list_reduce", "list_transform"}
 
 
 def _untranslatable(tree) -> str | None:
@@ -44,6 +45,10 @@ def _untranslatable(tree) -> str | None:
             return f"{str(found.args['method']).upper()} JOIN"
         if type(found).__name__ == "Columns":
             return "COLUMNS(...)"
+        if isinstance(found, exp.DateBin):
+            return "time_bucket(...) (Spark has no DATE_BIN)"
+        if isinstance(found, exp.Anonymous) and str(found.name).lower() in _NO_SPARK_FUNCTION:
+            return f"{str(found.name).lower()}(...)"
     return None
 
 
