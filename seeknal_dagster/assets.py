@@ -30,6 +30,9 @@ from .translator import SeeknalTranslator, group_name_for
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
 #: seeknal_duckdb 1``): DuckDB lets one process at a time write a database file.
 POOL = "seeknal_duckdb"
+#: The pool of Spark nodes (their own: they share no DuckDB file, and each run holds a
+#: Spark session, so a cluster's capacity is set here, not by DuckDB's one writer).
+SPARK_POOL = "seeknal_spark"
 #: Resource key of the ``DuckDBResource`` the assets write through.
 DUCKDB_RESOURCE_KEY = "duckdb"
 #: Run tag naming the restatement a run re-computes (set by the restatement sensor).
@@ -244,7 +247,8 @@ def build_node_asset(
     if pdef is not None:
         # parquet nodes write one file per interval and share no database: a backfill
         # fans out into one run per partition (or per batch_size) that can run in parallel
-        policy = (dg.BackfillPolicy.multi_run(node.batch_size or 1) if file_only
+        # (Spark nodes: one run per range, so one session start-up serves many intervals)
+        policy = (dg.BackfillPolicy.multi_run(node.batch_size or 1) if file_only and node.engine != "spark"
                   else dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size
                   else dg.BackfillPolicy.single_run())
 
@@ -261,7 +265,7 @@ def build_node_asset(
             deps=deps,
             partitions_def=pdef,
             backfill_policy=policy,
-            pool=None if file_only else pool,
+            pool=SPARK_POOL if node.engine == "spark" else None if file_only else pool,
             group_name=translator.get_group_name(node) or group_name_for(project),
             description=translator.get_description(node),
             metadata=translator.get_metadata(node),

@@ -122,7 +122,9 @@ def spark_connect(tmp_path_factory):
                SPARK_IDENT_STRING="seeknal-tests")
     script = spark_home() / "sbin" / "start-connect-server.sh"
     confs = {"spark.connect.grpc.binding.port": str(port),
-             "spark.connect.grpc.binding.address": "127.0.0.1", **SESSION_CONF}
+             "spark.connect.grpc.binding.address": "127.0.0.1",
+             # INFO stays on: the "started" line is what we wait for
+             **{k: v for k, v in SESSION_CONF.items() if k != "spark.log.level"}}
     cmd = ["bash", str(script), "--master", "local[2]"]
     for key, value in confs.items():
         cmd += ["--conf", f"{key}={value}"]
