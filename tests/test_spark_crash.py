@@ -14,14 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-from spark_env import spark, spark_group, subprocess_env  # noqa: F401
+import pytest
+from spark_env import spark, subprocess_env  # noqa: F401
 from test_spark_contract import HOURLY, direct, make, output
 
 from seeknal_core import runner
 from seeknal_core.project import load_project
 from seeknal_core.state import open_store
 
-pytestmark = spark_group
+#: its own xdist group: ten JVM start-ups dominate, so another worker runs it beside the
+#: other Spark tests
+pytestmark = pytest.mark.xdist_group("spark-crash")
 TRIALS = 10
 
 
