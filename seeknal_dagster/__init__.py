@@ -7,6 +7,7 @@ projects that compose their own ``Definitions``.  seeknal_core never imports thi
 package, so the CLI stays free of Dagster.
 """
 
+from .apply import APPLY_JOB, build_apply_job
 from .assets import POOL, build_assets, build_source_specs
 from .checks import CHECK_NAME, CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR, build_asset_checks
 from .component import SeeknalProjectComponent
@@ -16,6 +17,7 @@ from .sensors import build_sensors
 from .translator import SeeknalTranslator, project_specs
 
 __all__ = [
+    "APPLY_JOB",
     "CHECKS_SENSOR",
     "CHECK_NAME",
     "POOL",
@@ -23,6 +25,7 @@ __all__ = [
     "RESTATEMENT_SENSOR",
     "SeeknalProjectComponent",
     "SeeknalTranslator",
+    "build_apply_job",
     "build_asset_checks",
     "build_assets",
     "build_definitions",

@@ -36,6 +36,9 @@ from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
 #: seeknal_duckdb 1``): DuckDB lets one process at a time write a database file.
 POOL = "seeknal_duckdb"
+#: The pool of Spark nodes (their own: they share no DuckDB file, and each run holds a
+#: Spark session, so a cluster's capacity is set here, not by DuckDB's one writer).
+SPARK_POOL = "seeknal_spark"
 #: Resource key of the ``DuckDBResource`` the assets write through.
 DUCKDB_RESOURCE_KEY = "duckdb"
 #: Run tag naming the restatement a run re-computes (set by the restatement sensor).
@@ -249,7 +252,7 @@ def _backfill_policy(node: TransformNode, file_only: bool) -> dg.BackfillPolicy 
     out into one run per partition (or per batch_size) that can run in parallel."""
     if not node.is_incremental:
         return None
-    if file_only:
+    if file_only and node.engine != "spark":  # Spark: one run per range, one session start-up
         return dg.BackfillPolicy.multi_run(node.batch_size or 1)
     return dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size else dg.BackfillPolicy.single_run()
 
@@ -277,7 +280,8 @@ def build_assets(
         node = project.nodes[name]
         file_only = not runner.needs_database(project, node)
         policy = _backfill_policy(node, file_only)
-        groups.setdefault((spec.partitions_def, policy, None if file_only else pool), []).append(name)
+        node_pool = SPARK_POOL if node.engine == "spark" else None if file_only else pool
+        groups.setdefault((spec.partitions_def, policy, node_pool), []).append(name)
     out: list[dg.AssetsDefinition | dg.AssetSpec] = list(specs.sources.values())
     taken: set[str] = set()
     for (pdef, policy, group_pool), names in groups.items():
@@ -338,6 +342,6 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
 
 
 __all__ = [
-    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "as_specs", "asset_keys", "build_assets",
+    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "SPARK_POOL", "as_specs", "asset_keys", "build_assets",
     "build_source_specs", "plan_intervals", "run_node", "state_store", "window_pairs",
 ]

@@ -8,7 +8,7 @@
 
 Optional attributes cover what users customise (as dagster-dbt's ``DbtProjectComponent``
 does): ``key_prefix`` and ``group_name`` (translation), ``nodes`` (which transforms),
-``database``, ``resource_key`` (the DuckDB resource), ``pool``, ``sensors``/``checks``
+``database``, ``resource_key`` (the DuckDB resource), ``pool``, ``sensors``/``checks``/``apply_job``
 on or off, and ``automation`` (``conditions``, the default, or ``schedules``).  The
 component builds its definitions through ``build_definitions``: one code path.
 """
@@ -48,6 +48,7 @@ class SeeknalProjectComponent(dg.Component, dg.Resolvable):
     pool: str | None = POOL
     sensors: bool = True
     checks: bool = True
+    apply_job: bool = True
     automation: Literal["conditions", "schedules", "none"] = AUTOMATION  # type: ignore[assignment]
 
     def project_path(self, context: dg.ComponentLoadContext) -> Path:
@@ -62,7 +63,7 @@ class SeeknalProjectComponent(dg.Component, dg.Resolvable):
         return build_definitions(
             self.project_path(context), translator=self.get_translator(), database_path=self.database,
             resource_key=self.resource_key, pool=self.pool, sensors=self.sensors, checks=self.checks,
-            automation=self.automation, nodes=self.nodes,
+            automation=self.automation, nodes=self.nodes, apply_job=self.apply_job,
         )
 
 

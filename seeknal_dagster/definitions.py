@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 
 from seeknal_core.project import Project
 
+from .apply import build_apply_job
 from .assets import DUCKDB_RESOURCE_KEY, POOL, as_project, build_assets
 from .checks import build_asset_checks
 from .schedules import build_jobs, build_schedules
@@ -44,6 +45,7 @@ def build_definitions(
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
     schedule_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+    apply_job: bool = True,
 ) -> dg.Definitions:
     """Assets (sources as external assets), asset checks, sensors, jobs and schedules.
 
@@ -76,7 +78,7 @@ def build_definitions(
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
             jobs=jobs or None,
         ) if sensors else [],
-        jobs=jobs,
+        jobs=[*jobs, build_apply_job(project, resource_key=resource_key, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],
         resources={resource_key: DuckDBResource(database=str(database))},
     )

@@ -125,7 +125,7 @@ class SeeknalTranslator:
         deps = []
         for name in node.depends_on:
             upstream = project.nodes.get(name)
-            mapping = (dg.TimeWindowPartitionMapping()
+            mapping = (_BY_TIME_WINDOW
                        if node.is_incremental and upstream is not None and upstream.is_incremental else None)
             deps.append(dg.AssetDep(self.key_of(project, name), partition_mapping=mapping))
         return deps
@@ -139,13 +139,12 @@ class SeeknalTranslator:
         if not node.is_incremental or node.schedule is None:
             return None
         cron = node.schedule.cron
-        condition = dg.AutomationCondition.on_cron(cron, node.timezone)
         upstream = [self.get_asset_key(project.nodes[n]) for n in node.depends_on
                     if n in project.nodes and project.nodes[n].is_incremental]
-        complete = ~dg.AutomationCondition.any_deps_match(
-            dg.AutomationCondition.missing() | dg.AutomationCondition.in_progress()
-        ).allow(dg.AssetSelection.assets(*upstream)).with_label("all upstream intervals complete")
-        return condition.replace(f"all_deps_updated_since_cron({cron}, {node.timezone})", complete)
+        complete = ~dg.AutomationCondition.any_deps_match(_missing_or_running()).allow(
+            dg.AssetSelection.assets(*upstream)).with_label("all upstream intervals complete")
+        return _on_cron(cron, node.timezone).replace(f"all_deps_updated_since_cron({cron}, {node.timezone})",
+                                                      complete)
 
     def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
         """Overdue when, at a tick, the last materialisation is older than one interval:
@@ -227,8 +226,24 @@ class SeeknalTranslator:
         return {"duckdb", "sql"}
 
     def get_code_version(self, node: TransformNode) -> str:
-        """The node's fingerprint (SQL + schedule): Dagster marks the asset changed with it."""
-        return node.fingerprint[:16]
+        """The node's fingerprint (normalised SQL and the fields that change an interval), as
+        ``seeknal plan`` compares it: Dagster marks the asset changed when it changes."""
+        return node.fingerprint
+
+
+#: shared by every dep between partitioned nodes (Dagster compares mappings per dep)
+_BY_TIME_WINDOW = dg.TimeWindowPartitionMapping()
+
+
+@functools.lru_cache(maxsize=1024)
+def _on_cron(cron: str, timezone: str) -> dg.AutomationCondition:
+    """One ``on_cron`` tree per grid, shared by its nodes (conditions are immutable)."""
+    return dg.AutomationCondition.on_cron(cron, timezone)
+
+
+@functools.lru_cache(maxsize=1)
+def _missing_or_running() -> dg.AutomationCondition:
+    return dg.AutomationCondition.missing() | dg.AutomationCondition.in_progress()
 
 
 @functools.lru_cache(maxsize=1024)

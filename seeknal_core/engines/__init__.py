@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 #: engine kind (what ``engine:`` selects) -> "module:class", imported on first use
 ENGINES: dict[str, str] = {
     "duckdb": "seeknal_core.engines.duckdb:DuckDBEngine",
+    "spark": "seeknal_core.engines.spark:SparkEngine",
 }
 
 

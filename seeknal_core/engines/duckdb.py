@@ -176,7 +176,7 @@ class DuckDBEngine:
                 except duckdb.Error as exc:
                     raise engine_error(exc, self._where()) from None
         for node in self.project.nodes.values():
-            if node.materialization == "parquet":
+            if node.materialization == "parquet" or node.engine == "spark":
                 self._register_parquet_view(node)
 
     def parquet_dir(self, node: TransformNode) -> Path:
@@ -184,10 +184,28 @@ class DuckDBEngine:
 
     def _register_parquet_view(self, node: TransformNode) -> None:
         folder = self.parquet_dir(node)
+        if node.engine == "spark":  # a partitioned dataset (engines/spark.py), without its key
+            if any(folder.glob("seeknal_interval=*/*.parquet")):  # not .spark-staging-* leftovers
+                glob = _sql_literal(str(folder / "seeknal_interval=*" / "*.parquet"))
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS SELECT * EXCLUDE (seeknal_interval) "
+                    f"FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)")
+            elif any(folder.glob("*.parquet")):  # an unscheduled node's whole dataset
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS SELECT * FROM "
+                                 f"read_parquet({_sql_literal(str(folder / '*.parquet'))})")
+            return
         if any(folder.glob("*.parquet")):
             glob = _sql_literal(str(folder / "*.parquet"))
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS "
                              f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
+
+    def _register_spark_inputs(self, node: TransformNode) -> None:
+        """Views over upstream Spark nodes whose first files appeared after this engine
+        opened (another engine wrote them earlier in the same run)."""
+        for dep in node.depends_on:
+            other = self.project.nodes.get(dep)
+            if other is not None and other.engine == "spark":
+                self._register_parquet_view(other)
 
     def _where(self, node: TransformNode | None = None) -> Path:
         """Where this engine writes, for a resource error's message."""
@@ -258,6 +276,7 @@ class DuckDBEngine:
         """Replace the node's rows for the contiguous ``intervals``; rows per interval.
 
         One transaction (rolled back on any error); duckdb's errors leave translated."""
+        self._register_spark_inputs(node)
         with self._writing(node):
             if node.materialization == "parquet":
                 return self._write_parquet(node, sql, intervals)
@@ -381,6 +400,7 @@ class DuckDBEngine:
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
+        self._register_spark_inputs(node)
         with self._writing(node):
             self.con.execute("BEGIN TRANSACTION")
             try:

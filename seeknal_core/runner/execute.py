@@ -186,7 +186,8 @@ def needs_database(project: Project, node: TransformNode) -> bool:
     for dep in node.depends_on:
         if dep in project.sources and not project.sources[dep].location:
             return True
-        if dep in project.nodes and project.nodes[dep].materialization != "parquet":
+        if dep in project.nodes and project.nodes[dep].materialization != "parquet" \
+                and project.nodes[dep].engine == "duckdb":
             return True
     return False
 

@@ -1,0 +1,182 @@
+"""The runner's interval contract on both engines: incremental runs, backfill,
+restatement with late data, failure isolation, readiness and lookback, each run once
+with ``engine: duckdb`` and once with ``engine: spark`` over the same Parquet files and
+the same (DuckDB-dialect) SQL, and every result compared with a direct DuckDB
+computation over the raw files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+from spark_env import spark, spark_group  # noqa: F401 - the session fixture
+
+from seeknal_core import runner
+from seeknal_core.project import load_project
+from seeknal_core.state import open_store
+
+pytestmark = spark_group
+ENGINES = ["duckdb", "spark"]
+
+HOURLY = """
+hourly:
+  schedule: "@hourly"
+  engine: {engine}
+  materialization: parquet
+  sql: |
+    SELECT date_trunc('hour', ts) AS hour, count(*) AS n, sum(CAST(v AS INTEGER)) AS v
+    FROM {{{{ ref('raw') }}}} WHERE ts >= '{{{{ start }}}}' AND ts < '{{{{ end }}}}' GROUP BY ALL
+  time_column: hour
+"""
+DAILY = """
+daily:
+  schedule: "@daily"
+  engine: {engine}
+  materialization: parquet
+  sql: |
+    SELECT CAST(date_trunc('day', hour) AS DATE) AS day, sum(n) AS n, sum(v) AS v
+    FROM {{{{ ref('hourly') }}}} WHERE hour >= '{{{{ start }}}}' AND hour < '{{{{ end }}}}' GROUP BY ALL
+  time_column: day
+"""
+DIRECT = {  # what each node must hold, computed straight from the raw files
+    "hourly": "SELECT date_trunc('hour', ts), count(*), sum(CAST(v AS INTEGER)) FROM raw GROUP BY ALL",
+    "daily": "SELECT CAST(ts AS DATE), count(*), sum(CAST(v AS INTEGER)) FROM raw GROUP BY ALL",
+}
+
+
+def write_day(root: Path, day: str, *, bad: bool = False, extra: int = 0) -> None:
+    """One Parquet file of raw rows (one per 10 minutes) for ``day``; ``bad`` puts a value
+    that does not cast to INTEGER at noon; ``extra`` adds late rows at 05:30."""
+    con = duckdb.connect()
+    folder = root / "data" / "raw"
+    folder.mkdir(parents=True, exist_ok=True)
+    con.execute(f"""COPY (
+        SELECT TIMESTAMP '{day}' + INTERVAL (i * 10) MINUTE AS ts,
+               CASE WHEN {bad} AND i = 72 THEN 'bad' ELSE CAST((i * 37) % 101 AS VARCHAR) END AS v
+        FROM range(144) t(i)
+        UNION ALL SELECT TIMESTAMP '{day} 05:30:00', '7' FROM range({extra})
+    ) TO '{folder / (day + '.parquet')}' (FORMAT PARQUET)""")
+
+
+def make(root: Path, engine: str, days: int = 3, nodes: str = HOURLY + DAILY):
+    (root / "seeknal" / "transforms").mkdir(parents=True)
+    (root / "seeknal" / "sources").mkdir(parents=True)
+    (root / "seeknal_project.yml").write_text("name: c\nstart: 2024-01-01\n")
+    (root / "seeknal" / "sources" / "raw.yml").write_text(
+        "raw:\n  path: data/raw/*.parquet\n  time_column: ts\n")
+    (root / "seeknal" / "transforms" / "nodes.yml").write_text(textwrap.dedent(nodes.format(engine=engine)))
+    for i in range(days):
+        write_day(root, f"{dt.date(2024, 1, 1) + dt.timedelta(days=i)}")
+    project = load_project(root)
+    return project, open_store(project.root, project.state_config)
+
+
+def output(root: Path, node: str) -> list[tuple]:
+    """A node's rows as DuckDB reads its Parquet output (either engine's layout), as text."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    folder = root / "target" / "data" / node
+    glob = folder / ("seeknal_interval=*" if any(folder.glob("seeknal_interval=*")) else "") / "*.parquet"
+    rel = con.execute(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+    keep = [i for i, d in enumerate(rel.description) if d[0] != "seeknal_interval"]
+    return sorted(tuple(_text(r[i]) for i in keep) for r in rel.fetchall())
+
+
+def direct(root: Path, node: str, since: str = "", until: str = "~") -> list[tuple]:
+    """What ``node`` must hold (rows whose time falls in ``[since, until)``, as text)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet('{root / 'data' / 'raw' / '*.parquet'}')")
+    got = [tuple(_text(v) for v in r) for r in con.execute(DIRECT[node]).fetchall()]
+    return sorted(r for r in got if since <= r[0] < until)
+
+
+def _text(value) -> str:
+    """Values as text both engines' types agree on (a TIMESTAMPTZ in UTC prints naive)."""
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, float) and value.is_integer():  # DuckDB writes a HUGEINT sum as DOUBLE
+        value = int(value)
+    return str(value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_incremental_then_only_the_new_hours(tmp_path, engine, spark):  # noqa: F811
+    project, store = make(tmp_path, engine, days=2)
+    first = runner.run(project, store, now="2024-01-02T00:00:00")
+    assert first.ok and [len(n.done) for n in first.nodes] == [24, 1]
+    assert [r for _, r in first.nodes[0].interval_rows] == [1] * 24
+    second = runner.run(project, store, now="2024-01-02T03:00:00")
+    assert [len(n.done) for n in second.nodes] == [3, 0]
+    runner.run(project, store, now="2024-01-03")
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
+    assert output(tmp_path, "daily") == direct(tmp_path, "daily")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backfill_fills_the_gap_and_daily_waits_for_its_hours(tmp_path, engine, spark):  # noqa: F811
+    project, store = make(tmp_path, engine, days=3)
+    first = runner.run(project, store, now="2024-01-02T12:00")
+    assert [len(n.done) for n in first.nodes] == [36, 1]
+    # readiness: a day is not run until all its 24 hours are complete
+    early = runner.run(project, store, nodes=["daily"], now="2024-01-04")
+    assert not early.nodes[0].done and len(early.nodes[0].skipped) == 2
+    assert all(r.startswith(runner.WAITING_FOR_UPSTREAM) for _, r in early.nodes[0].skipped)
+    gap = runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-04", now="2024-01-04")
+    assert [len(n.intervals) for n in gap.nodes] == [36, 2]  # 2024-01-02T12:00 .. 2024-01-04
+    assert runner.execute(gap, project, store).ok
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
+    assert output(tmp_path, "daily") == direct(tmp_path, "daily")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_restatement_picks_up_late_data_and_empties_vanished_hours(tmp_path, engine, spark):  # noqa: F811
+    project, store = make(tmp_path, engine, days=2)
+    runner.run(project, store, now="2024-01-03")
+    write_day(tmp_path, "2024-01-02", extra=5)  # 5 late rows at 05:30
+    runner.restate(project, store, ["hourly"], "2024-01-02T05:00", "2024-01-02T06:00", "late rows",
+                   actor="test", now="2024-01-03")
+    result = runner.run(project, store, now="2024-01-03")
+    assert result.ok and [n.interval_rows for n in result.nodes] == [
+        [((1704171600, 1704175200), 1)], [((1704153600, 1704240000), 1)]]
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
+    assert output(tmp_path, "daily") == direct(tmp_path, "daily")
+    # an interval whose re-run yields no rows loses its old rows
+    (tmp_path / "data" / "raw" / "2024-01-02.parquet").unlink()
+    runner.restate(project, store, ["hourly"], "2024-01-02", "2024-01-03", "day withdrawn",
+                   actor="test", now="2024-01-03")
+    again = runner.run(project, store, now="2024-01-03")
+    assert again.ok and sum(r for _, r in again.nodes[0].interval_rows) == 0
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
+    assert [d[0] for d in output(tmp_path, "daily")] == ["2024-01-01"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_bad_hour_is_isolated_and_retried_first(tmp_path, engine, spark):  # noqa: F811
+    project, store = make(tmp_path, engine, days=2)
+    write_day(tmp_path, "2024-01-02", bad=True)
+    result = runner.run(project, store, now="2024-01-03", batch_size=48)
+    hourly, daily = result.nodes
+    assert len(hourly.done) == 47 and [p for p, _ in hourly.failures] == [(1704196800, 1704200400)]
+    assert "2024-01-02T12:00:00" in hourly.failures[0][1] and "bad" in hourly.failures[0][1]
+    assert [r for _, r in daily.skipped] == ["upstream 'hourly' failed for this interval"]
+    write_day(tmp_path, "2024-01-02")
+    retry = runner.plan(project, store, now="2024-01-03")
+    assert retry.nodes[0].due == {(1704196800, 1704200400): "retry"}
+    assert runner.execute(retry, project, store).ok
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
+    assert output(tmp_path, "daily") == direct(tmp_path, "daily")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_lookback_reruns_the_last_hours_for_late_data(tmp_path, engine, spark):  # noqa: F811
+    project, store = make(tmp_path, engine, days=1, nodes=HOURLY + "  lookback: 2\n")
+    runner.run(project, store, now="2024-01-01T07:00")
+    write_day(tmp_path, "2024-01-01", extra=3)  # late rows for 05:00, inside the lookback
+    plan = runner.plan(project, store, now="2024-01-01T08:00")
+    assert sorted(plan.nodes[0].due.values()) == ["lookback", "lookback", "new"]
+    assert runner.execute(plan, project, store).ok
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly", until="2024-01-01 08")
