@@ -143,11 +143,12 @@ def test_missing_output_time_column_stops_the_run_with_one_line(tmp_path):
 def test_a_node_without_start_is_noted_not_run(tmp_path):
     root = make_project(tmp_path)
     (root / "seeknal_project.yml").write_text("name: t\n")
+    (root / "data" / "raw_events.csv").write_text("event_time,user_id,v\n")  # nothing to infer a start from
     result = invoke(root, "run")
     assert result.exit_code == 0
     assert result.output.splitlines()[0] == "events_flow: nothing to do"
     assert result.output.splitlines()[1].startswith("events_flow: note: no start: set `start:`")
     pending = invoke(root, "intervals", "pending")
-    assert pending.output.startswith("Pending intervals (0)\n  events_flow: note: no start")
+    assert pending.output.startswith("Pending intervals (0)\n  events_flow: note: start unknown until the first `seeknal run`")
     ranged = invoke(root, "intervals", "pending", "--start", "2024-01-02")
     assert ranged.output == "Pending intervals (2):\n  2024-01-02 to 2024-01-03\n  2024-01-03 to 2024-01-04\n"

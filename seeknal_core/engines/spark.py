@@ -286,9 +286,9 @@ class SparkEngine:
         except _spark_errors() as exc:
             raise engine_error(exc) from None
 
-    def earliest(self, source: SourceNode, column: str) -> int | None:
-        """``min(column)`` of the source as epoch seconds; naive values are read in the
-        project's timezone."""
+    def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """``min(column)`` of the source as epoch seconds; naive values are read in
+        ``timezone`` (the node's), default the project's."""
         try:
             df = self.relation(source.name)
             fields = {f.name.lower(): f for f in df.schema.fields}
@@ -306,4 +306,4 @@ class SparkEngine:
         parsed = dt.datetime.fromisoformat(value)
         if kind == "timestamp":
             return to_epoch(parsed.replace(tzinfo=dt.UTC))
-        return to_epoch(parsed, self.project.timezone)
+        return to_epoch(parsed, timezone or self.project.timezone)
