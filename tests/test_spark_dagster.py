@@ -18,7 +18,7 @@ pytestmark = spark_group
 def test_hourly_spark_node_feeds_daily_duckdb_node_through_dagster(tmp_path, spark, instance):  # noqa: F811
     project, store = make(tmp_path, "spark", days=2, nodes=HOURLY + DAILY.replace("{engine}", "duckdb"))
     store.close()
-    defs = build_definitions(tmp_path, sensors=False, schedules=False, checks=False)
+    defs = build_definitions(tmp_path, sensors=False, automation="none", checks=False)
     pools = {a.key.to_user_string(): a.op.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
     assert pools == {"hourly": SPARK_POOL, "daily": None} and SPARK_POOL != POOL  # daily: parquet files
     materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-02-23:00")

@@ -26,8 +26,9 @@ SPARK_NODES = ("hourly_events", "daily_revenue")
 
 def copy(root: Path, engine: str) -> Path:
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("data", "target", "__pycache__"))
-    _import_generator(root / "generate_data.py").generate(root / "data", rows=3_000, days=3,
-                                                         start=dt.date(2024, 1, 1))
+    gen = _import_generator(root / "generate_data.py")
+    gen.generate(root / "data", rows=3_000, days=3, start=dt.date(2024, 1, 1))
+    gen.follow(root / "seeknal_project.yml", dt.date(2024, 1, 1))  # the project's start follows the data
     for name in SPARK_NODES:
         path = root / "seeknal" / "transforms" / f"{name}.yml"
         text = path.read_text().replace(f"{name}:\n", f"{name}:\n  engine: {engine}\n  materialization: parquet\n", 1)
