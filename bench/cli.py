@@ -38,8 +38,9 @@ REDO_DAY = (
 )
 
 
-def timed(args: list[str], now: str | None = None, repeat: int = 1) -> float:
-    env = {**os.environ, **({"SEEKNAL_NOW": now} if now else {})}
+def timed(args: list[str], now: str | None = None, repeat: int = 1, env: dict | None = None) -> float:
+    """Best whole-process time of ``args`` (``env`` adds variables); a failure stops the bench."""
+    env = {**os.environ, **({"SEEKNAL_NOW": now} if now else {}), **(env or {})}
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli import timed as cli_timed  # noqa: E402  (bench/cli.py: one whole-process timer)
 
 SEEKNAL = str(Path(sys.executable).with_name("seeknal"))
 NOW = "2024-01-08T00:00:00Z"
@@ -52,15 +52,8 @@ def make_project(root: Path, n: int) -> None:
 
 
 def timed(args: list[str], repeat: int = 1, src: str | None = None) -> float:
-    env = {**os.environ, "SEEKNAL_NOW": NOW, **({"PYTHONPATH": src} if src else {})}
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        proc = subprocess.run(args, env=env, capture_output=True, text=True)
-        best = min(best, time.perf_counter() - t)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return best
+    """bench/cli.py's timer on the scale clock; ``src`` runs another source tree."""
+    return cli_timed(args, now=NOW, repeat=repeat, env={"PYTHONPATH": src} if src else None)
 
 
 def measure(n: int, baseline: str | None = None) -> dict[str, float]:
