@@ -100,10 +100,14 @@ class ChangePlan:
 
 
 def changed_nodes(project: Project, store: StateStore) -> list[str]:
-    """Nodes whose recorded fingerprint differs from their definition (cheap: no parsing)."""
+    """Nodes whose recorded definition differs from their own (cheap: fingerprints first,
+    the recorded definitions only for nodes whose fingerprint does not match)."""
     recorded = store.fingerprints()
-    return [n for n in project.topological_order()
-            if n in recorded and not project.nodes[n].fingerprint_matches(recorded[n])]
+    suspects = [n for n in project.topological_order()
+                if n in recorded and not project.nodes[n].fingerprint_matches(recorded[n])]
+    states = store.load() if suspects else {}
+    return [n for n in suspects if not project.nodes[n].fingerprint_matches(
+        recorded[n], getattr(states.get(n), "definition", None))]
 
 
 def change_plan(
@@ -187,7 +191,7 @@ class _Analyses:
 def _own_change(node: TransformNode, state: NodeState | None, analyses: _Analyses) -> NodeChange:
     if state is None or not state.fingerprint:
         return NodeChange(node.name, "new")
-    if node.fingerprint_matches(state.fingerprint):
+    if node.fingerprint_matches(state.fingerprint, state.definition):
         return NodeChange(node.name, "unchanged")
     from .. import changes as sql_changes
 

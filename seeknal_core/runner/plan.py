@@ -232,7 +232,7 @@ def plan(
             continue
         state = states.get(name)
         done = state.completed if state else IntervalSet()
-        if state and not node.fingerprint_matches(state.fingerprint):
+        if state and not node.fingerprint_matches(state.fingerprint, state.definition):
             node_plan.definition_changed = True  # execution keeps the recorded one: `seeknal plan`
             node_plan.notes.append("definition changed since its intervals were computed: "
                             "`seeknal plan` shows what to restate")

@@ -1,0 +1,110 @@
+"""Fingerprints from sqlglot's tokens: what they see, and upgrading from the parsed form.
+
+The chain and the CLI come from test_plan (real DuckDB, the CLI as a subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from test_cli import seeknal
+from test_plan import NODES, chain, edit_hourly, plan_json, run
+
+from seeknal_core.project import TransformNode, load_project
+from seeknal_core.state import open_store
+
+LATER = "2024-02-13T00:00:00Z"  # after NOW (2024-02-10): every node has new intervals
+
+
+def node(sql: str, **fields) -> TransformNode:
+    return TransformNode(name="n", sql=sql, schedule="@daily", time_column="ts", **fields)
+
+
+def test_tokens_see_literals_numbers_and_operators_but_not_case_or_quotes():
+    base = node("SELECT a, sum(b) AS s FROM t WHERE c = 'A' AND d >= 1e5 GROUP BY a")
+    same = [
+        'select "a", SUM(b) as s from t where c = \'A\' and d>=1e5 group by a;',
+        "SELECT a, Sum ( b ) AS s /* x */ FROM t WHERE c = 'A' AND d >= 1e5 GROUP BY a -- y",
+    ]
+    for sql in same:
+        assert node(sql).fingerprint == base.fingerprint, sql
+    different = [
+        base.sql.replace("'A'", "'a'"),  # a literal's case
+        base.sql.replace("1e5", "1 e5"),  # 1 AS e5
+        base.sql.replace(">=", ">"),
+        base.sql.replace("AS s", "AS S2"),
+        base.sql.replace("FROM t", 'FROM "T"'),  # a quoted identifier keeps its case
+    ]
+    for sql in different:
+        assert node(sql).fingerprint != base.fingerprint, sql
+    assert len({node(sql).fingerprint for sql in different}) == len(different)
+
+
+def test_fingerprints_and_dagster_code_versions_need_no_parse(tmp_path):
+    """Loading, fingerprinting and matching an unchanged node never parses SQL: the
+    normalised (parsed) SQL is asked for by neither the project nor the Dagster adapter."""
+    root = chain(tmp_path / "p")
+    code = (
+        "import json, sys; import seeknal_dagster as sd; from seeknal_core.project import load_project, sql;"
+        f"p = load_project({str(root)!r}); fps = {{n: x.fingerprint for n, x in p.nodes.items()}};"
+        "assert all(x.fingerprint_matches(fps[n]) for n, x in p.nodes.items());"
+        f"g = sd.build_definitions({str(root)!r}).resolve_asset_graph();"
+        "cv = {k.path[-1]: g.get(k).code_version for k in g.get_all_asset_keys() if k.path[-1] in fps};"
+        "print(json.dumps([fps, cv, sorted(sql.USED['normalized'])]))"
+    )
+
+    def load() -> list:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    fps, versions, parsed = load()
+    assert versions == fps and set(fps) == set(NODES) and parsed == []
+    assert load() == [fps, versions, []], "stable across loads"
+    edit_hourly(root, "AND v > 0", "AND v > 1")
+    edited, versions, _ = load()
+    assert versions == edited and edited["hourly"] != fps["hourly"]
+    assert {n: edited[n] for n in NODES if n != "hourly"} == {n: fps[n] for n in NODES if n != "hourly"}
+
+
+def _record_parsed_form(root: Path) -> None:
+    """State as seeknal 0.2 left it: fingerprints of the normalised (parsed) SQL."""
+    project, store = load_project(root), open_store(root)
+    for name, n in project.nodes.items():
+        assert n.ast_fingerprint != n.fingerprint
+        store.set_fingerprint(name, n.ast_fingerprint, definition=n.definition)
+    store.close()
+
+
+def test_state_with_parsed_form_fingerprints_reports_no_change_and_runs_record_tokens(tmp_path):
+    root = chain(tmp_path / "p", settings="on_change: fail\n")
+    run(root, "run", "--backfill")
+    _record_parsed_form(root)
+    data = plan_json(root)
+    assert {n["status"] for n in data["nodes"]} == {"unchanged"} and data["total_intervals"] == 0
+    later = seeknal("run", "-p", str(root), now=LATER)
+    assert later.returncode == 0 and "definition" not in later.stderr, later.stderr
+    project, store = load_project(root), open_store(root)
+    assert {n: store.node(n).fingerprint for n in NODES} == {n: project.nodes[n].fingerprint for n in NODES}
+    edit_hourly(root, "AND v > 0", "AND v > 50")
+    refused = seeknal("run", "-p", str(root), now=LATER)
+    assert refused.returncode == 2 and "definitions changed" in refused.stderr
+
+
+def test_an_edit_only_the_tokens_see_is_no_change_and_the_next_run_records_it(tmp_path):
+    """``v AS amount`` -> ``v amount``: other tokens, the same parsed query; with
+    ``on_change: fail`` runs go on, and the next run records the new fingerprint."""
+    root = chain(tmp_path / "p", settings="on_change: fail\n")
+    run(root, "run", "--backfill")
+    recorded = open_store(root).node("hourly").fingerprint
+    edit_hourly(root, "v AS amount", "v amount")
+    assert load_project(root).nodes["hourly"].fingerprint != recorded
+    data = plan_json(root)
+    assert {n["status"] for n in data["nodes"]} == {"unchanged"} and data["total_intervals"] == 0
+    later = seeknal("run", "-p", str(root), now=LATER)
+    assert later.returncode == 0 and "definition" not in later.stderr, later.stderr
+    assert open_store(root).node("hourly").fingerprint == load_project(root).nodes["hourly"].fingerprint
+    assert plan_json(root)["total_intervals"] == 0
