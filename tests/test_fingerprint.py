@@ -37,6 +37,11 @@ def test_tokens_see_literals_numbers_and_operators_but_not_case_or_quotes():
         base.sql.replace(">=", ">"),
         base.sql.replace("AS s", "AS S2"),
         base.sql.replace("FROM t", 'FROM "T"'),  # a quoted identifier keeps its case
+        base.sql.replace("1e5", "0x1F"), base.sql.replace("1e5", "0 x1F"),  # 0 AS x1F
+        base.sql.replace("1e5", "1_000"), base.sql.replace("1e5", "1 _000"),
+        base.sql.replace("'A'", "$$A  B$$"), base.sql.replace("'A'", "$$A B$$"),  # spaces in a string
+        base.sql.replace("'A'", "E'A\\' B'"), base.sql.replace("'A'", "E'A\\'  B'"),
+        base.sql.replace("d >= 1e5", "d > = 1e5"),
     ]
     for sql in different:
         assert node(sql).fingerprint != base.fingerprint, sql
@@ -44,8 +49,8 @@ def test_tokens_see_literals_numbers_and_operators_but_not_case_or_quotes():
 
 
 def test_fingerprints_and_dagster_code_versions_need_no_parse(tmp_path):
-    """Loading, fingerprinting and matching an unchanged node never parses SQL: the
-    normalised (parsed) SQL is asked for by neither the project nor the Dagster adapter."""
+    """Loading, fingerprinting and matching an unchanged node never parses SQL: neither the
+    project nor the Dagster adapter asks for the normalised SQL or imports sqlglot."""
     root = chain(tmp_path / "p")
     code = (
         "import json, sys; import seeknal_dagster as sd; from seeknal_core.project import load_project, sql;"
@@ -53,7 +58,7 @@ def test_fingerprints_and_dagster_code_versions_need_no_parse(tmp_path):
         "assert all(x.fingerprint_matches(fps[n]) for n, x in p.nodes.items());"
         f"g = sd.build_definitions({str(root)!r}).resolve_asset_graph();"
         "cv = {k.path[-1]: g.get(k).code_version for k in g.get_all_asset_keys() if k.path[-1] in fps};"
-        "print(json.dumps([fps, cv, sorted(sql.USED['normalized'])]))"
+        "print(json.dumps([fps, cv, sorted(sql.USED['normalized']) + [m for m in sys.modules if 'sqlglot' in m]]))"
     )
 
     def load() -> list:

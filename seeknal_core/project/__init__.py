@@ -8,6 +8,7 @@ Layout::
     seeknal/transforms/*.yml    SQL transforms, several per file, keyed by node name
 
 Modules: ``sql`` (table references, ``ref()``, time column, normalised SQL),
+``fingerprint`` (the token digest fingerprints hash),
 ``nodes`` (TransformNode, SourceNode), ``graph`` (Project and its topological order),
 ``fields`` (validation of one mapping, one-line errors), ``loader`` (files and YAML).
 Loading validates everything a user can get wrong and reports it as one

@@ -4,8 +4,8 @@ that have not changed since, so each file is parsed once, not once per command.
 Every entry is keyed by a hash of the exact text it was computed from (a YAML file's
 bytes, a query's SQL), so an entry can never be stale: an edited file simply misses.
 It holds the parsed YAML of each node file, what the SQL scanner found in each query,
-and the normalised SQL behind fingerprints (keyed with the sqlglot version that
-printed it).  The file is only an accelerator: unreadable or foreign content is
+the token digest behind fingerprints, and the normalised SQL that runs record (keyed
+with the sqlglot version that printed it).  The file is only an accelerator: unreadable or foreign content is
 ignored, it is replaced atomically (temp file, rename), and a failure to write it
 never fails a command.  Entries not used by the last load are dropped when it is
 written, so the file tracks the project's size.

@@ -1,5 +1,5 @@
 """Reading SQL without running it: table references, ``ref()`` calls, the time column,
-the token digest that fingerprints hash and the normalised text that change plans diff.
+and the normalised text that change plans diff (fingerprints: :mod:`.fingerprint`).
 
 Dependencies and the time column come from a small tokenizer, not from sqlglot: a
 project loads on every command, and the tokenizer takes 0.07 ms a query where sqlglot
@@ -264,9 +264,10 @@ def _sqlglot_build() -> str:
     return f"{info.st_mtime_ns}:{info.st_size}" if info else "?"
 
 
-def _memo(table: str, compute, name: str, sql: str, dialect: str) -> str:
-    """``compute(name, sql, dialect)``, memoised in ``MEMO[table]`` (kept by the load cache)."""
-    key = text_key(name, dialect, sql, _sqlglot_build())
+def _memo(table: str, compute, name: str, sql: str, dialect: str, build: str) -> str:
+    """``compute(name, sql, dialect)``, memoised in ``MEMO[table]`` (kept by the load cache)
+    under the text and ``build`` (what else the result depends on)."""
+    key = text_key(name, dialect, sql, build)
     USED[table].add(key)
     value = MEMO[table].get(key)
     if value is None:
@@ -276,54 +277,7 @@ def _memo(table: str, compute, name: str, sql: str, dialect: str) -> str:
 
 def normalize_sql(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
     """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it."""
-    return _memo("normalized", _normalize, name, sql, dialect)
-
-
-def token_digest(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
-    """A digest of the node's SQL as sqlglot's tokenizer reads it: what fingerprints hash.
-
-    Comments, whitespace, keyword and function-name case and optional identifier quotes
-    do not count; literals and identifiers do, as written.  One tokenizer pass (no
-    parse), memoised and kept by the load cache.
-    """
-    return _memo("tokens", _token_digest, name, sql, dialect)
-
-
-#: token types whose text is data (case counts): literals; identifiers are handled apart
-_LITERALS = ("STRING", "NUMBER", "BIT_STRING", "HEX_STRING", "BYTE_STRING", "NATIONAL_STRING",
-             "NATIONAL_RAW_STRING", "RAW_STRING", "HEREDOC_STRING", "UNICODE_STRING", "HINT")
-
-
-def _token_digest(name: str, sql: str, dialect: str) -> str:
-    """See :func:`token_digest`.  SQL that does not render or tokenize is hashed as its
-    raw text with whitespace collapsed (a fingerprint never stops a project loading)."""
-    from ..templating import placeholder_sql
-
-    try:
-        rendered = placeholder_sql(name, sql)
-    except ProjectError:
-        return text_key("raw", " ".join(sql.split()))
-    from sqlglot.dialects.dialect import Dialect
-    from sqlglot.tokens import TokenType
-
-    try:
-        tokens = Dialect.get_or_raise(dialect).tokenizer().tokenize(rendered)
-    except Exception:  # noqa: BLE001 - TokenError, or a dialect sqlglot lacks: the fallback
-        return text_key("raw", " ".join(sql.split()))
-    literals = {getattr(TokenType, t) for t in _LITERALS if hasattr(TokenType, t)}
-    names, paren = (TokenType.VAR, TokenType.IDENTIFIER), TokenType.L_PAREN
-    while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
-        tokens.pop()
-    parts = []
-    for i, token in enumerate(tokens):
-        kind, text = token.token_type, token.text
-        if kind in names:  # "b" and b are one identifier; sum( and SUM( one function
-            call = kind == TokenType.VAR and i + 1 < len(tokens) and tokens[i + 1].token_type == paren
-            kind, text = ("fn", text.upper()) if call else ("id", text)
-        else:
-            kind, text = kind.name, text if kind in literals else text.upper()
-        parts.append(f"{kind}:{len(text)}:{text}")
-    return text_key("tokens", *parts)
+    return _memo("normalized", _normalize, name, sql, dialect, _sqlglot_build())
 
 
 def _normalize(name: str, sql: str, dialect: str) -> str:
