@@ -105,7 +105,7 @@ def plan_lines(sess: Session, plan: Plan, *, dry_run: bool = False) -> list[str]
             text = f"{'Would rebuild' if dry_run else 'Rebuilding'} the whole table (no schedule)"
         elif node_plan.due:
             text = render.describe_due(node_plan.due, node, verb)
-            batches = len(node_plan.batches())
+            batches = node_plan.batch_count()
             if dry_run:
                 text += f" in {render.plural(batches, 'batch', 'batches')}"
         elif node_plan.notes:
