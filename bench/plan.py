@@ -9,7 +9,8 @@ pending` on the same project.  Both are whole processes, best of 3; wall and CPU
 (1,087,038 intervals), with nothing done and with every other day done, planned by this
 tree and by the per-interval planner of ``--baseline`` (a git revision, unpacked with `git
 archive`), each in its own process, alternating, median of ``--repeat``: plan time and the
-peak of the memory planning allocates (tracemalloc, in a second, traced call).
+peak of the memory planning allocates (tracemalloc, in a second, traced call); then the
+whole `seeknal run --dry-run --json` process of each tree: wall time and peak RSS.
 
 Run: .venv/bin/python bench/plan.py [--case change|grid|all] [--nodes 1000] [--changed 10]
      [--baseline 9bfaf78] [--repeat 3]
@@ -141,6 +142,35 @@ print(json.dumps({"seconds": seconds, "peak": peak, "total": plan.total_interval
 """
 
 
+#: the `seeknal` command of the tree on sys.path[0], whole process
+CLI = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import seeknal_core
+assert seeknal_core.__file__.startswith(sys.path[0]), seeknal_core.__file__
+from seeknal_core.cli import main
+sys.argv[0] = "seeknal"
+sys.exit(main())
+"""
+
+
+def whole_process(tree: Path, root: Path, mode: str) -> tuple[float, int]:
+    """(wall seconds, peak RSS KiB) of `seeknal run --dry-run --json` with ``tree``'s code."""
+    args = [sys.executable, "-c", CLI, str(tree), "run", "--dry-run", "--json", "--project-path", str(root)]
+    if mode == "backfill":
+        args.append("--backfill")
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, env={**os.environ, "SEEKNAL_NOW": GRID_NOW}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status != 0:
+        raise SystemExit(f"{tree}: seeknal run --dry-run failed: {proc.stderr.read().decode()}")
+    proc.returncode = 0  # reaped above
+    proc.stderr.close()
+    return wall, usage.ru_maxrss
+
+
 def grid_project(root: Path, every_other_day: bool) -> Path:
     (root / "seeknal" / "sources").mkdir(parents=True)
     (root / "seeknal" / "transforms").mkdir(parents=True)
@@ -190,7 +220,9 @@ def grid_case(baseline: str, repeat: int) -> None:
                                           capture_output=True, text=True)
                     if proc.returncode != 0:
                         raise SystemExit(f"{side} failed:\n{proc.stderr}")
-                    samples[side].append(json.loads(proc.stdout))
+                    sample = json.loads(proc.stdout)
+                    sample["process"] = whole_process(tree, root, mode)
+                    samples[side].append(sample)
             ours, base = samples["ours"], samples[baseline]
             assert {s["total"] for s in ours} == {s["total"] for s in base}, (ours, base)
             assert {s["runs"] for s in ours} == {s["runs"] for s in base}, (ours, base)
@@ -201,6 +233,11 @@ def grid_case(baseline: str, repeat: int) -> None:
             memory = median(s["peak"] for s in base) / median(s["peak"] for s in ours)
             print(f"{label:32} {'':7} {'baseline / ours':22} {seconds:7.0f}x {memory:8.0f}x  "
                   f"({ours[0]['total']:,} intervals)")
+            wall = {side: median(s["process"][0] for s in got) for side, got in samples.items()}
+            rss = {side: median(s["process"][1] for s in got) / 1024 for side, got in samples.items()}
+            print(f"{'  whole `seeknal run --dry-run --json`':40} wall {wall['ours']:.2f} s vs {wall[baseline]:.2f} s "
+                  f"({wall[baseline] / wall['ours']:.1f}x), peak RSS {rss['ours']:.0f} MiB vs "
+                  f"{rss[baseline]:.0f} MiB ({rss[baseline] / rss['ours']:.1f}x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
