@@ -538,6 +538,8 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 node["partition_keys"] = sorted(set(node["partition_keys"]))
                 if raw.get("definition") is not None:  # absent when None: a node line as written
                     node["definition"] = json.loads(json.dumps(raw["definition"]))
+                if raw.get("inferred_start") is not None:
+                    node["inferred_start"] = raw["inferred_start"]
                 nodes[name] = node
             self._replace_log(data["audit"])
             new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],
