@@ -174,7 +174,8 @@ class Due(Mapping[Pair, Reason]):
         """The reasons of the runs overlapping [start, end)."""
         i = max(bisect_right(self._starts, start) - 1, 0)
         out: set[Reason] = set()
-        for run in self.runs[i:]:
+        for k in range(i, len(self.runs)):  # no slice: called once per batch written
+            run = self.runs[k]
             if run.start >= end:
                 break
             if run.end > start:
