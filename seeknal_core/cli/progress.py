@@ -134,7 +134,7 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
             extra: dict | None = None) -> int:
     """Run the plan with progress, print the summary; the exit code (1 if any failed)."""
     run_id = uuid.uuid4().hex[:12]
-    busy = any(np.due or np.full_refresh for np in plan.nodes)
+    busy = any(node_plan.due or node_plan.full_refresh for node_plan in plan.nodes)
     if not as_json:
         lines = plan_lines(sess, plan)
         if lines:
