@@ -34,8 +34,9 @@ def test_transpiled_template_keeps_jinja_and_names_what_spark_lacks():
         "SELECT DATE_TRUNC('HOUR', ts) AS hour, CAST(SUM(v) AS BIGINT) AS v FROM {{ ref('raw') }} "
         "WHERE ts >= '{{ start }}' AND ts < '{{ end }}' GROUP BY ALL")
     for bad, construct in [("SELECT * FROM a ASOF JOIN b ON a.t >= b.t", "ASOF JOIN"),
-                           ("SELECT time_bucket(INTERVAL 7 DAY, ts) FROM a", "time_bucket(...)"),
-                           ("SELECT timezone('UTC', ts) FROM a", "timezone(...)")]:
+                           # translated in general (test_spark_time.py), but not these forms
+                           ("SELECT time_bucket(INTERVAL 1 MONTH, ts) FROM a", "time_bucket(...)"),
+                           ("SELECT timezone('UTC', ts) FROM a", "timezone(...)")]:  # ts: of unknown type
         with pytest.raises(ProjectError) as err:
             spark_template("weekly", bad, "duckdb")
         message = str(err.value)
