@@ -12,6 +12,8 @@ from spark_env import spark, spark_group  # noqa: F401
 
 from seeknal_core.engines.spark_sql import spark_template
 from seeknal_core.errors import ProjectError
+from seeknal_core.project import load_project
+from seeknal_core.state import open_store
 
 pytestmark = spark_group
 COLUMNS = (("d", "date"), ("ts", "naive"), ("tz", "instant"))
@@ -85,3 +87,37 @@ def test_what_does_not_translate_is_one_line_naming_it(sql, construct):
         spark_template("weekly", sql, "duckdb", COLUMNS)
     message = str(err.value)
     assert "\n" not in message and message.startswith("node 'weekly': ") and construct in message
+
+
+CSV_NODE = """
+hourly:
+  schedule: "@hourly"
+  engine: {engine}
+  materialization: parquet
+  time_column: hour
+  sql: |
+    SELECT date_trunc('hour', ts) AS hour, timezone('America/New_York', ts) AS ny, count(*) AS n
+    FROM {{{{ ref('raw') }}}} WHERE ts >= '{{{{ start }}}}' AND ts < '{{{{ end }}}}' GROUP BY ALL
+"""
+
+
+def test_a_csv_timestamp_is_naive_on_spark_as_on_duckdb(tmp_path, spark):  # noqa: F811
+    """Spark infers a CSV timestamp as an instant, DuckDB as naive: the SQL means DuckDB's."""
+    from test_spark_contract import make, output
+
+    from seeknal_core import runner
+
+    results = []
+    for engine in ("duckdb", "spark"):
+        root = tmp_path / engine
+        root.mkdir()
+        project, store = make(root, engine, days=1, nodes=CSV_NODE)
+        duckdb.execute(f"COPY (SELECT * FROM read_parquet('{root}/data/raw/*.parquet')) TO '{root}/raw.csv'")
+        (root / "seeknal" / "sources" / "raw.yml").write_text("raw:\n  path: raw.csv\n  time_column: ts\n")
+        store.close()
+        project = load_project(root)
+        store = open_store(project.root, project.state_config)
+        assert runner.run(project, store, now="2024-01-02").ok
+        results.append(output(root, "hourly"))
+    assert results[0] == results[1] and len(results[0]) == 144  # one row per 10 minutes
+    assert results[0][0][:2] == ("2024-01-01 00:00:00", "2024-01-01 05:00:00")  # 00:00 in New York, in UTC

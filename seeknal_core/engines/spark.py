@@ -200,15 +200,20 @@ class SparkEngine:
     def _input_columns(self, node: TransformNode) -> tuple[tuple[str, str], ...]:
         """The time-typed columns of what the node reads, by kind (``naive`` for
         TIMESTAMP_NTZ, ``instant`` for TIMESTAMP, ``date``), as DuckDB would type them;
-        a name two inputs type differently is left out."""
+        a name two inputs type differently is left out.  Spark infers a CSV timestamp as an
+        instant where DuckDB reads it naive: there it counts as naive (in the UTC session
+        both hold the same wall clock)."""
         if node.name not in self._columns:
             kinds: dict[str, str | None] = {}
             names = [d for d in node.depends_on if d in self.project.sources or d in self.project.nodes]
             if self.dataset_dir(node.name).is_dir():
                 names.append(node.name)
             for name in names:
+                source = self.project.sources.get(name)
+                csv = source is not None and (source.format or "").lower() == "csv"
                 for f in self.relation(name).schema.fields:
                     kind = _KIND.get(f.dataType.typeName())
+                    kind = "naive" if csv and kind == "instant" else kind
                     key = f.name.lower()
                     kinds[key] = kind if kinds.get(key, kind) == kind else None
             self._columns[node.name] = tuple(sorted((k, v) for k, v in kinds.items() if v))
