@@ -45,7 +45,10 @@ class ResourceError(EngineError):
 
 @runtime_checkable
 class Engine(Protocol):
-    """One engine instance serves one run; the runner closes what it opened."""
+    """One engine instance serves one run; the runner closes what it opened.
+
+    An engine whose SQL is not DuckDB's also has ``render_sql(node, start, end) -> str``
+    (Spark's transpiles once per node); the runner then passes what it renders as ``sql``."""
 
     #: ``"duckdb"`` or ``"spark"``: what ``engine:`` in a project or node selects
     name: str

@@ -50,6 +50,8 @@ _RESOURCE = ("no space left on device", "disk quota exceeded", "connection refus
              "sparkcontext was shut down", "cannot call methods on a stopped sparkcontext",
              "read-only file system", "outofmemoryerror", "java heap space")
 _lock = threading.Lock()
+#: Spark's type names -> the kinds the transpiler tells apart (spark_time.py)
+_KIND = {"timestamp_ntz": "naive", "timestamp": "instant", "date": "date"}
 
 
 def partition_value(start: int) -> str:
@@ -142,7 +144,8 @@ class SparkEngine:
                 self.spark.conf.set(key, value)
         except _spark_errors() as exc:
             raise engine_error(exc) from None
-        self._kinds: dict[str, str] = {}
+        #: per node: the kinds of its input columns, read once (what the transpiler needs)
+        self._columns: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def close(self) -> None:
         if self._owned:
@@ -194,6 +197,38 @@ class SparkEngine:
         if self.dataset_dir(node.name).is_dir():
             self.relation(node.name).createOrReplaceTempView(node.name)
 
+    def _input_columns(self, node: TransformNode) -> tuple[tuple[str, str], ...]:
+        """The time-typed columns of what the node reads, by kind (``naive`` for
+        TIMESTAMP_NTZ, ``instant`` for TIMESTAMP, ``date``), as DuckDB would type them;
+        a name two inputs type differently is left out.  Spark infers a CSV timestamp as an
+        instant where DuckDB reads it naive: there it counts as naive (in the UTC session
+        both hold the same wall clock)."""
+        if node.name not in self._columns:
+            kinds: dict[str, str | None] = {}
+            names = [d for d in node.depends_on if d in self.project.sources or d in self.project.nodes]
+            if self.dataset_dir(node.name).is_dir():
+                names.append(node.name)
+            for name in names:
+                source = self.project.sources.get(name)
+                csv = source is not None and (source.format or "").lower() == "csv"
+                for f in self.relation(name).schema.fields:
+                    kind = _KIND.get(f.dataType.typeName())
+                    kind = "naive" if csv and kind == "instant" else kind
+                    key = f.name.lower()
+                    kinds[key] = kind if kinds.get(key, kind) == kind else None
+            self._columns[node.name] = tuple(sorted((k, v) for k, v in kinds.items() if v))
+        return self._columns[node.name]
+
+    def render_sql(self, node: TransformNode, start: dt.datetime | None, end: dt.datetime | None) -> str:
+        """The node's SQL for ``[start, end)`` in Spark SQL, what ``write_intervals`` and
+        ``replace_table`` run: transpiled from its dialect once per node (on its first
+        batch), its variables rendered per batch.  The runner renders through this in
+        place of DuckDB's rendering."""
+        try:
+            return render_spark_sql(node, start, end, self._input_columns(node))
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
+
     # -- time ranges ----------------------------------------------------------------------
     def _bound(self, node: TransformNode, kind: str, t: int) -> str:
         """Interval bound ``t`` as a literal in the time column's own terms: wall clock of
@@ -228,13 +263,14 @@ class SparkEngine:
         """Replace the node's partition directories for ``intervals`` with the rows of the
         batch's query that fall inside them; rows per interval.
 
-        ``sql`` is ignored when it is the DuckDB rendering the runner passes: the node's
-        SQL is transpiled and rendered here, for the batch's range."""
-        del sql, partition_keys  # partition tracking re-runs whole intervals here
-        spark_sql = render_spark_sql(node, from_epoch(intervals[0][0]), from_epoch(intervals[-1][1]))
+        ``sql`` is the batch's SQL in Spark's dialect, as ``render_sql`` gives it (None:
+        rendered here)."""
+        del partition_keys  # partition tracking re-runs whole intervals here
+        if sql is None:
+            sql = self.render_sql(node, from_epoch(intervals[0][0]), from_epoch(intervals[-1][1]))
         try:
             self._register(node)
-            query = self.spark.sql(spark_sql)
+            query = self.spark.sql(sql)
             column, kind = self._time_column(node, query)
             query.createOrReplaceTempView("__seeknal_batch")
             bounds = ", ".join(f"('{partition_value(a)}', {self._bound(node, kind, a)}, "
@@ -275,11 +311,13 @@ class SparkEngine:
         return [counts.get(v, 0) for v in values]
 
     def replace_table(self, node: TransformNode, sql: str | None) -> int:
-        """Full refresh of an unscheduled node: its dataset is overwritten whole."""
-        spark_sql = render_spark_sql(node, None, None)
+        """Full refresh of an unscheduled node: its dataset is overwritten whole (``sql``
+        as for ``write_intervals``)."""
+        if sql is None:
+            sql = self.render_sql(node, None, None)
         try:
             self._register(node)
-            df = self.spark.sql(spark_sql)
+            df = self.spark.sql(sql)
             folder = self.dataset_dir(node.name)
             df.write.mode("overwrite").option("partitionOverwriteMode", "static").parquet(str(folder))
             return int(self.spark.read.parquet(str(folder)).count())

@@ -6,8 +6,12 @@ Jinja expressions (``{{ start }}``, ``{{ ref('x') }}``) are swapped for sentinel
 identifiers, the text is transpiled, and the expressions are put back, so the
 template still renders per interval exactly as on DuckDB.  SQL with Jinja blocks
 (``{% if %}``) cannot be parsed before rendering; it is rendered first and then
-transpiled, per interval.  A construct sqlglot cannot express in Spark SQL is one
-``ProjectError`` line naming the node and the construct.
+transpiled, per interval.  DuckDB's time functions whose result depends on their
+argument's type (``timezone()``, ``time_bucket()``, ``date_trunc``) are rewritten by
+spark_time.py, told the kinds of the input columns (``columns``: name -> "naive",
+"instant" or "date", from the engine's view of the node's inputs).  A construct that
+cannot be expressed in Spark SQL is one ``ProjectError`` line naming the node and the
+construct.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from functools import lru_cache
 from ..errors import ProjectError
 from ..project import TransformNode
 from ..templating import render_sql
+from .spark_time import Untranslatable, rewrite
 
 _EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _SENTINEL = "__seeknal_jinja_{}__"
@@ -33,26 +38,31 @@ def spark_identifier(name: str) -> str:
 
 #: constructs sqlglot carries over unchanged although Spark SQL has no such thing
 _NO_SPARK_JOIN = ("ASOF", "POSITIONAL")
-_NO_SPARK_FUNCTION = {"timezone", "epoch", "strptime", "list_reduce", "list_transform"}
+_NO_SPARK_FUNCTION = {"epoch", "strptime", "list_reduce", "list_transform"}
+#: what only spark_time.py translates, and only from DuckDB's dialect
+_TIME_FUNCTION = {"timezone"}
+
+Columns = tuple[tuple[str, str], ...]
 
 
-def _untranslatable(tree) -> str | None:
+def _untranslatable(tree, dialect: str) -> str | None:
     """The first construct in a parsed query that Spark SQL cannot run, by name."""
     from sqlglot import exp
 
+    refused = _NO_SPARK_FUNCTION if dialect == "duckdb" else _NO_SPARK_FUNCTION | _TIME_FUNCTION
     for found in tree.walk():
         if isinstance(found, exp.Join) and str(found.args.get("method") or "").upper() in _NO_SPARK_JOIN:
             return f"{str(found.args['method']).upper()} JOIN"
         if type(found).__name__ == "Columns":
             return "COLUMNS(...)"
-        if isinstance(found, exp.DateBin):
+        if isinstance(found, exp.DateBin) and dialect != "duckdb":
             return "time_bucket(...) (Spark has no DATE_BIN)"
-        if isinstance(found, exp.Anonymous) and str(found.name).lower() in _NO_SPARK_FUNCTION:
+        if isinstance(found, exp.Anonymous) and str(found.name).lower() in refused:
             return f"{str(found.name).lower()}(...)"
     return None
 
 
-def _transpile(name: str, sql: str, dialect: str) -> str:
+def _transpile(name: str, sql: str, dialect: str, columns: Columns = ()) -> str:
     import sqlglot
     from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
@@ -60,9 +70,13 @@ def _transpile(name: str, sql: str, dialect: str) -> str:
         return sql
     try:
         trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
-        construct = next((c for c in map(_untranslatable, trees) if c), None)
+        construct = next((c for c in (_untranslatable(t, dialect) for t in trees) if c), None)
         if construct is None:
+            if dialect == "duckdb":
+                trees = [rewrite(t, dict(columns)) for t in trees]
             return ";\n".join(t.sql(dialect="spark", unsupported_level=ErrorLevel.RAISE) for t in trees)
+    except Untranslatable as exc:
+        construct = str(exc)
     except UnsupportedError as exc:
         construct = " ".join(str(exc).split())
     except ParseError as exc:
@@ -77,9 +91,10 @@ def _transpile(name: str, sql: str, dialect: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def spark_template(name: str, sql: str, dialect: str) -> str | None:
+def spark_template(name: str, sql: str, dialect: str, columns: Columns = ()) -> str | None:
     """The node's template with its SQL in Spark's dialect (Jinja expressions intact), or
-    None when the template has Jinja blocks and must be rendered before transpiling."""
+    None when the template has Jinja blocks and must be rendered before transpiling.
+    ``columns``: the kinds of its input columns, ``(("event_time", "naive"), ...)``."""
     text = sql.replace("__START__", "{{ start }}").replace("__END__", "{{ end }}")
     if any(mark in text for mark in _BLOCKS):
         return None
@@ -89,23 +104,18 @@ def spark_template(name: str, sql: str, dialect: str) -> str | None:
         expressions.append(m.group())
         return _SENTINEL.format(len(expressions) - 1)
 
-    spark = _transpile(name, _EXPRESSION.sub(hide, text), dialect)
+    spark = _transpile(name, _EXPRESSION.sub(hide, text), dialect, columns)
     return _SENTINEL_BACK.sub(lambda m: expressions[int(m.group(1))], spark)
 
 
-def check_transpiles(node: TransformNode) -> None:
-    """Raise the one-line error now if the node's SQL will not transpile (before a run
-    writes anything)."""
-    spark_template(node.name, node.sql, node.dialect)
-
-
-def render_spark_sql(node: TransformNode, start, end) -> str:
+def render_spark_sql(node: TransformNode, start, end, columns: Columns = ()) -> str:
     """The node's SQL for ``[start, end)`` in Spark SQL, with ``ref()`` and ``this`` as
-    Spark identifiers (the engine registers a temp view per relation)."""
-    template = spark_template(node.name, node.sql, node.dialect)
+    Spark identifiers (the engine registers a temp view per relation): the transpiled
+    template (cached) rendered, or, with Jinja blocks, rendered and then transpiled."""
+    template = spark_template(node.name, node.sql, node.dialect, columns)
     if template is None:
         rendered = render_sql(node, start, end, relation_for=spark_identifier_for_duckdb_parse)
-        return _transpile(node.name, rendered, node.dialect)
+        return _transpile(node.name, rendered, node.dialect, columns)
     return render_sql(replace(node, sql=template), start, end, relation_for=spark_identifier)
 
 

@@ -196,6 +196,13 @@ def _needs_database(project: Project, the_plan: Plan) -> bool:
                for node_plan in the_plan.nodes if node_plan.due or node_plan.full_refresh)
 
 
+def renderer(engine: Engine):
+    """What renders a node's SQL for ``engine``: its own ``render_sql`` when its dialect is
+    not DuckDB's (Spark: transpiled once per node, variables rendered per batch), else the
+    project's template rendering."""
+    return getattr(engine, "render_sql", render_sql)
+
+
 def _error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -203,7 +210,7 @@ def _error_text(exc: BaseException) -> str:
 def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
     t = time.perf_counter()
     try:
-        rows = engine.replace_table(node, render_sql(node, None, None))
+        rows = engine.replace_table(node, renderer(engine)(node, None, None))
     except (QueryError, BatchError, ResourceError) as exc:  # recorded; the run goes on unless a resource
         error = f"node '{node.name}': {_error_text(exc)}"
         result.failures.append(((0, 0), error))
@@ -234,6 +241,7 @@ class _NodeRunner:
         self.engine, self.store, self.node, self.node_plan = engine, store, node, node_plan
         self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
         self.run_id, self.failed_nodes = run_id, failed_nodes
+        self.render = renderer(engine)
         self.upstream = project.upstream(node.name)
         # upstream nodes finished before this one started: their state is read once
         self.upstream_done = {u: store.completed(u) for u in self.upstream
@@ -314,7 +322,7 @@ class _NodeRunner:
         keys = [partition_key(node, p) for p in group] if node.partition_column else []
         t = time.perf_counter()
         try:
-            counts = self.engine.write_intervals(node, render_sql(node, start, end), group, keys)
+            counts = self.engine.write_intervals(node, self.render(node, start, end), group, keys)
         except (QueryError, BatchError, ResourceError) as exc:
             if isinstance(exc, BatchError) and len(group) > 1:  # split to isolate the bad intervals
                 mid = len(group) // 2
