@@ -424,9 +424,11 @@ class IntervalCalculator:
             if len(ticks) < 2:
                 return []
             bounds = _to_datetimes(ticks)
-            grid = list(map(_new_interval, zip(bounds, bounds[1:])))
-            covered = _covered_flags(ticks, bounds, completed_intervals, self._tz)
-            return grid if covered is None else list(compress(grid, covered.translate(_NOT)))
+            periods = zip(bounds, bounds[1:])
+            pending = _pending_flags(ticks, bounds, completed_intervals, self._tz)
+            if pending is not None:
+                periods = compress(periods, pending)
+            return list(map(_new_interval, periods))
 
     def get_missing_intervals(self, completed_intervals: Iterable[object], start_date: TimeLike,
                               end_date: TimeLike, schedule: str | Schedule | None = None) -> list[Interval]:
@@ -497,45 +499,57 @@ def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
     return covered
 
 
-def _covered_flags(ticks: list[int], bounds: list[dt.datetime], completed: Iterable[object],
+def _pending_flags(ticks: list[int], bounds: list[dt.datetime], completed: Iterable[object],
                    tz: dt.tzinfo) -> bytearray | None:
-    """``flags[k] == 1`` when ``completed`` covers grid interval k whole (None: nothing done).
+    """``flags[k] == 1`` when grid interval k is pending: not covered whole by ``completed``
+    (None: nothing is done, all are pending).
 
-    Members given as aware datetimes (the usual case) are placed on the grid by bisecting
-    its datetimes, with no conversion; any other member (naive, a date, text) makes the
-    whole input go through an exact ``IntervalSet``, which also reports malformed ones.
+    Members given as aware datetimes (the usual case) are placed on the grid without
+    conversion; any other member (naive, a date, text) makes the whole input go through an
+    exact ``IntervalSet``, which also reports malformed ones.
     """
     if isinstance(completed, IntervalSet):
-        done = completed
+        covered = _covered_index_runs(ticks, completed)
     else:
-        items = list(completed)
+        items = completed if isinstance(completed, list) else list(completed)
         if not items:
             return None
-        try:
-            return _flags_by_bisection(bounds, items)
-        except (TypeError, ValueError):
-            done = IntervalSet(items, timezone=tz)
-    flags = bytearray(len(ticks) - 1)
-    for i, j in _covered_index_runs(ticks, done):
-        flags[i:j] = b"\x01" * (j - i)
-    return flags
+        covered = _place_datetimes(bounds, items)
+        if covered is None:
+            covered = _covered_index_runs(ticks, IntervalSet(items, timezone=tz))
+    pending = bytearray(b"\x01") * (len(ticks) - 1)
+    for i, j in covered:
+        if j == i + 1:  # the usual member: one period
+            pending[i] = 0
+        elif i < j:
+            pending[i:j] = bytes(j - i)
+    return pending
 
 
-def _flags_by_bisection(bounds: list[dt.datetime], items: list) -> bytearray:
-    """Grid intervals covered by aware ``(start, end)`` datetimes; TypeError or ValueError
-    for anything else (naive values cannot be compared with the grid's aware ones)."""
-    flags = bytearray(len(bounds) - 1)
-    for start, end in items:
-        if not start < end:
-            raise ValueError("interval start must be before its end")
-        i = bisect_left(bounds, start)
-        j = bisect_right(bounds, end) - 1
-        if i < j:
-            flags[i:j] = b"\x01" * (j - i)
-    return flags
+def _place_datetimes(bounds: list[dt.datetime], items: list) -> Iterable[tuple[int, int]] | None:
+    """Aware ``(start, end)`` datetimes as grid index pairs (i, j): the member covers grid
+    intervals i .. j-1 whole (none when i >= j).  None when a member is anything else (not
+    a pair, a naive value, start not before end), for the exact path to read or reject.
+
+    Aware datetimes in one zone compare field by field, so bisecting the grid's datetimes
+    in C is cheaper than converting or hashing them.  A start is bisected; an end is first
+    compared with the tick after the start's (a member is usually one period).
+    """
+    try:
+        starts, ends = zip(*items, strict=True)  # ValueError unless every member is a pair
+        if any(map(operator.ge, starts, ends)):  # TypeError for naive against aware
+            return None
+        firsts = list(map(bisect_left, repeat(bounds), starts))  # first tick at or after start
+        after = bounds[1:] + [None, None]  # after[i]: the tick after bounds[i]; None past the end
+        one_period_ends = [after[i] for i in firsts]
+        if one_period_ends == list(ends):
+            return zip(firsts, [i + 1 for i in firsts])
+        lasts = [i - 1 for i in map(bisect_right, repeat(bounds), ends)]  # last tick at or before end
+    except (TypeError, ValueError):
+        return None
+    return zip(firsts, lasts)
 
 
-_NOT = bytes([1]) + bytes(255)  # bytes.translate table: 0 -> 1, anything else -> 0
 _new_interval = partial(tuple.__new__, Interval)  # an Interval from trusted bounds, in C
 
 
@@ -557,12 +571,13 @@ def _to_datetimes(values: list[int]) -> list[dt.datetime]:
     if not values:
         return []
     first = EPOCH + dt.timedelta(seconds=values[0])
-    gaps = [b - a for a, b in zip(values, values[1:])]
-    distinct = {gap: dt.timedelta(seconds=gap) for gap in set(gaps)}
-    if len(distinct) == 1:  # a regular grid
-        steps = repeat(distinct.popitem()[1], len(gaps))
+    step = values[1] - values[0] if len(values) > 1 else 1
+    if values == list(range(values[0], values[-1] + 1, step)):  # a regular grid: one spacing
+        steps = repeat(dt.timedelta(seconds=step), len(values) - 1)
     else:
-        steps = map(distinct.__getitem__, gaps)
+        gaps = [b - a for a, b in zip(values, values[1:])]
+        spacing = {gap: dt.timedelta(seconds=gap) for gap in set(gaps)}
+        steps = map(spacing.__getitem__, gaps)
     return list(accumulate(steps, operator.add, initial=first))
 
 
