@@ -518,36 +518,58 @@ def _pending_flags(ticks: list[int], bounds: list[dt.datetime], completed: Itera
         if covered is None:
             covered = _covered_index_runs(ticks, IntervalSet(items, timezone=tz))
     pending = bytearray(b"\x01") * (len(ticks) - 1)
-    for i, j in covered:
-        if j == i + 1:  # the usual member: one period
+    if isinstance(covered, _OnePeriodEach):
+        for i in covered.firsts:
             pending[i] = 0
-        elif i < j:
+        return pending
+    for i, j in covered:
+        if i < j:
             pending[i:j] = bytes(j - i)
     return pending
 
 
-def _place_datetimes(bounds: list[dt.datetime], items: list) -> Iterable[tuple[int, int]] | None:
-    """Aware ``(start, end)`` datetimes as grid index pairs (i, j): the member covers grid
-    intervals i .. j-1 whole (none when i >= j).  None when a member is anything else (not
-    a pair, a naive value, start not before end), for the exact path to read or reject.
+class _OnePeriodEach(NamedTuple):
+    """Members that each cover exactly grid interval ``i`` for i in ``firsts`` (the usual input)."""
 
-    Aware datetimes in one zone compare field by field, so bisecting the grid's datetimes
-    in C is cheaper than converting or hashing them.  A start is bisected; an end is first
-    compared with the tick after the start's (a member is usually one period).
+    firsts: list[int]
+
+
+def _place_datetimes(bounds: list[dt.datetime], items: list) -> Runs | _OnePeriodEach | None:
+    """Aware ``(start, end)`` datetimes on the grid: index pairs (i, j), the member covering
+    grid intervals i .. j-1 whole (none when i >= j).  None when a member is anything else
+    (not a pair, a naive value, start not before end), for the exact path to read or reject.
+
+    Aware datetimes in one zone compare field by field in C, far cheaper than converting
+    or hashing them.  Starts are found by a scan from the previous member's position (a
+    step or two for members in order), else bisected; ends are first compared with the
+    tick after their start's (a member is usually one period).
     """
     try:
         starts, ends = zip(*items, strict=True)  # ValueError unless every member is a pair
         if any(map(operator.ge, starts, ends)):  # TypeError for naive against aware
             return None
-        firsts = list(map(bisect_left, repeat(bounds), starts))  # first tick at or after start
+        try:
+            firsts = _tick_positions(bounds, starts)
+        except ValueError:  # a start between ticks, or members out of order
+            firsts = list(map(bisect_left, repeat(bounds), starts))  # TypeError for naive values
         after = bounds[1:] + [None, None]  # after[i]: the tick after bounds[i]; None past the end
-        one_period_ends = [after[i] for i in firsts]
-        if one_period_ends == list(ends):
-            return zip(firsts, [i + 1 for i in firsts])
+        if [after[i] for i in firsts] == list(ends):
+            return _OnePeriodEach(firsts)
         lasts = [i - 1 for i in map(bisect_right, repeat(bounds), ends)]  # last tick at or before end
     except (TypeError, ValueError):
         return None
-    return zip(firsts, lasts)
+    return list(zip(firsts, lasts))
+
+
+def _tick_positions(bounds: list[dt.datetime], starts: Iterable[dt.datetime]) -> list[int]:
+    """The index in ``bounds`` of each start, each found at or after the previous one's;
+    ValueError when a start is not a tick there."""
+    positions = []
+    k = 0
+    for start in starts:
+        k = bounds.index(start, k)
+        positions.append(k)
+    return positions
 
 
 _new_interval = partial(tuple.__new__, Interval)  # an Interval from trusted bounds, in C
