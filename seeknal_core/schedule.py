@@ -256,7 +256,16 @@ class Schedule:
         if not self._every_day and not self._day_fires(day):
             return
         midnight = dt.datetime(day.year, day.month, day.day)
-        resolved = {t for w in self._times for t in self._resolve(midnight + dt.timedelta(seconds=w))}
+        naive_midnight = (ordinal - _EPOCH_ORDINAL) * DAY
+        tz = self._tz
+        resolved = set()
+        for w in self._times:
+            wall = midnight + dt.timedelta(seconds=w)
+            offset = tz.utcoffset(wall)
+            if offset == tz.utcoffset(wall.replace(fold=1)):  # one reading: not at the change
+                resolved.add(naive_midnight + w - offset // _SECOND)
+            else:
+                resolved.update(self._resolve(wall))
         for t in sorted(resolved):
             if lo <= t <= hi and (not out or t > out[-1]):
                 out.append(t)
