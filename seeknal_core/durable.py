@@ -17,6 +17,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["FileMutex", "atomic_write", "sweep_temp_files", "write_all"]
 
 _COUNTER = itertools.count(1)
@@ -114,46 +119,50 @@ def close_quietly(fd: int | None) -> None:
             pass
 
 
+def _try_flock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    if fcntl is None:  # pragma: no cover - no POSIX flock here (Windows): filelock's native lock
+        return _filelock_descriptors()[0](fd, blocking=False)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unflock(fd: int) -> None:
+    if fcntl is None:  # pragma: no cover
+        _filelock_descriptors()[1](fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @cache
-def _filelock() -> tuple[Any, Any, Any, Any]:
-    """filelock's (FileLock, Timeout, lock_descriptor, unlock_descriptor), imported on the
-    first lock (read-only commands take none; the import costs ~20 ms).  The descriptor
-    functions (filelock >= 3.30: the same flock as FileLock, on a descriptor we keep
-    open) are None in older versions, which use FileLock per acquisition."""
+def _filelock_descriptors() -> tuple[Any, Any]:  # pragma: no cover - Windows
     import filelock
 
-    return (filelock.FileLock, filelock.Timeout, getattr(filelock, "lock_descriptor", None),
-            getattr(filelock, "unlock_descriptor", None))
+    return filelock.lock_descriptor, filelock.unlock_descriptor
 
 
 class FileMutex:
-    """An exclusive inter-process flock on ``lock_path`` (filelock's native lock).
+    """An exclusive inter-process lock on ``lock_path``: ``flock`` on a descriptor kept open.
 
-    With filelock >= 3.30 the descriptor stays open between acquisitions (one ``open``
-    per process instead of one per mutation); a lock file deleted or replaced meanwhile
-    is noticed and reopened, since a lock on a deleted file guards nothing.
+    The lock is the one filelock's ``FileLock`` takes on POSIX (``flock``), called
+    directly: importing filelock costs ~12 ms, 6% of a one-interval run; platforms
+    without ``fcntl`` use filelock's native descriptor lock.  One ``open`` per process,
+    not per mutation; a lock file deleted or replaced meanwhile is noticed and reopened,
+    since a lock on a deleted file guards nothing.
     """
 
     def __init__(self, lock_path: Path, timeout: float) -> None:
         self.lock_path = lock_path
         self.timeout = timeout
-        self._file_lock: Any = None  # a FileLock, with filelock < 3.30
         self._fd: int | None = None
         self._pid = 0
 
     def acquire(self) -> None:
         """Take the lock; ``TimeoutError`` after ``timeout`` seconds, ``OSError`` when the
         lock file cannot be opened."""
-        file_lock, timeout_error, lock_descriptor, unlock_descriptor = _filelock()
-        if lock_descriptor is None:  # pragma: no cover - older filelock
-            if self._file_lock is None:
-                self._file_lock = file_lock(self.lock_path, timeout=self.timeout, thread_local=False,
-                                            poll_interval=0.001)
-            try:
-                self._file_lock.acquire()
-            except timeout_error:
-                raise TimeoutError(str(self.lock_path)) from None
-            return
         deadline = time.monotonic() + self.timeout
         delay = 0.0002
         while True:
@@ -162,7 +171,7 @@ class FileMutex:
                 self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._pid = os.getpid()
             fd = self._fd
-            if lock_descriptor(fd, blocking=False):
+            if _try_flock(fd):
                 held = os.fstat(fd)
                 try:
                     current = os.stat(self.lock_path)
@@ -170,7 +179,7 @@ class FileMutex:
                     current = None
                 if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
                     return
-                unlock_descriptor(fd)  # the lock file was deleted or replaced: reopen
+                _unflock(fd)  # the lock file was deleted or replaced: reopen
                 os.close(fd)
                 self._fd = None
                 continue
@@ -180,10 +189,8 @@ class FileMutex:
             delay = min(delay * 1.5, 0.005)
 
     def release(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()
-        elif self._fd is not None:
-            _filelock()[3](self._fd)
+        if self._fd is not None:
+            _unflock(self._fd)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

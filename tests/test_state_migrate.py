@@ -47,6 +47,7 @@ def fill(store) -> None:
                                                         "engine": "duckdb", "time_column": None})
     store.mark_complete_many({"orders": Interval(d(8), d(9)), "daily": Interval(d(2), d(3))},
                              origin="manual")
+    store.set_inferred_start("daily", int(d(1).timestamp()))  # a node without `start:`
 
 
 def snapshot(store) -> dict:
@@ -76,6 +77,8 @@ def test_json_to_postgres_to_json_loses_nothing(tmp_path, pg_dsn, pg_schema):
     copy_state(pg, back)
 
     expected = snapshot(first)
+    assert expected["export"]["nodes"]["daily"]["inferred_start"] == "2024-01-01T00:00:00Z"
+    assert "inferred_start" not in expected["export"]["nodes"]["orders"]
     assert snapshot(pg) == expected
     assert snapshot(back) == expected
     assert snapshot(JsonStateStore(back.path)) == expected, "as read from disk"

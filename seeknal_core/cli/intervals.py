@@ -157,15 +157,16 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
     sess = session()
     nodes = _select(sess, node, schedule)
     plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end, last), mode="backfill")
-    node_plans = [np for np in plan.nodes if not np.full_refresh]
+    node_plans = [node_plan for node_plan in plan.nodes if not node_plan.full_refresh]
     _unknown_starts(sess, node_plans)
-    total = sum(len(np.due) for np in node_plans)
+    total = sum(len(node_plan.due) for node_plan in node_plans)
     if as_json:
         render.echo_json({"now": plan.now.isoformat(), "total": total, "nodes": [
-            {"node": np.node, "timezone": sess.project.nodes[np.node].timezone, "notes": np.notes,
-             "intervals": [render.interval_dict(a, b, sess.project.nodes[np.node], reason=np.due[(a, b)])
-                           for a, b in np.intervals]}
-            for np in node_plans]})
+            {"node": node_plan.node, "timezone": sess.project.nodes[node_plan.node].timezone,
+             "notes": node_plan.notes,
+             "intervals": [render.interval_dict(a, b, sess.project.nodes[node_plan.node], reason=reason)
+                           for (a, b), reason in node_plan.due.items()]}
+            for node_plan in node_plans]})
         return 0
     out = [f"Pending intervals ({total}){':' if total else ''}"]  # one write: thousands of lines
     several = len(node_plans) > 1

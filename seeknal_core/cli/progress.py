@@ -105,7 +105,7 @@ def plan_lines(sess: Session, plan: Plan, *, dry_run: bool = False) -> list[str]
             text = f"{'Would rebuild' if dry_run else 'Rebuilding'} the whole table (no schedule)"
         elif node_plan.due:
             text = render.describe_due(node_plan.due, node, verb)
-            batches = len(node_plan.batches())
+            batches = node_plan.batch_count()
             if dry_run:
                 text += f" in {render.plural(batches, 'batch', 'batches')}"
         elif node_plan.notes:
@@ -134,7 +134,7 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
             extra: dict | None = None) -> int:
     """Run the plan with progress, print the summary; the exit code (1 if any failed)."""
     run_id = uuid.uuid4().hex[:12]
-    busy = any(np.due or np.full_refresh for np in plan.nodes)
+    busy = any(node_plan.due or node_plan.full_refresh for node_plan in plan.nodes)
     if not as_json:
         lines = plan_lines(sess, plan)
         if lines:

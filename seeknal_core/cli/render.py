@@ -134,12 +134,15 @@ def _json_default(value: Any) -> Any:
 
 # -- what a plan will do ----------------------------------------------------------------------
 def describe_due(due: Mapping[Pair, str], node: TransformNode, verb: str = "Processing") -> str:
-    """``Processing 1 new interval (2024-01-04 to 2024-01-05)``; mixed reasons are counted."""
-    counts: dict[str, int] = {}
-    for reason in due.values():
-        counts[reason] = counts.get(reason, 0) + 1
+    """``Processing 1 new interval (2024-01-04 to 2024-01-05)``; mixed reasons are counted
+    (from the runs of a plan's ``Due``; a plain mapping is taken as runs first)."""
+    from ..runner.due import Due
+
+    if not isinstance(due, Due):
+        due = Due.from_mapping(node.schedule, due)
+    counts = due.reason_counts()
     total = len(due)
-    where = spans_text(due, node)
+    where = spans_text(due.spans(), node)
     if len(counts) == 1:
         word = REASON_WORDS.get(next(iter(counts)), next(iter(counts)))
         return f"{verb} {total} {word} interval{'' if total == 1 else 's'} ({where})"

@@ -4,9 +4,10 @@
 after the data commits; ``restate`` records which intervals must be recomputed, and why.
 """
 
+from ..intervals import coalesce
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
 from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute, needs_database, run
-from .plan import NodePlan, Plan, coalesce, node_bounds, partition_interval, plan, time_sources
+from .plan import NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
 from .restate import restate, restatement_impact
 
 __all__ = [

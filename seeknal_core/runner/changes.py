@@ -25,7 +25,7 @@ from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..timeutil import UTC, TimeLike, from_epoch, to_epoch
 from .common import Pair
-from .plan import _grid_pairs, node_bounds
+from .plan import grid_pairs, node_bounds
 
 if TYPE_CHECKING:
     from .. import changes as sql_changes
@@ -228,7 +228,7 @@ def _own_restatement(node: TransformNode, entry: NodeChange, done: IntervalSet, 
         return []
     _, limit = node_bounds(node, now_s)
     span = done if lo is None else done.intersection([(from_epoch(lo), from_epoch(_FOREVER))])
-    pairs = _grid_pairs(node.schedule, span, limit)
+    pairs = grid_pairs(node.schedule, span, limit)
     if set(entry.fields) <= {"schedule", "timezone"}:  # history stays; partial intervals redo
         return [p for p in pairs if not done.covers(*p)]
     return pairs
@@ -245,7 +245,7 @@ def _downstream_pairs(node: TransformNode, done: IntervalSet, upstream: list[Int
         reach = [(from_epoch(lo if lo is not None else 0), from_epoch(_FOREVER))]
     else:
         reach = IntervalSet().union(p for s in upstream for p in s)
-    return _grid_pairs(node.schedule, done.intersection(reach), limit)
+    return grid_pairs(node.schedule, done.intersection(reach), limit)
 
 
 # -- applying a plan -----------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
 from ..errors import SeeknalError, StateNotRecordedError
-from ..intervals import IntervalSet
+from ..intervals import IntervalSet, coalesce
 from ..project import Project, TransformNode
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
-from .plan import NodePlan, Plan, coalesce, plan
+from .plan import NodePlan, Plan, partition_key, plan
 
 if TYPE_CHECKING:
     from ..state import StateStore
@@ -119,12 +119,11 @@ def execute(
                 _refresh(engines.for_node(node), store, node, result, progress,
                          origin or the_plan.mode, run_id, failed_nodes)
             elif node_plan.due:
-                batches = node_plan.batches()
-                progress.node_started(node_plan.node, node_plan, len(batches))
+                progress.node_started(node_plan.node, node_plan, node_plan.batch_count())
                 runner = _NodeRunner(engines.for_node(node), store, project, node, node_plan, result,
                                      progress, origin, the_plan.mode, run_id, failed_nodes)
                 try:
-                    for batch in batches:
+                    for batch in node_plan.due.batches(node_plan.batch_size):  # listed one at a time
                         runner.run(batch)
                 finally:
                     runner.flush()
@@ -303,7 +302,7 @@ class _NodeRunner:
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
             return self.origin
-        reasons = {self.node_plan.due.get(p, "new") for p in group}
+        reasons = self.node_plan.due.reasons_within(group[0][0], group[-1][1])
         for reason in ("restate", "backfill", "partition"):
             if reason in reasons:
                 return _ORIGIN[reason]
@@ -312,7 +311,7 @@ class _NodeRunner:
     def _write(self, group: list[Pair]) -> None:
         node = self.node
         start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
-        keys = [self.node_plan.partition_keys[p] for p in group if p in self.node_plan.partition_keys]
+        keys = [partition_key(node, p) for p in group] if node.partition_column else []
         t = time.perf_counter()
         try:
             counts = self.engine.write_intervals(node, render_sql(node, start, end), group, keys)

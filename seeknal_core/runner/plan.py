@@ -11,47 +11,44 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..intervals import IntervalSet, coalesce, pending_index_runs
+from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
 from .common import MAX_INTERVALS, Mode, Pair, PlanError, Reason
+from .due import Due, Run, covering_run, expand, uncovered_runs
 
 if TYPE_CHECKING:
-    from ..state import StateStore
+    from ..state import NodeState, StateStore
 
 
 @dataclass
 class NodePlan:
-    """What one node will do: intervals due (with why), or a full refresh."""
+    """What one node will do: the intervals due (as runs, with why), or a full refresh."""
 
     node: str
-    due: dict[Pair, Reason] = field(default_factory=dict)
+    due: Due = field(default_factory=Due)
     batch_size: int | None = None
     full_refresh: bool = False
-    partition_keys: dict[Pair, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     definition_changed: bool = False
 
     @property
     def intervals(self) -> list[Pair]:
-        return sorted(self.due)
+        """Every due interval, in order (listed: for execution and per-interval display)."""
+        return list(self.due)
 
     def batches(self) -> list[list[Pair]]:
         """Retries first, each alone; then contiguous runs up to ``batch_size``."""
-        retries = [[p] for p in self.intervals if self.due[p] == Reason.RETRY]
-        rest = [p for p in self.intervals if self.due[p] != Reason.RETRY]
-        return retries + coalesce(rest, self.batch_size)
+        return list(self.due.batches(self.batch_size))
 
-    def runs(self) -> list[tuple[int, int, Reason, int]]:
+    def batch_count(self) -> int:
+        """How many batches execution makes (one for a full refresh), without listing them."""
+        return 1 if self.full_refresh else self.due.batch_count(self.batch_size)
+
+    def runs(self) -> list[Run]:
         """Contiguous due intervals with the same reason: (start, end, reason, count)."""
-        out: list[tuple[int, int, Reason, int]] = []
-        for (a, b), reason in sorted(self.due.items()):
-            if out and out[-1][1] == a and out[-1][2] == reason:
-                out[-1] = (out[-1][0], b, reason, out[-1][3] + 1)
-            else:
-                out.append((a, b, reason, 1))
-        return out
+        return list(self.due.runs)
 
     def to_dict(self, tz: str = "UTC", *, each: bool = False) -> dict:
         """JSON of the plan: one object per run of due intervals, or per interval (``each``)."""
@@ -61,14 +58,14 @@ class NodePlan:
             return {"start": from_epoch(a).isoformat(), "end": from_epoch(b).isoformat(),
                     "local_start": from_epoch(a).astimezone(zone).isoformat()}
 
-        due = ({"intervals": [{**bounds(a, b), "reason": self.due[(a, b)]} for a, b in self.intervals]}
+        due = ({"intervals": [{**bounds(a, b), "reason": reason} for (a, b), reason in self.due.items()]}
                if each else
-               {"runs": [{**bounds(a, b), "count": n, "reason": r} for a, b, r, n in self.runs()]})
+               {"runs": [{**bounds(a, b), "count": n, "reason": r} for a, b, r, n in self.due.runs]})
         return {
             "node": self.node,
             "full_refresh": self.full_refresh,
             **due,
-            "batches": len(self.batches()) if not self.full_refresh else 1,
+            "batches": self.batch_count(),
             "notes": list(self.notes),
         }
 
@@ -91,15 +88,6 @@ class Plan:
         }
 
 
-def _ticks_within(schedule: Schedule, lo: int, hi: int) -> list[int]:
-    """Ticks t with lo <= t <= hi (bounding the intervals inside [lo, hi]), after checking
-    that their number is one a command can handle."""
-    if hi <= lo:
-        return []
-    check_size(schedule, lo, hi)
-    return schedule.ticks(lo, hi)
-
-
 def check_size(schedule: Schedule, lo: int, hi: int) -> None:
     """Refuse, before listing anything, a range of more than ``MAX_INTERVALS`` intervals."""
     count = schedule.estimate_ticks(lo, hi) - 1
@@ -110,18 +98,47 @@ def check_size(schedule: Schedule, lo: int, hi: int) -> None:
             "the range with --start/--end (or a later start:, or check the clock and $SEEKNAL_NOW)")
 
 
-def _pending(ticks: list[int], done: IntervalSet) -> list[Pair]:
-    """The grid's intervals not covered by ``done``, expanded from its pending runs."""
-    return [(ticks[k], ticks[k + 1]) for i, j in pending_index_runs(ticks, done) for k in range(i, j)]
-
-
-def _pairs_overlapping(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
-    """Every interval of the grid that overlaps [lo, hi), whole."""
+def _sized(schedule: Schedule, lo: int, hi: int) -> Pair | None:
+    """The run of grid intervals between the ticks ``lo`` and ``hi``, once its size is checked."""
     if hi <= lo:
-        return []
-    lo, hi = schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi)
-    ticks = _ticks_within(schedule, lo, hi)
-    return list(zip(ticks, ticks[1:]))
+        return None
+    check_size(schedule, lo, hi)
+    return lo, hi
+
+
+def overlapping_run(schedule: Schedule, lo: int, hi: int) -> Pair | None:
+    """The run of every grid interval that overlaps [lo, hi), whole (None if hi <= lo)."""
+    run = covering_run(schedule, lo, hi)
+    return None if run is None else _sized(schedule, *run)
+
+
+def overlapping_pairs(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
+    """Every interval of the grid that overlaps [lo, hi), whole."""
+    run = overlapping_run(schedule, lo, hi)
+    return [] if run is None else list(expand(schedule, *run))
+
+
+def grid_runs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
+    """Runs of the grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
+    last = schedule.tick_at_or_before(limit)
+    out: list[Pair] = []
+    for a, b in intervals.pairs():
+        run = overlapping_run(schedule, a, min(b, limit))
+        if run is None:
+            continue
+        start, end = run[0], min(run[1], last)
+        if end <= start:
+            continue
+        if out and out[-1][1] >= start:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def grid_pairs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
+    """Grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
+    return [pair for a, b in grid_runs(schedule, intervals, limit) for pair in expand(schedule, a, b)]
 
 
 def node_bounds(node: TransformNode, now_s: int, include_open: bool = False,
@@ -218,7 +235,7 @@ def plan(
     keys = [k for k in (partitions or ()) if k.strip()]
     explicit = [(to_epoch(a), to_epoch(b)) for a, b in (intervals or ())]
     has_range = start is not None or end is not None
-    _range(start, end, "UTC")  # an inverted range is an error even for an empty node list
+    range_bounds(start, end, "UTC")  # an inverted range is an error even for an empty node list
     states = store.load()
     out: list[NodePlan] = []
     for name in names:
@@ -231,70 +248,107 @@ def plan(
             node_plan.full_refresh = True
             continue
         state = states.get(name)
-        done = state.completed if state else IntervalSet()
         if state and not node.fingerprint_matches(state.fingerprint):
             node_plan.definition_changed = True  # execution keeps the recorded one: `seeknal plan`
             node_plan.notes.append("definition changed since its intervals were computed: "
-                            "`seeknal plan` shows what to restate")
-        schedule = node.schedule
+                                   "`seeknal plan` shows what to restate")
         inferred = (inferred_starts or {}).get(name)
         if inferred is None and state is not None and state.inferred_start is not None:
             inferred = int((state.inferred_start - EPOCH).total_seconds())
         lo, hi = node_bounds(node, now_s, include_open, inferred)
         if keys or explicit:
-            for key in keys:
-                node_plan.due[partition_interval(node, key)] = Reason.PARTITION
-            for a, b in explicit:
-                for pair in _pairs_overlapping(schedule, a, b):
-                    node_plan.due[pair] = Reason.PARTITION
-            if node.end is not None:  # named partitions too: nothing past the node's end
-                past = [p for p in node_plan.due if p[1] > schedule.tick_at_or_before(to_epoch(node.end))]
-                for pair in past:
-                    del node_plan.due[pair]
-                if past:
-                    node_plan.notes.append(f"{len(past)} interval(s) end after the node's end "
-                                           f"{node.end.isoformat()}: not run")
-            if node.partition_column:
-                node_plan.partition_keys.update({p: _key(node, p) for p in node_plan.due})
+            node_plan.due = _named(node, node_plan, keys, explicit)
             continue
-        if mode in (Mode.BACKFILL, Mode.RESTATE) or has_range:
-            range_lo, range_hi = _range(start, end, node.timezone)
-            # like SQLMesh, a range never reaches before the node's own start
-            a = lo if range_lo is None else (range_lo if lo is None else max(range_lo, lo))
-            if a is None:
-                node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml, "
-                                "or pass --start")
-                continue
-            b = hi if range_hi is None else min(range_hi, hi)
-            for pair in _missing_overlapping(schedule, done, a, b, hi):
-                node_plan.due[pair] = Reason.BACKFILL
-        else:
-            if lo is None and not done:
-                node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
-                continue
-            last_end = done.last_end()
-            first = max(lo, last_end) if (lo is not None and last_end is not None) else (
-                last_end if last_end is not None else lo)
-            if first < hi:  # an up-to-date node (done up to the last tick) lists no grid
-                for pair in _pending(_ticks_within(schedule, schedule.tick_at_or_after(first), hi), done):
-                    node_plan.due[pair] = Reason.NEW
-            if node.lookback and last_end is not None:
-                ticks = schedule.ticks(_back(schedule, last_end, node.lookback), last_end)
-                for pair in zip(ticks, ticks[1:]):
-                    _add(node_plan.due, pair, Reason.LOOKBACK)
+        wanted = (_in_range(node, node_plan, state, lo, hi, start, end)
+                  if mode in (Mode.BACKFILL, Mode.RESTATE) or has_range
+                  else _after_last(node, node_plan, state, lo, hi))
+        if wanted is None:  # no start: noted
+            continue
         if state:
-            for pair in _grid_pairs(schedule, state.failed_intervals, hi):
-                _add(node_plan.due, pair, Reason.RETRY)
-            for restatement in state.pending_restatements:
-                for pair in _grid_pairs(schedule, IntervalSet(restatement.intervals), hi):
-                    if not done.covers(*pair):
-                        _add(node_plan.due, pair, Reason.RESTATE)
-        if node.partition_column:
-            node_plan.partition_keys.update({p: _key(node, p) for p in node_plan.due})
+            wanted += _redo(node.schedule, state, hi)
+        node_plan.due = Due.merged(node.schedule, wanted)
     return Plan(mode=mode, now=now_dt, nodes=out)
 
 
-def _range(start: TimeLike | None, end: TimeLike | None, timezone: str) -> tuple[int | None, int | None]:
+#: a run of grid intervals and why it is due, before runs are merged (``Due.merged``)
+Wanted = list[tuple[int, int, Reason]]
+
+
+def _named(node: TransformNode, node_plan: NodePlan, keys: list[str], explicit: list[Pair]) -> Due:
+    """Exactly the intervals partition keys or (start, end) instants name, none past the node's end."""
+    schedule = node.schedule
+    wanted: Wanted = [(*partition_interval(node, key), Reason.PARTITION) for key in keys]
+    for a, b in explicit:
+        run = overlapping_run(schedule, a, b)
+        if run is not None:
+            wanted.append((*run, Reason.PARTITION))
+    due = Due.merged(schedule, wanted)
+    if node.end is None:
+        return due
+    kept = due.ending_by(schedule.tick_at_or_before(to_epoch(node.end)))
+    if len(kept) < len(due):
+        node_plan.notes.append(f"{len(due) - len(kept)} interval(s) end after the node's end "
+                               f"{node.end.isoformat()}: not run")
+    return kept
+
+
+def _in_range(node: TransformNode, node_plan: NodePlan, state: NodeState | None, lo: int | None, hi: int,
+              start: TimeLike | None, end: TimeLike | None) -> Wanted | None:
+    """Backfill: every interval of the range (within the node's own bounds) not completed."""
+    range_lo, range_hi = range_bounds(start, end, node.timezone)
+    # like SQLMesh, a range never reaches before the node's own start
+    a = lo if range_lo is None else (range_lo if lo is None else max(range_lo, lo))
+    if a is None:
+        node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml, "
+                               "or pass --start")
+        return None
+    b = hi if range_hi is None else min(range_hi, hi)
+    if b <= a:
+        return []
+    schedule = node.schedule
+    run = _sized(schedule, schedule.tick_at_or_before(a), min(schedule.tick_at_or_after(b), hi))
+    return [] if run is None else _missing(schedule, state, *run, Reason.BACKFILL)
+
+
+def _after_last(node: TransformNode, node_plan: NodePlan, state: NodeState | None, lo: int | None,
+                hi: int) -> Wanted | None:
+    """A run: the intervals after the last completed one (or from the start), and the lookback."""
+    done = state.completed if state else IntervalSet()
+    if lo is None and not done:
+        node_plan.notes.append("no start: set `start:` on the node or in seeknal_project.yml")
+        return None
+    schedule = node.schedule
+    last_end = done.last_end()
+    first = max(lo, last_end) if (lo is not None and last_end is not None) else (
+        last_end if last_end is not None else lo)
+    wanted: Wanted = []
+    if first < hi:
+        run = _sized(schedule, schedule.tick_at_or_after(first), hi)
+        if run is not None:
+            wanted += _missing(schedule, state, *run, Reason.NEW)
+    if node.lookback and last_end is not None:
+        back = _back(schedule, last_end, node.lookback)
+        wanted.append((back, schedule.tick_at_or_before(last_end), Reason.LOOKBACK))
+    return wanted
+
+
+def _redo(schedule: Schedule, state: NodeState, hi: int) -> Wanted:
+    """Failed intervals (retried) and pending restatements not recomputed since, up to ``hi``."""
+    wanted: Wanted = [(a, b, Reason.RETRY) for a, b in grid_runs(schedule, state.failed_intervals, hi)]
+    for restatement in state.pending_restatements:
+        for a, b in grid_runs(schedule, IntervalSet(restatement.intervals), hi):
+            wanted += _missing(schedule, state, a, b, Reason.RESTATE)
+    return wanted
+
+
+def _missing(schedule: Schedule, state: NodeState | None, lo: int, hi: int, reason: Reason) -> Wanted:
+    """The runs between the ticks ``lo`` and ``hi`` not completed, due for ``reason``."""
+    done = state.completed if state else IntervalSet()
+    return [(a, b, reason) for a, b in uncovered_runs(schedule, done, lo, hi)]
+
+
+def range_bounds(start: TimeLike | None, end: TimeLike | None,
+                 timezone: str) -> tuple[int | None, int | None]:
     """Epoch bounds of a user range; naive values are wall clock in ``timezone``."""
     lo = None if start is None else to_epoch(start, timezone)
     hi = None if end is None else to_epoch(end, timezone)
@@ -307,32 +361,12 @@ def _utc(value: TimeLike) -> dt.datetime:
     return from_epoch(to_epoch(value))
 
 
-def _add(due: dict[Pair, Reason], pair: Pair, reason: Reason) -> None:
-    if pair not in due or reason.outranks(due[pair]):
-        due[pair] = reason
-
-
 def _back(schedule: Schedule, t: int, n: int) -> int:
     for _ in range(n):
         t = schedule.tick_before(t)
     return t
 
 
-def _key(node: TransformNode, pair: Pair) -> str:
+def partition_key(node: TransformNode, pair: Pair) -> str:
+    """The partition key of an interval of a node with a ``partition_column``."""
     return from_epoch(pair[0]).astimezone(get_zone(node.timezone)).strftime(node.partition_format)
-
-
-def _missing_overlapping(schedule: Schedule, done: IntervalSet, lo: int, hi: int, limit: int) -> list[Pair]:
-    """Intervals overlapping [lo, hi) (whole, ending by ``limit``) not covered by ``done``."""
-    if hi <= lo:
-        return []
-    first, last = schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi)
-    return _pending(_ticks_within(schedule, first, min(last, limit)), done)
-
-
-def _grid_pairs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
-    """Grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
-    pairs: set[Pair] = set()
-    for a, b in intervals.pairs():
-        pairs.update(p for p in _pairs_overlapping(schedule, a, min(b, limit)) if p[1] <= limit)
-    return sorted(pairs)

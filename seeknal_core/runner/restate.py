@@ -11,7 +11,7 @@ from ..intervals import IntervalSet
 from ..project import Project
 from ..timeutil import TimeLike, from_epoch, to_epoch
 from .common import Pair, PlanError
-from .plan import _grid_pairs, _pairs_overlapping, _range, node_bounds
+from .plan import grid_pairs, node_bounds, overlapping_pairs, range_bounds
 
 if TYPE_CHECKING:
     from ..state import StateStore
@@ -29,7 +29,7 @@ def restatement_impact(
     ``[start, end)`` (naive bounds in each node's timezone), then, downstream, every interval
     overlapping a restated upstream one.  Only finished intervals (``end <= now``) count and,
     given a ``store``, only completed ones: there is nothing to redo in the others."""
-    _range(start, end, "UTC")
+    range_bounds(start, end, "UTC")
     now_s = to_epoch(now) if now is not None else int(time.time())
     selected = project.topological_order(nodes) if nodes else [
         n for n in project.topological_order() if project.nodes[n].is_incremental]
@@ -47,10 +47,10 @@ def restatement_impact(
         if not node.is_incremental:
             raise PlanError(f"node '{name}' has no schedule: it is rebuilt whole on every run "
                             "and has no intervals to restate")
-        lo, hi = _range(start, end, node.timezone)
+        lo, hi = range_bounds(start, end, node.timezone)
         _, limit = node_bounds(node, now_s)
         # intervals ending by ``limit`` are those overlapping [lo, min(hi, limit)): only they are listed
-        overlapping = _pairs_overlapping(node.schedule, lo, min(hi, limit))
+        overlapping = overlapping_pairs(node.schedule, lo, min(hi, limit))
         impact[name] = done(name, [p for p in overlapping if p[1] <= limit])
     for name in project.topological_order():
         node = project.nodes[name]
@@ -59,7 +59,7 @@ def restatement_impact(
             continue
         _, limit = node_bounds(node, now_s)
         span = IntervalSet.from_pairs(p for u in upstream for p in impact[u])
-        impact[name] = done(name, _grid_pairs(node.schedule, span, limit))
+        impact[name] = done(name, grid_pairs(node.schedule, span, limit))
     return {n: pairs for n, pairs in impact.items() if pairs}
 
 

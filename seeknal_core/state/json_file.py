@@ -523,6 +523,7 @@ class JsonStateFile:
 
     def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
         state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
+        inferred = {} if state.inferred_start is None else {"inferred_start": _fmt_dt(state.inferred_start)}
         return {
             "completed_intervals": _rows(*state.completed.micros()),
             "failed_intervals": [
@@ -536,4 +537,5 @@ class JsonStateFile:
             "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
             "revision": state.revision,
             "definition": state.definition,
+            **inferred,  # only when inferred, as on the node's line
         }

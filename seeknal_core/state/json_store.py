@@ -22,7 +22,7 @@ closed ``23:59:59`` ends) are normalised on load and rewritten on the next mutat
 Safety:
 
 * every mutation is one read-modify-write under an inter-process flock on
-  ``run_state.json.lock`` (filelock's native lock), so concurrent writers never lose
+  ``run_state.json.lock`` (``flock``), so concurrent writers never lose
   an update;
 * the new state goes to a unique temp file in the same folder, is fsynced, renamed
   over the old one with ``os.replace`` and the folder is fsynced: a crash leaves the
@@ -44,7 +44,6 @@ makes every read see a complete file.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import uuid
@@ -63,6 +62,7 @@ from .audit_log import (
     AuditLog,
     LogTail,
     default_log_path,
+    log,
 )
 from .base import Change, Restatement, StateError
 from .common import (
@@ -100,7 +100,6 @@ from .records import (
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export",
            "default_log_path"]
 
-log = logging.getLogger(__name__)
 
 
 
@@ -539,6 +538,8 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 node["partition_keys"] = sorted(set(node["partition_keys"]))
                 if raw.get("definition") is not None:  # absent when None: a node line as written
                     node["definition"] = json.loads(json.dumps(raw["definition"]))
+                if raw.get("inferred_start") is not None:
+                    node["inferred_start"] = raw["inferred_start"]
                 nodes[name] = node
             self._replace_log(data["audit"])
             new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],

@@ -415,7 +415,8 @@ class PostgresStateStore(StoreBase):
         for row in rows:
             if row[1] is None:
                 continue
-            name, bounds, keys, fingerprint, last_run, node_revision, definition, failed, items, _ = row[1:]
+            name, bounds, keys, fingerprint, last_run, node_revision, definition, failed, items, inferred = (
+                row[1:])
             nodes[name] = {
                 "completed_intervals": _rows(bounds[0::2], bounds[1::2]),
                 "failed_intervals": [
@@ -429,6 +430,7 @@ class PostgresStateStore(StoreBase):
                 "last_run": None if last_run is None else _fmt(last_run),
                 "revision": node_revision,
                 "definition": definition,
+                **({} if inferred is None else {"inferred_start": _fmt(inferred)}),
             }
         return {**export_header(), "revision": rows[0][0], "nodes": nodes, "audit": audit}
 
@@ -471,11 +473,12 @@ class PostgresStateStore(StoreBase):
         for name, raw in data["nodes"].items():
             starts, ends, _ = _parse_rows(raw.get("completed_intervals") or [], {})
             last_run = raw.get("last_run")
-            definition = raw.get("definition")
+            definition, inferred = raw.get("definition"), raw.get("inferred_start")
             nodes.append((name, _flat(IntervalSet.from_micros(starts, ends, merged=True)),
                           sorted(set(raw.get("partition_keys") or [])), raw.get("fingerprint"),
                           None if last_run is None else _parse_us(last_run), int(raw.get("revision", 0)),
-                          None if definition is None else self._json(dict(definition))))
+                          None if definition is None else self._json(dict(definition)),
+                          None if inferred is None else _parse_us(inferred)))
             for f in raw.get("failed_intervals") or []:
                 failed.append((name, _parse_us(f["start"]), _parse_us(f["end"]), str(f.get("error", "")),
                                int(f.get("attempts", 1)), _parse_us(f["last_attempt"])))
@@ -487,7 +490,8 @@ class PostgresStateStore(StoreBase):
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {q}.nodes (name, completed, partition_keys, fingerprint, last_run, revision,"
-                f" definition) VALUES (%s, {q}.mr(%s::bigint[]), %s::text[], %s, {q}.ts(%s), %s, %s::jsonb)",
+                f" definition, inferred_start) VALUES (%s, {q}.mr(%s::bigint[]), %s::text[], %s,"
+                f" {q}.ts(%s), %s, %s::jsonb, {q}.ts(%s))",
                 nodes)
             cur.executemany(
                 f"INSERT INTO {q}.failed (node, span, error, attempts, last_attempt)"

@@ -290,6 +290,8 @@ def check_export(data: object) -> dict[str, Any]:
                 raise TypeError("partition_keys is not a list of strings")
             if raw.get("last_run") is not None:
                 _parse_us(raw["last_run"])
+            if raw.get("inferred_start") is not None:
+                _parse_us(raw["inferred_start"])
             if raw.get("definition") is not None and not isinstance(raw["definition"], Mapping):
                 raise TypeError("definition is not an object")
             node_rev = raw.get("revision", 0)
