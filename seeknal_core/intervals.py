@@ -437,10 +437,8 @@ class IntervalCalculator:
     def interval_containing(self, instant: TimeLike) -> Interval:
         sched = self._schedule()
         t = to_utc(instant, self._tz)
-        t_s = (t - EPOCH) // dt.timedelta(seconds=1)
-        a = sched.tick_at_or_before(t_s)
-        b = sched.tick_after(a)
-        return _pairs_to_intervals([(a, b)])[0]
+        a = sched.tick_at_or_before((t - EPOCH) // _SECOND)
+        return _pairs_to_intervals([(a, sched.tick_after(a))])[0]
 
     def next_interval(self, after: TimeLike) -> Interval:
         """The first interval starting at or after ``after``."""
@@ -500,49 +498,39 @@ def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
 
 def _pending_flags(ticks: list[int], bounds: list[dt.datetime], completed: Iterable[object],
                    tz: dt.tzinfo) -> bytearray | None:
-    """``flags[k] == 1`` when grid interval k is pending: not covered whole by ``completed``
-    (None: nothing is done, all are pending).
-
-    Members given as aware datetimes (the usual case) are placed on the grid without
-    conversion; any other member (naive, a date, text) makes the whole input go through an
-    exact ``IntervalSet``, which also reports malformed ones.
-    """
+    """``flags[k] == 1`` when grid interval k is not covered whole by ``completed`` (None:
+    nothing is done).  Aware datetime members (the usual case) are placed on the grid as
+    they are; any other member (naive, a date, text) sends the whole input through an exact
+    ``IntervalSet``, which also reports malformed ones."""
+    pending = bytearray(b"\x01") * (len(ticks) - 1)
     if isinstance(completed, IntervalSet):
         covered = _covered_index_runs(ticks, completed)
     else:
         items = completed if isinstance(completed, list) else list(completed)
         if not items:
             return None
-        covered = _place_datetimes(bounds, items)
-        if covered is None:
+        firsts, covered = _place_datetimes(bounds, items) or (None, None)
+        if firsts is not None and covered is None:  # each member is one period: firsts[k]
+            for i in firsts:
+                pending[i] = 0
+            return pending
+        if firsts is None:
             covered = _covered_index_runs(ticks, IntervalSet(items, timezone=tz))
-    pending = bytearray(b"\x01") * (len(ticks) - 1)
-    if isinstance(covered, _OnePeriodEach):
-        for i in covered.firsts:
-            pending[i] = 0
-        return pending
     for i, j in covered:
         if i < j:
             pending[i:j] = bytes(j - i)
     return pending
 
 
-class _OnePeriodEach(NamedTuple):
-    """Members that each cover exactly grid interval ``i`` for i in ``firsts`` (the usual input)."""
+def _place_datetimes(bounds: list[dt.datetime], items: list) -> tuple[list[int], Runs | None] | None:
+    """Aware ``(start, end)`` datetimes on the grid: (firsts, covered) with ``covered`` the
+    (i, j) index pairs, member k covering grid intervals i .. j-1 whole (none when i >= j),
+    or None when member k is exactly grid interval ``firsts[k]``.  None for any other member
+    (not a pair, a naive value, start not before end): the exact path reads or rejects it.
 
-    firsts: list[int]
-
-
-def _place_datetimes(bounds: list[dt.datetime], items: list) -> Runs | _OnePeriodEach | None:
-    """Aware ``(start, end)`` datetimes on the grid: index pairs (i, j), the member covering
-    grid intervals i .. j-1 whole (none when i >= j).  None when a member is anything else
-    (not a pair, a naive value, start not before end), for the exact path to read or reject.
-
-    Aware datetimes in one zone compare field by field in C, far cheaper than converting
-    or hashing them.  Starts are found by a scan from the previous member's position (a
-    step or two for members in order), else bisected; ends are first compared with the
-    tick after their start's (a member is usually one period).
-    """
+    Aware datetimes in one zone compare field by field in C, far cheaper than converting or
+    hashing them: starts are found by a scan from the previous member's position (a step or
+    two for members in order), else bisected; ends are compared with the next tick first."""
     try:
         starts, ends = zip(*items, strict=True)  # ValueError unless every member is a pair
         if any(map(operator.ge, starts, ends)):  # TypeError for naive against aware
@@ -553,11 +541,11 @@ def _place_datetimes(bounds: list[dt.datetime], items: list) -> Runs | _OnePerio
             firsts = list(map(bisect_left, repeat(bounds), starts))  # TypeError for naive values
         after = bounds[1:] + [None, None]  # after[i]: the tick after bounds[i]; None past the end
         if [after[i] for i in firsts] == list(ends):
-            return _OnePeriodEach(firsts)
+            return firsts, None
         lasts = [i - 1 for i in map(bisect_right, repeat(bounds), ends)]  # last tick at or before end
     except (TypeError, ValueError):
         return None
-    return list(zip(firsts, lasts))
+    return firsts, list(zip(firsts, lasts))
 
 
 def _tick_positions(bounds: list[dt.datetime], starts: Iterable[dt.datetime]) -> list[int]:
@@ -590,24 +578,20 @@ def _gc_paused():
 
 
 def _to_datetimes(values: list[int]) -> list[dt.datetime]:
-    """Epoch seconds as UTC datetimes: a running sum of one cached timedelta per distinct
-    spacing (``accumulate`` keeps the loop in C; 3x cheaper than a timedelta per value)."""
-    if not values:
-        return []
-    first = EPOCH + dt.timedelta(seconds=values[0])
-    step = values[1] - values[0] if len(values) > 1 else 1
+    """Epoch seconds (two or more) as UTC datetimes: a running sum of one timedelta per
+    distinct spacing, in C (``accumulate``), 3x cheaper than a timedelta per value."""
+    step = values[1] - values[0]
     if values == list(range(values[0], values[-1] + 1, step)):  # a regular grid: one spacing
         steps = repeat(dt.timedelta(seconds=step), len(values) - 1)
     else:
         gaps = [b - a for a, b in zip(values, values[1:])]
         spacing = {gap: dt.timedelta(seconds=gap) for gap in set(gaps)}
         steps = map(spacing.__getitem__, gaps)
-    return list(accumulate(steps, operator.add, initial=first))
+    return list(accumulate(steps, operator.add, initial=EPOCH + dt.timedelta(seconds=values[0])))
 
 
 def _pairs_to_intervals(pairs: list[tuple[int, int]]) -> list[Interval]:
-    td = dt.timedelta
-    return [Interval._trusted(EPOCH + td(seconds=a), EPOCH + td(seconds=b)) for a, b in pairs]
+    return _trusted_intervals((EPOCH + a * _SECOND, EPOCH + b * _SECOND) for a, b in pairs)
 
 
 def create_interval_calculator(schedule: str, timezone: str = "UTC") -> IntervalCalculator:
