@@ -509,12 +509,13 @@ def _pending_flags(ticks: list[int], bounds: list[dt.datetime], completed: Itera
         items = completed if isinstance(completed, list) else list(completed)
         if not items:
             return None
-        firsts, covered = _place_datetimes(bounds, items) or (None, None)
-        if firsts is not None and covered is None:  # each member is one period: firsts[k]
-            for i in firsts:
+        one_each = _one_period_members(bounds, items)
+        if one_each is not None:  # member k is exactly grid interval one_each[k]
+            for i in one_each:
                 pending[i] = 0
             return pending
-        if firsts is None:
+        covered = _covered_by_datetimes(bounds, items)
+        if covered is None:
             covered = _covered_index_runs(ticks, IntervalSet(items, timezone=tz))
     for i, j in covered:
         if i < j:
@@ -522,40 +523,37 @@ def _pending_flags(ticks: list[int], bounds: list[dt.datetime], completed: Itera
     return pending
 
 
-def _place_datetimes(bounds: list[dt.datetime], items: list) -> tuple[list[int], Runs | None] | None:
-    """Aware ``(start, end)`` datetimes on the grid: (firsts, covered) with ``covered`` the
-    (i, j) index pairs, member k covering grid intervals i .. j-1 whole (none when i >= j),
-    or None when member k is exactly grid interval ``firsts[k]``.  None for any other member
-    (not a pair, a naive value, start not before end): the exact path reads or rejects it.
-
-    Aware datetimes in one zone compare field by field in C, far cheaper than converting or
-    hashing them: starts are found by a scan from the previous member's position (a step or
-    two for members in order), else bisected; ends are compared with the next tick first."""
+def _covered_by_datetimes(bounds: list[dt.datetime], items: list) -> Runs | None:
+    """Aware ``(start, end)`` datetimes as (i, j): the member covers grid intervals i .. j-1
+    whole (none when i >= j), by bisecting the grid's datetimes (aware datetimes in one zone
+    compare field by field in C, far cheaper than converting or hashing them).  None for any
+    other member (not a pair, a naive value, start not before end): the exact path reads or
+    rejects it."""
     try:
         starts, ends = zip(*items, strict=True)  # ValueError unless every member is a pair
         if any(map(operator.ge, starts, ends)):  # TypeError for naive against aware
             return None
-        try:
-            firsts = _tick_positions(bounds, starts)
-        except ValueError:  # a start between ticks, or members out of order
-            firsts = list(map(bisect_left, repeat(bounds), starts))  # TypeError for naive values
-        after = bounds[1:] + [None, None]  # after[i]: the tick after bounds[i]; None past the end
-        if [after[i] for i in firsts] == list(ends):
-            return firsts, None
+        firsts = map(bisect_left, repeat(bounds), starts)  # first tick at or after start
         lasts = [i - 1 for i in map(bisect_right, repeat(bounds), ends)]  # last tick at or before end
+        return list(zip(firsts, lasts))
     except (TypeError, ValueError):
         return None
-    return firsts, list(zip(firsts, lasts))
 
 
-def _tick_positions(bounds: list[dt.datetime], starts: Iterable[dt.datetime]) -> list[int]:
-    """The index in ``bounds`` of each start, each found at or after the previous one's;
-    ValueError when a start is not a tick there."""
+def _one_period_members(bounds: list[dt.datetime], items: list) -> list[int] | None:
+    """k for each member that is exactly grid interval k, in order (the usual input); None as
+    soon as one is not.  Each start is looked for from the previous one's tick on."""
     positions = []
     k = 0
-    for start in starts:
-        k = bounds.index(start, k)
-        positions.append(k)
+    find = bounds.index
+    try:
+        for start, end in items:
+            k = find(start, k)
+            if bounds[k + 1] != end:
+                return None
+            positions.append(k)
+    except (ValueError, IndexError, TypeError):  # not a pair, not a tick, or the last tick
+        return None
     return positions
 
 
