@@ -422,7 +422,7 @@ class IntervalCalculator:
             ticks = self._covering_ticks(start, end, sched)
             if len(ticks) < 2:
                 return []
-            bounds = _to_datetimes(ticks)
+            bounds = _to_datetimes(ticks, regular=sched.period is not None)
             periods = zip(bounds, bounds[1:])
             pending = _pending_flags(ticks, bounds, completed_intervals, self._tz)
             if pending is not None:
@@ -575,11 +575,12 @@ def _gc_paused():
             gc.enable()
 
 
-def _to_datetimes(values: list[int]) -> list[dt.datetime]:
+def _to_datetimes(values: list[int], regular: bool = False) -> list[dt.datetime]:
     """Epoch seconds (two or more) as UTC datetimes: a running sum of one timedelta per
-    distinct spacing, in C (``accumulate``), 3x cheaper than a timedelta per value."""
+    distinct spacing, in C (``accumulate``), 3x cheaper than a timedelta per value.
+    ``regular`` says the spacing is known to be constant."""
     step = values[1] - values[0]
-    if values == list(range(values[0], values[-1] + 1, step)):  # a regular grid: one spacing
+    if regular or values == list(range(values[0], values[-1] + 1, step)):  # one spacing
         steps = repeat(dt.timedelta(seconds=step), len(values) - 1)
     else:
         gaps = [b - a for a, b in zip(values, values[1:])]
