@@ -13,7 +13,7 @@ import datetime as dt
 import gc
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate, compress, repeat
 from typing import NamedTuple
@@ -386,7 +386,7 @@ class IntervalCalculator:
             raise ValueError(f"start {s.isoformat()} is after end {e.isoformat()}")
         return (s - EPOCH) // _US, (e - EPOCH) // _US
 
-    def _covering_ticks(self, start: TimeLike, end: TimeLike, sched: Schedule) -> list[int]:
+    def _covering_ticks(self, start: TimeLike, end: TimeLike, sched: Schedule) -> Sequence[int]:
         """Epoch-second ticks bounding every interval that overlaps [start, end)."""
         s_us, e_us = self._bounds(start, end, sched)
         if s_us == e_us:
@@ -422,7 +422,7 @@ class IntervalCalculator:
             ticks = self._covering_ticks(start, end, sched)
             if len(ticks) < 2:
                 return []
-            bounds = _to_datetimes(ticks, regular=sched.period is not None)
+            bounds = _to_datetimes(ticks)
             periods = zip(bounds, bounds[1:])
             pending = _pending_flags(ticks, bounds, completed_intervals, self._tz)
             if pending is not None:
@@ -462,7 +462,7 @@ class IntervalCalculator:
 Runs = list[tuple[int, int]]  # runs of grid intervals: (i, j) means intervals i .. j-1
 
 
-def pending_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
+def pending_index_runs(ticks: Sequence[int], done: IntervalSet) -> Runs:
     """Runs of grid intervals not fully covered by ``done`` (grid interval k is
     ``[ticks[k], ticks[k+1])``)."""
     n = len(ticks) - 1
@@ -477,7 +477,7 @@ def pending_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
     return runs
 
 
-def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
+def _covered_index_runs(ticks: Sequence[int], done: IntervalSet) -> Runs:
     """Runs of grid intervals that members of ``done`` cover whole, ascending and disjoint.
 
     A member covers the intervals between its first tick at or after its start and its
@@ -496,7 +496,7 @@ def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
     return covered
 
 
-def _pending_flags(ticks: list[int], bounds: list[dt.datetime], completed: Iterable[object],
+def _pending_flags(ticks: Sequence[int], bounds: list[dt.datetime], completed: Iterable[object],
                    tz: dt.tzinfo) -> bytearray | None:
     """``flags[k] == 1`` when grid interval k is not covered whole by ``completed`` (None:
     nothing is done).  Aware datetime members (the usual case) are placed on the grid as
@@ -575,12 +575,11 @@ def _gc_paused():
             gc.enable()
 
 
-def _to_datetimes(values: list[int], regular: bool = False) -> list[dt.datetime]:
+def _to_datetimes(values: Sequence[int]) -> list[dt.datetime]:
     """Epoch seconds (two or more) as UTC datetimes: a running sum of one timedelta per
-    distinct spacing, in C (``accumulate``), 3x cheaper than a timedelta per value.
-    ``regular`` says the spacing is known to be constant."""
+    distinct spacing, in C (``accumulate``), 3x cheaper than a timedelta per value."""
     step = values[1] - values[0]
-    if regular or values == list(range(values[0], values[-1] + 1, step)):  # one spacing
+    if isinstance(values, range) or values == list(range(values[0], values[-1] + 1, step)):
         steps = repeat(dt.timedelta(seconds=step), len(values) - 1)
     else:
         gaps = [b - a for a, b in zip(values, values[1:])]

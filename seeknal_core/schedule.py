@@ -27,6 +27,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import operator
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import accumulate, repeat
 
@@ -317,11 +318,15 @@ class Schedule:
         fires = sum(self._day_fires(dt.date.fromordinal(first + k)) for k in range(sample))
         return days * len(self._times) * fires // sample
 
-    def covering_ticks(self, lo: int, hi: int) -> list[int]:
-        """Ticks bounding every interval that overlaps [lo, hi), whole (none if hi <= lo)."""
+    def covering_ticks(self, lo: int, hi: int) -> Sequence[int]:
+        """Ticks bounding every interval that overlaps [lo, hi), whole (none if hi <= lo);
+        a ``range`` when the grid is arithmetic in UTC."""
         if hi <= lo:
             return []
-        return self.ticks(self.tick_at_or_before(lo), self.tick_at_or_after(hi))
+        first, last = self.tick_at_or_before(lo), self.tick_at_or_after(hi)
+        if self._period is not None:
+            return range(first, last + 1, self._period)
+        return self.ticks(first, last)
 
     def tick_at_or_before(self, t: int) -> int:
         if self._period is not None:
