@@ -13,9 +13,8 @@ import datetime as dt
 import gc
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from itertools import accumulate, compress, repeat
 from typing import NamedTuple
 
@@ -387,7 +386,7 @@ class IntervalCalculator:
             raise ValueError(f"start {s.isoformat()} is after end {e.isoformat()}")
         return (s - EPOCH) // _US, (e - EPOCH) // _US
 
-    def _covering_ticks(self, start: TimeLike, end: TimeLike, sched: Schedule) -> list[int]:
+    def _covering_ticks(self, start: TimeLike, end: TimeLike, sched: Schedule) -> Sequence[int]:
         """Epoch-second ticks bounding every interval that overlaps [start, end)."""
         s_us, e_us = self._bounds(start, end, sched)
         if s_us == e_us:
@@ -424,9 +423,11 @@ class IntervalCalculator:
             if len(ticks) < 2:
                 return []
             bounds = _to_datetimes(ticks)
-            grid = list(map(_new_interval, zip(bounds, bounds[1:])))
-            covered = _covered_flags(ticks, bounds, completed_intervals, self._tz)
-            return grid if covered is None else list(compress(grid, covered.translate(_NOT)))
+            periods = zip(bounds, bounds[1:])
+            pending = _pending_flags(ticks, bounds, completed_intervals, self._tz)
+            if pending is not None:
+                periods = compress(periods, pending)
+            return _trusted_intervals(periods)
 
     def get_missing_intervals(self, completed_intervals: Iterable[object], start_date: TimeLike,
                               end_date: TimeLike, schedule: str | Schedule | None = None) -> list[Interval]:
@@ -436,10 +437,8 @@ class IntervalCalculator:
     def interval_containing(self, instant: TimeLike) -> Interval:
         sched = self._schedule()
         t = to_utc(instant, self._tz)
-        t_s = (t - EPOCH) // dt.timedelta(seconds=1)
-        a = sched.tick_at_or_before(t_s)
-        b = sched.tick_after(a)
-        return _pairs_to_intervals([(a, b)])[0]
+        a = sched.tick_at_or_before((t - EPOCH) // _SECOND)
+        return _pairs_to_intervals([(a, sched.tick_after(a))])[0]
 
     def next_interval(self, after: TimeLike) -> Interval:
         """The first interval starting at or after ``after``."""
@@ -463,7 +462,7 @@ class IntervalCalculator:
 Runs = list[tuple[int, int]]  # runs of grid intervals: (i, j) means intervals i .. j-1
 
 
-def pending_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
+def pending_index_runs(ticks: Sequence[int], done: IntervalSet) -> Runs:
     """Runs of grid intervals not fully covered by ``done`` (grid interval k is
     ``[ticks[k], ticks[k+1])``)."""
     n = len(ticks) - 1
@@ -478,7 +477,7 @@ def pending_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
     return runs
 
 
-def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
+def _covered_index_runs(ticks: Sequence[int], done: IntervalSet) -> Runs:
     """Runs of grid intervals that members of ``done`` cover whole, ascending and disjoint.
 
     A member covers the intervals between its first tick at or after its start and its
@@ -497,46 +496,71 @@ def _covered_index_runs(ticks: list[int], done: IntervalSet) -> Runs:
     return covered
 
 
-def _covered_flags(ticks: list[int], bounds: list[dt.datetime], completed: Iterable[object],
+def _pending_flags(ticks: Sequence[int], bounds: list[dt.datetime], completed: Iterable[object],
                    tz: dt.tzinfo) -> bytearray | None:
-    """``flags[k] == 1`` when ``completed`` covers grid interval k whole (None: nothing done).
-
-    Members given as aware datetimes (the usual case) are placed on the grid by bisecting
-    its datetimes, with no conversion; any other member (naive, a date, text) makes the
-    whole input go through an exact ``IntervalSet``, which also reports malformed ones.
-    """
+    """``flags[k] == 1`` when grid interval k is not covered whole by ``completed`` (None:
+    nothing is done).  Aware datetime members (the usual case) are placed on the grid as
+    they are; any other member (naive, a date, text) sends the whole input through an exact
+    ``IntervalSet``, which also reports malformed ones."""
+    pending = bytearray(b"\x01") * (len(ticks) - 1)
     if isinstance(completed, IntervalSet):
-        done = completed
+        covered = _covered_index_runs(ticks, completed)
     else:
-        items = list(completed)
+        items = completed if isinstance(completed, list) else list(completed)
         if not items:
             return None
-        try:
-            return _flags_by_bisection(bounds, items)
-        except (TypeError, ValueError):
-            done = IntervalSet(items, timezone=tz)
-    flags = bytearray(len(ticks) - 1)
-    for i, j in _covered_index_runs(ticks, done):
-        flags[i:j] = b"\x01" * (j - i)
-    return flags
-
-
-def _flags_by_bisection(bounds: list[dt.datetime], items: list) -> bytearray:
-    """Grid intervals covered by aware ``(start, end)`` datetimes; TypeError or ValueError
-    for anything else (naive values cannot be compared with the grid's aware ones)."""
-    flags = bytearray(len(bounds) - 1)
-    for start, end in items:
-        if not start < end:
-            raise ValueError("interval start must be before its end")
-        i = bisect_left(bounds, start)
-        j = bisect_right(bounds, end) - 1
+        one_each = _one_period_members(bounds, items)
+        if one_each is not None:  # member k is exactly grid interval one_each[k]
+            for i in one_each:
+                pending[i] = 0
+            return pending
+        covered = _covered_by_datetimes(bounds, items)
+        if covered is None:
+            covered = _covered_index_runs(ticks, IntervalSet(items, timezone=tz))
+    for i, j in covered:
         if i < j:
-            flags[i:j] = b"\x01" * (j - i)
-    return flags
+            pending[i:j] = bytes(j - i)
+    return pending
 
 
-_NOT = bytes([1]) + bytes(255)  # bytes.translate table: 0 -> 1, anything else -> 0
-_new_interval = partial(tuple.__new__, Interval)  # an Interval from trusted bounds, in C
+def _covered_by_datetimes(bounds: list[dt.datetime], items: list) -> Runs | None:
+    """Aware ``(start, end)`` datetimes as (i, j): the member covers grid intervals i .. j-1
+    whole (none when i >= j), by bisecting the grid's datetimes (aware datetimes in one zone
+    compare field by field in C, far cheaper than converting or hashing them).  None for any
+    other member (not a pair, a naive value, start not before end): the exact path reads or
+    rejects it."""
+    try:
+        starts, ends = zip(*items, strict=True)  # ValueError unless every member is a pair
+        if any(map(operator.ge, starts, ends)):  # TypeError for naive against aware
+            return None
+        firsts = map(bisect_left, repeat(bounds), starts)  # first tick at or after start
+        lasts = [i - 1 for i in map(bisect_right, repeat(bounds), ends)]  # last tick at or before end
+        return list(zip(firsts, lasts))
+    except (TypeError, ValueError):
+        return None
+
+
+def _one_period_members(bounds: list[dt.datetime], items: list) -> list[int] | None:
+    """k for each member that is exactly grid interval k, in order (the usual input); None as
+    soon as one is not.  Each start is looked for from the previous one's tick on."""
+    positions = []
+    k = 0
+    find = bounds.index
+    try:
+        for start, end in items:
+            k = find(start, k)
+            if bounds[k + 1] != end:
+                return None
+            positions.append(k)
+    except (ValueError, IndexError, TypeError):  # not a pair, not a tick, or the last tick
+        return None
+    return positions
+
+
+def _trusted_intervals(periods: Iterable[tuple[dt.datetime, dt.datetime]]) -> list[Interval]:
+    """Intervals from (start, end) pairs known to be aware UTC and ordered, built in C
+    (``Interval()`` would convert and validate each, at several times the cost)."""
+    return list(map(tuple.__new__, repeat(Interval), periods))
 
 
 @contextmanager
@@ -551,24 +575,21 @@ def _gc_paused():
             gc.enable()
 
 
-def _to_datetimes(values: list[int]) -> list[dt.datetime]:
-    """Epoch seconds as UTC datetimes: a running sum of one cached timedelta per distinct
-    spacing (``accumulate`` keeps the loop in C; 3x cheaper than a timedelta per value)."""
-    if not values:
-        return []
-    first = EPOCH + dt.timedelta(seconds=values[0])
-    gaps = [b - a for a, b in zip(values, values[1:])]
-    distinct = {gap: dt.timedelta(seconds=gap) for gap in set(gaps)}
-    if len(distinct) == 1:  # a regular grid
-        steps = repeat(distinct.popitem()[1], len(gaps))
+def _to_datetimes(values: Sequence[int]) -> list[dt.datetime]:
+    """Epoch seconds (two or more) as UTC datetimes: a running sum of one timedelta per
+    distinct spacing, in C (``accumulate``), 3x cheaper than a timedelta per value."""
+    step = values[1] - values[0]
+    if isinstance(values, range) or values == list(range(values[0], values[-1] + 1, step)):
+        steps = repeat(dt.timedelta(seconds=step), len(values) - 1)
     else:
-        steps = map(distinct.__getitem__, gaps)
-    return list(accumulate(steps, operator.add, initial=first))
+        gaps = [b - a for a, b in zip(values, values[1:])]
+        spacing = {gap: dt.timedelta(seconds=gap) for gap in set(gaps)}
+        steps = map(spacing.__getitem__, gaps)
+    return list(accumulate(steps, operator.add, initial=EPOCH + dt.timedelta(seconds=values[0])))
 
 
 def _pairs_to_intervals(pairs: list[tuple[int, int]]) -> list[Interval]:
-    td = dt.timedelta
-    return [Interval._trusted(EPOCH + td(seconds=a), EPOCH + td(seconds=b)) for a, b in pairs]
+    return _trusted_intervals((EPOCH + a * _SECOND, EPOCH + b * _SECOND) for a, b in pairs)
 
 
 def create_interval_calculator(schedule: str, timezone: str = "UTC") -> IntervalCalculator:

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import operator
+from collections.abc import Sequence
 from functools import lru_cache
+from itertools import accumulate, repeat
 
 from .timeutil import UTC, get_zone
 
@@ -43,6 +46,8 @@ PRESETS = {
 DAY = 86_400
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _MAX_SEARCH_DAYS = 366 * 30  # a valid cron fires at least every 28 years (Feb 29 on a weekday)
+_ONE_DAY = dt.timedelta(days=1)
+_SECOND = dt.timedelta(seconds=1)
 _DST_HOURS = frozenset({1, 2, 3})  # Dagster's DAYLIGHT_SAVINGS_HOURS: the only hours it adjusts
 
 
@@ -99,7 +104,8 @@ class Schedule:
 
     __slots__ = (
         "expression", "cron", "timezone", "_tz", "_times", "_hourly", "_months", "_doms",
-        "_dows", "_nth", "_dom_star", "_dow_star", "_every_day", "_period", "_phase", "_one_time",
+        "_dows", "_nth", "_dom_star", "_dow_star", "_every_day", "_day_step", "_period", "_phase",
+        "_one_time",
     )
 
     def __init__(self, expression: str, timezone: str = "UTC"):
@@ -120,13 +126,15 @@ class Schedule:
         self._nth = {(0 if d == 7 else d): frozenset(n) for d, n in nth.items()}
         self._every_day = self._months is None and self._dom_star and self._dow_star
         self._one_time = _one_time_of_day(minutes, hours, doms, months, dows, nth)
-        self._period = self._phase = None
-        if self._every_day and self._tz is UTC:
+        self._day_step = self._period = self._phase = None
+        if self._every_day:  # fires every day at a fixed step: each run of days is one range
             gaps = {b - a for a, b in zip(self._times, self._times[1:])}
             gaps.add(self._times[0] + DAY - self._times[-1])
             if len(gaps) == 1:
-                self._period = gaps.pop()
-                self._phase = self._times[0] % self._period
+                self._day_step = gaps.pop()
+        if self._day_step is not None and self._tz is UTC:
+            self._period = self._day_step
+            self._phase = self._times[0] % self._period
         if not self._can_fire():
             raise ValueError(f"cron {self.cron!r} never fires: no month has such a day")
 
@@ -215,53 +223,84 @@ class Schedule:
             return self._gap_end(shifted, o1 - o0)
         return [base - o1]
 
-    def _day_ticks(self, ordinal: int, out: list[int], lo: int, hi: int, offset_cache: list) -> None:
+    def _day_ticks(self, ordinal: int, out: list[int], lo: int, hi: int, offset: int) -> None:
+        """Append a day's ticks in (out[-1], hi] and >= lo; its offset is ``offset`` all day."""
+        if not self._every_day and not self._day_fires(dt.date.fromordinal(ordinal)):
+            return
+        shift = (ordinal - _EPOCH_ORDINAL) * DAY - offset
+        times = self._times
+        floor = max(lo - 1, out[-1]) if out else lo - 1
+        if shift + times[0] > floor and shift + times[-1] <= hi:
+            out.extend([shift + w for w in times])
+        else:
+            out.extend([shift + w for w in times if floor < shift + w <= hi])
+
+    def _steady_ticks(self, first: int, last: int, out: list[int], lo: int, hi: int, offset: int) -> None:
+        """Append the ticks of days ``first..last`` (ordinals), whose UTC offset is ``offset``
+        throughout.  A cron firing every day at a fixed step (hourly, every 15 minutes, daily)
+        is one arithmetic range over all of them; any other goes day by day."""
+        step = self._day_step
+        if step is None:
+            for ordinal in range(first, last + 1):
+                self._day_ticks(ordinal, out, lo, hi, offset)
+            return
+        floor = max(lo - 1, out[-1]) if out else lo - 1
+        begin = (first - _EPOCH_ORDINAL) * DAY - offset + self._times[0]
+        if begin <= floor:  # the first tick after floor on this range
+            begin += ((floor - begin) // step + 1) * step
+        stop = min(hi, (last - _EPOCH_ORDINAL) * DAY - offset + self._times[-1])
+        out.extend(range(begin, stop + 1, step))
+
+    def _changing_day_ticks(self, ordinal: int, out: list[int], lo: int, hi: int) -> None:
+        """Append the ticks of a day on which the UTC offset changes, time by time."""
         day = dt.date.fromordinal(ordinal)
         if not self._every_day and not self._day_fires(day):
             return
+        midnight = dt.datetime(day.year, day.month, day.day)
         naive_midnight = (ordinal - _EPOCH_ORDINAL) * DAY
         tz = self._tz
-        if tz is UTC:
-            offsets = (0, 0)
-        else:
-            if offset_cache and offset_cache[0] == ordinal:
-                start_off = offset_cache[1]
+        resolved = set()
+        for w in self._times:
+            wall = midnight + dt.timedelta(seconds=w)
+            offset = tz.utcoffset(wall)
+            if offset == tz.utcoffset(wall.replace(fold=1)):  # one reading: not at the change
+                resolved.add(naive_midnight + w - offset // _SECOND)
             else:
-                start_off = _offset_at(tz, day)
-            nxt = day + dt.timedelta(days=1)
-            end_off = _offset_at(tz, nxt)
-            offset_cache[:] = [ordinal + 1, end_off]
-            offsets = (start_off, end_off)
-        if offsets[0] == offsets[1]:
-            shift = naive_midnight - offsets[0]
-            times = self._times
-            floor = max(lo - 1, out[-1]) if out else lo - 1
-            if shift + times[0] > floor and shift + times[-1] <= hi:
-                out.extend([shift + w for w in times])
-            else:
-                out.extend([shift + w for w in times if floor < shift + w <= hi])
-            return
-        midnight = dt.datetime(day.year, day.month, day.day)
-        resolved = {t for w in self._times for t in self._resolve(midnight + dt.timedelta(seconds=w))}
+                resolved.update(self._resolve(wall))
         for t in sorted(resolved):
             if lo <= t <= hi and (not out or t > out[-1]):
                 out.append(t)
 
     # -- the grid -------------------------------------------------------------------------
     def ticks(self, lo: int, hi: int) -> list[int]:
-        """Every tick t with lo <= t <= hi, ascending."""
+        """Every tick t with lo <= t <= hi, ascending.
+
+        The local days spanning [lo, hi] split into runs of days with one UTC offset, each
+        expanded by arithmetic, and the days on which the offset changes, resolved time by
+        time; the offset at each local midnight is read once per day (in C)."""
         if lo > hi:
             return []
         if self._period is not None:
             first = lo + (-(lo - self._phase)) % self._period
             return list(range(first, hi + 1, self._period))
-        out: list[int] = []
         first_day = _local_ordinal(self._tz, lo) - 1
         last_day = _local_ordinal(self._tz, hi) + 1
-        cache: list = []
-        day_ticks = self._day_ticks
-        for ordinal in range(first_day, last_day + 1):
-            day_ticks(ordinal, out, lo, hi, cache)
+        out: list[int] = []
+        if self._tz is UTC:
+            self._steady_ticks(first_day, last_day, out, lo, hi, 0)
+            return out
+        offsets = _midnight_offsets(self._tz, first_day, last_day + 1)
+        k, days = 0, last_day - first_day + 1
+        while k < days:
+            if offsets[k] != offsets[k + 1]:
+                self._changing_day_ticks(first_day + k, out, lo, hi)
+                k += 1
+                continue
+            end = k  # the last day of this run of days with one offset
+            while end + 1 < days and offsets[end + 1] == offsets[end + 2]:
+                end += 1
+            self._steady_ticks(first_day + k, first_day + end, out, lo, hi, offsets[k] // _SECOND)
+            k = end + 1
         return out
 
     def estimate_ticks(self, lo: int, hi: int) -> int:
@@ -279,11 +318,15 @@ class Schedule:
         fires = sum(self._day_fires(dt.date.fromordinal(first + k)) for k in range(sample))
         return days * len(self._times) * fires // sample
 
-    def covering_ticks(self, lo: int, hi: int) -> list[int]:
-        """Ticks bounding every interval that overlaps [lo, hi), whole (none if hi <= lo)."""
+    def covering_ticks(self, lo: int, hi: int) -> Sequence[int]:
+        """Ticks bounding every interval that overlaps [lo, hi), whole (none if hi <= lo);
+        a ``range`` when the grid is arithmetic in UTC."""
         if hi <= lo:
             return []
-        return self.ticks(self.tick_at_or_before(lo), self.tick_at_or_after(hi))
+        first, last = self.tick_at_or_before(lo), self.tick_at_or_after(hi)
+        if self._period is not None:
+            return range(first, last + 1, self._period)
+        return self.ticks(first, last)
 
     def tick_at_or_before(self, t: int) -> int:
         if self._period is not None:
@@ -338,9 +381,12 @@ def _reading(tz: dt.tzinfo, naive: dt.datetime) -> tuple[int, int, int]:
     return base, o0, o1
 
 
-def _offset_at(tz: dt.tzinfo, day: dt.date) -> int:
-    """UTC offset (s) in force at local midnight of ``day`` (first instant if ambiguous)."""
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=tz).utcoffset().total_seconds())
+def _midnight_offsets(tz: dt.tzinfo, first: int, last: int) -> list[dt.timedelta]:
+    """UTC offsets in force at local midnight of the days ``first..last`` (ordinals; the
+    first instant if midnight is ambiguous), read in one pass in C."""
+    first_midnight = dt.datetime.fromordinal(first)
+    midnights = accumulate(repeat(_ONE_DAY, last - first), operator.add, initial=first_midnight)
+    return list(map(tz.utcoffset, midnights))
 
 
 def _local_ordinal(tz: dt.tzinfo, t: int) -> int:

@@ -71,3 +71,46 @@ def test_pending_plus_completed_covers_the_grid_exactly(cron, tz, done, a, b):
     for interval in grid:
         assert (interval in pending) != done.contains(interval)
     assert all(a.end == b.start for a, b in zip(grid, grid[1:]))  # the grid has no gap
+
+
+_shapes = st.sampled_from(["as is", "other zone", "fold", "1us early", "1us late", "longer"])
+
+
+@settings(max_examples=80)
+@given(st.sampled_from(["@hourly", "*/15 * * * *", "0 */6 * * *", "0 0 * * *"]),
+       st.sampled_from(["UTC", "America/New_York", "Australia/Lord_Howe"]),
+       st.lists(st.tuples(st.integers(0, 400), _shapes), max_size=60), st.booleans(),
+       st.integers(0, 60 * 24 * 40), st.integers(1, 60 * 24 * 20))
+def test_datetime_tuples_give_what_the_exact_set_gives(cron, tz, picks, shuffle, a, span):
+    """Completed (start, end) tuples are placed on the grid by comparing datetimes; the result
+    must equal the one from the same members as an exact ``IntervalSet``, whatever their order,
+    zone or fold, and for bounds a microsecond off a tick."""
+    from random import Random
+    from zoneinfo import ZoneInfo
+
+    zone = UTC if tz == "UTC" else ZoneInfo(tz)
+    start = dt.datetime(2024, 3, 1, tzinfo=UTC) + dt.timedelta(minutes=a)
+    end = start + dt.timedelta(minutes=span)
+    calc = create_interval_calculator(cron, tz)
+    grid = calc.get_intervals(start, end)
+    members = []
+    for index, shape in picks:
+        if not grid:
+            break
+        s, e = grid[index % len(grid)]
+        if shape == "other zone":
+            s, e = s.astimezone(zone), e.astimezone(zone)
+        elif shape == "fold":
+            s = s.astimezone(zone).replace(fold=1)
+        elif shape == "1us early":
+            s -= dt.timedelta(microseconds=1)
+        elif shape == "1us late":
+            s += dt.timedelta(microseconds=1)
+        elif shape == "longer":
+            e += dt.timedelta(hours=index % 30 + 1)
+        members.append((s, e))
+    if shuffle:
+        Random(len(members)).shuffle(members)
+    expected = calc.get_pending_intervals(IntervalSet(members), start, end)
+    assert calc.get_pending_intervals(members, start, end) == expected
+    assert calc.get_pending_intervals(iter(members), start, end) == expected
