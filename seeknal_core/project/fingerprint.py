@@ -20,12 +20,12 @@ from __future__ import annotations
 import re
 
 from ..errors import ProjectError
-from .sql import DEFAULT_DIALECT, _memo, text_key
+from .sql import DEFAULT_DIALECT, LazyPattern, _memo, text_key
 
 #: bump when the digest of some SQL would change: part of the load cache's key
 VERSION = "tokens-1"
 
-_LEXEME = re.compile(
+_LEXEME = LazyPattern(
     r"""
       (?P<ws>\s+)
     | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))

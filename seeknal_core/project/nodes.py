@@ -7,7 +7,6 @@ nodes lives in :mod:`.graph`, and reading YAML into nodes in :mod:`.loader`.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -52,6 +51,8 @@ _PREFIXES = {"transform": "transform", "source": "source"}
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`` — did you mean 'x'?`` for the closest candidate, or an empty string."""
+    import difflib  # only for an error message
+
     match = difflib.get_close_matches(str(word), sorted(candidates), n=1, cutoff=0.6)
     return f" — did you mean '{match[0]}'?" if match else ""
 
