@@ -418,7 +418,7 @@ class IntervalCalculator:
         One entry per schedule period, in order; the schedule may be given per call.
         """
         sched = self._schedule(schedule)
-        with _gc_paused():  # many acyclic tuples: collections would cost a third and free nothing
+        with gc_paused():  # many acyclic tuples: collections would cost a third and free nothing
             ticks = self._covering_ticks(start, end, sched)
             if len(ticks) < 2:
                 return []
@@ -564,8 +564,9 @@ def _trusted_intervals(periods: Iterable[tuple[dt.datetime, dt.datetime]]) -> li
 
 
 @contextmanager
-def _gc_paused():
-    """Pause the cyclic GC while allocating many acyclic tuples."""
+def gc_paused():
+    """Pause the cyclic GC while allocating many acyclic objects (interval tuples, a parsed
+    state document): collections would cost time and free nothing."""
     enabled = gc.isenabled()
     gc.disable()
     try:

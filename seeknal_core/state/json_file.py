@@ -11,7 +11,6 @@ byte-for-byte copy.  ``JsonStateStore`` adds the lock, the audit log and the mut
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import os
 import stat
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..durable import atomic_write, write_all
-from ..intervals import IntervalSet
+from ..intervals import IntervalSet, gc_paused
 from ..timeutil import UTC
 from . import audit_log
 from .base import FailedInterval, NodeState, Restatement, StateError
@@ -184,15 +183,11 @@ class JsonStateFile:
 
     def _load_bytes(self, data: bytes, sig: tuple[int, int, int, int], mode: int) -> None:
         self._invalidate()
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # the parsed document is acyclic; collections only slow parsing
         try:
-            doc = json.loads(data)
+            with gc_paused():
+                doc = json.loads(data)
         except (ValueError, RecursionError) as exc:
             raise self._corrupt(_describe_json_error(data, exc), data) from None
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         try:
             doc = self._check_shape(doc)
         except _Corrupt as exc:
@@ -374,13 +369,8 @@ class JsonStateFile:
         """A snapshot of every node (parses all intervals; prefer ``node()`` for one)."""
         with self._mutex:
             doc = self._read()
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
+            with gc_paused():
                 return {name: self._node_state(name, node) for name, node in doc["nodes"].items()}
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
 
     def fingerprints(self) -> dict[str, str | None]:
         """Each recorded node's fingerprint, read off the document (no intervals parsed)."""
