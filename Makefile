@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dagster,postgres,spark,dev]'
+	$(BIN)/python -m pip install -q -e '.[dagster,postgres,spark,dagster-spark,dev]'
 	touch $(STAMP)
 
 test: $(STAMP)

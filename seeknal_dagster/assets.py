@@ -39,6 +39,8 @@ POOL = "seeknal_duckdb"
 #: The pool of Spark nodes (their own: they share no DuckDB file, and each run holds a
 #: Spark session, so a cluster's capacity is set here, not by DuckDB's one writer).
 SPARK_POOL = "seeknal_spark"
+#: the dagster-pyspark resource Spark assets take their session from (see definitions.py)
+SPARK_RESOURCE_KEY = "pyspark"
 #: Resource key of the ``DuckDBResource`` the assets write through.
 DUCKDB_RESOURCE_KEY = "duckdb"
 #: Run tag naming the restatement a run re-computes (set by the restatement sensor).
@@ -113,9 +115,16 @@ def _md(items: Sequence[tuple[Pair, str]]) -> str:
 
 
 def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode, duckdb_resource: Any,
-             pairs: list[Pair]) -> runner.NodeResult:
-    """Plan and execute one node in the run's window (or fully, when unpartitioned)."""
+             pairs: list[Pair], spark_resource: Any = None) -> runner.NodeResult:
+    """Plan and execute one node in the run's window (or fully, when unpartitioned); a
+    Spark node computes in the ``pyspark`` resource's session when there is one."""
     from seeknal_core.engines.duckdb import DuckDBEngine
+
+    engines: dict[str, Any] = {}
+    if spark_resource is not None and node.engine == "spark":
+        from seeknal_core.engines.spark import SparkEngine
+
+        engines["spark"] = SparkEngine(project, session=spark_resource.spark_session)
 
     database = str(getattr(duckdb_resource, "database", "") or "")
     if database and database != ":memory:" and "://" not in database:
@@ -129,11 +138,12 @@ def _execute(context: dg.AssetExecutionContext, project: Project, node: Transfor
             if runner.needs_database(project, node):
                 with duckdb_resource.get_connection() as con:
                     result = runner.execute(
-                        the_plan, project, store, engine=DuckDBEngine(project, connection=con),
+                        the_plan, project, store,
+                        engine={**engines, "duckdb": DuckDBEngine(project, connection=con)},
                         origin="dagster", run_id=context.run.run_id,
                     )
             else:  # parquet files only: no shared database, so partitions run in parallel
-                result = runner.execute(the_plan, project, store, origin="dagster",
+                result = runner.execute(the_plan, project, store, engine=engines or None, origin="dagster",
                                         run_id=context.run.run_id)
     except (SeeknalError, StateError) as exc:
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
@@ -146,6 +156,7 @@ def run_node(
     node: TransformNode,
     duckdb_resource: Any,
     *,
+    spark_resource: Any = None,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
 ) -> dg.MaterializeResult:
@@ -158,7 +169,7 @@ def run_node(
     if pdef is not None:
         window = context.partition_time_window
         pairs = window_pairs(node, window.start, window.end)
-    outcome = _execute(context, project, node, duckdb_resource, pairs)
+    outcome = _execute(context, project, node, duckdb_resource, pairs, spark_resource)
 
     if outcome.failures or outcome.skipped:
         waiting = not outcome.failures and all(
@@ -265,13 +276,15 @@ def build_assets(
     pool: str | None = POOL,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
+    spark_resource_key: str | None = None,
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     """Source specs plus the transforms, as one subsettable ``multi_asset`` per group of
     nodes sharing a partitions definition, backfill policy and pool.
 
     ``upstream_retries``/``upstream_retry_seconds``: how often and how long a partition
     whose upstream intervals are not complete yet (two schedules firing at the same
-    tick) waits before it fails.
+    tick) waits before it fails.  ``spark_resource_key``: Spark nodes take their session
+    from that resource (a dagster-pyspark ``PySparkResource``) instead of starting one.
     """
     specs = as_specs(project, translator)
     project = specs.project
@@ -285,7 +298,8 @@ def build_assets(
     out: list[dg.AssetsDefinition | dg.AssetSpec] = list(specs.sources.values())
     taken: set[str] = set()
     for (pdef, policy, group_pool), names in groups.items():
-        out.append(_group_asset(specs, names, pdef, policy, group_pool, resource_key, taken,
+        spark_key = spark_resource_key if group_pool == SPARK_POOL else None
+        out.append(_group_asset(specs, names, pdef, policy, group_pool, resource_key, taken, spark_key,
                                 upstream_retries=upstream_retries,
                                 upstream_retry_seconds=upstream_retry_seconds))
     return out
@@ -301,7 +315,7 @@ def _group_name(names: Sequence[str], taken: set[str]) -> str:
 
 
 def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str | None, resource_key: str,
-                 taken: set[str], **retry: Any) -> dg.AssetsDefinition:
+                 taken: set[str], spark_key: str | None, **retry: Any) -> dg.AssetsDefinition:
     """One step computes the selected nodes of a group, upstream first; a failed node
     stops only the nodes downstream of it."""
     project = specs.project
@@ -317,6 +331,7 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
                 continue
             try:
                 yield run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
+                               spark_resource=getattr(context.resources, spark_key) if spark_key else None,
                                **retry)
             except dg.Failure as exc:
                 if len(selected) == 1:
@@ -337,11 +352,12 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
             backfill_policy=policy,
             pool=pool,
             can_subset=True,
-            required_resource_keys={resource_key},
+            required_resource_keys={resource_key, *([spark_key] if spark_key else [])},
         )(compute)
 
 
 __all__ = [
-    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "SPARK_POOL", "as_specs", "asset_keys", "build_assets",
-    "build_source_specs", "plan_intervals", "run_node", "state_store", "window_pairs",
+    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs",
+    "asset_keys", "build_assets", "build_source_specs", "plan_intervals", "run_node", "state_store",
+    "window_pairs",
 ]

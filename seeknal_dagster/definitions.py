@@ -18,7 +18,7 @@ from dagster_duckdb import DuckDBResource
 from seeknal_core.project import Project
 
 from .apply import build_apply_job
-from .assets import DUCKDB_RESOURCE_KEY, POOL, as_project, build_assets
+from .assets import DUCKDB_RESOURCE_KEY, POOL, SPARK_RESOURCE_KEY, as_project, build_assets
 from .checks import build_asset_checks
 from .schedules import build_jobs, build_schedules
 from .sensors import MAX_PARTITIONS_PER_TICK, build_sensors
@@ -67,10 +67,12 @@ def build_definitions(
     database = project.database_path if database_path is None else project.root / Path(database_path)
     schedules = automation == "schedules"
     jobs = build_jobs(specs) if (schedules or sensors) else []
+    spark = _pyspark_resource(project)
     return dg.Definitions(
         assets=build_assets(
             specs, resource_key=resource_key, pool=pool,
             upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
+            spark_resource_key=SPARK_RESOURCE_KEY if spark is not None else None,
         ),
         asset_checks=build_asset_checks(specs) if checks else [],
         sensors=build_sensors(
@@ -80,8 +82,24 @@ def build_definitions(
         ) if sensors else [],
         jobs=[*jobs, build_apply_job(project, resource_key=resource_key, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],
-        resources={resource_key: DuckDBResource(database=str(database))},
+        resources={resource_key: DuckDBResource(database=str(database)),
+                   **({SPARK_RESOURCE_KEY: spark} if spark is not None else {})},
     )
+
+
+def _pyspark_resource(project: Project) -> dg.ConfigurableResource | None:
+    """dagster-pyspark's lazy session resource, configured from the project's ``engine:``
+    block (the CLI's session settings), when a node runs on Spark and the package is
+    installed (``seeknal-dagster[dagster-spark]``); else Spark nodes start their own."""
+    if not any(node.engine == "spark" for node in project.nodes.values()):
+        return None
+    try:
+        from dagster_pyspark import LazyPySparkResource
+    except ImportError:
+        return None
+    from seeknal_core.engines.spark import session_conf
+
+    return LazyPySparkResource(spark_config=session_conf(project.engine_config))
 
 
 __all__ = ["build_definitions"]

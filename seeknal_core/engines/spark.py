@@ -96,19 +96,27 @@ def _spark_errors() -> tuple[type[BaseException], ...]:
     return (PySparkException, Py4JError, ConnectionError)
 
 
+def session_conf(config: dict) -> dict[str, str]:
+    """The Spark conf of a project's ``engine:`` block: app name, ``master`` (with the
+    local defaults) or ``remote``, then ``conf``; what ``build_session`` and the Dagster
+    ``pyspark`` resource both start a session from."""
+    out = {"spark.app.name": "seeknal"}
+    if config.get("remote"):
+        out["spark.remote"] = str(config["remote"])
+    else:
+        out["spark.master"] = str(config.get("master") or "local[*]")
+        out.update(DEFAULT_CONF)
+    out.update({str(k): str(v) for k, v in (config.get("conf") or {}).items()})
+    return out
+
+
 def build_session(config: dict):
     """A Spark session from a project's ``engine:`` block (``master`` or ``remote``, and
     ``conf``); an already active classic session in this process is reused as is."""
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName("seeknal")
-    conf = {**({} if config.get("remote") else DEFAULT_CONF),
-            **{str(k): str(v) for k, v in (config.get("conf") or {}).items()}}
-    if config.get("remote"):
-        builder = builder.remote(str(config["remote"]))
-    else:
-        builder = builder.master(str(config.get("master") or "local[*]"))
-    for key, value in conf.items():
+    builder = SparkSession.builder
+    for key, value in session_conf(config).items():
         builder = builder.config(key, value)
     try:
         return builder.getOrCreate()
