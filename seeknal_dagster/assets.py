@@ -120,12 +120,6 @@ def _execute(context: dg.AssetExecutionContext, project: Project, node: Transfor
     Spark node computes in the ``pyspark`` resource's session when there is one."""
     from seeknal_core.engines.duckdb import DuckDBEngine
 
-    engines: dict[str, Any] = {}
-    if spark_resource is not None and node.engine == "spark":
-        from seeknal_core.engines.spark import SparkEngine
-
-        engines["spark"] = SparkEngine(project, session=spark_resource.spark_session)
-
     database = str(getattr(duckdb_resource, "database", "") or "")
     if database and database != ":memory:" and "://" not in database:
         Path(database).parent.mkdir(parents=True, exist_ok=True)  # duckdb.connect does not
@@ -135,6 +129,14 @@ def _execute(context: dg.AssetExecutionContext, project: Project, node: Transfor
                         else runner.plan(project, store, nodes=[node.name]))
             for note in the_plan.nodes[0].notes:
                 context.log.warning(f"{node.name}: {note}")
+            engines: dict[str, Any] = {}
+            busy = the_plan.nodes[0].due or the_plan.nodes[0].full_refresh
+            if spark_resource is not None and node.engine == "spark" and busy:
+                from seeknal_core.engines.spark import SparkEngine
+
+                # after planning, inside the guard: nothing due starts no session, and a
+                # session Spark refuses is the partition's one-line failure
+                engines["spark"] = SparkEngine(project, session=spark_resource.spark_session)
             if runner.needs_database(project, node):
                 with duckdb_resource.get_connection() as con:
                     result = runner.execute(

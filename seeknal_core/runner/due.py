@@ -13,6 +13,7 @@ from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import NamedTuple
 
 from ..intervals import IntervalSet
+from ..intervals import runs as contiguous_runs
 from ..schedule import Schedule
 from .common import Pair, Reason
 
@@ -156,13 +157,7 @@ class Due(Mapping[Pair, Reason]):
 
     def spans(self) -> list[Pair]:
         """The runs with touching ones fused whatever their reason: what a batch may span."""
-        out: list[Pair] = []
-        for a, b, _, _ in self.runs:
-            if out and out[-1][1] == a:
-                out[-1] = (out[-1][0], b)
-            else:
-                out.append((a, b))
-        return out
+        return contiguous_runs((run.start, run.end) for run in self.runs)
 
     def reason_counts(self) -> dict[Reason, int]:
         counts: dict[Reason, int] = {}
