@@ -397,15 +397,6 @@ class IntervalCalculator:
         """Every schedule interval overlapping ``[start, end)``, whole."""
         return self.get_pending_intervals((), start, end)
 
-    def pending_pairs(
-        self, completed: Iterable[object], start: TimeLike, end: TimeLike, schedule=None
-    ) -> list[Pair]:
-        """Pending intervals as (start, end) epoch seconds, for callers that stay in integers."""
-        sched = self._schedule(schedule)
-        ticks = self._covering_ticks(start, end, sched)
-        done = completed if isinstance(completed, IntervalSet) else IntervalSet(completed, timezone=self._tz)
-        return [(ticks[k], ticks[k + 1]) for i, j in pending_index_runs(ticks, done) for k in range(i, j)]
-
     def get_pending_intervals(
         self,
         completed_intervals: Iterable[object],
