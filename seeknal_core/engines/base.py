@@ -9,6 +9,12 @@ pyspark and a new engine plugs in here.
 Intervals cross this boundary as integer epoch seconds ``(start, end)``, half-open and
 contiguous (each batch's ``end`` is the next one's ``start``), as everywhere inside the
 core; engines build datetimes or literals from them at their own edge.
+
+A write is stage -> audit -> commit: ``stage`` computes a batch and holds its rows where
+only the engine sees them (DuckDB: inside the open transaction; Spark: under a staging
+directory), ``Staged.check`` runs the node's audits on exactly those rows, and only
+``Staged.commit`` makes them visible (or ``rollback`` discards them, leaving the
+previous rows of those intervals in place).  ``write_intervals`` is stage + commit.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ..errors import SeeknalError
 
 if TYPE_CHECKING:
     from ..project import SourceNode, TransformNode
+    from ..project.audits import Audit
 
 Pair = tuple[int, int]
 
@@ -41,6 +48,41 @@ class BatchError(EngineError):
 class ResourceError(EngineError):
     """The machine, not the SQL (disk full, database locked, lost connection): nothing
     later in the run can succeed, so the runner stops at once and records one failure."""
+
+
+#: one audit's outcome on some rows: (offending rows, up to 5 of them as column -> value)
+Outcome = tuple[int, tuple[dict, ...]]
+
+
+@runtime_checkable
+class Staged(Protocol):
+    """A batch computed but not yet visible: its rows replace the intervals' old rows only
+    on ``commit``.  Exactly one of ``commit``/``rollback`` is called, on the same thread,
+    before the engine stages anything else (an engine stages one batch at a time).
+
+    ``relation`` is SQL naming the staged rows (a quoted name or a parenthesised query,
+    usable after FROM in the engine's own SQL), valid until commit/rollback; ``rows`` the
+    rows staged per interval, in the order given to ``stage``."""
+
+    relation: str
+    rows: list[int]
+
+    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
+        """Run ``audits`` on the staged rows (nothing else): one ``Outcome`` per audit, in
+        order.  ``unique`` and ``row_count`` hold within each interval, not across the
+        batch.  Engines should count cheaply (the built-ins in one aggregate pass:
+        ``audits.aggregate_sql``) and fetch samples only for failures.  A custom audit's
+        SQL that fails raises ``QueryError`` naming the audit; the staging stays open."""
+        ...
+
+    def commit(self) -> None:
+        """Publish the staged rows atomically: the intervals' old rows (and partition keys)
+        are replaced.  Raises ``ResourceError`` (nothing published) or ``BatchError``."""
+        ...
+
+    def rollback(self) -> None:
+        """Discard the staged rows; the intervals keep what they had.  Never raises."""
+        ...
 
 
 @runtime_checkable
@@ -65,6 +107,28 @@ class Engine(Protocol):
         order given.  Raises ``QueryError``, ``BatchError`` or ``ResourceError``."""
         ...
 
+    def stage(
+        self,
+        node: TransformNode,
+        sql: str,
+        intervals: Sequence[Pair],
+        partition_keys: Sequence[str] = (),
+    ) -> Staged:
+        """Compute ``sql``'s rows inside the contiguous ``intervals`` and hold them unpublished
+        (see ``Staged``).  Raises ``QueryError``, ``BatchError`` or ``ResourceError`` with
+        nothing staged.  On DuckDB the staged rows sit in the node's table inside an open
+        transaction; on Spark under a staging directory, published as the intervals'
+        directories by ``commit``."""
+        ...
+
+    def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
+                        intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
+        """``seeknal audit``: check completed, contiguous ``intervals`` of the node's
+        published rows without recomputing them, one query per audit over the whole run
+        (not per interval).  Per audit, in order: the failing intervals with their outcome
+        (passing intervals are absent)."""
+        ...
+
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of an unscheduled node; returns its row count."""
         ...
@@ -78,4 +142,4 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["BatchError", "Engine", "EngineError", "Pair", "QueryError", "ResourceError"]
+__all__ = ["BatchError", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError", "Staged"]

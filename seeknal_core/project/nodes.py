@@ -17,6 +17,7 @@ from typing import Any
 
 from ..schedule import Schedule
 from ..timeutil import to_utc
+from .audits import Audit
 from .fingerprint import token_digest
 from .sql import DEFAULT_DIALECT, normalize_sql
 
@@ -39,7 +40,7 @@ PROJECT_FIELDS = (
 TRANSFORM_FIELDS = (
     "schedule", "timezone", "start", "end", "sql", "time_column", "depends_on", "batch_size",
     "lookback", "partition_tracking", "materialization", "engine", "dialect", "description",
-    "tags", "meta",
+    "tags", "meta", "audits",
 )
 SOURCE_FIELDS = ("table", "path", "format", "time_column", "description")
 FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
@@ -95,6 +96,8 @@ class TransformNode:
     end: dt.datetime | None = None
     description: str | None = None
     tags: tuple[str, ...] = ()
+    #: checks an interval's rows must pass before it is recorded complete (audits.py)
+    audits: tuple[Audit, ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ class TransformNode:
                 setattr_(self, bound, to_utc(getattr(self, bound), self.timezone))
         setattr_(self, "depends_on", tuple(self.depends_on))
         setattr_(self, "tags", tuple(self.tags))
+        setattr_(self, "audits", tuple(self.audits))
         if self.materialization is None:
             setattr_(self, "materialization", "incremental" if self.schedule else "table")
 
@@ -130,13 +134,22 @@ class TransformNode:
         load cache.
         """
         return _sha256("tokens", token_digest(self.name, self.sql, self.dialect), *self._fields(),
-                       self.engine)
+                       self.engine, *self._audit_parts())
+
+    def _audit_parts(self) -> tuple[str, ...]:
+        """The audits, in the fingerprint only when there are some (a node without audits
+        keeps the fingerprint it had before audits existed)."""
+        if not self.audits:
+            return ()
+        import json
+
+        return ("audits", json.dumps([a.spec() for a in self.audits], sort_keys=True, default=str))
 
     @cached_property
     def ast_fingerprint(self) -> str:
         """The fingerprint seeknal 0.2 stored: a hash of :attr:`normalized_sql` and the fields
         (parses the SQL: computed only when a stored fingerprint is not :attr:`fingerprint`)."""
-        return _sha256(self.normalized_sql, *self._fields(), self.engine)
+        return _sha256(self.normalized_sql, *self._fields(), self.engine, *self._audit_parts())
 
     @cached_property
     def legacy_fingerprint(self) -> str:
@@ -171,6 +184,8 @@ class TransformNode:
         }
         if self.partition_column or self.partition_format:
             out.update(partition_column=self.partition_column, partition_format=self.partition_format)
+        if self.audits:  # only when set: definitions stored before audits existed stay equal
+            out["audits"] = [a.spec() for a in self.audits]
         return out
 
     @property

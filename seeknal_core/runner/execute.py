@@ -16,6 +16,7 @@ from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
 from ..errors import SeeknalError, StateNotRecordedError
 from ..intervals import IntervalSet, coalesce
 from ..project import Project, TransformNode
+from ..project.audits import AuditResult
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
@@ -50,6 +51,14 @@ class NodeResult:
     interval_rows: list[tuple[Pair, int]] = field(default_factory=list)
     skipped: list[tuple[Pair, str]] = field(default_factory=list)
     full_refresh: bool = False
+    #: one per audit per batch that ended checked: each committed batch (passed or warned,
+    #: over the batch's range) and each isolated failed interval (the blocking failure)
+    audit_results: list[AuditResult] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[AuditResult]:
+        """Non-blocking audits that failed on completed intervals."""
+        return [r for r in self.audit_results if not r.passed and not r.blocking]
 
     def to_dict(self) -> dict:
         def iso(p: Pair) -> dict:
@@ -59,7 +68,15 @@ class NodeResult:
             "rows": self.rows, "seconds": round(self.seconds, 4), "full_refresh": self.full_refresh,
             "failures": [{**iso(p), "error": e} for p, e in self.failures],
             "skipped": [{**iso(p), "reason": r} for p, r in self.skipped],
+            "audits": [{"audit": r.audit, **iso(r.interval), "blocking": r.blocking, "passed": r.passed,
+                        "rows": r.rows, "samples": [{k: _plain(v) for k, v in s.items()} for s in r.samples]}
+                       for r in self.audit_results],
         }
+
+
+def _plain(value):
+    """A sample value as JSON can hold it (dates and decimals as text)."""
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 @dataclass
