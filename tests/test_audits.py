@@ -340,3 +340,12 @@ def test_audits_keep_fingerprints_of_nodes_without_them(tmp_path):
                          "audits": ()})
     assert "audits" not in bare.definition and "audits" in node.definition
     assert bare.fingerprint != node.fingerprint
+
+
+def test_a_column_unknown_until_the_first_run_is_named_by_that_run(tmp_path):
+    # the node's SQL ends in SELECT *: its columns are known only when it runs
+    root = make_project(tmp_path, "- not_null: [day]\n- accepted_range: {column: amount, min: 0}")
+    result, _ = run(root)
+    node = result.nodes[0]
+    assert not node.done and len(node.failures) == 6  # the query's error: the batch fails once
+    assert "audit 'accepted_range':" in node.failures[0][1] and "amount" in node.failures[0][1]

@@ -104,7 +104,8 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
     completed = state.completed if state else IntervalSet()
     history = sess.store.history(spec.name) if completed else []
     pieces = render.annotated_runs(completed, history) if completed else []
-    warnings = [(p, w) for p, w in render.audit_warnings(history) if completed.covers(*p)] if spec.audits else []
+    warnings = [(p, w) for p, w in render.audit_warnings(history) if completed.covers(*p)
+                ] if spec.audits else []
     lines = [f"Completed Intervals for {spec.name}:"]
     lines += [f"  {render.span(a, b, spec)}{render.counted(count)} ✓{render.annotation(mode)}"
               for a, b, mode, count in render.listed([(a, b, m) for (a, b), m in pieces], spec, listing)]

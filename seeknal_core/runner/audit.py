@@ -102,6 +102,8 @@ def audit_completed(
             if kind not in given:
                 given[kind] = open_engine(kind, project)
                 opened.append(given[kind])
+            if not hasattr(given[kind], "audit_intervals"):
+                raise PlanError(f"node '{node.name}': engine '{kind}' cannot audit completed intervals yet")
             for a, b in runs(pairs):
                 members = [p for p in pairs if a <= p[0] and p[1] <= b]
                 report.runs.append((a, b))

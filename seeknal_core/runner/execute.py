@@ -352,7 +352,7 @@ class _NodeRunner:
             else:
                 counts = self.engine.write_intervals(node, self.render(node, start, end), group, keys)
         except (QueryError, BatchError, ResourceError, AuditFailed) as exc:
-            if isinstance(exc, BatchError | AuditFailed) and len(group) > 1:  # split: isolate the bad intervals
+            if isinstance(exc, BatchError | AuditFailed) and len(group) > 1:  # split: isolate bad intervals
                 mid = len(group) // 2
                 self._write(group[:mid])
                 self._write(group[mid:])
