@@ -29,7 +29,7 @@ import duckdb
 
 from ..durable import atomic_write
 from ..errors import ProjectError, SeeknalError
-from ..project import Project, SourceNode, TransformNode
+from ..project import Project, SourceNode, TransformNode, did_you_mean
 from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
@@ -148,6 +148,7 @@ class DuckDBEngine:
         self._evolved: set[str] = set()  # nodes whose table has their query's columns
         self._busy = self._stop = False  # a write runs; Ctrl-C asked it to stop
         self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
+        self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
         self._register_sources()
 
     def close(self) -> None:
@@ -525,6 +526,15 @@ class DuckDBEngine:
                       out: dict[int, Outcome]) -> None:
         node, intervals = staged.node, staged.intervals
         built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+        if built and node.name not in self._audit_columns_ok:
+            # a failed statement aborts the transaction: name a missing column before querying
+            have = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {staged.relation}").fetchall()]
+            for _, a in built:
+                for column in a.columns:
+                    if column.lower() not in {h.lower() for h in have}:
+                        hint = did_you_mean(column, have) or f" — its columns: {', '.join(have)}"
+                        raise QueryError(f"audit '{a.name}': the node's rows have no column '{column}'{hint}")
+            self._audit_columns_ok.add(node.name)
         if built:
             query = aggregate_sql([a for _, a in built], relation, interval_column)
             try:
