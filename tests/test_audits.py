@@ -377,3 +377,12 @@ def test_seeknal_audit_places_rows_without_a_time_key_and_custom_queries(tmp_pat
     assert found == {(2, "unique", 6), (4, "huge", 3), (5, "negative_days", 1)}
     unique = next(f for f in reports[0].failures if f.audit.name == "unique")
     assert len(unique.samples) == 5 and all(s["day"].day == 2 for s in unique.samples)
+
+
+def test_an_audit_that_cannot_be_evaluated_fails_its_batch_once_naming_it(tmp_path):
+    root = make_project(tmp_path, "- not_null: [day]\n- accepted_range: {column: v, min: abc}")
+    result, _ = run(root)
+    node = result.nodes[0]
+    assert not node.done and len({error for _, error in node.failures}) == 1  # not split per interval
+    assert "audits 'not_null', 'accepted_range':" in node.failures[0][1]
+    assert "abc" in node.failures[0][1]

@@ -448,8 +448,11 @@ class DuckDBEngine:
         return column, q(name)
 
     def _drop_bounds(self) -> None:
+        """Drop the temp tables of interval starts; in a transaction a failed statement
+        aborted, they go with its rollback (and the failure, not the DROP's, is the news)."""
         for name in self._bounds:
-            self.con.execute(f"DROP TABLE IF EXISTS {q(name)}")
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"DROP TABLE IF EXISTS {q(name)}")
         self._bounds.clear()
 
     def _table_relation(self, node: TransformNode, intervals: Sequence[Pair], where: str,
@@ -540,14 +543,14 @@ class DuckDBEngine:
             query = aggregate_sql([a for _, a in built], relation, interval_column)
             try:
                 counts = self.con.execute(query).fetchone()
-            except duckdb.Error as exc:  # which audit: each alone names it
-                for _, a in built:
-                    try:
-                        one = a.query(relation, interval_column=interval_column)
-                        self.con.execute(f"SELECT count(*) FROM ({one}) AS s")
-                    except duckdb.Error as err:
-                        raise self._audit_error(node, a, err) from None
-                raise engine_error(exc, self._where(node)) from None
+            except duckdb.Error as exc:  # the transaction is aborted: no query can say which
+                if len(built) == 1:
+                    raise self._audit_error(node, built[0][1], exc) from None
+                error = engine_error(exc, self._where(node))
+                if isinstance(error, ResourceError):
+                    raise error from None
+                names = ", ".join(f"'{a.name}'" for _, a in built)
+                raise QueryError(f"audits {names}: {_text(exc)}") from None
             for (i, a), n in zip(built, counts):
                 n = int(n or 0)
                 samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
