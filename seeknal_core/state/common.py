@@ -197,7 +197,8 @@ def _check_definition(definition: Mapping[str, Any] | None) -> dict[str, Any] | 
         raise ValueError(f"definition must be JSON-serialisable: {exc}") from None
 
 
-def _restatement_request(nodes: Mapping[str, IntervalsLike], reason: str) -> tuple[dict[str, IntervalSet], str]:
+def _restatement_request(nodes: Mapping[str, IntervalsLike], reason: str
+                         ) -> tuple[dict[str, IntervalSet], str]:
     """A ``restate`` call's arguments, checked: (node -> intervals, reason)."""
     if not isinstance(reason, str) or not reason.strip():
         raise StateError("a restatement needs a reason: say why the data must be recomputed")
