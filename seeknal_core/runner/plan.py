@@ -264,9 +264,10 @@ def plan(
                   else _after_last(node, node_plan, state, lo, hi))
         if wanted is None:  # no start: noted
             continue
-        if state:
-            wanted += _redo(node.schedule, state, hi,
-                            range_bounds(start, end, node.timezone) if has_range else (None, None))
+        if state:  # a range bounds retries and restatements too; `run --restate` runs all it restated
+            within = range_bounds(start, end, node.timezone) if has_range and mode != Mode.RESTATE else (
+                None, None)
+            wanted += _redo(node.schedule, state, hi, within)
         node_plan.due = Due.merged(node.schedule, wanted)
     return Plan(mode=mode, now=now_dt, nodes=out)
 
