@@ -219,3 +219,29 @@ def test_a_completed_range_ending_off_the_grid_is_due_in_run_and_pending_alike(t
     assert len(store.completed("hourly")) == 1
     store.close()
     assert _pending(root) == [] and _dry(root, "run") == []
+
+
+DAILY_NY = """\
+daily_ny:
+  schedule: "@daily"
+  timezone: America/New_York
+  time_column: day_start
+  sql: |
+    SELECT CAST('{{ start }}' AS TIMESTAMP) AS day_start, sum(amount) AS revenue FROM {{ ref('hourly') }}
+    WHERE hour >= CAST('{{ start_ts }}' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
+      AND hour < CAST('{{ end_ts }}' AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
+"""
+
+
+def test_run_restate_of_a_range_reruns_every_interval_it_restated_in_other_timezones(tmp_path):
+    """The range bounds what a range run retries, not what `run --restate` just restated: a
+    New York day overlapping the restated UTC hours but not the range read in New York runs."""
+    root = make_project(tmp_path / "p", HOURLY, DAILY_NY, days=9)
+    ok(root, "run", "--backfill")
+    out = ok(root, "run", "--restate", "--start", "2024-01-05", "--end", "2024-01-05", "--node", "hourly")
+    # hourly's 2024-01-05 (UTC) reaches the New York days 2024-01-04 and 2024-01-05
+    assert "daily_ny: Processing 2 restated intervals (2024-01-04 to 2024-01-06)" in out, out
+    project = load_project(root)
+    store = open_store(project.root, project.state_config)
+    assert store.pending_restatements() == []
+    store.close()
