@@ -182,6 +182,7 @@ def test_plan_apply_after_a_crash_in_its_run_says_what_is_pending_and_runs_it(tm
     assert "No definition changed" in shown
     assert ("Pending: 235 restated intervals of hourly, daily, daily_users, weekly not recomputed yet: "
             "`seeknal plan --apply` or `seeknal run` recomputes them.") in shown
+    assert json.loads(ok(root, "plan", "daily", "--json"))["pending_intervals"] == 9 + 1  # and weekly
     applied = ok(root, "plan", "--apply")
     assert "Pending: 235 restated intervals of hourly, daily, daily_users, weekly not recomputed yet." in applied
     assert "hourly: Processing 216 restated intervals" in applied

@@ -83,8 +83,9 @@ class ChangePlan:
     now: dt.datetime
     since: TimeLike | None
     nodes: list[NodeChange]
-    #: restated intervals not recomputed yet (an earlier apply or restatement), per node:
-    #: what applying this plan runs even when no definition changed
+    #: restated intervals not recomputed yet (an earlier apply or restatement), per node (of
+    #: the selected nodes and their readers): what applying this plan runs even when no
+    #: definition changed
     pending: dict[str, list[Pair]] = field(default_factory=dict)
 
     def entry(self, name: str) -> NodeChange:
@@ -136,6 +137,7 @@ def change_plan(
     now_dt = dt.datetime.now(UTC) if now is None else from_epoch(to_epoch(now))
     now_s = to_epoch(now_dt)
     wanted = set(project.topological_order(nodes)) if nodes else None
+    scope = None if wanted is None else wanted.union(*(project.downstream(n) for n in wanted))
     states = store.load()
     analyses = _Analyses(project)
     effects: dict[str, sql_changes.Effect | None] = {}  # what readers of a node see change
@@ -171,7 +173,7 @@ def change_plan(
         effects[name] = effect
         waiting = _pending_span(state)  # restated, not recomputed: changed rows for readers too
         spans[name] = None if not node.is_incremental else IntervalSet.from_epoch_pairs(own).union(waiting)
-        if node.is_incremental and waiting:
+        if node.is_incremental and waiting and (scope is None or name in scope):
             pairs = grid_pairs(node.schedule, waiting, node_bounds(node, now_s)[1])
             pending = [p for p in pairs if not done.covers(*p)]
             if pending:
