@@ -67,7 +67,7 @@ def apply_plan(sess: Session, plan: ChangePlan, *, reason: str | None, run: bool
     report = plan_json(sess, plan, result)
     if not as_json:
         click.echo("\n".join(plan_lines(sess, plan, names, result)))
-    if not run or not result.restated:
+    if not run or not changes.rerun_nodes(result):
         if as_json:
             render.echo_json(report)
         return 0
@@ -88,7 +88,7 @@ def plan_lines(sess: Session, plan: ChangePlan, names: list[str] | None,
     if not plan.changed:
         lines.append(f"No definition changed ({render.plural(counts['unchanged'], 'node')} unchanged, "
                      f"{counts['new']} new).")
-        return lines
+        return lines + _pending_lines(plan, result)
     lines.append(f"Total: {render.plural(counts['changed'], 'changed node')}, "
                  f"{render.plural(readers, 'affected reader')}, "
                  f"{render.plural(plan.total_intervals, 'interval')} to restate.")
@@ -96,7 +96,20 @@ def plan_lines(sess: Session, plan: ChangePlan, names: list[str] | None,
         lines.append("Apply with `seeknal plan --apply` (`--from DATE` to restate from a date on).")
     else:
         lines.append(f"Recorded: reason {result.reason!r}; new definitions of {', '.join(result.recorded)}.")
-    return lines
+    return lines + _pending_lines(plan, result)
+
+
+def _pending_lines(plan: ChangePlan, result: ApplyResult | None) -> list[str]:
+    """Restated intervals not recomputed yet (an interrupted apply, a restatement): what
+    ``--apply`` runs besides the plan."""
+    if not plan.pending:
+        return []
+    count = sum(len(p) for p in plan.pending.values())
+    what = (f"{render.plural(count, 'restated interval')} of {', '.join(plan.pending)} "
+            "not recomputed yet")
+    if result is None:
+        return [f"Pending: {what}: `seeknal plan --apply` or `seeknal run` recomputes them."]
+    return [f"Pending: {what}."]
 
 
 def _entry_lines(sess: Session, entry: NodeChange) -> list[str]:
@@ -140,6 +153,7 @@ def plan_json(sess: Session, plan: ChangePlan, result: ApplyResult | None) -> di
         "applied": result is not None,
         "reason": result.reason if result else (plan.default_reason() if plan.changed else None),
         "total_intervals": plan.total_intervals,
+        "pending_intervals": sum(len(p) for p in plan.pending.values()),
         "nodes": [_entry_json(sess, n) for n in plan.nodes],
     }
 

@@ -11,7 +11,12 @@ only intervals that history covers partly are recomputed.
 ``apply_changes`` records the restatements and the new definitions and runs them; it is
 a plain function so the CLI (``seeknal plan --apply``), ``on_change: apply`` and an
 orchestrator's job share it.  The runner keeps the recorded definition until a plan is
-applied, so a change stays visible however many runs pass.
+applied, so a change stays visible however many runs pass.  Recording is one store
+mutation (``StateStore.record_plan``): a crash leaves the whole plan recorded or none of
+it, and a changed node's pending restatements count as changed rows for its readers, so
+a plan made after an older, partly recorded apply still restates them.  Every changed
+node's SQL is rendered while planning, so a template error stops the plan before
+anything is recorded.
 """
 
 from __future__ import annotations
@@ -81,6 +86,10 @@ class ChangePlan:
     now: dt.datetime
     since: TimeLike | None
     nodes: list[NodeChange]
+    #: restated intervals not recomputed yet (an earlier apply or restatement), per node (of
+    #: the selected nodes and their readers): what applying this plan runs even when no
+    #: definition changed
+    pending: dict[str, list[Pair]] = field(default_factory=dict)
 
     def entry(self, name: str) -> NodeChange:
         return next(n for n in self.nodes if n.node == name)
@@ -131,10 +140,12 @@ def change_plan(
     now_dt = dt.datetime.now(UTC) if now is None else from_epoch(to_epoch(now))
     now_s = to_epoch(now_dt)
     wanted = set(project.topological_order(nodes)) if nodes else None
+    scope = None if wanted is None else wanted.union(*(project.downstream(n) for n in wanted))
     states = store.load()
     analyses = _Analyses(project)
     effects: dict[str, sql_changes.Effect | None] = {}  # what readers of a node see change
     spans: dict[str, IntervalSet | None] = {}  # restated instants per node (None: all of it)
+    pending_of: dict[str, list[Pair]] = {}
     out: list[NodeChange] = []
     for name in project.topological_order():
         node, state = project.nodes[name], states.get(name)
@@ -163,8 +174,41 @@ def change_plan(
                 entry.notes.append(f"reads none of the changed columns of {', '.join(upstream)}")
         entry.restate = own
         effects[name] = effect
-        spans[name] = None if not node.is_incremental else IntervalSet.from_epoch_pairs(own)
-    return ChangePlan(now=now_dt, since=since, nodes=out)
+        waiting = _pending_span(state)  # restated, not recomputed: changed rows for readers too
+        spans[name] = None if not node.is_incremental else IntervalSet.from_epoch_pairs(own).union(waiting)
+        if node.is_incremental and waiting and (scope is None or name in scope):
+            pairs = grid_pairs(node.schedule, waiting, node_bounds(node, now_s)[1])
+            pending = [p for p in pairs if not done.covers(*p)]
+            if pending:
+                pending_of[name] = pending
+    plan = ChangePlan(now=now_dt, since=since, nodes=out, pending=pending_of)
+    check_renders(project, plan)
+    return plan
+
+
+def _pending_span(state: NodeState | None) -> IntervalSet:
+    """The intervals of the node's pending restatements."""
+    if state is None or not state.pending_restatements:
+        return IntervalSet()
+    return IntervalSet(iv for r in state.pending_restatements for iv in r.intervals)
+
+
+def check_renders(project: Project, plan: ChangePlan) -> None:
+    """Render every changed node's SQL (its first restated interval, or the latest one) so a
+    template error is a ``ProjectError`` while planning, before anything is recorded."""
+    from ..templating import render_sql
+
+    for entry in plan.changed:
+        node = project.nodes[entry.node]
+        if not node.is_incremental:
+            render_sql(node, None, None)
+            continue
+        if entry.restate:
+            a, b = entry.restate[0]
+        else:
+            b = node.schedule.tick_at_or_before(to_epoch(plan.now))
+            a = node.schedule.tick_before(b)
+        render_sql(node, from_epoch(a), from_epoch(b))
 
 
 class _Analyses:
@@ -279,31 +323,36 @@ class ApplyResult:
     restated: dict[str, list[Pair]]
     recorded: list[str]
     run: RunResult | None = None
+    #: restated intervals an earlier apply or restatement left to recompute (``ChangePlan.pending``)
+    pending: dict[str, list[Pair]] = field(default_factory=dict)
 
 
 def record_changes(project: Project, store: StateStore, plan: ChangePlan, *, reason: str | None = None,
                    actor: str | None = None) -> ApplyResult:
     """Record the plan's restatements (the changed nodes', then their readers' with the
-    cascade named), then the changed nodes' new fingerprints and definitions."""
+    cascade named) and the changed nodes' new fingerprints and definitions, in one store
+    mutation (``StateStore.record_plan``): all of it or, after a crash, none."""
     why = (reason or "").strip() or plan.default_reason()
     direct = {n.node: n.restate for n in plan.changed if n.restate}
     readers = {n.node: n.restate for n in plan.nodes if n.restate and n.node not in direct}
+    groups = []
     if direct:
-        store.restate({n: IntervalSet.from_epoch_pairs(p) for n, p in direct.items()}, why, actor)
+        groups.append(({n: IntervalSet.from_epoch_pairs(p) for n, p in direct.items()}, why))
     if readers:
-        store.restate({n: IntervalSet.from_epoch_pairs(p) for n, p in readers.items()},
-                      f"{why} (downstream of {', '.join(n.node for n in plan.changed)})", actor)
-    recorded = []
-    for entry in plan.changed:
-        node = project.nodes[entry.node]
-        store.set_fingerprint(node.name, node.fingerprint, definition=node.definition)
-        recorded.append(node.name)
-    return ApplyResult(reason=why, restated={**direct, **readers}, recorded=recorded)
+        groups.append(({n: IntervalSet.from_epoch_pairs(p) for n, p in readers.items()},
+                       f"{why} (downstream of {', '.join(n.node for n in plan.changed)})"))
+    definitions = {n.node: (project.nodes[n.node].fingerprint, project.nodes[n.node].definition)
+                   for n in plan.changed}
+    if groups or definitions:
+        store.record_plan(groups, definitions, actor)
+    return ApplyResult(reason=why, restated={**direct, **readers}, recorded=list(definitions),
+                       pending=dict(plan.pending))
 
 
 def rerun_nodes(result: ApplyResult) -> list[str]:
-    """The nodes a run after ``record_changes`` must visit: the restated ones."""
-    return list(result.restated)
+    """The nodes a run after ``record_changes`` must visit: the restated ones and those
+    with restatements still pending from before."""
+    return list(dict.fromkeys([*result.restated, *result.pending]))
 
 
 def apply_changes(
@@ -330,7 +379,7 @@ def apply_changes(
     opts = dict(options or {})
     plan = plan or change_plan(project, store, now=opts.get("now"))
     result = record_changes(project, store, plan, reason=reason, actor=actor)
-    if run and result.restated:
+    if run and rerun_nodes(result):
         due = plan_intervals(project, store, mode="run", nodes=rerun_nodes(result), **opts)
         result.run = execute(due, project, store, engine=engine, progress=progress, origin=origin,
                              run_id=run_id)

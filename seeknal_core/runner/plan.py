@@ -264,8 +264,10 @@ def plan(
                   else _after_last(node, node_plan, state, lo, hi))
         if wanted is None:  # no start: noted
             continue
-        if state:
-            wanted += _redo(node.schedule, state, hi)
+        if state:  # a range bounds retries and restatements too; `run --restate` runs all it restated
+            within = range_bounds(start, end, node.timezone) if has_range and mode != Mode.RESTATE else (
+                None, None)
+            wanted += _redo(node.schedule, state, hi, within)
         node_plan.due = Due.merged(node.schedule, wanted)
     return Plan(mode=mode, now=now_dt, nodes=out)
 
@@ -322,8 +324,8 @@ def _after_last(node: TransformNode, node_plan: NodePlan, state: NodeState | Non
     first = max(lo, last_end) if (lo is not None and last_end is not None) else (
         last_end if last_end is not None else lo)
     wanted: Wanted = []
-    if first < hi:
-        run = _sized(schedule, schedule.tick_at_or_after(first), hi)
+    if first < hi:  # from the interval holding ``first``: a completed range may end off the grid
+        run = _sized(schedule, schedule.tick_at_or_before(first), hi)
         if run is not None:
             wanted += _missing(schedule, state, *run, Reason.NEW)
     if node.lookback and last_end is not None:
@@ -332,11 +334,23 @@ def _after_last(node: TransformNode, node_plan: NodePlan, state: NodeState | Non
     return wanted
 
 
-def _redo(schedule: Schedule, state: NodeState, hi: int) -> Wanted:
-    """Failed intervals (retried) and pending restatements not recomputed since, up to ``hi``."""
-    wanted: Wanted = [(a, b, Reason.RETRY) for a, b in grid_runs(schedule, state.failed_intervals, hi)]
+def _redo(schedule: Schedule, state: NodeState, hi: int,
+          within: tuple[int | None, int | None] = (None, None)) -> Wanted:
+    """Failed intervals (retried) and pending restatements not recomputed since, up to ``hi``;
+    with a user's range (``within``: epoch bounds, None open), only the grid intervals
+    overlapping it: a range means its range, a plain run retries everything due."""
+    lo, end = within
+    if end is not None:
+        hi = min(hi, schedule.tick_at_or_after(end))
+    first = None if lo is None else schedule.tick_at_or_before(lo)
+
+    def clipped(runs: list[Pair]) -> list[Pair]:
+        return [(max(a, first), b) for a, b in runs if b > first] if first is not None else runs
+
+    wanted: Wanted = [(a, b, Reason.RETRY)
+                      for a, b in clipped(grid_runs(schedule, state.failed_intervals, hi))]
     for restatement in state.pending_restatements:
-        for a, b in grid_runs(schedule, IntervalSet(restatement.intervals), hi):
+        for a, b in clipped(grid_runs(schedule, IntervalSet(restatement.intervals), hi)):
             wanted += _missing(schedule, state, a, b, Reason.RESTATE)
     return wanted
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -196,6 +196,18 @@ class StateStore(Protocol):
     def restate(
         self, nodes: Mapping[str, IntervalsLike], reason: str, actor: str | None = None
     ) -> list[Restatement]: ...
+
+    def record_plan(
+        self,
+        restatements: Sequence[tuple[Mapping[str, IntervalsLike], str]],
+        definitions: Mapping[str, tuple[str, Mapping[str, Any] | None]],
+        actor: str | None = None,
+    ) -> int:
+        """Apply a change plan as one atomic change: ``restate(nodes, reason, actor)`` of each
+        group in order, then ``set_fingerprint`` of each node (``definitions``: node ->
+        (fingerprint, definition)).  Each step keeps its own revision and audit records, as
+        the same calls one by one, but a crash leaves all of them or none; returns the revision."""
+        ...
 
     def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
 from ..intervals import Interval, IntervalSet, seconds_to_micros
@@ -197,6 +197,31 @@ def _check_definition(definition: Mapping[str, Any] | None) -> dict[str, Any] | 
         raise ValueError(f"definition must be JSON-serialisable: {exc}") from None
 
 
+def _restatement_request(nodes: Mapping[str, IntervalsLike], reason: str
+                         ) -> tuple[dict[str, IntervalSet], str]:
+    """A ``restate`` call's arguments, checked: (node -> intervals, reason)."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise StateError("a restatement needs a reason: say why the data must be recomputed")
+    if not nodes:
+        raise StateError("a restatement needs at least one node and its intervals")
+    wanted: dict[str, IntervalSet] = {}
+    for name, intervals in nodes.items():
+        _check_node_name(name)
+        wanted[name] = _as_set(intervals)
+        if not wanted[name]:
+            raise StateError(f"restatement of node {name!r} has no intervals")
+    return wanted, reason.strip()
+
+
+def _fingerprint_request(node: str, fingerprint: str, definition: Mapping[str, Any] | None
+                         ) -> tuple[str, str, dict[str, Any] | None]:
+    """A ``set_fingerprint`` call's arguments, checked."""
+    _check_node_name(node)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError("fingerprint must be a non-empty string")
+    return node, fingerprint, _check_definition(definition)
+
+
 # -- the public mutations -------------------------------------------------------------------
 
 
@@ -320,22 +345,37 @@ class StoreBase:
         ``nodes`` maps each node to its own intervals; the caller computes the downstream
         cascade.  One revision for the whole request, one audit record per node.
         """
-        if not isinstance(reason, str) or not reason.strip():
-            raise StateError("a restatement needs a reason: say why the data must be recomputed")
-        if not nodes:
-            raise StateError("a restatement needs at least one node and its intervals")
-        who = actor or default_actor()
-        wanted: dict[str, IntervalSet] = {}
-        for name, intervals in nodes.items():
-            _check_node_name(name)
-            wanted[name] = _as_set(intervals)
-            if not wanted[name]:
-                raise StateError(f"restatement of node {name!r} has no intervals")
-        return self._apply_restate(wanted, reason.strip(), who)
+        wanted, why = _restatement_request(nodes, reason)
+        return self._apply_restate(wanted, why, actor or default_actor())
 
     def _apply_restate(
         self, wanted: dict[str, IntervalSet], reason: str, actor: str
     ) -> list[Restatement]:
+        raise NotImplementedError
+
+    def record_plan(
+        self,
+        restatements: Sequence[tuple[Mapping[str, IntervalsLike], str]],
+        definitions: Mapping[str, tuple[str, Mapping[str, Any] | None]],
+        actor: str | None = None,
+    ) -> int:
+        """``restate`` of each (nodes, reason) group, then ``set_fingerprint`` of each node, as
+        one atomic change (``seeknal plan --apply``): each step has its own revision and the
+        audit records of the call it stands for, so journals and history cannot tell the
+        difference, but a crash can no longer leave restated readers beside an unrecorded
+        definition, or a recorded definition without its restatements.  Checked whole
+        before anything is written; returns the revision (unchanged when nothing was to do)."""
+        groups = [_restatement_request(nodes, reason) for nodes, reason in restatements]
+        defs = [_fingerprint_request(node, fingerprint, definition)
+                for node, (fingerprint, definition) in definitions.items()]
+        return self._apply_plan(groups, actor or default_actor(), defs)
+
+    def _apply_plan(
+        self, groups: list[tuple[dict[str, IntervalSet], str]], actor: str,
+        definitions: list[tuple[str, str, dict[str, Any] | None]],
+    ) -> int:
+        """Apply the restatement groups, then the definitions, in one commit: one revision per
+        group and per definition that changes anything (as ``_apply_restate``/``_apply_fingerprint``)."""
         raise NotImplementedError
 
     def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement:
@@ -369,10 +409,7 @@ class StoreBase:
         None or equal to the stored one.  The ``fingerprint`` audit record carries the
         definition when given, so ``history`` shows what each version of a node was.
         """
-        _check_node_name(node)
-        if not isinstance(fingerprint, str) or not fingerprint:
-            raise ValueError("fingerprint must be a non-empty string")
-        return self._apply_fingerprint(node, fingerprint, _check_definition(definition))
+        return self._apply_fingerprint(*_fingerprint_request(node, fingerprint, definition))
 
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         raise NotImplementedError

@@ -380,24 +380,49 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
         self, wanted: dict[str, IntervalSet], reason: str, actor: str
     ) -> list[Restatement]:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, list]:
-            records, created = [], []
-            for name, change in wanted.items():
-                raw = self._node_for_write(doc, name, revision)
-                starts, ends = self._completed_arrays(name, raw)
-                removed = _set_of(starts, ends).intersection(change)
-                self._update_completed(name, raw, change, add=False)
-                rows = _rows(*change.micros())
-                item = _pending_item(uuid.uuid4().hex[:12], rows, reason, actor, now)
-                raw["restatements"].append(item)
-                records.append(_entry(
-                    "restate", name, now, intervals=rows, reason=reason, actor=actor,
-                    restatement_id=item["id"],
-                    removed=_rows(*removed.micros()),
-                ))
-                created.append(_restatement(name, item))
-            return records, created
+            return self._restate_in(doc, wanted, reason, actor, now, revision)
 
         return self._mutate(apply)[1]
+
+    def _restate_in(self, doc: dict[str, Any], wanted: dict[str, IntervalSet], reason: str, actor: str,
+                    now: str, revision: int) -> tuple[list[dict[str, Any]], list[Restatement]]:
+        """One restatement request applied to ``doc`` at ``revision``: (records, restatements)."""
+        records, created = [], []
+        for name, change in wanted.items():
+            raw = self._node_for_write(doc, name, revision)
+            starts, ends = self._completed_arrays(name, raw)
+            removed = _set_of(starts, ends).intersection(change)
+            self._update_completed(name, raw, change, add=False)
+            rows = _rows(*change.micros())
+            item = _pending_item(uuid.uuid4().hex[:12], rows, reason, actor, now)
+            raw["restatements"].append(item)
+            records.append(_entry(
+                "restate", name, now, intervals=rows, reason=reason, actor=actor,
+                restatement_id=item["id"],
+                removed=_rows(*removed.micros()),
+            ))
+            created.append(_restatement(name, item))
+        return records, created
+
+    def _apply_plan(
+        self, groups: list[tuple[dict[str, IntervalSet], str]], actor: str,
+        definitions: list[tuple[str, str, dict[str, Any] | None]],
+    ) -> int:
+        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
+            records: list[dict[str, Any]] = []
+            steps = [self._restate_in(doc, wanted, reason, actor, now, revision + i)[0]
+                     for i, (wanted, reason) in enumerate(groups)]
+            for node, fingerprint, definition in definitions:
+                record = self._fingerprint_in(doc, node, fingerprint, definition, now, revision + len(steps))
+                if record is not None:
+                    steps.append([record])
+            for at, step in enumerate(steps, start=revision):
+                for record in step:
+                    record["revision"] = at
+                records += step
+            return records, None
+
+        return self._mutate(apply)[0]
 
     def _apply_resolve(self, restatement_id: str, by: str) -> Restatement | None:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, Restatement | None]:
@@ -431,18 +456,24 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
 
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
-            raw = doc["nodes"].get(node, {})
-            old = raw.get("fingerprint")
-            if old == fingerprint and (definition is None or definition == raw.get("definition")):
-                return [], None
-            raw = self._node_for_write(doc, node, revision)
-            raw["fingerprint"] = fingerprint
-            record = _entry("fingerprint", node, now, fingerprint=fingerprint, previous=old)
-            if definition is not None:
-                raw["definition"] = record["definition"] = definition
-            return [record], None
+            record = self._fingerprint_in(doc, node, fingerprint, definition, now, revision)
+            return ([] if record is None else [record]), None
 
         return self._mutate(apply)[0]
+
+    def _fingerprint_in(self, doc: dict[str, Any], node: str, fingerprint: str,
+                        definition: dict[str, Any] | None, now: str, revision: int) -> dict[str, Any] | None:
+        """The node's new fingerprint applied to ``doc`` at ``revision``: its record (None: no change)."""
+        raw = doc["nodes"].get(node, {})
+        old = raw.get("fingerprint")
+        if old == fingerprint and (definition is None or definition == raw.get("definition")):
+            return None
+        raw = self._node_for_write(doc, node, revision)
+        raw["fingerprint"] = fingerprint
+        record = _entry("fingerprint", node, now, fingerprint=fingerprint, previous=old)
+        if definition is not None:
+            raw["definition"] = record["definition"] = definition
+        return record
 
     def _apply_execution(self, node: str, record: dict[str, Any]) -> None:
         with self._locked() as doc:

@@ -81,7 +81,14 @@ _MIGRATION_3 = r"""
 ALTER TABLE {s}.nodes ADD COLUMN IF NOT EXISTS inferred_start timestamptz;
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
+#: ``record_plan`` (``seeknal plan --apply`` as one transaction): no table changes; the
+#: migration exists so that schemas of version 3 get the function (``FUNCTIONS`` are
+#: re-created whole whenever a migration runs)
+_MIGRATION_4 = r"""
+COMMENT ON TABLE {s}.store IS 'seeknal state: the store-wide revision (one row)';
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 FUNCTIONS = r"""
@@ -443,6 +450,37 @@ BEGIN
 END
 $$;
 
+-- seeknal plan --apply: restate each group in order, then set each definition, in one
+-- transaction (a crash leaves all or nothing); each step has its own revision and audit
+-- records, exactly as the calls one by one.
+-- p_groups: [{"reason", "items": <restate's p_items>}, ...];
+-- p_definitions: [{"node", "fingerprint", "definition"}, ...]
+-- returns {"revision": <the store's>, "at": [<each group's requested_at text>, ...]}
+CREATE OR REPLACE FUNCTION {s}.record_plan(p_groups jsonb, p_actor text, p_definitions jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_group jsonb;
+    v_def jsonb;
+    v_at jsonb := '[]'::jsonb;
+    v_rev bigint;
+BEGIN
+    PERFORM 1 FROM {s}.store FOR UPDATE;  -- the store lock first, as every mutation
+    FOR v_group IN SELECT x.e FROM jsonb_array_elements(p_groups) WITH ORDINALITY AS x(e, o) ORDER BY x.o
+    LOOP
+        v_at := v_at || jsonb_build_array({s}.restate(v_group -> 'items', v_group ->> 'reason', p_actor));
+    END LOOP;
+    FOR v_def IN SELECT x.e FROM jsonb_array_elements(p_definitions) WITH ORDINALITY AS x(e, o) ORDER BY x.o
+    LOOP
+        PERFORM {s}.set_fingerprint(v_def ->> 'node', v_def ->> 'fingerprint',
+                                    nullif(v_def -> 'definition', 'null'::jsonb));
+    END LOOP;
+    SELECT s.revision INTO v_rev FROM {s}.store AS s;
+    RETURN jsonb_build_object('revision', v_rev, 'at', v_at);
+END
+$$;
+
 -- p_items: [{"node", "bounds": [us, ...], "by", "record"}, ...]: one mark_complete each, in
 -- order, in one transaction (so each node has its own revision, as the calls one by one)
 CREATE OR REPLACE FUNCTION {s}.mark_complete_many(p_items jsonb)
@@ -496,6 +534,7 @@ STATEMENTS = {
     "mark_complete_many": "SELECT {s}.mark_complete_many(%s::jsonb)",
     "mark_failed": "SELECT {s}.mark_failed(%s, %s::bigint[], %s, %s::jsonb)",
     "restate": "SELECT {s}.restate(%s::jsonb, %s, %s), (SELECT revision FROM {s}.store)",
+    "record_plan": "SELECT {s}.record_plan(%s::jsonb, %s, %s::jsonb)",
     "resolve": "SELECT {s}.resolve_restatement(%s, %s)",
     "remove_keys": "SELECT {s}.remove_partition_keys(%s, %s::text[])",
     "fingerprint": "SELECT {s}.set_fingerprint(%s, %s, %s::jsonb)",

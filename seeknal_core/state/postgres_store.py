@@ -335,16 +335,22 @@ class PostgresStateStore(StoreBase):
     def _apply_restate(
         self, wanted: dict[str, IntervalSet], reason: str, actor: str
     ) -> list[Restatement]:
-        items = [
-            {"node": name, "id": uuid.uuid4().hex[:12], "rows": _rows(*change.micros()),
-             "bounds": _flat(change)}
-            for name, change in wanted.items()
-        ]
+        items = _restate_items(wanted)
         at = self._run("restate", [self._json(items), reason, actor], write=True)[0][0]
         return [
             _restatement(item["node"], _pending_item(item["id"], item["rows"], reason, actor, at))
             for item in items
         ]
+
+    def _apply_plan(
+        self, groups: list[tuple[dict[str, IntervalSet], str]], actor: str,
+        definitions: list[tuple[str, str, dict[str, Any] | None]],
+    ) -> int:
+        batch = [{"reason": reason, "items": _restate_items(wanted)} for wanted, reason in groups]
+        defs = [{"node": node, "fingerprint": fingerprint, "definition": definition}
+                for node, fingerprint, definition in definitions]
+        done = self._run("record_plan", [self._json(batch), actor, self._json(defs)], write=True)[0][0]
+        return done["revision"]
 
     def _apply_resolve(self, restatement_id: str, by: str) -> Restatement | None:
         found = self._run("resolve", [str(restatement_id), by], write=True)[0][0]
@@ -515,6 +521,12 @@ class PostgresStateStore(StoreBase):
 
         return Jsonb(value)
 
+
+
+def _restate_items(wanted: dict[str, IntervalSet]) -> list[dict[str, Any]]:
+    """The ``restate`` function's items: per node a new id, its rows and flat bounds."""
+    return [{"node": name, "id": uuid.uuid4().hex[:12], "rows": _rows(*change.micros()),
+             "bounds": _flat(change)} for name, change in wanted.items()]
 
 
 def _node_state(row: tuple) -> NodeState:
