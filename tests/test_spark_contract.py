@@ -125,7 +125,7 @@ def test_backfill_fills_the_gap_and_daily_waits_for_its_hours(tmp_path, engine, 
     early = runner.run(project, store, nodes=["daily"], now="2024-01-04")
     assert not early.nodes[0].done and len(early.nodes[0].skipped) == 2
     assert all(r.startswith(runner.WAITING_FOR_UPSTREAM) for _, r in early.nodes[0].skipped)
-    gap = runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-04", now="2024-01-04")
+    gap = runner.plan(project, store.load(), mode="backfill", start="2024-01-01", end="2024-01-04", now="2024-01-04")
     assert [len(n.intervals) for n in gap.nodes] == [36, 2]  # 2024-01-02T12:00 .. 2024-01-04
     assert runner.execute(gap, project, store).ok
     assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
@@ -164,7 +164,7 @@ def test_a_bad_hour_is_isolated_and_retried_first(tmp_path, engine, spark):  # n
     assert "2024-01-02T12:00:00" in hourly.failures[0][1] and "bad" in hourly.failures[0][1]
     assert [r for _, r in daily.skipped] == ["upstream 'hourly' failed for this interval"]
     write_day(tmp_path, "2024-01-02")
-    retry = runner.plan(project, store, now="2024-01-03")
+    retry = runner.plan(project, store.load(), now="2024-01-03")
     assert retry.nodes[0].due == {(1704196800, 1704200400): "retry"}
     assert runner.execute(retry, project, store).ok
     assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
@@ -176,7 +176,7 @@ def test_lookback_reruns_the_last_hours_for_late_data(tmp_path, engine, spark): 
     project, store = make(tmp_path, engine, days=1, nodes=HOURLY + "  lookback: 2\n")
     runner.run(project, store, now="2024-01-01T07:00")
     write_day(tmp_path, "2024-01-01", extra=3)  # late rows for 05:00, inside the lookback
-    plan = runner.plan(project, store, now="2024-01-01T08:00")
+    plan = runner.plan(project, store.load(), now="2024-01-01T08:00")
     assert sorted(plan.nodes[0].due.values()) == ["lookback", "lookback", "new"]
     assert runner.execute(plan, project, store).ok
     assert output(tmp_path, "hourly") == direct(tmp_path, "hourly", until="2024-01-01 08")

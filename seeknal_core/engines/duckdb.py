@@ -31,6 +31,7 @@ from ..errors import ProjectError, SeeknalError
 from ..project import Project, SourceNode, TransformNode
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
+from . import DATABASE, DATASET, output_layout
 from .base import BatchError, EngineError, Pair, QueryError, ResourceError
 
 #: errors in the SQL itself: every interval of a batch fails the same way
@@ -176,15 +177,16 @@ class DuckDBEngine:
                 except duckdb.Error as exc:
                     raise engine_error(exc, self._where()) from None
         for node in self.project.nodes.values():
-            if node.materialization == "parquet" or node.engine == "spark":
+            if output_layout(node) != DATABASE:
                 self._register_parquet_view(node)
 
     def parquet_dir(self, node: TransformNode) -> Path:
         return self.project.target_dir / "data" / node.name
 
     def _register_parquet_view(self, node: TransformNode) -> None:
+        """The node's name as a view over its files, read as its engine's layout says."""
         folder = self.parquet_dir(node)
-        if node.engine == "spark":  # a partitioned dataset (engines/spark.py), without its key
+        if output_layout(node) == DATASET:  # Hive partitions (engines/spark.py), without the key
             if any(folder.glob("seeknal_interval=*/*.parquet")):  # not .spark-staging-* leftovers
                 glob = _sql_literal(str(folder / "seeknal_interval=*" / "*.parquet"))
                 self.con.execute(
@@ -199,12 +201,12 @@ class DuckDBEngine:
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS "
                              f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
 
-    def _register_spark_inputs(self, node: TransformNode) -> None:
-        """Views over upstream Spark nodes whose first files appeared after this engine
-        opened (another engine wrote them earlier in the same run)."""
+    def register_inputs(self, node: TransformNode) -> None:
+        """Views over the node's inputs that another engine writes as files, whose first
+        files may have appeared after this engine opened (earlier in the same run)."""
         for dep in node.depends_on:
             other = self.project.nodes.get(dep)
-            if other is not None and other.engine == "spark":
+            if other is not None and other.engine != self.name and output_layout(other) != DATABASE:
                 self._register_parquet_view(other)
 
     def _where(self, node: TransformNode | None = None) -> Path:
@@ -276,7 +278,7 @@ class DuckDBEngine:
         """Replace the node's rows for the contiguous ``intervals``; rows per interval.
 
         One transaction (rolled back on any error); duckdb's errors leave translated."""
-        self._register_spark_inputs(node)
+        self.register_inputs(node)
         with self._writing(node):
             if node.materialization == "parquet":
                 return self._write_parquet(node, sql, intervals)
@@ -400,7 +402,7 @@ class DuckDBEngine:
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
-        self._register_spark_inputs(node)
+        self.register_inputs(node)
         with self._writing(node):
             self.con.execute("BEGIN TRANSACTION")
             try:
