@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 
+from seeknal_core.engines import DEFAULT_ENGINE, engine_kind
 from seeknal_core.project import Project, SourceNode, TransformNode
 from seeknal_core.schedule import Schedule
 
@@ -221,9 +222,11 @@ class SeeknalTranslator:
         return list(owners) if owners else None
 
     def get_kinds(self, node: TransformNode | SourceNode) -> set[str]:
+        """A transform: its engine's ``dagster_kinds``; a source: its file format, or the
+        default engine's kinds for a table in the project database."""
         if isinstance(node, SourceNode):
-            return {node.format or "duckdb"}
-        return {"duckdb", "sql"}
+            return {node.format} if node.format else {engine_kind(DEFAULT_ENGINE).dagster_kinds[0]}
+        return set(engine_kind(node.engine).dagster_kinds)
 
     def get_code_version(self, node: TransformNode) -> str:
         """The node's fingerprint (normalised SQL and the fields that change an interval), as
