@@ -31,7 +31,7 @@ from seeknal_core.project import Project, TransformNode, load_project
 from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
 
-from .partitions import keys_for_intervals
+from .partitions import keys_for_intervals, partitioned
 from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
 
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
@@ -95,11 +95,11 @@ def plan_intervals(node: TransformNode, pairs: Sequence[Pair]) -> dict[str, Any]
     """The runner request that runs exactly ``pairs`` of one node, completed or not: an
     explicit re-materialisation re-runs completed intervals, and failed or restated
     intervals outside the window are left to their own runs (Dagster would not know they
-    ran).  Without ``pairs`` (an unpartitioned asset): what is due, as ``seeknal run NODE``."""
+    ran).  Without ``pairs`` (an unpartitioned asset): what is due, as ``seeknal run NODE``.
+    The clock stays the real one: the policies (a change plan's reach) read it."""
     if not pairs:
         return {"nodes": [node.name]}
-    return {"nodes": [node.name], "now": from_epoch(pairs[-1][1]),
-            "intervals": [(from_epoch(pairs[0][0]), from_epoch(pairs[-1][1]))]}
+    return {"nodes": [node.name], "intervals": [(from_epoch(pairs[0][0]), from_epoch(pairs[-1][1]))]}
 
 
 def engine_options(project: Project, node: TransformNode, duckdb_resource: Any,
@@ -275,7 +275,7 @@ def build_source_specs(
 def _backfill_policy(node: TransformNode, file_only: bool) -> dg.BackfillPolicy | None:
     """Parquet nodes write one file per interval and share no database: a backfill fans
     out into one run per partition (or per batch_size) that can run in parallel."""
-    if not node.is_incremental:
+    if not partitioned(node):
         return None
     if file_only and not engine_kind(node.engine).run_per_range:  # Spark: one session start-up per range
         return dg.BackfillPolicy.multi_run(node.batch_size or 1)

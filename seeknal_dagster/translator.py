@@ -26,7 +26,7 @@ from seeknal_core.engines import DEFAULT_ENGINE, engine_kind
 from seeknal_core.project import Project, SourceNode, TransformNode
 from seeknal_core.schedule import Schedule
 
-from .partitions import PartitionsError, partitions_def_for
+from .partitions import PartitionsError, partitioned, partitions_def_for
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 _YEAR_S = 366 * 86_400
@@ -85,7 +85,7 @@ class SeeknalTranslator:
                 group_name=self.get_group_name(node) or group_name_for(project),
                 owners=self.get_owners(node),
             )
-        pdef = partitions_def_of(node) if node.is_incremental else None
+        pdef = partitions_def_of(node) if partitioned(node) else None
         return dg.AssetSpec(
             key=self.get_asset_key(node),
             deps=self.get_deps(node, project),
@@ -127,7 +127,7 @@ class SeeknalTranslator:
         for name in node.depends_on:
             upstream = project.nodes.get(name)
             mapping = (_BY_TIME_WINDOW
-                       if node.is_incremental and upstream is not None and upstream.is_incremental else None)
+                       if partitioned(node) and upstream is not None and partitioned(upstream) else None)
             deps.append(dg.AssetDep(self.key_of(project, name), partition_mapping=mapping))
         return deps
 
