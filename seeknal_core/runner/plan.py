@@ -287,8 +287,7 @@ def plan(
 
 
 #: the one warning of a changed definition (``on_change: warn``, and any dry run)
-CHANGED_NOTE = ("definition changed since its intervals were computed: `seeknal plan` shows what to "
-                "restate (new intervals run with the new definition)")
+CHANGED_NOTE = "definition changed since its intervals were computed: `seeknal plan` shows what to restate"
 
 #: a run of grid intervals and why it is due, before runs are merged (``Due.merged``)
 Wanted = list[tuple[int, int, Reason]]
