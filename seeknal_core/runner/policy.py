@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..engines import Engine, EngineOptions, EnginePool, QueryError
+from ..engines import Engine, EngineOptions, EnginePool, QueryError, uses_database
 from ..errors import SeeknalError
 from ..project import Project, SourceNode
 from ..timeutil import TimeLike, from_epoch, get_zone
@@ -172,7 +172,10 @@ def run(
     """``prepare`` then ``execute``, over one pool of engines (``engine``: engines handed
     in; ``engine_options``: how to open the others, e.g. Dagster's resources).  The
     result carries the plan and the run-level notes."""
-    pool = EnginePool(project, engine, engine_options)
+    selected = [project.nodes[n] for n in project.topological_order(request.get("nodes"))]
+    # nodes over files only never open the project's DuckDB file (no lock to share)
+    pool = EnginePool(project, engine, engine_options,
+                      database=any(uses_database(project, node) for node in selected))
     try:
         prepared = prepare(project, store, engines=pool, **request)
         pool.database = plan_uses_database(project, prepared.plan)
