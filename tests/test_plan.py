@@ -197,6 +197,11 @@ def test_on_change_fail_stops_seeknal_run_with_one_line_and_leaves_state(tmp_pat
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "hourly" in done.stderr and "seeknal plan" in done.stderr
     assert state_bytes(root) == before
+    # --restate too: refused before anything is restated
+    again = seeknal("run", "--restate", "--start", "2024-02-01", "--end", "2024-02-01", "-p", str(root),
+                    now="2024-02-11T00:00:00Z")
+    assert again.returncode == 2 and again.stderr == done.stderr
+    assert state_bytes(root) == before
 
 
 def test_on_change_warn_names_the_nodes_and_keeps_the_change_visible(tmp_path):

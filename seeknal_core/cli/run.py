@@ -75,7 +75,7 @@ def _restate_first(sess: Session, nodes: tuple[str, ...], window: Window, reason
     ``on_change`` is applied before anything is restated (``fail`` restates nothing)."""
     from ..runner import apply_on_change
 
-    applied, _ = apply_on_change(sess.project, sess.store, node_names(sess, nodes), now=sess.now,
+    applied = apply_on_change(sess.project, sess.store, node_names(sess, nodes), now=sess.now,
                                  dry_run=dry_run)
     for note in applied:
         click.echo(note, err=True)

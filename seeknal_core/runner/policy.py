@@ -35,7 +35,6 @@ from .plan import Plan, plan, time_sources
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
-    from .changes import ApplyResult
 
 
 class DefinitionsChanged(SeeknalError):
@@ -44,12 +43,11 @@ class DefinitionsChanged(SeeknalError):
 
 @dataclass
 class Prepared:
-    """A plan with the policies applied: run-level ``notes`` (the applied change plan)
-    and ``applied``, the change plan ``on_change: apply`` recorded."""
+    """A plan with the policies applied, and their run-level ``notes`` (the change plan
+    ``on_change: apply`` recorded)."""
 
     plan: Plan
     notes: list[str] = field(default_factory=list)
-    applied: ApplyResult | None = None
 
 
 def changed_line(names: Sequence[str]) -> str:
@@ -60,28 +58,27 @@ def changed_line(names: Sequence[str]) -> str:
 
 
 def apply_on_change(project: Project, store: StateStore, nodes: Iterable[str] | None = None, *,
-                    now: TimeLike | None = None, dry_run: bool = False,
-                    policy: str | None = None) -> tuple[list[str], ApplyResult | None]:
-    """The ``on_change`` policy (``policy``, default the project's) for the selected nodes:
+                    now: TimeLike | None = None, dry_run: bool = False) -> list[str]:
+    """The project's ``on_change`` policy for the selected nodes:
     raise ``DefinitionsChanged`` (``fail``), record their change plan (``apply``: its
     restatements are then due), or nothing (``warn``, and any dry run: the planner notes
-    each changed node).  Returns (notes, what ``apply`` recorded)."""
+    each changed node).  Returns the notes of what it did."""
     from . import changes
 
-    policy = policy or project.on_change
+    policy = project.on_change
     if policy == "warn" or dry_run:
-        return [], None
+        return []
     selected = set(project.topological_order(nodes))
     changed = [n for n in changes.changed_nodes(project, store) if n in selected]
     if not changed:
-        return [], None
+        return []
     if policy == "fail":
         raise DefinitionsChanged(changed_line(changed))
     change_plan = changes.change_plan(project, store, None if nodes is None else list(nodes), now=now)
     result = changes.record_changes(project, store, change_plan)
     count = sum(len(p) for p in result.restated.values())
     return [f"Applied definition changes of {', '.join(changed)}: restated {count} "
-            f"interval{'' if count == 1 else 's'} ({result.reason})"], result
+            f"interval{'' if count == 1 else 's'} ({result.reason})"]
 
 
 def infer_starts(project: Project, states: Mapping[str, NodeState], nodes: Iterable[str] | None,
@@ -140,7 +137,7 @@ def prepare(
     to ``plan.plan`` (``start``, ``end``, ``partitions``, ``intervals``, ``batch_size``,
     ``include_open``)."""
     names = None if nodes is None else list(nodes)
-    notes, applied = apply_on_change(project, store, names, now=now, dry_run=dry_run)
+    notes = apply_on_change(project, store, names, now=now, dry_run=dry_run)
     states = store.load()
     pool = engines if engines is not None else EnginePool(project)
     try:
@@ -155,7 +152,7 @@ def prepare(
         if node_plan.node in inferred:
             node_plan.notes.insert(0, inferred[node_plan.node])
     # per-source readiness (the next step) goes here: hold intervals back as waiting
-    return Prepared(plan=the_plan, notes=notes, applied=applied)
+    return Prepared(plan=the_plan, notes=notes)
 
 
 def run(
