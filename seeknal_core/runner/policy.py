@@ -68,13 +68,14 @@ def apply_on_change(project: Project, store: StateStore, nodes: Iterable[str] | 
     policy = project.on_change
     if policy == "warn" or dry_run:
         return []
+    nodes = None if nodes is None else list(nodes)
     selected = set(project.topological_order(nodes))
     changed = [n for n in changes.changed_nodes(project, store) if n in selected]
     if not changed:
         return []
     if policy == "fail":
         raise DefinitionsChanged(changed_line(changed))
-    change_plan = changes.change_plan(project, store, None if nodes is None else list(nodes), now=now)
+    change_plan = changes.change_plan(project, store, nodes, now=now)
     result = changes.record_changes(project, store, change_plan)
     count = sum(len(p) for p in result.restated.values())
     return [f"Applied definition changes of {', '.join(changed)}: restated {count} "
