@@ -170,6 +170,8 @@ def run(
     """``prepare`` then ``execute``, over one pool of engines (``engine``: engines handed
     in; ``engine_options``: how to open the others, e.g. Dagster's resources).  The
     result carries the plan and the run-level notes."""
+    if request.get("nodes") is not None:
+        request["nodes"] = list(request["nodes"])
     selected = [project.nodes[n] for n in project.topological_order(request.get("nodes"))]
     # nodes over files only never open the project's DuckDB file (no lock to share)
     pool = EnginePool(project, engine, engine_options,
