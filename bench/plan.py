@@ -127,7 +127,7 @@ store = open_store(project.root, project.state_config)
 store.load()
 
 def document():
-    plan = runner.plan(project, store, now=sys.argv[3], mode=sys.argv[4])
+    plan = runner.plan(project, store.load(), now=sys.argv[3], mode=sys.argv[4])
     return plan, json.dumps({**plan.to_dict(project), "total_intervals": plan.total_intervals})
 
 t = time.perf_counter()

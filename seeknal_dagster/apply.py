@@ -3,18 +3,21 @@
 A Dagster-only team acts on a changed definition from the launchpad: the job computes
 the ``ChangePlan`` (what each changed node and its readers must restate), logs it per
 node, records it in the state store (restatements, new fingerprints and definitions)
-and, unless ``run`` is false, recomputes the restated intervals through the same runner
-as the assets (DuckDB through the ``DuckDBResource``, in the ``seeknal_duckdb`` pool),
+and, unless ``run`` is false, recomputes the restated intervals through the runner's one
+door, as the assets and the CLI do (DuckDB through the ``DuckDBResource``, in the ``seeknal_duckdb`` pool),
 recorded with origin ``dagster`` and the run id.  The asset's code version is the same
 fingerprint, so the UI marks the assets whose definition the job records.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from seeknal_core.engines import ENGINES
 from seeknal_core.errors import SeeknalError
 from seeknal_core.project import Project
 from seeknal_core.runner import changes
@@ -46,14 +49,24 @@ def _log_plan(context: dg.OpExecutionContext, plan: changes.ChangePlan) -> None:
                          f"restate {len(entry.restate)} interval(s) {spans}")
 
 
+def _database_options(resource: Any) -> dict[str, Any]:
+    """``open_engine`` options of every engine that reads the project's DuckDB file: the
+    resource's connection (entered only when the run opens that engine)."""
+
+    @contextmanager
+    def connection() -> Iterator[dict]:
+        with resource.get_connection() as con:
+            yield {"connection": con}
+
+    return {name: connection for name, kind in ENGINES.items() if kind.reads_database}
+
+
 def build_apply_job(project: Project, *, resource_key: str = DUCKDB_RESOURCE_KEY,
                     pool: str | None = POOL) -> dg.JobDefinition:
     """The job for ``project``: one op, no assets (it changes state, not one asset)."""
 
     @dg.op(name="seeknal_apply_changes_op", required_resource_keys={resource_key}, pool=pool)
     def apply_op(context: dg.OpExecutionContext, config: ApplyChangesConfig) -> None:
-        from seeknal_core.engines.duckdb import DuckDBEngine
-
         resource = getattr(context.resources, resource_key)
         database = str(getattr(resource, "database", "") or "")
         if database and database != ":memory:" and "://" not in database:
@@ -66,11 +79,10 @@ def build_apply_job(project: Project, *, resource_key: str = DUCKDB_RESOURCE_KEY
                     context.log.info("No definition changed: nothing recorded.")
                     return
                 options: dict[str, Any] = {"now": plan.now}
-                with resource.get_connection() as con:
-                    result = changes.apply_changes(
-                        project, store, plan, reason=config.reason, run=config.run,
-                        engine=DuckDBEngine(project, connection=con), origin="dagster",
-                        run_id=context.run_id, options=options)
+                result = changes.apply_changes(
+                    project, store, plan, reason=config.reason, run=config.run,
+                    engine_options=_database_options(resource), origin="dagster",
+                    run_id=context.run_id, options=options)
         except (SeeknalError, StateError) as exc:
             raise dg.Failure(description=f"seeknal could not apply the changes: {exc}") from None
         context.log.info(f"Recorded: reason {result.reason!r}; definitions of {', '.join(result.recorded)}")

@@ -16,30 +16,32 @@ Writes go through ``dagster_duckdb.DuckDBResource`` and are serialised by the
 import datetime as dt
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from seeknal_core import runner
+from seeknal_core.engines import engine_kind, uses_database
 from seeknal_core.errors import SeeknalError
 from seeknal_core.intervals import Pair
 from seeknal_core.project import Project, TransformNode, load_project
 from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
 
-from .partitions import keys_for_intervals
+from .partitions import keys_for_intervals, partitioned
 from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
 
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
 #: seeknal_duckdb 1``): DuckDB lets one process at a time write a database file.
 POOL = "seeknal_duckdb"
-#: The pool of Spark nodes (their own: they share no DuckDB file, and each run holds a
-#: Spark session, so a cluster's capacity is set here, not by DuckDB's one writer).
+#: The pool of Spark nodes (the spark engine's ``EngineKind.pool``: they share no DuckDB
+#: file, and each run holds a Spark session, so a cluster's capacity is set here).
 SPARK_POOL = "seeknal_spark"
-#: the dagster-pyspark resource Spark assets take their session from (see definitions.py)
+#: the dagster-pyspark resource Spark assets take their session from (the spark engine's
+#: ``EngineKind.session_resource``; see definitions.py)
 SPARK_RESOURCE_KEY = "pyspark"
 #: Resource key of the ``DuckDBResource`` the assets write through.
 DUCKDB_RESOURCE_KEY = "duckdb"
@@ -89,14 +91,36 @@ def window_pairs(node: TransformNode, start: dt.datetime, end: dt.datetime) -> l
     return list(zip(ticks, ticks[1:]))
 
 
-def plan_intervals(
-    project: Project, store: StateStore, node: TransformNode, pairs: Sequence[Pair]
-) -> runner.Plan:
-    """A plan that runs exactly ``pairs`` of one node, completed or not: an explicit
-    re-materialisation re-runs completed intervals, and failed or restated intervals
-    outside the window are left to their own runs (Dagster would not know they ran)."""
-    return runner.plan(project, store, nodes=[node.name], now=from_epoch(pairs[-1][1]),
-                       intervals=[(from_epoch(pairs[0][0]), from_epoch(pairs[-1][1]))])
+def plan_intervals(node: TransformNode, pairs: Sequence[Pair]) -> dict[str, Any]:
+    """The runner request that runs exactly ``pairs`` of one node, completed or not: an
+    explicit re-materialisation re-runs completed intervals, and failed or restated
+    intervals outside the window are left to their own runs (Dagster would not know they
+    ran).  Without ``pairs`` (an unpartitioned asset): what is due, as ``seeknal run NODE``.
+    The clock stays the real one: the policies (a change plan's reach) read it."""
+    if not pairs:
+        return {"nodes": [node.name]}
+    return {"nodes": [node.name], "intervals": [(from_epoch(pairs[0][0]), from_epoch(pairs[-1][1]))]}
+
+
+def engine_options(project: Project, node: TransformNode, duckdb_resource: Any,
+                   session_resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """How the runner opens the node's engines from Dagster's resources (``open_engine``
+    options, entered only when a node needs that engine): the ``DuckDBResource``'s
+    connection for a node that uses the project's DuckDB file, a session resource's
+    session for an engine that computes in one (``EngineKind.session_resource``)."""
+    options: dict[str, Any] = {}
+    kind = engine_kind(node.engine)
+    if uses_database(project, node):
+        @contextmanager
+        def connection() -> Iterator[dict]:
+            with duckdb_resource.get_connection() as con:
+                yield {"connection": con}
+
+        options[node.engine] = connection
+    resource = (session_resources or {}).get(kind.session_resource or "")
+    if resource is not None:
+        options[node.engine] = lambda: nullcontext({"session": resource.spark_session})
+    return options
 
 
 def _iso(seconds: int) -> str:
@@ -115,40 +139,27 @@ def _md(items: Sequence[tuple[Pair, str]]) -> str:
 
 
 def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode, duckdb_resource: Any,
-             pairs: list[Pair], spark_resource: Any = None) -> runner.NodeResult:
-    """Plan and execute one node in the run's window (or fully, when unpartitioned); a
-    Spark node computes in the ``pyspark`` resource's session when there is one."""
-    from seeknal_core.engines.duckdb import DuckDBEngine
-
+             pairs: list[Pair], session_resources: Mapping[str, Any] | None = None) -> runner.NodeResult:
+    """Run one node in the run's window (or what is due, when unpartitioned) through the
+    runner's one door, so the CLI's rules hold: ``on_change`` (``fail`` is this step's
+    failure with the CLI's line, nothing written), start inference, lookback.  Engines
+    open from the run's resources, and only once something is due."""
     database = str(getattr(duckdb_resource, "database", "") or "")
     if database and database != ":memory:" and "://" not in database:
         Path(database).parent.mkdir(parents=True, exist_ok=True)  # duckdb.connect does not
     try:
         with state_store(project) as store:
-            the_plan = (plan_intervals(project, store, node, pairs) if pairs
-                        else runner.plan(project, store, nodes=[node.name]))
-            for note in the_plan.nodes[0].notes:
-                context.log.warning(f"{node.name}: {note}")
-            engines: dict[str, Any] = {}
-            busy = the_plan.nodes[0].due or the_plan.nodes[0].full_refresh
-            if spark_resource is not None and node.engine == "spark" and busy:
-                from seeknal_core.engines.spark import SparkEngine
-
-                # after planning, inside the guard: nothing due starts no session, and a
-                # session Spark refuses is the partition's one-line failure
-                engines["spark"] = SparkEngine(project, session=spark_resource.spark_session)
-            if runner.needs_database(project, node):
-                with duckdb_resource.get_connection() as con:
-                    result = runner.execute(
-                        the_plan, project, store,
-                        engine={**engines, "duckdb": DuckDBEngine(project, connection=con)},
-                        origin="dagster", run_id=context.run.run_id,
-                    )
-            else:  # parquet files only: no shared database, so partitions run in parallel
-                result = runner.execute(the_plan, project, store, engine=engines or None, origin="dagster",
-                                        run_id=context.run.run_id)
+            options = engine_options(project, node, duckdb_resource, session_resources)
+            result = runner.run(project, store, origin="dagster", run_id=context.run.run_id,
+                                engine_options=options, **plan_intervals(node, pairs))
+    except runner.DefinitionsChanged as exc:
+        raise dg.Failure(description=str(exc)) from None
     except (SeeknalError, StateError) as exc:
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
+    for note in result.notes:
+        context.log.info(note)
+    for note in result.plan.nodes[0].notes if result.plan else ():
+        context.log.warning(f"{node.name}: {note}")
     return result.nodes[0]
 
 
@@ -171,7 +182,8 @@ def run_node(
     if pdef is not None:
         window = context.partition_time_window
         pairs = window_pairs(node, window.start, window.end)
-    outcome = _execute(context, project, node, duckdb_resource, pairs, spark_resource)
+    outcome = _execute(context, project, node, duckdb_resource, pairs,
+                       {SPARK_RESOURCE_KEY: spark_resource} if spark_resource is not None else None)
 
     if outcome.failures or outcome.skipped:
         waiting = not outcome.failures and all(
@@ -263,9 +275,9 @@ def build_source_specs(
 def _backfill_policy(node: TransformNode, file_only: bool) -> dg.BackfillPolicy | None:
     """Parquet nodes write one file per interval and share no database: a backfill fans
     out into one run per partition (or per batch_size) that can run in parallel."""
-    if not node.is_incremental:
+    if not partitioned(node):
         return None
-    if file_only and node.engine != "spark":  # Spark: one run per range, one session start-up
+    if file_only and not engine_kind(node.engine).run_per_range:  # Spark: one session start-up per range
         return dg.BackfillPolicy.multi_run(node.batch_size or 1)
     return dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size else dg.BackfillPolicy.single_run()
 
@@ -293,14 +305,16 @@ def build_assets(
     groups: dict[tuple, list[str]] = {}
     for name, spec in specs.specs.items():
         node = project.nodes[name]
-        file_only = not runner.needs_database(project, node)
+        kind = engine_kind(node.engine)
+        file_only = not uses_database(project, node)
         policy = _backfill_policy(node, file_only)
-        node_pool = SPARK_POOL if node.engine == "spark" else None if file_only else pool
-        groups.setdefault((spec.partitions_def, policy, node_pool), []).append(name)
+        node_pool = kind.pool or (None if file_only else pool)
+        session = kind.session_resource == SPARK_RESOURCE_KEY
+        groups.setdefault((spec.partitions_def, policy, node_pool, session), []).append(name)
     out: list[dg.AssetsDefinition | dg.AssetSpec] = list(specs.sources.values())
     taken: set[str] = set()
-    for (pdef, policy, group_pool), names in groups.items():
-        spark_key = spark_resource_key if group_pool == SPARK_POOL else None
+    for (pdef, policy, group_pool, session), names in groups.items():
+        spark_key = spark_resource_key if session else None
         out.append(_group_asset(specs, names, pdef, policy, group_pool, resource_key, taken, spark_key,
                                 upstream_retries=upstream_retries,
                                 upstream_retry_seconds=upstream_retry_seconds))
@@ -360,6 +374,6 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
 
 __all__ = [
     "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs",
-    "asset_keys", "build_assets", "build_source_specs", "plan_intervals", "run_node", "state_store",
-    "window_pairs",
+    "asset_keys", "build_assets", "build_source_specs", "engine_options", "plan_intervals", "run_node",
+    "state_store", "window_pairs",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from seeknal_core.engines import engine_kind
 from seeknal_core.project import Project
 
 from .apply import build_apply_job
@@ -91,7 +92,8 @@ def _pyspark_resource(project: Project) -> dg.ConfigurableResource | None:
     """dagster-pyspark's lazy session resource, configured from the project's ``engine:``
     block (the CLI's session settings), when a node runs on Spark and the package is
     installed (``seeknal-dagster[dagster-spark]``); else Spark nodes start their own."""
-    if not any(node.engine == "spark" for node in project.nodes.values()):
+    if not any(engine_kind(node.engine).session_resource == SPARK_RESOURCE_KEY
+               for node in project.nodes.values()):
         return None
     try:
         from dagster_pyspark import LazyPySparkResource

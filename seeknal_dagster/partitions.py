@@ -43,6 +43,7 @@ __all__ = [
     "key_for_interval",
     "keys_for_intervals",
     "partition_format",
+    "partitioned",
     "partitions_def_for",
 ]
 
@@ -72,6 +73,14 @@ _checked: dict[TimeWindowPartitionsDefinition, Schedule] = {}
 def partition_format(schedule: Schedule) -> str:
     """The key format: dates alone when every tick is at local midnight (daily or coarser)."""
     return DATE_FMT if schedule.midnight_aligned else MINUTE_FMT
+
+
+def partitioned(node: TransformNode) -> bool:
+    """Whether the node's asset has time partitions: scheduled, incremental and with a
+    start.  A scheduled node without ``start:`` has no first window to draw: its asset is
+    unpartitioned, and materialising it runs what is due, as ``seeknal run NODE`` does
+    (inferring and recording its start on the first run)."""
+    return node.is_incremental and node.start is not None
 
 
 def partitions_def_for(

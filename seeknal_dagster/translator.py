@@ -22,10 +22,11 @@ from typing import Any
 
 import dagster as dg
 
+from seeknal_core.engines import DEFAULT_ENGINE, engine_kind
 from seeknal_core.project import Project, SourceNode, TransformNode
 from seeknal_core.schedule import Schedule
 
-from .partitions import PartitionsError, partitions_def_for
+from .partitions import PartitionsError, partitioned, partitions_def_for
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 _YEAR_S = 366 * 86_400
@@ -84,7 +85,7 @@ class SeeknalTranslator:
                 group_name=self.get_group_name(node) or group_name_for(project),
                 owners=self.get_owners(node),
             )
-        pdef = partitions_def_of(node) if node.is_incremental else None
+        pdef = partitions_def_of(node) if partitioned(node) else None
         return dg.AssetSpec(
             key=self.get_asset_key(node),
             deps=self.get_deps(node, project),
@@ -126,7 +127,7 @@ class SeeknalTranslator:
         for name in node.depends_on:
             upstream = project.nodes.get(name)
             mapping = (_BY_TIME_WINDOW
-                       if node.is_incremental and upstream is not None and upstream.is_incremental else None)
+                       if partitioned(node) and upstream is not None and partitioned(upstream) else None)
             deps.append(dg.AssetDep(self.key_of(project, name), partition_mapping=mapping))
         return deps
 
@@ -221,9 +222,11 @@ class SeeknalTranslator:
         return list(owners) if owners else None
 
     def get_kinds(self, node: TransformNode | SourceNode) -> set[str]:
+        """A transform: its engine's ``dagster_kinds``; a source: its file format, or the
+        default engine's kinds for a table in the project database."""
         if isinstance(node, SourceNode):
-            return {node.format or "duckdb"}
-        return {"duckdb", "sql"}
+            return {node.format} if node.format else {engine_kind(DEFAULT_ENGINE).dagster_kinds[0]}
+        return set(engine_kind(node.engine).dagster_kinds)
 
     def get_code_version(self, node: TransformNode) -> str:
         """The node's fingerprint (normalised SQL and the fields that change an interval), as

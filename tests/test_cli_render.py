@@ -76,7 +76,7 @@ def test_rich_progress_bars_per_node(tmp_path):
     root = make_project(tmp_path, EVENTS_FLOW, SUMMARY)
     sess = Session(str(root))
     sess._now = render.to_utc("2024-01-04T06:00:00Z")
-    plan = runner.plan(sess.project, sess.store, now=sess.now, batch_size=2)
+    plan = runner.plan(sess.project, sess.store.load(), now=sess.now, batch_size=2)
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100, no_color=True)
     with progress.RichProgress(sess, console) as bars:

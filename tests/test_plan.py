@@ -197,6 +197,11 @@ def test_on_change_fail_stops_seeknal_run_with_one_line_and_leaves_state(tmp_pat
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "hourly" in done.stderr and "seeknal plan" in done.stderr
     assert state_bytes(root) == before
+    # --restate too: refused before anything is restated
+    again = seeknal("run", "--restate", "--start", "2024-02-01", "--end", "2024-02-01", "-p", str(root),
+                    now="2024-02-11T00:00:00Z")
+    assert again.returncode == 2 and again.stderr == done.stderr
+    assert state_bytes(root) == before
 
 
 def test_on_change_warn_names_the_nodes_and_keeps_the_change_visible(tmp_path):
@@ -205,7 +210,10 @@ def test_on_change_warn_names_the_nodes_and_keeps_the_change_visible(tmp_path):
     edit_hourly(root, "AND v > 0", "AND v > 50")
     for args in (("run", "--dry-run"), ("run",)):
         done = seeknal(*args, "-p", str(root), now="2024-02-11T00:00:00Z")
-        assert done.returncode == 0 and "Warning:" in done.stderr and "hourly" in done.stderr
+        # once per run: the node's note on stdout (issue 21: it used to warn on stderr too)
+        assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+        assert done.stdout.count("definition changed") == 1
+        assert "hourly: note: definition changed since its intervals were computed" in done.stdout
     assert next(n for n in plan_json(root)["nodes"] if n["node"] == "hourly")["status"] == "changed"
 
 

@@ -569,14 +569,14 @@ def test_state_written_with_legacy_fingerprints_reports_no_change(tmp_path):
     store.set_fingerprint("n", legacy)
     now = dt.datetime(2024, 1, 3, tzinfo=UTC)
     changed = "definition changed"
-    plan = runner.plan(project, store, now=now)
+    plan = runner.plan(project, store.load(), now=now)
     assert not any(changed in note for p in plan.nodes for note in p.notes)
     store.set_fingerprint("n", node.fingerprint)  # what the next run records
-    assert not any(changed in note for p in runner.plan(project, store, now=now).nodes
+    assert not any(changed in note for p in runner.plan(project, store.load(), now=now).nodes
                    for note in p.notes)
     edited = project.with_nodes({"n": TransformNode(**{**_fields(node), "sql": node.sql + " AND 1=1"})})
     store.set_fingerprint("n", legacy)
-    assert any(changed in note for p in runner.plan(edited, store, now=now).nodes for note in p.notes)
+    assert any(changed in note for p in runner.plan(edited, store.load(), now=now).nodes for note in p.notes)
 
 
 def _fields(node: TransformNode) -> dict:

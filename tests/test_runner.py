@@ -86,7 +86,7 @@ def test_first_run_then_only_the_new_interval(tmp_path):
     project, store = open_all(make_project(tmp_path, DAILY))
     first = runner.run(project, store, now="2024-01-04T06:00:00")
     assert len(first.nodes[0].done) == 3  # 01, 02, 03: only complete intervals
-    second = runner.plan(project, store, now="2024-01-05T00:00:00")
+    second = runner.plan(project, store.load(), now="2024-01-05T00:00:00")
     assert second.nodes[0].intervals == [(1704326400, 1704412800)]  # 2024-01-04 only
     runner.execute(second, project, store)
     assert days_of(store, "daily") == ["2024-01-01..2024-01-05"]
@@ -97,9 +97,9 @@ def test_gap_is_filled_by_backfill_only(tmp_path):
     project, store = open_all(make_project(tmp_path, DAILY))
     store.mark_complete("daily", [("2024-01-01", "2024-01-03"), ("2024-01-05", "2024-01-07")],
                         origin="manual")
-    normal = runner.plan(project, store, now="2024-01-08")
+    normal = runner.plan(project, store.load(), now="2024-01-08")
     assert [p for p in normal.nodes[0].intervals] == [(1704585600, 1704672000)]  # only 01-07
-    backfill = runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-07",
+    backfill = runner.plan(project, store.load(), mode="backfill", start="2024-01-01", end="2024-01-07",
                            now="2024-01-08")
     assert backfill.nodes[0].intervals == [(1704240000, 1704326400), (1704326400, 1704412800)]
     result = runner.execute(backfill, project, store)
@@ -118,7 +118,7 @@ def test_restatement_with_reason_reruns_and_cascades(tmp_path):
     pending = store.pending_restatements()
     assert {r.node for r in pending} == {"hourly", "rollup"}
     assert any("late events" in r.reason for r in pending)
-    plan = runner.plan(project, store, now="2024-01-04")
+    plan = runner.plan(project, store.load(), now="2024-01-04")
     assert set(plan.nodes[0].due.values()) == {"restate"} and len(plan.nodes[0].due) == 2
     runner.execute(plan, project, store)
     assert not store.pending_restatements()
@@ -132,7 +132,7 @@ def test_partition_tracking_and_partition_backfill(tmp_path):
     project, store = open_all(make_project(tmp_path, nodes))
     runner.run(project, store, now="2024-01-04")
     assert store.node("daily").partition_keys == {"2024-01-01", "2024-01-02", "2024-01-03"}
-    plan = runner.plan(project, store, mode="backfill", partitions=["2024-01-02", "2024-01-05"],
+    plan = runner.plan(project, store.load(), mode="backfill", partitions=["2024-01-02", "2024-01-05"],
                        now="2024-01-06")
     assert plan.nodes[0].intervals == [(1704153600, 1704240000), (1704412800, 1704499200)]
     assert runner.execute(plan, project, store).ok
@@ -140,14 +140,14 @@ def test_partition_tracking_and_partition_backfill(tmp_path):
     assert rows(tmp_path, "SELECT event_date, count(*) FROM daily GROUP BY 1") == [
         ("2024-01-01", 7), ("2024-01-02", 7), ("2024-01-03", 7), ("2024-01-05", 7)]
     with pytest.raises(runner.PlanError, match="does not match node 'daily' format"):
-        runner.plan(project, store, partitions=["Jan 2"], now="2024-01-06")
+        runner.plan(project, store.load(), partitions=["Jan 2"], now="2024-01-06")
 
 
 def test_hourly_backfill_of_the_last_24_hours(tmp_path):
     nodes = HOURLY_DAILY.split("rollup:")[0]
     project, store = open_all(make_project(tmp_path, nodes, days=5))
     now = dt.datetime(2024, 1, 4, 12, 30, tzinfo=UTC)
-    plan = runner.plan(project, store, mode="backfill", start=now - dt.timedelta(hours=24), end=now,
+    plan = runner.plan(project, store.load(), mode="backfill", start=now - dt.timedelta(hours=24), end=now,
                        now=now)
     # the hour 2024-01-03 12:00 overlapping the range start is included whole; the open hour not
     assert len(plan.nodes[0].due) == 24
@@ -218,7 +218,7 @@ def test_failed_interval_is_isolated_recorded_and_retried_first(tmp_path):
     failed = store.node("hourly").failed
     assert len(failed) == 1 and failed[0].attempts == 1
     set_fail_days(tmp_path, [])
-    retry = runner.plan(project, store, now="2024-01-09")
+    retry = runner.plan(project, store.load(), now="2024-01-09")
     assert retry.nodes[0].batches()[0] == [(1704326400, 1704412800)]
     assert retry.nodes[0].due[(1704326400, 1704412800)] == "retry"
     assert runner.execute(retry, project, store).ok
@@ -307,7 +307,7 @@ def test_lookback_reruns_the_last_intervals_for_late_data(tmp_path):
     con = duckdb.connect(str(tmp_path / "target" / "warehouse.duckdb"))
     con.execute("INSERT INTO raw VALUES (TIMESTAMP '2024-01-02 12:00:00', 0, 1000)")  # a late event
     con.close()
-    plan = runner.plan(project, store, now="2024-01-05")
+    plan = runner.plan(project, store.load(), now="2024-01-05")
     assert plan.nodes[0].due == {(1704153600, 1704240000): "lookback",   # 01-02
                                  (1704240000, 1704326400): "lookback",   # 01-03
                                  (1704326400, 1704412800): "new"}        # 01-04
@@ -323,16 +323,16 @@ def test_an_end_bound_is_never_due(tmp_path):
     assert project.node("daily").end == dt.datetime(2024, 1, 4, 12, tzinfo=UTC)
     result = runner.run(project, store, now="2024-01-09")
     assert result.ok and days_of(store, "daily") == ["2024-01-01..2024-01-04"]  # 01-04 would pass 12:00
-    assert runner.plan(project, store, now="2024-01-09").nodes[0].intervals == []
-    assert runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-08",
+    assert runner.plan(project, store.load(), now="2024-01-09").nodes[0].intervals == []
+    assert runner.plan(project, store.load(), mode="backfill", start="2024-01-01", end="2024-01-08",
                        now="2024-01-09").nodes[0].intervals == []
-    named = runner.plan(project, store, mode="backfill", partitions=["2024-01-03", "2024-01-05"],
+    named = runner.plan(project, store.load(), mode="backfill", partitions=["2024-01-03", "2024-01-05"],
                         now="2024-01-09").nodes[0]
     assert named.intervals == [(1704240000, 1704326400)] and "end after the node's end" in named.notes[-1]
     (tmp_path / "seeknal_project.yml").write_text("name: t\nstart: 2024-01-01\nend: 2024-01-06\n")
     project, store = open_all(tmp_path)
-    assert [p for p in runner.plan(project, store, now="2024-01-09").nodes[0].intervals] == []
+    assert [p for p in runner.plan(project, store.load(), now="2024-01-09").nodes[0].intervals] == []
     (tmp_path / "seeknal" / "transforms" / "nodes.yml").write_text(textwrap.dedent(DAILY))
     project, store = open_all(tmp_path)  # the node's own bound gone: the project's applies
-    assert runner.plan(project, store, now="2024-01-09").nodes[0].intervals == [
+    assert runner.plan(project, store.load(), now="2024-01-09").nodes[0].intervals == [
         (1704326400, 1704412800), (1704412800, 1704499200)]  # 01-04 and 01-05, not 01-06 onwards

@@ -133,7 +133,7 @@ def test_a_century_of_hourly_intervals_plans_in_memory_proportional_to_its_runs(
         store.load()
         mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         resource.setrlimit(resource.RLIMIT_AS, (mapped + 64 * 2**20, resource.RLIM_INFINITY))
-        plan = runner.plan(project, store, now="2024-01-04T06:00:00Z")
+        plan = runner.plan(project, store.load(), now="2024-01-04T06:00:00Z")
         node = plan.nodes[0]
         print(json.dumps({"total": plan.total_intervals, "batches": node.batch_count(),
                           "doc": plan.to_dict(project)}))

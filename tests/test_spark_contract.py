@@ -1,8 +1,9 @@
-"""The runner's interval contract on both engines: incremental runs, backfill,
-restatement with late data, failure isolation, readiness and lookback, each run once
-with ``engine: duckdb`` and once with ``engine: spark`` over the same Parquet files and
+"""The engine contract: incremental runs, backfill, restatement with late data, failure
+isolation, readiness and lookback, run on every engine over the same Parquet files and
 the same (DuckDB-dialect) SQL, and every result compared with a direct DuckDB
-computation over the raw files."""
+computation over the raw files.  The engines: ``duckdb``, ``spark`` (the Spark worker's
+session) and ``hive``, a third engine that exists only in the tests (tests/engine_hive.py),
+registered here with its one registry line: what any new engine must pass."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from engine_hive import HIVE
 from spark_env import spark, spark_group  # noqa: F401 - the session fixture
 
-from seeknal_core import runner
+from seeknal_core import engines, runner
 from seeknal_core.project import load_project
 from seeknal_core.state import open_store
 
 pytestmark = spark_group
-ENGINES = ["duckdb", "spark"]
+
+
+@pytest.fixture(params=["duckdb", "hive", "spark"])
+def engine(request, monkeypatch) -> str:
+    """The engine under test; Spark's session is started only for Spark."""
+    if request.param == "spark":
+        request.getfixturevalue("spark")
+    monkeypatch.setitem(engines.ENGINES, HIVE.name, HIVE)  # `register(HIVE)`, undone after
+    return request.param
 
 HOURLY = """
 hourly:
@@ -75,14 +85,15 @@ def make(root: Path, engine: str, days: int = 3, nodes: str = HOURLY + DAILY):
 
 
 def output(root: Path, node: str) -> list[tuple]:
-    """A node's rows as DuckDB reads its Parquet output (either engine's layout), as text."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    folder = root / "target" / "data" / node
-    glob = folder / ("seeknal_interval=*" if any(folder.glob("seeknal_interval=*")) else "") / "*.parquet"
-    rel = con.execute(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
-    keep = [i for i, d in enumerate(rel.description) if d[0] != "seeknal_interval"]
-    return sorted(tuple(_text(r[i]) for i in keep) for r in rel.fetchall())
+    """A node's rows as a DuckDB node downstream reads them (the view over the layout its
+    engine's ``EngineKind.outputs`` names), as text."""
+    reader = engines.open_engine("duckdb", load_project(root), in_memory=True)
+    try:
+        reader.con.execute("SET TimeZone = 'UTC'")
+        rows = reader.con.execute(f'SELECT * FROM "{node}"').fetchall()
+    finally:
+        reader.close()
+    return sorted(tuple(_text(v) for v in r) for r in rows)
 
 
 def direct(root: Path, node: str, since: str = "", until: str = "~") -> list[tuple]:
@@ -103,8 +114,7 @@ def _text(value) -> str:
     return str(value)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_incremental_then_only_the_new_hours(tmp_path, engine, spark):  # noqa: F811
+def test_incremental_then_only_the_new_hours(tmp_path, engine):
     project, store = make(tmp_path, engine, days=2)
     first = runner.run(project, store, now="2024-01-02T00:00:00")
     assert first.ok and [len(n.done) for n in first.nodes] == [24, 1]
@@ -116,8 +126,7 @@ def test_incremental_then_only_the_new_hours(tmp_path, engine, spark):  # noqa: 
     assert output(tmp_path, "daily") == direct(tmp_path, "daily")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_backfill_fills_the_gap_and_daily_waits_for_its_hours(tmp_path, engine, spark):  # noqa: F811
+def test_backfill_fills_the_gap_and_daily_waits_for_its_hours(tmp_path, engine):
     project, store = make(tmp_path, engine, days=3)
     first = runner.run(project, store, now="2024-01-02T12:00")
     assert [len(n.done) for n in first.nodes] == [36, 1]
@@ -125,15 +134,14 @@ def test_backfill_fills_the_gap_and_daily_waits_for_its_hours(tmp_path, engine, 
     early = runner.run(project, store, nodes=["daily"], now="2024-01-04")
     assert not early.nodes[0].done and len(early.nodes[0].skipped) == 2
     assert all(r.startswith(runner.WAITING_FOR_UPSTREAM) for _, r in early.nodes[0].skipped)
-    gap = runner.plan(project, store, mode="backfill", start="2024-01-01", end="2024-01-04", now="2024-01-04")
+    gap = runner.plan(project, store.load(), mode="backfill", start="2024-01-01", end="2024-01-04", now="2024-01-04")
     assert [len(n.intervals) for n in gap.nodes] == [36, 2]  # 2024-01-02T12:00 .. 2024-01-04
     assert runner.execute(gap, project, store).ok
     assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
     assert output(tmp_path, "daily") == direct(tmp_path, "daily")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_restatement_picks_up_late_data_and_empties_vanished_hours(tmp_path, engine, spark):  # noqa: F811
+def test_restatement_picks_up_late_data_and_empties_vanished_hours(tmp_path, engine):
     project, store = make(tmp_path, engine, days=2)
     runner.run(project, store, now="2024-01-03")
     write_day(tmp_path, "2024-01-02", extra=5)  # 5 late rows at 05:30
@@ -154,8 +162,7 @@ def test_restatement_picks_up_late_data_and_empties_vanished_hours(tmp_path, eng
     assert [d[0] for d in output(tmp_path, "daily")] == ["2024-01-01"]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_a_bad_hour_is_isolated_and_retried_first(tmp_path, engine, spark):  # noqa: F811
+def test_a_bad_hour_is_isolated_and_retried_first(tmp_path, engine):
     project, store = make(tmp_path, engine, days=2)
     write_day(tmp_path, "2024-01-02", bad=True)
     result = runner.run(project, store, now="2024-01-03", batch_size=48)
@@ -164,19 +171,38 @@ def test_a_bad_hour_is_isolated_and_retried_first(tmp_path, engine, spark):  # n
     assert "2024-01-02T12:00:00" in hourly.failures[0][1] and "bad" in hourly.failures[0][1]
     assert [r for _, r in daily.skipped] == ["upstream 'hourly' failed for this interval"]
     write_day(tmp_path, "2024-01-02")
-    retry = runner.plan(project, store, now="2024-01-03")
+    retry = runner.plan(project, store.load(), now="2024-01-03")
     assert retry.nodes[0].due == {(1704196800, 1704200400): "retry"}
     assert runner.execute(retry, project, store).ok
     assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
     assert output(tmp_path, "daily") == direct(tmp_path, "daily")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_lookback_reruns_the_last_hours_for_late_data(tmp_path, engine, spark):  # noqa: F811
+def test_lookback_reruns_the_last_hours_for_late_data(tmp_path, engine):
     project, store = make(tmp_path, engine, days=1, nodes=HOURLY + "  lookback: 2\n")
     runner.run(project, store, now="2024-01-01T07:00")
     write_day(tmp_path, "2024-01-01", extra=3)  # late rows for 05:00, inside the lookback
-    plan = runner.plan(project, store, now="2024-01-01T08:00")
+    plan = runner.plan(project, store.load(), now="2024-01-01T08:00")
     assert sorted(plan.nodes[0].due.values()) == ["lookback", "lookback", "new"]
     assert runner.execute(plan, project, store).ok
     assert output(tmp_path, "hourly") == direct(tmp_path, "hourly", until="2024-01-01 08")
+
+
+def test_engines_read_each_others_output(tmp_path, monkeypatch):
+    """A DuckDB node over the test engine's dataset and a test-engine node over DuckDB's
+    files: each reads the other's layout (``EngineKind.outputs``), in one run."""
+    monkeypatch.setitem(engines.ENGINES, HIVE.name, HIVE)
+    mixed = HOURLY.replace("{engine}", "hive") + DAILY.replace("{engine}", "duckdb")
+    project, store = make(tmp_path, "unused", days=2, nodes=mixed)
+    layouts = {name: engines.output_layout(n) for name, n in project.nodes.items()}
+    assert layouts == {"hourly": engines.DATASET, "daily": engines.FILES}
+    assert not any(engines.uses_database(project, n) for n in project.nodes.values())
+    assert runner.run(project, store, now="2024-01-03").ok
+    assert output(tmp_path, "hourly") == direct(tmp_path, "hourly")
+    assert output(tmp_path, "daily") == direct(tmp_path, "daily")
+
+    other = tmp_path / "other"
+    flipped = HOURLY.replace("{engine}", "duckdb") + DAILY.replace("{engine}", "hive")
+    project, store = make(other, "unused", days=2, nodes=flipped)
+    assert runner.run(project, store, now="2024-01-03").ok
+    assert output(other, "daily") == direct(other, "daily")

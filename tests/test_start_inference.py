@@ -119,3 +119,23 @@ def test_set_inferred_start_is_recorded_on_both_backends(store_factory):
     for bad in ("2024-01-02", 1.5, True):
         with pytest.raises(ValueError, match="epoch seconds"):
             store.set_inferred_start("n", bad)
+
+
+def test_a_table_not_declared_as_a_source_infers_from_the_nodes_own_time_filter(tmp_path):
+    """Issue 21 item 5: `FROM raw_events WHERE event_time >= '{{ start }}'` with raw_events a
+    table in the project database and no source file: the start comes from that table and
+    column, as for a declared source (it used to be "nothing to do", exit 0)."""
+    import duckdb
+
+    root = _without_start(tmp_path / "p")
+    (root / "seeknal" / "sources" / "raw_events.yml").unlink()
+    (root / "target").mkdir()
+    con = duckdb.connect(str(root / "target" / "warehouse.duckdb"))
+    con.execute(f"CREATE TABLE raw_events AS SELECT * FROM read_csv_auto('{root / 'data' / 'raw_events.csv'}')")
+    con.close()
+    dry = _ok(seeknal("run", "--dry-run", cwd=root, now="2024-01-05T06:00:00Z"))
+    assert "start inferred from raw_events.event_time: 2024-01-02" in dry
+    first = _ok(seeknal("run", cwd=root, now="2024-01-05T06:00:00Z"))
+    assert first.splitlines()[0] == "events_flow: Processing 3 new intervals (2024-01-02 to 2024-01-05)"
+    assert _state(root)["inferred_start"] == "2024-01-02T05:00:00Z"
+    assert _state(root)["completed_intervals"] == [["2024-01-02T00:00:00Z", "2024-01-05T00:00:00Z"]]

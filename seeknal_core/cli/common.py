@@ -16,7 +16,7 @@ from ..timeutil import UTC, inclusive_end, parse_datetime_text, to_utc
 
 if TYPE_CHECKING:  # imported where used: `seeknal --help` and `init` load no project code
     from ..project import Project, TransformNode
-    from ..runner import Plan
+    from ..runner import Plan, Prepared
     from ..schedule import Schedule
     from ..state import StateStore
 
@@ -195,12 +195,28 @@ class Window:
 def plan_nodes(
     sess: Session, names: Sequence[str] | None, window: Window, **options: Any
 ) -> Plan:
-    """``runner.plan`` over the user's window."""
+    """``runner.plan`` over the user's window and the state as stored: what is due, with
+    no policy applied (``intervals pending``)."""
     from .. import runner
 
     start, end = window.values(sess.now)
-    return runner.plan(sess.project, sess.store, mode=options.pop("mode", "run"), nodes=names,
+    return runner.plan(sess.project, sess.store.load(), mode=options.pop("mode", "run"), nodes=names,
                        start=start, end=end, now=sess.now, **options)
+
+
+def prepare_nodes(
+    sess: Session, names: Sequence[str] | None, window: Window, *, dry_run: bool = False, **options: Any
+) -> Prepared:
+    """``runner.prepare`` (the one door: on_change, start inference, plan) over the user's
+    window; its run-level notes printed once, on stderr."""
+    from .. import runner
+
+    start, end = window.values(sess.now)
+    prepared = runner.prepare(sess.project, sess.store, mode=options.pop("mode", "run"), nodes=names,
+                              start=start, end=end, now=sess.now, dry_run=dry_run, **options)
+    for note in prepared.notes:
+        click.echo(note, err=True)
+    return prepared
 
 
 # -- schedules -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .common import (
     check_schedule,
     date_options,
     plan_nodes,
+    prepare_nodes,
     project_option,
     same_schedule,
     session,
@@ -249,7 +250,8 @@ def backfill_command(node: str, start: str | None, end: str | None, last: str | 
     sess = session()
     spec = _with_schedule(sess, sess.node(node), schedule)
     check_schedule(spec, schedule)
-    plan = plan_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size)
+    plan = prepare_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size,
+                         dry_run=dry_run).plan
     if dry_run:
         if as_json:
             render.echo_json(progress.plan_json(sess, plan))

@@ -1,6 +1,6 @@
 """``seeknal plan``: what changed definitions do to history, and ``--apply`` to fix it.
 
-Also the ``on_change`` check ``seeknal run`` makes before planning (warn, fail, apply).
+``on_change`` (warn, fail, apply) is the runner's: ``runner.policy``, applied at every door.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import render
-from .common import CliError, Session, check_date, project_option, session
+from .common import Session, check_date, project_option, session
 
 if TYPE_CHECKING:
     from ..runner.changes import ApplyResult, ChangePlan, NodeChange
@@ -71,8 +71,8 @@ def apply_plan(sess: Session, plan: ChangePlan, *, reason: str | None, run: bool
         if as_json:
             render.echo_json(report)
         return 0
-    due = runner.plan(sess.project, sess.store, mode="run", nodes=changes.rerun_nodes(result),
-                               now=sess.now)
+    due = runner.prepare(sess.project, sess.store, mode="run", nodes=changes.rerun_nodes(result),
+                         now=sess.now).plan
     return progress.execute(sess, due, as_json=as_json, extra={"plan": report})
 
 
@@ -174,32 +174,4 @@ def _entry_json(sess: Session, entry: NodeChange) -> dict:
     }
 
 
-# -- seeknal run ------------------------------------------------------------------------------------
-def check_on_change(sess: Session, *, dry_run: bool) -> None:
-    """Before ``seeknal run`` plans: warn about changed definitions (``on_change: warn``,
-    and always on a dry run), refuse to run (``fail``: exit 2, state untouched), or apply
-    the change plan first (``apply``), whose restatements the run then picks up."""
-    from ..runner import changes
-
-    changed = changes.changed_nodes(sess.project, sess.store)
-    if not changed:
-        return
-    policy = sess.project.on_change
-    names = ", ".join(changed)
-    if policy == "fail" and not dry_run:
-        raise CliError(f"definitions changed since their intervals were computed: {names} — run "
-                       "`seeknal plan` to see the impact and `seeknal plan --apply` to restate, or set "
-                       "on_change: warn in seeknal_project.yml")
-    if policy == "apply" and not dry_run:
-        plan = changes.change_plan(sess.project, sess.store, now=sess.now)
-        result = changes.record_changes(sess.project, sess.store, plan)
-        click.echo(f"Applied definition changes of {names}: restated "
-                   f"{render.plural(sum(len(p) for p in result.restated.values()), 'interval')} "
-                   f"({result.reason})", err=True)
-        return
-    click.echo(f"Warning: definitions changed since their intervals were computed: {names} — "
-               "`seeknal plan` shows what to restate (new intervals run with the new definition)",
-               err=True)
-
-
-__all__ = ["ON_CHANGE", "apply_plan", "check_on_change", "plan_command", "plan_json", "plan_lines"]
+__all__ = ["ON_CHANGE", "apply_plan", "plan_command", "plan_json", "plan_lines"]

@@ -34,6 +34,7 @@ from ..project import Project, SourceNode, TransformNode, did_you_mean
 from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
+from . import DATABASE, DATASET, output_layout
 from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
 
 #: errors in the SQL itself: every interval of a batch fails the same way
@@ -181,15 +182,16 @@ class DuckDBEngine:
                 except duckdb.Error as exc:
                     raise engine_error(exc, self._where()) from None
         for node in self.project.nodes.values():
-            if node.materialization == "parquet" or node.engine == "spark":
+            if output_layout(node) != DATABASE:
                 self._register_parquet_view(node)
 
     def parquet_dir(self, node: TransformNode) -> Path:
         return self.project.target_dir / "data" / node.name
 
     def _register_parquet_view(self, node: TransformNode) -> None:
+        """The node's name as a view over its files, read as its engine's layout says."""
         folder = self.parquet_dir(node)
-        if node.engine == "spark":  # a partitioned dataset (engines/spark.py), without its key
+        if output_layout(node) == DATASET:  # Hive partitions (engines/spark.py), without the key
             if any(folder.glob("seeknal_interval=*/*.parquet")):  # not .spark-staging-* leftovers
                 glob = _sql_literal(str(folder / "seeknal_interval=*" / "*.parquet"))
                 self.con.execute(
@@ -204,12 +206,12 @@ class DuckDBEngine:
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(node.name)} AS "
                              f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
 
-    def _register_spark_inputs(self, node: TransformNode) -> None:
-        """Views over upstream Spark nodes whose first files appeared after this engine
-        opened (another engine wrote them earlier in the same run)."""
+    def register_inputs(self, node: TransformNode) -> None:
+        """Views over the node's inputs that another engine writes as files, whose first
+        files may have appeared after this engine opened (earlier in the same run)."""
         for dep in node.depends_on:
             other = self.project.nodes.get(dep)
-            if other is not None and other.engine == "spark":
+            if other is not None and other.engine != self.name and output_layout(other) != DATABASE:
                 self._register_parquet_view(other)
 
     def _where(self, node: TransformNode | None = None) -> Path:
@@ -299,7 +301,7 @@ class DuckDBEngine:
         """The batch's rows, unpublished (``base.Staged``): for a table, written inside an
         open transaction (nobody else sees them before ``commit``); for parquet, one staged
         file per interval beside its final name, renamed into place by ``commit``."""
-        self._register_spark_inputs(node)
+        self.register_inputs(node)
         staged = None
         try:
             with self._writing(node):
@@ -721,7 +723,7 @@ class DuckDBEngine:
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
-        self._register_spark_inputs(node)
+        self.register_inputs(node)
         with self._writing(node):
             self.con.execute("BEGIN TRANSACTION")
             try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..errors import ProjectError
 from ..project import Project, SourceNode, TransformNode
 from ..timeutil import from_epoch, get_zone, to_epoch
+from . import DATABASE, output_layout
 from .base import BatchError, EngineError, Pair, QueryError, ResourceError
 from .spark_sql import render_spark_sql
 from .spark_sql import spark_identifier as q
@@ -186,7 +187,7 @@ class SparkEngine:
             return self._reader(fmt).format("csv" if fmt == "csv" else "parquet").load(source.location)
         node = self.project.nodes[name]
         folder = self.dataset_dir(name)
-        if node.engine != "spark" and node.materialization != "parquet":
+        if output_layout(node) == DATABASE:
             raise self._duckdb_table(name, f"node '{name}' is a DuckDB {node.materialization} node")
         if not folder.is_dir():
             raise QueryError(f"'{name}' has no data yet: nothing under {folder} — run it first")

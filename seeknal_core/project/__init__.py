@@ -23,7 +23,6 @@ from .loader import declared_names, find_root, load_project, node_files, read_ya
 from .nodes import (
     DEFAULT_DATABASE,
     DEFAULT_STATE,
-    ENGINES,
     INTERVAL_MATERIALIZATIONS,
     MATERIALIZATIONS,
     NODE_NAME,
@@ -46,7 +45,7 @@ from .sql import (
 )
 
 __all__ = [
-    "DEFAULT_DATABASE", "DEFAULT_DIALECT", "DEFAULT_STATE", "ENGINES", "INTERVAL_MATERIALIZATIONS",
+    "DEFAULT_DATABASE", "DEFAULT_DIALECT", "DEFAULT_STATE", "INTERVAL_MATERIALIZATIONS",
     "MATERIALIZATIONS", "NODE_NAME", "ON_CHANGE", "PROJECT_FILES", "SOURCES_DIR", "TRANSFORMS_DIR", "Project",
     "ProjectError", "SourceNode", "TransformNode", "declared_names", "did_you_mean", "find_root",
     "infer_time_column", "load_project", "node_files", "normalize_sql", "read_yaml", "ref_names",

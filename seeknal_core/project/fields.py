@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..engines import DEFAULT_ENGINE, ENGINES
 from ..errors import ProjectError
 from ..schedule import Schedule
 from ..timeutil import get_zone, to_utc
@@ -17,7 +18,6 @@ from .audits import KINDS as AUDIT_KINDS
 from .audits import Audit
 from .nodes import (
     ENGINE_FIELDS,
-    ENGINES,
     FILE_FORMATS,
     INTERVAL_MATERIALIZATIONS,
     MATERIALIZATIONS,
@@ -144,7 +144,7 @@ class _Ctx:
         """The project's ``engine:`` block (``spark`` alone means ``{type: spark}``)."""
         value = spec.get("engine")
         if value is None:
-            return {"type": "duckdb"}
+            return {"type": DEFAULT_ENGINE}
         if isinstance(value, str):
             value = {"type": value}
         if not isinstance(value, dict):
@@ -156,7 +156,7 @@ class _Ctx:
                     did_you_mean(key, ENGINE_FIELDS) or f" — allowed: {', '.join(ENGINE_FIELDS)}"),
                     "engine")
         block = dict(value)
-        block["type"] = self.choice(value, "type", ENGINES, "duckdb", label="engine.type")
+        block["type"] = self.choice(value, "type", tuple(ENGINES), DEFAULT_ENGINE, label="engine.type")
         for key in ("master", "remote"):
             if key in value:
                 self.text(value, key, label=f"engine.{key}")
@@ -317,6 +317,10 @@ def _parse_transforms(
         meta = spec.get("meta") or {}
         if not isinstance(meta, dict):
             raise ctx.error(f"expected a mapping, got {meta!r}", "meta")
+        engine = ctx.choice(spec, "engine", tuple(ENGINES), defaults.engine)
+        if materialization not in ENGINES[engine].outputs:
+            raise ctx.error(f"engine '{engine}' cannot write materialization '{materialization}': use "
+                            f"one of {', '.join(ENGINES[engine].outputs)}", "materialization")
         nodes[name] = TransformNode(
             name=name, path=ctx.path, sql=sql, schedule=schedule, timezone=timezone,
             start=start, time_column=time_column, depends_on=tuple(sorted(set(deps))),
@@ -324,7 +328,7 @@ def _parse_transforms(
             lookback=ctx.integer(spec, "lookback", 0) or 0,
             partition_column=partition_column, partition_format=partition_format,
             materialization=materialization, end=end,
-            engine=ctx.choice(spec, "engine", ENGINES, defaults.engine),
+            engine=engine,
             dialect=ctx.dialect(spec, defaults.dialect), description=ctx.text(spec, "description"),
             tags=ctx.names(spec, "tags"), meta=meta, audits=_audits(spec.get("audits"), ctx, name, sql),
         )

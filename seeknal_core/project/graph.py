@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+from ..engines import DEFAULT_ENGINE
 from ..errors import ProjectError
 from .nodes import DEFAULT_DATABASE, DEFAULT_STATE, SourceNode, TransformNode, did_you_mean, split_id
 from .sql import DEFAULT_DIALECT
@@ -44,7 +45,7 @@ class Project:
         self.description = description
         self.config_path = config_path
         self.end = end
-        self.engine_config = dict(engine_config or {"type": "duckdb"})
+        self.engine_config = dict(engine_config or {"type": DEFAULT_ENGINE})
         self.dialect = dialect
         self.on_change = on_change
         self.nodes = dict(sorted(nodes.items()))

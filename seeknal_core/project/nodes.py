@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..engines import DEFAULT_ENGINE
 from ..schedule import Schedule
 from ..timeutil import to_utc
 from .audits import Audit
@@ -29,7 +30,6 @@ DEFAULT_STATE = {"backend": "json", "path": "target/run_state.json"}
 MATERIALIZATIONS = ("incremental", "table", "parquet")
 INTERVAL_MATERIALIZATIONS = ("incremental", "parquet")
 
-ENGINES = ("duckdb", "spark")
 ENGINE_FIELDS = ("type", "master", "remote", "conf")
 ON_CHANGE = ("warn", "fail", "apply")
 
@@ -91,7 +91,7 @@ class TransformNode:
     partition_column: str | None = None
     partition_format: str | None = None
     materialization: str | None = None
-    engine: str = "duckdb"
+    engine: str = DEFAULT_ENGINE
     dialect: str = DEFAULT_DIALECT
     end: dt.datetime | None = None
     description: str | None = None
@@ -154,7 +154,7 @@ class TransformNode:
     @cached_property
     def legacy_fingerprint(self) -> str:
         """The fingerprint seeknal 0.1 stored: a hash of the raw SQL text and the fields."""
-        return _sha256(self.sql, *self._fields(), *((self.engine,) if self.engine != "duckdb" else ()))
+        return _sha256(self.sql, *self._fields(), *((self.engine,) if self.engine != DEFAULT_ENGINE else ()))
 
     def fingerprint_matches(self, stored: str | None, definition: Mapping[str, Any] | None = None) -> bool:
         """Is ``stored`` (a fingerprint from state) this node's current definition?

@@ -1,19 +1,21 @@
-"""The runner: plan what is due (``plan``), execute it (``execute``), restate (``restate``).
+"""The runner: the one door (``policy``: on_change, start inference, then plan and
+execute), plan what is due (``plan``), execute it (``execute``), restate (``restate``).
 
-``plan`` is pure bookkeeping; ``execute`` writes through an engine and records state
-after the data commits; ``restate`` records which intervals must be recomputed, and why.
+``plan`` is pure bookkeeping over loaded state; ``execute`` writes through an engine and
+records state after the data commits; ``restate`` records which intervals must be
+recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``run``.
 """
 
 from ..intervals import coalesce
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
-from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute, needs_database, run
-from .plan import NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
+from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute
+from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
+from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run
 from .restate import restate, restatement_impact
 
 __all__ = [
-    "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "Mode", "NodePlan", "NodeResult", "Pair",
-    "Plan", "PlanError", "Reason",
-    "Progress", "RunResult", "node_bounds", "time_sources",
-    "coalesce", "execute", "needs_database", "partition_interval", "plan", "restate",
-    "restatement_impact", "run",
+    "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
+    "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "Reason", "RunResult",
+    "apply_on_change", "changed_line", "coalesce", "execute", "node_bounds", "partition_interval", "plan",
+    "prepare", "restate", "restatement_impact", "run", "time_sources",
 ]

@@ -364,6 +364,7 @@ def apply_changes(
     actor: str | None = None,
     run: bool = True,
     engine: Any = None,
+    engine_options: Any = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
@@ -371,16 +372,16 @@ def apply_changes(
 ) -> ApplyResult:
     """Record a change plan (default: the current one) and run what it restated.
 
-    The entry point for any driver (the CLI, an orchestrator's job): ``options`` go to
-    ``runner.plan`` (``now``, ``batch_size``, ...), ``engine`` to ``runner.execute``."""
-    from .execute import execute
-    from .plan import plan as plan_intervals
+    The entry point for any driver (the CLI, an orchestrator's job): the run goes through
+    the runner's one door (``policy.run``): ``options`` go to its plan (``now``,
+    ``batch_size``, ...), ``engine``/``engine_options`` to its engines."""
+    from .policy import run as run_door
 
     opts = dict(options or {})
     plan = plan or change_plan(project, store, now=opts.get("now"))
     result = record_changes(project, store, plan, reason=reason, actor=actor)
     if run and rerun_nodes(result):
-        due = plan_intervals(project, store, mode="run", nodes=rerun_nodes(result), **opts)
-        result.run = execute(due, project, store, engine=engine, progress=progress, origin=origin,
-                             run_id=run_id)
+        result.run = run_door(project, store, mode="run", nodes=rerun_nodes(result), engine=engine,
+                              engine_options=engine_options, progress=progress, origin=origin,
+                              run_id=run_id, **opts)
     return result

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
+from ..engines import BatchError, Engine, EnginePool, QueryError, ResourceError, uses_database
 from ..engines.base import Outcome
 from ..errors import SeeknalError, StateNotRecordedError
 from ..intervals import IntervalSet, coalesce
@@ -21,7 +21,7 @@ from ..project.audits import Audit, AuditResult
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
-from .plan import NodePlan, Plan, partition_key, plan
+from .plan import NodePlan, Plan, partition_key
 
 if TYPE_CHECKING:
     from ..state import StateStore
@@ -87,6 +87,9 @@ class RunResult:
     seconds: float
     #: why the run stopped early (disk full, database locked): the later nodes did not run
     stopped: str | None = None
+    #: what ran (``policy.run`` sets it) and the run-level notes of its policies
+    plan: Plan | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -110,17 +113,19 @@ def execute(
     project: Project,
     store: StateStore,
     *,
-    engine: Engine | Mapping[str, Engine] | None = None,
+    engine: Engine | Mapping[str, Engine] | EnginePool | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
 ) -> RunResult:
     """Run the plan: per node, per batch, write then mark complete; isolate failures.
 
-    ``engine`` hands in the caller's engine(s) (one, or a mapping by kind); the engines a
-    node needs beyond those are opened on first use and closed before returning."""
+    ``engine`` hands in the caller's engine(s) (one, a mapping by name, or the caller's
+    ``EnginePool``, which it then closes itself); the engines a node needs beyond those
+    are opened on first use and closed before returning."""
     progress = progress or Progress()
-    engines = _Engines(project, the_plan, engine)
+    owned = not isinstance(engine, EnginePool)
+    engines = EnginePool(project, engine, database=plan_uses_database(project, the_plan)) if owned else engine
     t0 = time.perf_counter()
     results: list[NodeResult] = []
     stopped: str | None = None
@@ -155,7 +160,8 @@ def execute(
         stopped = str(stop)
         progress.node_finished(results[-1])
     finally:
-        engines.close()
+        if owned:
+            engines.close()
     return RunResult(nodes=results, seconds=time.perf_counter() - t0, stopped=stopped)
 
 
@@ -163,55 +169,10 @@ class _Stop(Exception):
     """A batch hit a ``ResourceError`` (recorded as its failure): the run ends here."""
 
 
-class _Engines:
-    """The run's engines by kind: those the caller handed in, else opened when a node
-    first needs its kind; ``close`` closes only the opened ones."""
-
-    def __init__(self, project: Project, the_plan: Plan, given: Engine | Mapping[str, Engine] | None):
-        self.project, self.plan = project, the_plan
-        if given is None:
-            given = {}
-        self._by_kind = dict(given) if isinstance(given, Mapping) else {given.name: given}
-        self._opened: list[Engine] = []
-
-    def for_node(self, node: TransformNode) -> Engine:
-        engine = self._by_kind.get(node.engine)
-        if engine is None:
-            engine = open_engine(node.engine, self.project, **self._options(node.engine))
-            self._by_kind[node.engine] = engine
-            self._opened.append(engine)
-        return engine
-
-    def _options(self, kind: str) -> dict:
-        if kind == "duckdb":  # a run over files only needs no database file (nor its lock)
-            return {"in_memory": not _needs_database(self.project, self.plan)}
-        return {}
-
-    def close(self) -> None:
-        for engine in reversed(self._opened):
-            engine.close()
-        self._opened.clear()
-
-
-def needs_database(project: Project, node: TransformNode) -> bool:
-    """Whether running the node reads or writes the project's DuckDB file.  ``parquet``
-    nodes over file sources and other ``parquet`` nodes do not, so parallel workers never
-    contend for its single-writer lock; nor do nodes of other engines."""
-    if node.engine != "duckdb":
-        return False
-    if node.materialization != "parquet":
-        return True
-    for dep in node.depends_on:
-        if dep in project.sources and not project.sources[dep].location:
-            return True
-        if dep in project.nodes and project.nodes[dep].materialization != "parquet" \
-                and project.nodes[dep].engine == "duckdb":
-            return True
-    return False
-
-
-def _needs_database(project: Project, the_plan: Plan) -> bool:
-    return any(needs_database(project, project.nodes[node_plan.node])
+def plan_uses_database(project: Project, the_plan: Plan) -> bool:
+    """Whether any node the plan writes uses the project's DuckDB file (else engines that
+    read through it open in memory: no lock to share)."""
+    return any(uses_database(project, project.nodes[node_plan.node])
                for node_plan in the_plan.nodes if node_plan.due or node_plan.full_refresh)
 
 
@@ -458,18 +419,3 @@ def describe_failure(audit: Audit, rows: int, samples) -> str:
 #: (group commit). Data always commits first, so a crash in between only re-runs those
 #: intervals idempotently; it never marks an interval complete without its rows.
 FLUSH_SECONDS = 0.5
-
-
-def run(
-    project: Project,
-    store: StateStore,
-    *,
-    engine: Engine | Mapping[str, Engine] | None = None,
-    progress: Progress | None = None,
-    origin: str | None = None,
-    run_id: str | None = None,
-    **plan_options,
-) -> RunResult:
-    """Plan and execute in one call."""
-    return execute(plan(project, store, **plan_options), project, store, engine=engine,
-                   progress=progress, origin=origin, run_id=run_id)

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
+from ..project.sql import infer_time_column, table_references
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
 from .common import MAX_INTERVALS, Mode, Pair, PlanError, Reason
 from .due import Due, Run, covering_run, expand, uncovered_runs
 
 if TYPE_CHECKING:
-    from ..state import NodeState, StateStore
+    from ..state import NodeState
 
 
 @dataclass
@@ -163,7 +164,9 @@ def node_bounds(node: TransformNode, now_s: int, include_open: bool = False,
 
 def time_sources(project: Project, name: str) -> list[tuple[str, str]]:
     """(source, time column) of every source upstream of a transform (through its upstream
-    transforms): where a node without ``start:`` infers it from."""
+    transforms): where a node without ``start:`` infers it from.  A table the SQL reads
+    without declaring it as a source counts too, with the column of the node's own time
+    filter (``FROM raw_events WHERE event_time >= '{{ start }}'``: raw_events.event_time)."""
     out: dict[str, str] = {}
     seen: set[str] = set()
     stack = [name]
@@ -176,7 +179,20 @@ def time_sources(project: Project, name: str) -> list[tuple[str, str]]:
             elif dep in project.nodes and dep not in seen:
                 seen.add(dep)
                 stack.append(dep)
+        for table, column in undeclared_time_tables(project, node):
+            out.setdefault(table, column)
     return sorted(out.items())
+
+
+def undeclared_time_tables(project: Project, node: TransformNode) -> list[tuple[str, str]]:
+    """(table, column) of each table the node's SQL reads that is neither a source nor a
+    node, with the column its own ``>= '{{ start }}'`` filter compares (none without one)."""
+    column = infer_time_column(node.sql)
+    if column is None:
+        return []
+    known = {n.lower() for n in (*project.sources, *project.nodes)}
+    known.update(s.table.lower() for s in project.sources.values() if s.table)
+    return [(t, column) for t in dict.fromkeys(table_references(node.sql)) if t.lower() not in known]
 
 
 def partition_interval(node: TransformNode, key: str) -> Pair:
@@ -197,7 +213,7 @@ def partition_interval(node: TransformNode, key: str) -> Pair:
 
 def plan(
     project: Project,
-    store: StateStore,
+    states: Mapping[str, NodeState],
     *,
     mode: str = "run",
     nodes: Iterable[str] | None = None,
@@ -210,7 +226,8 @@ def plan(
     include_open: bool = False,
     inferred_starts: Mapping[str, int] | None = None,
 ) -> Plan:
-    """Decide, per node in dependency order, which intervals are due.
+    """Decide, per node in dependency order, which intervals are due, from ``states``
+    (``StateStore.load()``'s mapping): no I/O here, so a door can plan what it loaded.
 
     * ``run``: intervals after the last completed one up to the last complete interval
       (first run: from the node's start), plus failed intervals (retried first), pending
@@ -223,6 +240,7 @@ def plan(
     Only intervals with ``end <= now`` are due unless ``include_open``.
     A node without ``start:`` starts at ``inferred_starts[node]`` (epoch seconds, just
     inferred by the caller) or else at the inferred start its state records.
+    Policies (``on_change``, start inference) are the caller's: ``runner.prepare``.
     """
     if mode not in tuple(Mode):
         raise PlanError(f"unknown run mode {mode!r}: use run, backfill or restate")
@@ -236,7 +254,6 @@ def plan(
     explicit = [(to_epoch(a), to_epoch(b)) for a, b in (intervals or ())]
     has_range = start is not None or end is not None
     range_bounds(start, end, "UTC")  # an inverted range is an error even for an empty node list
-    states = store.load()
     out: list[NodePlan] = []
     for name in names:
         node = project.nodes[name]
@@ -244,14 +261,13 @@ def plan(
         if node.materialization == "parquet" and not node.time_column:
             node_plan.batch_size = 1  # without a time column a query's rows cannot be split by interval
         out.append(node_plan)
-        if not node.is_incremental:
-            node_plan.full_refresh = True
-            continue
         state = states.get(name)
         if state and not node.fingerprint_matches(state.fingerprint, state.definition):
             node_plan.definition_changed = True  # execution keeps the recorded one: `seeknal plan`
-            node_plan.notes.append("definition changed since its intervals were computed: "
-                                   "`seeknal plan` shows what to restate")
+            node_plan.notes.append(CHANGED_NOTE)
+        if not node.is_incremental:
+            node_plan.full_refresh = True
+            continue
         inferred = (inferred_starts or {}).get(name)
         if inferred is None and state is not None and state.inferred_start is not None:
             inferred = int((state.inferred_start - EPOCH).total_seconds())
@@ -271,6 +287,9 @@ def plan(
         node_plan.due = Due.merged(node.schedule, wanted)
     return Plan(mode=mode, now=now_dt, nodes=out)
 
+
+#: the one warning of a changed definition (``on_change: warn``, and any dry run)
+CHANGED_NOTE = "definition changed since its intervals were computed: `seeknal plan` shows what to restate"
 
 #: a run of grid intervals and why it is due, before runs are merged (``Due.merged``)
 Wanted = list[tuple[int, int, Reason]]

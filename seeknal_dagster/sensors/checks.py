@@ -17,6 +17,7 @@ from seeknal_core.state import StateStore
 
 from ..assets import asset_keys
 from ..checks import check_evaluation, sync_status
+from ..partitions import partitioned
 
 
 def checks_tick(
@@ -30,7 +31,7 @@ def checks_tick(
     """Evaluate ``seeknal_in_sync`` for each node whose inputs changed since the last tick."""
     keys = keys or asset_keys(project)
     seen: dict[str, Any] = dict(cursor.get("seen") or {})
-    names = [n for n in project.topological_order() if project.nodes[n].is_incremental and n in keys]
+    names = [n for n in project.topological_order() if partitioned(project.nodes[n]) and n in keys]
     states = store.load()
     records = {r.asset_entry.asset_key: r.asset_entry
                for r in instance.get_asset_records([keys[n] for n in names])}

@@ -33,7 +33,7 @@ from seeknal_core.timeutil import from_epoch, to_epoch
 
 from ..assets import asset_keys
 from ..checks import RECONCILE_SENSOR
-from ..partitions import keys_for_intervals, partitions_def_for
+from ..partitions import keys_for_intervals, partitioned, partitions_def_for
 from .common import MAX_PARTITIONS_PER_TICK, ORIGIN_TAG, latest_materialization_times, tag_value
 
 
@@ -58,7 +58,7 @@ class _Reconciler:
 
     def tracked(self, node: str) -> bool:
         n = self.project.nodes.get(node)
-        return n is not None and n.is_incremental and node in self.keys
+        return n is not None and partitioned(n) and node in self.keys
 
     def materialized(self, node: str) -> set[str]:
         if node not in self._materialized:
@@ -220,7 +220,7 @@ def wipe_restated(
     """Observe then wipe each pending restatement not yet handled; (ids handled, messages)."""
     handled, messages = [], []
     pending = [r for r in store.pending_restatements()
-               if r.node in keys and r.node in project.nodes and project.nodes[r.node].is_incremental]
+               if r.node in keys and r.node in project.nodes and partitioned(project.nodes[r.node])]
     for restatement in pending:
         handled.append(restatement.id)
         if restatement.id in done:

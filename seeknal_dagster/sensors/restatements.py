@@ -22,7 +22,7 @@ from seeknal_core.project import Project
 from seeknal_core.state import StateStore
 
 from ..assets import RESTATEMENT_TAG, asset_keys
-from ..partitions import keys_for_intervals, partitions_def_for
+from ..partitions import keys_for_intervals, partitioned, partitions_def_for
 from ..schedules import job_names
 from .common import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, latest_materialization_times
 
@@ -99,14 +99,14 @@ def restatement_tick(
     now = time.time() if now is None else now
     tracked: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (cursor.get("tracked") or {}).items()}
     pending = {r.id: r for r in store.pending_restatements()
-               if r.node in keys and r.node in project.nodes and project.nodes[r.node].is_incremental}
+               if r.node in keys and r.node in project.nodes and partitioned(project.nodes[r.node])}
     requests: list[dg.RunRequest] = []
     resolved: list[str] = []
     messages: list[str] = []
 
     for rid, entry in list(tracked.items()):
         node = project.nodes.get(entry["node"])
-        if node is None or not node.is_incremental:
+        if node is None or not partitioned(node):
             del tracked[rid]
             continue
         pdef = partitions_def_for(node)
