@@ -83,7 +83,7 @@ def audit_events(context: dg.AssetExecutionContext, node: TransformNode, key: dg
     failed one only the audits that failed it (the others' rows were rolled back with it:
     their checks show as not executed in a failed run).  Unselected checks report nothing.
     """
-    selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == key}
+    selected = _selected(context).get(key, ())
     audits = {check_name(a.name): a for a in node.audits if check_name(a.name) in selected}
     if not audits:
         return
@@ -118,6 +118,17 @@ def audit_events(context: dg.AssetExecutionContext, node: TransformNode, key: dg
 
 
 _OUTPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SELECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _selected(context: dg.AssetExecutionContext) -> dict[dg.AssetKey, set[str]]:
+    """The step's selected checks by asset, built once per step (not once per node)."""
+    by_asset = _SELECTED.get(context)
+    if by_asset is None:
+        by_asset = _SELECTED[context] = {}
+        for check_key in context.selected_asset_check_keys:
+            by_asset.setdefault(check_key.asset_key, set()).add(check_key.name)
+    return by_asset
 
 
 def _output_names(assets_def: dg.AssetsDefinition) -> dict[dg.AssetCheckKey, str]:
