@@ -29,10 +29,10 @@ import duckdb
 
 from ..durable import atomic_write
 from ..errors import ProjectError, SeeknalError
-from ..project import Project, SourceNode, TransformNode
+from ..project import Project, SourceNode, TransformNode, did_you_mean
+from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
-from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
 
 #: errors in the SQL itself: every interval of a batch fails the same way
@@ -147,6 +147,8 @@ class DuckDBEngine:
         self._table_kinds: dict[str, dict[str, str]] = {}
         self._evolved: set[str] = set()  # nodes whose table has their query's columns
         self._busy = self._stop = False  # a write runs; Ctrl-C asked it to stop
+        self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
+        self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
         self._register_sources()
 
     def close(self) -> None:
@@ -430,13 +432,24 @@ class DuckDBEngine:
         return staged
 
     # -- audits ---------------------------------------------------------------------------
-    def _bounds_sql(self, node: TransformNode, intervals: Sequence[Pair], kind: str | None) -> tuple[str, str]:
-        """(the node's time expression, a relation of the intervals' starts ``_seeknal_lo``
-        with their index ``_seeknal_i``) for an ASOF join placing rows in intervals."""
+    def _bounds_sql(self, node: TransformNode, intervals: Sequence[Pair],
+                    kind: str | None) -> tuple[str, str]:
+        """(the node's time expression, a temp table of the intervals' starts ``_seeknal_lo``
+        with their index ``_seeknal_i``) for an ASOF join placing rows in intervals.  The
+        starts go in as one parameter (365 literals cost DuckDB's parser ~20 ms); the
+        table is dropped by ``_drop_bounds``."""
         column, sql_type, text = self._time_terms(node, kind)
-        starts = ", ".join(f"CAST({_sql_literal(text(a))} AS {sql_type})" for a, _ in intervals)
-        return column, (f"(SELECT unnest(range({len(intervals)})) AS _seeknal_i, "
-                        f"unnest([{starts}]) AS _seeknal_lo)")
+        name = f"_seeknal_bounds_{uuid.uuid4().hex[:12]}"
+        self.con.execute(f"CREATE TEMP TABLE {q(name)} AS SELECT unnest(range({len(intervals)})) "
+                         f"AS _seeknal_i, unnest(CAST(? AS {sql_type}[])) AS _seeknal_lo",
+                         [[text(a) for a, _ in intervals]])
+        self._bounds.append(name)
+        return column, q(name)
+
+    def _drop_bounds(self) -> None:
+        for name in self._bounds:
+            self.con.execute(f"DROP TABLE IF EXISTS {q(name)}")
+        self._bounds.clear()
 
     def _table_relation(self, node: TransformNode, intervals: Sequence[Pair], where: str,
                         keyed: bool) -> str:
@@ -457,12 +470,29 @@ class DuckDBEngine:
         index = ", ".join(f"({_sql_literal(str(f))}, {i})" for f, i in files)
         return (f"(SELECT t.* EXCLUDE (_seeknal_file), f._seeknal_i AS {INTERVAL_COLUMN} FROM "
                 f"read_parquet([{listed}], union_by_name = true, filename = '_seeknal_file') AS t "
-                f"JOIN (VALUES {index}) AS f(_seeknal_path, _seeknal_i) ON t._seeknal_file = f._seeknal_path)")
+                f"JOIN (VALUES {index}) AS f(_seeknal_path, _seeknal_i) "
+                f"ON t._seeknal_file = f._seeknal_path)")
 
     def _samples(self, query: str) -> tuple[dict, ...]:
         cur = self.con.execute(f"SELECT * FROM ({query}) AS s LIMIT {SAMPLES}")
         names = [d[0] for d in cur.description]
         return tuple({k: v for k, v in zip(names, row) if k != INTERVAL_COLUMN} for row in cur.fetchall())
+
+    def _name_failing(self, node: TransformNode, audits: Sequence[Audit], relation: str,
+                      interval_column: str | None) -> None:
+        """After a combined audit query failed: raise the error of the first audit that
+        fails alone (a column the node does not produce), naming it."""
+        for a in audits:
+            try:
+                self.con.execute(f"DESCRIBE {a.query(relation, interval_column=interval_column)}")
+            except duckdb.Error as err:
+                raise self._audit_error(node, a, err) from None
+
+    def _execute_audit(self, node: TransformNode, audit: Audit, query: str) -> list[tuple]:
+        try:
+            return self.con.execute(query).fetchall()
+        except duckdb.Error as exc:
+            raise self._audit_error(node, audit, exc) from None
 
     def _audit_error(self, node: TransformNode, audit: Audit, exc: duckdb.Error) -> EngineError:
         error = engine_error(exc, self._where(node))
@@ -476,46 +506,63 @@ class DuckDBEngine:
         only for the audits that fail."""
         node, intervals = staged.node, staged.intervals
         start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
-        tz_start = start.astimezone(get_zone(node.timezone)).replace(tzinfo=None)
-        tz_end = end.astimezone(get_zone(node.timezone)).replace(tzinfo=None)
         # unique holds per interval: several intervals need each row's interval, unless the
         # key includes the time column (then equal keys are in one interval anyway)
         keyed = len(intervals) > 1 and any(
             a.kind == "unique" and (node.time_column or "").lower() not in {c.lower() for c in a.columns}
             for a in audits)
-        relation = staged.relation if not keyed else staged.keyed_relation()
         interval_column = INTERVAL_COLUMN if keyed else None
         out: dict[int, Outcome] = {}
         with self._writing(node):
-            built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
-            if built:
-                query = aggregate_sql([a for _, a in built], relation, interval_column)
-                try:
-                    counts = self.con.execute(query).fetchone()
-                except duckdb.Error as exc:  # which audit: each alone names it
-                    for _, a in built:
-                        try:
-                            self.con.execute(f"SELECT count(*) FROM ({a.query(relation, interval_column=interval_column)})")
-                        except duckdb.Error as one:
-                            raise self._audit_error(node, a, one) from None
-                    raise engine_error(exc, self._where(node)) from None
-                for (i, a), n in zip(built, counts):
-                    n = int(n or 0)
-                    samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
-                    out[i] = (n, samples)
-            for i, a in enumerate(audits):
-                if a.kind == "row_count":
-                    bad = a.failing_counts(staged.rows)
-                    out[i] = (len(bad), tuple({"interval": from_epoch(intervals[k][0]).isoformat(),
-                                               "rows": staged.rows[k]} for k in bad[:SAMPLES]))
-                elif a.kind == "sql":
-                    query = a.query(staged.relation, node=node, start=tz_start, end=tz_end)
-                    try:
-                        n = int(self.con.execute(f"SELECT count(*) FROM ({query}) AS s").fetchone()[0])
-                        out[i] = (n, self._samples(query) if n else ())
-                    except duckdb.Error as exc:
-                        raise self._audit_error(node, a, exc) from None
+            try:
+                self._check_staged(staged, audits, staged.keyed_relation() if keyed else staged.relation,
+                                   interval_column, start, end, out)
+            finally:
+                self._drop_bounds()
         return [out[i] for i in range(len(audits))]
+
+    def _check_staged(self, staged: _TableStaged | _ParquetStaged, audits: Sequence[Audit], relation: str,
+                      interval_column: str | None, start: dt.datetime, end: dt.datetime,
+                      out: dict[int, Outcome]) -> None:
+        node, intervals = staged.node, staged.intervals
+        built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+        if built and node.name not in self._audit_columns_ok:
+            # a failed statement aborts the transaction: name a missing column before querying
+            have = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {staged.relation}").fetchall()]
+            for _, a in built:
+                for column in a.columns:
+                    if column.lower() not in {h.lower() for h in have}:
+                        hint = did_you_mean(column, have) or f" — its columns: {', '.join(have)}"
+                        raise QueryError(f"audit '{a.name}': the node's rows have no column '{column}'{hint}")
+            self._audit_columns_ok.add(node.name)
+        if built:
+            query = aggregate_sql([a for _, a in built], relation, interval_column)
+            try:
+                counts = self.con.execute(query).fetchone()
+            except duckdb.Error as exc:  # which audit: each alone names it
+                for _, a in built:
+                    try:
+                        one = a.query(relation, interval_column=interval_column)
+                        self.con.execute(f"SELECT count(*) FROM ({one}) AS s")
+                    except duckdb.Error as err:
+                        raise self._audit_error(node, a, err) from None
+                raise engine_error(exc, self._where(node)) from None
+            for (i, a), n in zip(built, counts):
+                n = int(n or 0)
+                samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
+                out[i] = (n, samples)
+        for i, a in enumerate(audits):
+            if a.kind == "row_count":
+                bad = a.failing_counts(staged.rows)
+                out[i] = (len(bad), tuple({"interval": from_epoch(intervals[k][0]).isoformat(),
+                                           "rows": staged.rows[k]} for k in bad[:SAMPLES]))
+            elif a.kind == "sql":
+                query = a.query(staged.relation, node=node, start=start, end=end)
+                try:
+                    n = int(self.con.execute(f"SELECT count(*) FROM ({query}) AS s").fetchone()[0])
+                    out[i] = (n, self._samples(query) if n else ())
+                except duckdb.Error as exc:
+                    raise self._audit_error(node, a, exc) from None
 
     def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
                         intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
@@ -523,8 +570,17 @@ class DuckDBEngine:
         the built-ins in one aggregate grouped by interval, each ``unique`` and custom audit
         in one query over the run; samples only for failing intervals."""
         intervals = list(intervals)
+        with self._writing(node):
+            try:
+                return self._audit_intervals(node, audits, intervals)
+            finally:
+                self._drop_bounds()
+
+    def _audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
+                         intervals: list[Pair]) -> list[dict[Pair, Outcome]]:
         if node.materialization == "parquet":
-            files = [(f, i) for i, pair in enumerate(intervals) if (f := self._interval_file(node, pair)).exists()]
+            files = [(f, i) for i, pair in enumerate(intervals)
+                     if (f := self._interval_file(node, pair)).exists()]
             if not files:
                 return [{} for _ in audits]
             relation = self._files_relation(files, keyed=True)
@@ -533,55 +589,64 @@ class DuckDBEngine:
                 return [{} for _ in audits]
             where = self._range_predicate(node, intervals[0][0], intervals[-1][1])
             relation = self._table_relation(node, intervals, where, keyed=True)
-        tz = get_zone(node.timezone)
-        start = from_epoch(intervals[0][0]).astimezone(tz).replace(tzinfo=None)
-        end = from_epoch(intervals[-1][1]).astimezone(tz).replace(tzinfo=None)
+        start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
         out: list[dict[Pair, Outcome]] = [{} for _ in audits]
         iv = INTERVAL_COLUMN
-        with self._writing(node):
-            rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "row_count"]
-            if rowwise:
-                terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" if a.kind in ROW_KINDS
-                                  else "count(*)" for _, a in rowwise)
-                grouped = self.con.execute(f"SELECT {iv}, {terms} FROM {relation} AS t GROUP BY {iv}").fetchall()
-                per = {int(r[0]): r[1:] for r in grouped}
-                for k, (i, a) in enumerate(rowwise):
-                    if a.kind == "row_count":
-                        counts = [int(per.get(j, [0] * len(rowwise))[k]) for j in range(len(intervals))]
-                        for j in a.failing_counts(counts):
-                            out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
-                                                         "rows": counts[j]},))
-                        continue
-                    failing = {j: int(v[k]) for j, v in per.items() if v[k]}
-                    if failing:
-                        samples = self._grouped_samples(a.query(relation))
-                        for j, n in failing.items():
-                            out[i][intervals[j]] = (n, samples.get(j, ()))
-            for i, a in enumerate(audits):
-                if a.kind == "unique":
-                    query = a.query(relation, interval_column=iv)
-                elif a.kind == "sql":
-                    query = a.query(relation, node=node, start=start, end=end)
-                else:
+        rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "row_count"]
+        if rowwise:
+            terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" if a.kind in ROW_KINDS
+                              else "count(*)" for _, a in rowwise)
+            try:
+                grouped = self.con.execute(
+                    f"SELECT {iv}, {terms} FROM {relation} AS t GROUP BY {iv}").fetchall()
+            except duckdb.Error as exc:
+                self._name_failing(node, [a for _, a in rowwise if a.kind in ROW_KINDS], relation, None)
+                raise engine_error(exc, self._where(node)) from None
+            per = {int(r[0]): r[1:] for r in grouped}
+            for k, (i, a) in enumerate(rowwise):
+                if a.kind == "row_count":
+                    counts = [int(per.get(j, [0] * len(rowwise))[k]) for j in range(len(intervals))]
+                    for j in a.failing_counts(counts):
+                        out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
+                                                     "rows": counts[j]},))
                     continue
-                try:
-                    columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
-                    if iv in columns:
-                        counts = self.con.execute(f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
-                        if counts:
-                            samples = self._grouped_samples(query)
-                            for j, n in counts:
-                                out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
-                        continue
-                    for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
-                        one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
-                                      node=node, start=from_epoch(pair[0]).astimezone(tz).replace(tzinfo=None),
-                                      end=from_epoch(pair[1]).astimezone(tz).replace(tzinfo=None))
-                        n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
-                        if n:
-                            out[i][pair] = (n, self._samples(one))
-                except duckdb.Error as exc:
-                    raise self._audit_error(node, a, exc) from None
+                failing = {j: int(v[k]) for j, v in per.items() if v[k]}
+                if failing:
+                    samples = self._grouped_samples(a.query(relation))
+                    for j, n in failing.items():
+                        out[i][intervals[j]] = (n, samples.get(j, ()))
+        for i, a in enumerate(audits):
+            if a.kind == "unique":  # one GROUP BY; the offending rows only on a failure
+                keys = ", ".join(q(c) for c in (*a.columns, iv))
+                counts = self._execute_audit(node, a, (
+                    f"SELECT {iv}, sum(n) FROM (SELECT {iv}, count(*) AS n FROM {relation} AS t "
+                    f"GROUP BY {keys} HAVING count(*) > 1) GROUP BY {iv}"))
+                if counts:
+                    samples = self._grouped_samples(a.query(relation, interval_column=iv))
+                    for j, n in counts:
+                        out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
+                continue
+            if a.kind != "sql":
+                continue
+            query = a.query(relation, node=node, start=start, end=end)
+            try:
+                columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
+                if iv in columns:
+                    counts = self.con.execute(
+                        f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
+                    if counts:
+                        samples = self._grouped_samples(query)
+                        for j, n in counts:
+                            out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
+                    continue
+                for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
+                    one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
+                                  node=node, start=from_epoch(pair[0]), end=from_epoch(pair[1]))
+                    n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
+                    if n:
+                        out[i][pair] = (n, self._samples(one))
+            except duckdb.Error as exc:
+                raise self._audit_error(node, a, exc) from None
         return out
 
     def _grouped_samples(self, query: str) -> dict[int, tuple[dict, ...]]:
