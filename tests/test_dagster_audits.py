@@ -136,7 +136,7 @@ def test_ranged_run_fails_exactly_the_violating_partition_and_its_check(root: Pa
     # the run fails naming the audit; the bad day has no materialization and no rows
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "1 interval(s) failed" in failure.event_specific_data.error.message
-    assert "audit accepted_range failed: 1 rows" in failure.event_specific_data.error.message
+    assert "audit accepted_range failed: 1 row;" in failure.event_specific_data.error.message
     assert sorted(m.partition for m in materializations(result, "daily")) == [d for d in DAYS if d != BAD_DAY]
     assert query(root, "SELECT strftime(day, '%Y-%m-%d') FROM daily ORDER BY day") == [
         (d,) for d in DAYS if d != BAD_DAY]
@@ -187,7 +187,7 @@ def test_non_blocking_failure_materializes_with_a_warning(root: Path, instance) 
     assert query(root, "SELECT n FROM daily") == [(145,)]
     [warning] = [e for e in evaluations(result) if e.check_name == "at_most_144_a_day"]
     assert (warning.passed, warning.severity, warning.partition) == (False, dg.AssetCheckSeverity.WARN, "2024-01-03")
-    assert "audit at most 144 a day failed: 1 rows" in warning.description
+    assert "audit at most 144 a day failed: 1 row in 2024-01-03" in warning.description
     # the verdict is about the partition's new materialization, so Dagster shows it current
     assert warning.target_materialization_data.run_id == result.run_id
     assert statuses(instance, root) == {d: "MATERIALIZED" if d == "2024-01-03" else "MISSING" for d in DAYS}
