@@ -16,7 +16,8 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
-from dagster_harness import write_code_location
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster_harness import LAUNCH_BACKFILL, backfill_params, drive_backfill, launched_backfill_id, write_code_location
 from test_dagster_assets import execute, make_project, materialize, materializations, query, store_of
 
 from seeknal_core.project import load_project
@@ -177,6 +178,28 @@ def test_ranged_run_fails_exactly_the_violating_partition_and_its_check(root: Pa
     assert statuses(instance, root) == {d: "MATERIALIZED" for d in DAYS}
     assert check_state(instance, root, "accepted_range") == {CheckStatus.SUCCEEDED.value: DAYS}
     assert not store_of(root).node("daily").failed
+
+
+def test_ui_backfill_over_a_range_shows_the_failed_partition_and_its_check(root: Path) -> None:
+    """The same through the daemon's path: the UI's backfill mutation, the backfill daemon's
+    iteration, a run whose step runs in a subprocess that re-imports the code location."""
+    with instance_for_test(synchronous_run_coordinator=True, synchronous_run_launcher=True,
+                           overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
+        origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(
+            python_file=str(write_code_location(root)), attribute="defs", working_directory=str(root)))
+        with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process_context:
+            launched = execute_dagster_graphql(process_context.create_request_context(), LAUNCH_BACKFILL,
+                                               backfill_params(["daily"], DAYS))
+            backfill, _ = drive_backfill(process_context, launched_backfill_id(launched.data))
+        assert backfill.status == BulkActionStatus.COMPLETED_FAILED
+        [run] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        assert statuses(instance, root) == {d: "FAILED" if d == BAD_DAY else "MATERIALIZED" for d in DAYS}
+        assert check_state(instance, root, "accepted_range") == {
+            CheckStatus.SUCCEEDED.value: [d for d in DAYS if d != BAD_DAY], CheckStatus.FAILED.value: [BAD_DAY]}
+        assert check_state(instance, root, "at_most_144_a_day") == {
+            CheckStatus.SUCCEEDED.value: ["2024-01-01", "2024-01-04"],
+            CheckStatus.FAILED.value: [BAD_DAY, "2024-01-03"]}
 
 
 def test_non_blocking_failure_materializes_with_a_warning(root: Path, instance) -> None:
