@@ -343,9 +343,9 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
                 context.log.warning(f"{name}: not run, an upstream node failed in this step")
                 continue
             try:
-                yield from run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
-                               spark_resource=getattr(context.resources, spark_key) if spark_key else None,
-                               **retry)
+                yield from run_node(
+                    context, specs, project.nodes[name], getattr(context.resources, resource_key),
+                    spark_resource=getattr(context.resources, spark_key) if spark_key else None, **retry)
             except dg.Failure as exc:
                 if len(selected) == 1:
                     raise

@@ -67,8 +67,9 @@ def _describe(audit: Audit) -> str:
 def audit_check_specs(node: TransformNode, key: dg.AssetKey,
                       partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetCheckSpec]:
     """One check spec per audit of the node (none without audits)."""
-    return [dg.AssetCheckSpec(check_name(a.name), asset=key, blocking=a.blocking, partitions_def=partitions_def,
-                              description=_describe(a), metadata={"seeknal/audit": a.kind})
+    return [dg.AssetCheckSpec(check_name(a.name), asset=key, blocking=a.blocking,
+                              partitions_def=partitions_def, description=_describe(a),
+                              metadata={"seeknal/audit": a.kind})
             for a in node.audits]
 
 
@@ -107,8 +108,8 @@ def audit_events(context: dg.AssetExecutionContext, node: TransformNode, key: dg
             asset_key=key, check_name=name, passed=result.passed, partition=partition,
             blocking=result.blocking, target_materialization_data=targets.get(partition),
             severity=dg.AssetCheckSeverity.ERROR if result.blocking else dg.AssetCheckSeverity.WARN,
-            description=(f"passed on {_span(result.interval)}" if result.passed
-                         else f"{audits[name].failure(result.rows, result.samples)} in {_span(result.interval)}"
+            description=(f"passed on {_span(result.interval)}" if result.passed else
+                         f"{audits[name].failure(result.rows, result.samples)} in {_span(result.interval)}"
                          + ("" if result.blocking else " (warning: the interval completed)")),
             metadata=_metadata(result),
         )
@@ -141,7 +142,8 @@ def _output_names(assets_def: dg.AssetsDefinition) -> dict[dg.AssetCheckKey, str
     return names
 
 
-def _covering(keyed: Sequence[tuple[Pair, str]], results: Iterable[AuditResult]) -> list[dict[str, AuditResult]]:
+def _covering(keyed: Sequence[tuple[Pair, str]], results: Iterable[AuditResult]
+              ) -> list[dict[str, AuditResult]]:
     """Per interval (sorted, disjoint), each audit's last result whose range covers it."""
     starts = [p[0] for p, _ in keyed]
     out: list[dict[str, AuditResult]] = [{} for _ in keyed]

@@ -9,16 +9,24 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus as CheckStatus
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionResolvedStatus as CheckStatus,
+)
 from dagster._core.test_utils import instance_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
-from dagster._core.execution.backfill import BulkActionStatus
-from dagster_harness import LAUNCH_BACKFILL, backfill_params, drive_backfill, launched_backfill_id, write_code_location
-from test_dagster_assets import execute, make_project, materialize, materializations, query, store_of
+from dagster_harness import (
+    LAUNCH_BACKFILL,
+    backfill_params,
+    drive_backfill,
+    launched_backfill_id,
+    write_code_location,
+)
+from test_dagster_assets import execute, make_project, materializations, materialize, query, store_of
 
 from seeknal_core.project import load_project
 from seeknal_dagster import CHECK_NAME, build_definitions
