@@ -68,8 +68,7 @@ def audit_check_specs(node: TransformNode, key: dg.AssetKey,
                       partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetCheckSpec]:
     """One check spec per audit of the node (none without audits)."""
     return [dg.AssetCheckSpec(check_name(a.name), asset=key, blocking=a.blocking,
-                              partitions_def=partitions_def, description=_describe(a),
-                              metadata={"seeknal/audit": a.kind})
+                              partitions_def=partitions_def, description=_describe(a))
             for a in node.audits]
 
 
