@@ -33,6 +33,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from seeknal_core.errors import ProjectError
 from seeknal_core.intervals import Pair
 from seeknal_core.project import TransformNode
 from seeknal_core.project.audits import Audit, AuditResult
@@ -67,6 +68,12 @@ def _describe(audit: Audit) -> str:
 def audit_check_specs(node: TransformNode, key: dg.AssetKey,
                       partitions_def: dg.PartitionsDefinition | None) -> list[dg.AssetCheckSpec]:
     """One check spec per audit of the node (none without audits)."""
+    names: dict[str, str] = {}
+    for audit in node.audits:
+        other = names.setdefault(check_name(audit.name), audit.name)
+        if other != audit.name:
+            raise ProjectError(f"node '{node.name}': audits '{other}' and '{audit.name}' would both be the "
+                               f"Dagster check '{check_name(audit.name)}' — rename one (letters, digits, _)")
     return [dg.AssetCheckSpec(check_name(a.name), asset=key, blocking=a.blocking,
                               partitions_def=partitions_def, description=_describe(a))
             for a in node.audits]

@@ -28,6 +28,7 @@ from dagster_harness import (
 )
 from test_dagster_assets import execute, make_project, materializations, materialize, query, store_of
 
+from seeknal_core.errors import ProjectError
 from seeknal_core.project import load_project
 from seeknal_dagster import CHECK_NAME, build_definitions
 from seeknal_dagster.partitions import partitions_def_for
@@ -136,6 +137,16 @@ def test_one_check_spec_per_audit_with_its_blocking_flag(root: Path) -> None:
     assert {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("daily_total")} == {CHECK_NAME}
     [summary] = [graph.get(k) for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("summary")]
     assert (summary.key.name, summary.blocking, summary.partitions_def) == ("row_count", True, None)
+
+
+def test_audit_names_that_would_share_a_check_are_refused_in_one_line(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "proj", NODES.replace("- not_null: [day, n]", "- name: at_most_144 a day\n"
+                                                         "      not_null: [day, n]"))
+    with pytest.raises(ProjectError) as refused:
+        build_definitions(root)
+    assert str(refused.value) == (
+        "node 'daily': audits 'at_most_144 a day' and 'at most 144 a day' would both be the Dagster check "
+        "'at_most_144_a_day' — rename one (letters, digits, _)")
 
 
 def test_ranged_run_fails_exactly_the_violating_partition_and_its_check(root: Path, instance) -> None:
