@@ -198,6 +198,15 @@ def test_ranged_run_fails_exactly_the_violating_partition_and_its_check(root: Pa
     assert check_state(instance, root, "accepted_range") == {CheckStatus.SUCCEEDED.value: DAYS}
     assert not store_of(root).node("daily").failed
 
+    # broken again, re-run alone: Failed again, not materialized; the table keeps the good rows
+    execute(root, "INSERT INTO raw VALUES (TIMESTAMP '2024-01-02 07:00:00', -1)")
+    again = materialize(defs, instance, "daily", partition=BAD_DAY, ok=False)
+    assert not materializations(again, "daily")
+    assert statuses(instance, root) == {d: "FAILED" if d == BAD_DAY else "MATERIALIZED" for d in DAYS}
+    assert check_state(instance, root, "accepted_range") == {
+        CheckStatus.SUCCEEDED.value: [d for d in DAYS if d != BAD_DAY], CheckStatus.FAILED.value: [BAD_DAY]}
+    assert query(root, f"SELECT n, low FROM daily WHERE day = TIMESTAMP '{BAD_DAY}'") == [(144, 0)]
+
 
 def test_ui_backfill_over_a_range_shows_the_failed_partition_and_its_check(root: Path) -> None:
     """The same through the daemon's path: the UI's backfill mutation, the backfill daemon's
