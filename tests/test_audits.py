@@ -232,8 +232,10 @@ def test_custom_audit_whose_sql_fails_names_the_audit(tmp_path):
     assert sql(root, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'daily'") == [(0,)]
 
 
-def test_seeknal_audit_checks_history_and_restates(tmp_path):
-    root = make_project(tmp_path, "- not_null: [day]", readers=READER)
+@pytest.mark.parametrize("materialization", ["incremental", "parquet"])
+def test_seeknal_audit_checks_history_and_restates(tmp_path, materialization):
+    extra = f"materialization: {materialization}"
+    root = make_project(tmp_path, "- not_null: [day]", readers=READER, extra=extra)
     sql(root, "INSERT INTO bad VALUES (DATE '2024-01-02', 'negative'), (DATE '2024-01-03', 'negative'), "
               "(DATE '2024-01-05', 'dup')")
     result, _ = run(root)
@@ -244,7 +246,7 @@ def test_seeknal_audit_checks_history_and_restates(tmp_path):
         - unique: [day, k]
         - row_count: {max: 3}
           blocking: false
-    """, readers=READER)
+    """, readers=READER, extra=extra)
     plan = invoke(root, "plan")
     assert "changed (audits) — non-breaking" in plan.stdout and "restate nothing" in plan.stdout
 
@@ -349,3 +351,38 @@ def test_a_column_unknown_until_the_first_run_is_named_by_that_run(tmp_path):
     node = result.nodes[0]
     assert not node.done and len(node.failures) == 6  # the query's error: the batch fails once
     assert "audit 'accepted_range':" in node.failures[0][1] and "amount" in node.failures[0][1]
+
+
+@pytest.mark.parametrize("materialization", ["incremental", "parquet"])
+def test_seeknal_audit_places_rows_without_a_time_key_and_custom_queries(tmp_path, materialization):
+    extra = f"materialization: {materialization}"
+    root = make_project(tmp_path, "- not_null: [day]", extra=extra)
+    sql(root, "INSERT INTO bad VALUES (DATE '2024-01-02', 'dup'), (DATE '2024-01-04', 'big'), "
+              "(DATE '2024-01-05', 'negative')")
+    assert run(root)[0].ok
+    write_nodes(root, """
+        - unique: [k]
+        - name: huge
+          sql: SELECT * FROM {{ this }} WHERE n > 100
+        - name: negative_days
+          sql: SELECT day, count(*) AS c FROM {{ this }} WHERE v < 0 GROUP BY day
+    """, extra=extra)
+    project = load_project(root)
+    store = open_store(project.root, project.state_config)
+    try:
+        reports = audit_completed(project, store, now="2024-01-07")
+    finally:
+        store.close()
+    found = {(from_epoch(f.interval[0]).day, f.audit.name, f.rows) for f in reports[0].failures}
+    assert found == {(2, "unique", 6), (4, "huge", 3), (5, "negative_days", 1)}
+    unique = next(f for f in reports[0].failures if f.audit.name == "unique")
+    assert len(unique.samples) == 5 and all(s["day"].day == 2 for s in unique.samples)
+
+
+def test_an_audit_that_cannot_be_evaluated_fails_its_batch_once_naming_it(tmp_path):
+    root = make_project(tmp_path, "- not_null: [day]\n- accepted_range: {column: v, min: abc}")
+    result, _ = run(root)
+    node = result.nodes[0]
+    assert not node.done and len({error for _, error in node.failures}) == 1  # not split per interval
+    assert "audits 'not_null', 'accepted_range':" in node.failures[0][1]
+    assert "abc" in node.failures[0][1]

@@ -18,6 +18,7 @@ or ``interrupt()`` from another thread).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import os
@@ -447,8 +448,11 @@ class DuckDBEngine:
         return column, q(name)
 
     def _drop_bounds(self) -> None:
+        """Drop the temp tables of interval starts; in a transaction a failed statement
+        aborted, they go with its rollback (and the failure, not the DROP's, is the news)."""
         for name in self._bounds:
-            self.con.execute(f"DROP TABLE IF EXISTS {q(name)}")
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"DROP TABLE IF EXISTS {q(name)}")
         self._bounds.clear()
 
     def _table_relation(self, node: TransformNode, intervals: Sequence[Pair], where: str,
@@ -539,14 +543,14 @@ class DuckDBEngine:
             query = aggregate_sql([a for _, a in built], relation, interval_column)
             try:
                 counts = self.con.execute(query).fetchone()
-            except duckdb.Error as exc:  # which audit: each alone names it
-                for _, a in built:
-                    try:
-                        one = a.query(relation, interval_column=interval_column)
-                        self.con.execute(f"SELECT count(*) FROM ({one}) AS s")
-                    except duckdb.Error as err:
-                        raise self._audit_error(node, a, err) from None
-                raise engine_error(exc, self._where(node)) from None
+            except duckdb.Error as exc:  # the transaction is aborted: no query can say which
+                if len(built) == 1:
+                    raise self._audit_error(node, built[0][1], exc) from None
+                error = engine_error(exc, self._where(node))
+                if isinstance(error, ResourceError):
+                    raise error from None
+                names = ", ".join(f"'{a.name}'" for _, a in built)
+                raise QueryError(f"audits {names}: {_text(exc)}") from None
             for (i, a), n in zip(built, counts):
                 n = int(n or 0)
                 samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
@@ -578,76 +582,130 @@ class DuckDBEngine:
 
     def _audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
                          intervals: list[Pair]) -> list[dict[Pair, Outcome]]:
+        """Offending rows are placed in intervals by their time column, after filtering (they
+        are few): no join of every row against the intervals.  Without a time column (a
+        parquet node), by the file each row came from."""
+        kind: str | None = None
         if node.materialization == "parquet":
             files = [(f, i) for i, pair in enumerate(intervals)
                      if (f := self._interval_file(node, pair)).exists()]
             if not files:
                 return [{} for _ in audits]
-            relation = self._files_relation(files, keyed=True)
+            plain, kind = self._files_relation(files, keyed=False), ""
+            keyed = lambda: self._files_relation(files, keyed=True)  # noqa: E731
         else:
             if not self._columns(node.name):
                 return [{} for _ in audits]
             where = self._range_predicate(node, intervals[0][0], intervals[-1][1])
-            relation = self._table_relation(node, intervals, where, keyed=True)
+            plain = self._table_relation(node, intervals, where, keyed=False)
+            keyed = lambda: self._table_relation(node, intervals, where, keyed=True)  # noqa: E731
+        by_time = node.time_column is not None
+        column, sql_type, _ = self._time_terms(node, kind) if by_time else ("", "", None)
+        starts = [p[0] for p in intervals]
+
+        def place(value: object) -> int:
+            """The index of the interval holding a time column value."""
+            if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+                value = dt.datetime.combine(value, dt.time())
+            return bisect.bisect_right(starts, to_epoch(value, node.timezone)) - 1
+
         start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
         out: list[dict[Pair, Outcome]] = [{} for _ in audits]
         iv = INTERVAL_COLUMN
-        rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "row_count"]
+        relation = None  # the keyed relation, made only when needed
+
+        def with_samples(i: int, a: Audit, counts: dict[int, int], query: str) -> None:
+            samples = self._grouped_samples(query) if counts else {}
+            for j, n in counts.items():
+                out[i][intervals[j]] = (n, samples.get(j, ()))
+
+        rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS]
         if rowwise:
-            terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" if a.kind in ROW_KINDS
-                              else "count(*)" for _, a in rowwise)
+            flags = ", ".join(f"coalesce({a.predicate()}, false) AS _seeknal_a{k}"
+                              for k, (_, a) in enumerate(rowwise))
+            terms = ", ".join(f"count(*) FILTER (WHERE _seeknal_a{k})" for k in range(len(rowwise)))
+            anyone = " OR ".join(f"coalesce({a.predicate()}, false)" for _, a in rowwise)
+            if by_time:
+                query = (f"SELECT _seeknal_t, {terms} FROM (SELECT {column} AS _seeknal_t, {flags} "
+                         f"FROM {plain} AS t WHERE {anyone}) AS f GROUP BY ALL")
+            else:
+                relation = relation or keyed()
+                query = (f"SELECT {iv}, {terms} FROM (SELECT {iv}, {flags} FROM {relation} AS t "
+                         f"WHERE {anyone}) AS f GROUP BY ALL")
             try:
-                grouped = self.con.execute(
-                    f"SELECT {iv}, {terms} FROM {relation} AS t GROUP BY {iv}").fetchall()
+                found = self.con.execute(query).fetchall()
             except duckdb.Error as exc:
-                self._name_failing(node, [a for _, a in rowwise if a.kind in ROW_KINDS], relation, None)
+                self._name_failing(node, [a for _, a in rowwise], plain, None)
                 raise engine_error(exc, self._where(node)) from None
-            per = {int(r[0]): r[1:] for r in grouped}
             for k, (i, a) in enumerate(rowwise):
-                if a.kind == "row_count":
-                    counts = [int(per.get(j, [0] * len(rowwise))[k]) for j in range(len(intervals))]
-                    for j in a.failing_counts(counts):
-                        out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
-                                                     "rows": counts[j]},))
-                    continue
-                failing = {j: int(v[k]) for j, v in per.items() if v[k]}
-                if failing:
-                    samples = self._grouped_samples(a.query(relation))
-                    for j, n in failing.items():
-                        out[i][intervals[j]] = (n, samples.get(j, ()))
-        for i, a in enumerate(audits):
-            if a.kind == "unique":  # one GROUP BY; the offending rows only on a failure
-                keys = ", ".join(q(c) for c in (*a.columns, iv))
-                counts = self._execute_audit(node, a, (
-                    f"SELECT {iv}, sum(n) FROM (SELECT {iv}, count(*) AS n FROM {relation} AS t "
-                    f"GROUP BY {keys} HAVING count(*) > 1) GROUP BY {iv}"))
+                counts: dict[int, int] = {}
+                for row in found:
+                    if row[k + 1]:
+                        j = place(row[0]) if by_time else int(row[0])
+                        counts[j] = counts.get(j, 0) + int(row[k + 1])
                 if counts:
-                    samples = self._grouped_samples(a.query(relation, interval_column=iv))
-                    for j, n in counts:
-                        out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
-                continue
-            if a.kind != "sql":
-                continue
-            query = a.query(relation, node=node, start=start, end=end)
-            try:
-                columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
-                if iv in columns:
-                    counts = self.con.execute(
-                        f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
-                    if counts:
-                        samples = self._grouped_samples(query)
-                        for j, n in counts:
-                            out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
-                    continue
-                for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
-                    one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
-                                  node=node, start=from_epoch(pair[0]), end=from_epoch(pair[1]))
-                    n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
-                    if n:
-                        out[i][pair] = (n, self._samples(one))
-            except duckdb.Error as exc:
-                raise self._audit_error(node, a, exc) from None
+                    relation = relation or keyed()
+                    with_samples(i, a, counts, a.query(relation))
+        for i, a in enumerate(audits):
+            if a.kind == "row_count":
+                if node.materialization == "parquet":
+                    relation = relation or keyed()
+                    per = dict(self.con.execute(
+                        f"SELECT {iv}, count(*) FROM {relation} AS t GROUP BY 1").fetchall())
+                    rows = [int(per.get(j, 0)) for j in range(len(intervals))]
+                else:
+                    rows = self._interval_counts(node, intervals, where)
+                for j in a.failing_counts(rows):
+                    out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
+                                                 "rows": rows[j]},))
+            elif a.kind == "unique":  # one GROUP BY; the offending rows only on a failure
+                within = by_time and node.time_column.lower() in {c.lower() for c in a.columns}
+                if within:  # equal keys share a time, hence an interval
+                    keys = ", ".join(q(c) for c in a.columns)
+                    found = self._execute_audit(node, a, (
+                        f"SELECT any_value({column}) AS _seeknal_t, count(*) AS n FROM {plain} AS t "
+                        f"GROUP BY {keys} HAVING count(*) > 1"))
+                    counts = {}
+                    for t, n in found:
+                        counts[place(t)] = counts.get(place(t), 0) + int(n)
+                else:
+                    relation = relation or keyed()
+                    keys = ", ".join(q(c) for c in (*a.columns, iv))
+                    counts = dict(self._execute_audit(node, a, (
+                        f"SELECT {iv}, sum(n) FROM (SELECT {iv}, count(*) AS n FROM {relation} AS t "
+                        f"GROUP BY {keys} HAVING count(*) > 1) GROUP BY {iv}")))
+                if counts:
+                    relation = relation or keyed()
+                    with_samples(i, a, {int(j): int(n) for j, n in counts.items()},
+                                 a.query(relation, interval_column=iv))
+            elif a.kind == "sql":
+                relation = relation or keyed()
+                self._audit_custom(node, a, relation, intervals, start, end, out[i])
         return out
+
+    def _audit_custom(self, node: TransformNode, a: Audit, relation: str, intervals: list[Pair],
+                      start: dt.datetime, end: dt.datetime, out: dict[Pair, Outcome]) -> None:
+        """A custom audit over a run: one query when its result keeps each row's interval
+        (``SELECT *``), else one per interval."""
+        iv = INTERVAL_COLUMN
+        query = a.query(relation, node=node, start=start, end=end)
+        try:
+            columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
+            if iv in columns:
+                counts = self.con.execute(
+                    f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
+                samples = self._grouped_samples(query) if counts else {}
+                for j, n in counts:
+                    out[intervals[int(j)]] = (int(n), samples.get(int(j), ()))
+                return
+            for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
+                one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
+                              node=node, start=from_epoch(pair[0]), end=from_epoch(pair[1]))
+                n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
+                if n:
+                    out[pair] = (n, self._samples(one))
+        except duckdb.Error as exc:
+            raise self._audit_error(node, a, exc) from None
 
     def _grouped_samples(self, query: str) -> dict[int, tuple[dict, ...]]:
         """Up to ``SAMPLES`` rows of ``query`` per interval, in one query."""
