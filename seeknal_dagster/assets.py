@@ -31,6 +31,7 @@ from seeknal_core.project import Project, TransformNode, load_project
 from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
 
+from .audits import audit_check_specs, audit_events
 from .partitions import keys_for_intervals, partitioned
 from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
 
@@ -172,9 +173,11 @@ def run_node(
     spark_resource: Any = None,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     """Compute one node for the run's partitions and describe each partition on its own:
-    its interval's start, end and rows; the run's totals are labelled ``run/...``."""
+    its interval's start, end and rows; the run's totals are labelled ``run/...``.  The
+    audits' verdicts follow, one per audit per partition (audits.py); a partition that
+    failed, by its query or a blocking audit, is not materialized and fails the run."""
     project = specs.project
     spec = specs.specs[node.name]
     pdef = spec.partitions_def
@@ -195,14 +198,16 @@ def run_node(
             raise dg.RetryRequested(max_retries=upstream_retries, seconds_to_wait=upstream_retry_seconds)
         if pdef is not None and outcome.done and len(pairs) > 1:
             # a range run fails as a whole in Dagster; the intervals that did complete are
-            # reported so the UI matches the state store
+            # reported so the UI matches the state store (the failed ones show Failed)
             rows = _interval_rows(outcome)
             for pair, key in _keyed(pdef, outcome.done):
-                context.log_event(dg.AssetMaterialization(
+                yield dg.AssetMaterialization(
                     asset_key=spec.key, partition=key,
                     metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster",
                               "partial_run": True},
-                ))
+                )
+        if node.audits:
+            yield from audit_events(context, node, spec.key, outcome, _keyed(pdef, pairs) if pdef else None)
         first = (outcome.failures or outcome.skipped)[0]
         details: dict[str, Any] = {"completed_intervals": len(outcome.done)}
         if outcome.failures:
@@ -220,7 +225,10 @@ def run_node(
     if pdef is None:
         metadata.update({"rows": outcome.rows, "dagster/row_count": outcome.rows,
                          "duration_seconds": dg.MetadataValue.float(round(outcome.seconds, 4))})
-        return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+        yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+        if node.audits:
+            yield from audit_events(context, node, spec.key, outcome, None)
+        return
     metadata.update({
         "run/rows": outcome.rows,
         "run/intervals": len(outcome.done),
@@ -230,10 +238,13 @@ def run_node(
         "run/interval_end": _iso(pairs[-1][1]),
     })
     rows = _interval_rows(outcome)
-    for pair, key in _keyed(pdef, pairs):
+    keyed = _keyed(pdef, pairs)
+    for pair, key in keyed:
         context.add_asset_metadata(_partition_metadata(pair, rows.get(pair)), asset_key=spec.key,
                                    partition_key=key)
-    return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+    if node.audits:  # after the materializations: each verdict names its partition's
+        yield from audit_events(context, node, spec.key, outcome, keyed)
 
 
 def _interval_rows(outcome: runner.NodeResult) -> dict[Pair, int]:
@@ -346,9 +357,9 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
                 context.log.warning(f"{name}: not run, an upstream node failed in this step")
                 continue
             try:
-                yield run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
-                               spark_resource=getattr(context.resources, spark_key) if spark_key else None,
-                               **retry)
+                yield from run_node(
+                    context, specs, project.nodes[name], getattr(context.resources, resource_key),
+                    spark_resource=getattr(context.resources, spark_key) if spark_key else None, **retry)
             except dg.Failure as exc:
                 if len(selected) == 1:
                     raise
@@ -359,11 +370,15 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
                 description="; ".join(exc.description or name for name, exc in failed),
                 metadata=dict(failed[0][1].metadata or {}))
 
-    with warnings.catch_warnings():  # backfill_policy is "beta" in 1.13: not worth a warning per group
+    # backfill_policy is "beta" and partitioned checks a "preview" in 1.13: not worth a warning each
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.multi_asset(
             name=_group_name(names, taken),
             specs=[specs.specs[n] for n in names],
+            check_specs=[c for n in names if project.nodes[n].audits
+                         for c in audit_check_specs(project.nodes[n], specs.specs[n].key, pdef)] or None,
             partitions_def=pdef,
             backfill_policy=policy,
             pool=pool,
