@@ -54,6 +54,8 @@ class SeeknalGroup(click.Group):
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         code = _guarded(lambda: super(SeeknalGroup, self).main(
             args, prog_name or "seeknal", complete_var, standalone_mode=False, **extra))
+        if code == EXIT_USAGE and (cache := sys.modules.get("seeknal_core.project.cache")):
+            cache.discard_unsaved()  # bad input: target/project_cache.json stays as it was
         if standalone_mode:
             sys.exit(code)
         return code

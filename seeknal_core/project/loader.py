@@ -56,6 +56,41 @@ def _loader() -> type:
 
 
 _FILE_CACHE: dict[Path, tuple[str, Any]] = {}
+#: the most values one YAML document may hold once its aliases (``*name``) are expanded:
+#: a few aliases of aliases (the "billion laughs") stand for billions of values, which
+#: every walk of the data (validation, the load cache) would visit
+MAX_VALUES = 1_000_000
+
+
+def expanded_size(data: Any, limit: int = MAX_VALUES) -> int | None:
+    """How many values ``data`` holds with every shared (aliased) part counted each time
+    it appears; None when that passes ``limit`` or a part contains itself.  Each distinct
+    object is visited once, so the check costs what the file's own size does."""
+    sizes: dict[int, int | None] = {}  # id -> expanded size; None while being counted
+
+    def size(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if key in sizes:
+            known = sizes[key]
+            if known is None:  # a part that contains itself never ends
+                raise OverflowError
+            return known
+        sizes[key] = None
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > limit:
+                raise OverflowError
+        sizes[key] = total
+        return total
+
+    try:
+        return size(data)
+    except (OverflowError, RecursionError):
+        return None
 
 
 def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = None) -> Any:
@@ -93,6 +128,11 @@ def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = No
         line = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProjectError(f"{_show(path, root)}{line}: invalid YAML: {problem}") from None
+    if expanded_size(data) is None:
+        raise ProjectError(
+            f"{_show(path, root)}: refused: its aliases (*name) expand to more than "
+            f"{MAX_VALUES:,} values, or to a value that contains itself — write the values "
+            "out, or use fewer nested aliases")
     if cache is not None:
         cache.remember(key, data)
     _FILE_CACHE[path] = (key, data)
