@@ -327,8 +327,11 @@ def _after_last(node: TransformNode, node_plan: NodePlan, state: NodeState | Non
         if run is not None:
             wanted += _missing(schedule, state, *run, Reason.NEW)
     if node.lookback and last_end is not None:
-        back = _back(schedule, last_end, node.lookback)
-        wanted.append((back, schedule.tick_at_or_before(last_end), Reason.LOOKBACK))
+        top = schedule.tick_at_or_before(last_end)
+        floor = schedule.tick_at_or_after(lo) if lo is not None else done.pairs()[0][0]
+        back = _back(schedule, top, node.lookback, floor)
+        if back < top:
+            wanted.append((back, top, Reason.LOOKBACK))
     return wanted
 
 
@@ -361,10 +364,26 @@ def _utc(value: TimeLike) -> dt.datetime:
     return from_epoch(to_epoch(value))
 
 
-def _back(schedule: Schedule, t: int, n: int) -> int:
-    for _ in range(n):
-        t = schedule.tick_before(t)
-    return t
+def _back(schedule: Schedule, t: int, n: int, floor: int) -> int:
+    """The tick ``n`` intervals before the tick ``t``, but not before ``floor`` (the node's
+    first interval) nor more than ``MAX_INTERVALS`` back: a lookback longer than the
+    node's history re-runs its history, never intervals before its start."""
+    n = min(n, MAX_INTERVALS)
+    if n <= 0 or t <= floor:
+        return t
+    if schedule.period is not None:
+        return max(floor, t - n * schedule.period)
+    span = 2 * 86_400
+    while True:  # windows of ticks, doubling: the listed ticks stay near what is asked
+        lo = max(floor, t - span)
+        found = schedule.ticks(lo, t - 1)
+        if len(found) >= n:
+            return found[-n]
+        if lo == floor:
+            return floor
+        n -= len(found)
+        t = found[0] if found else t
+        span *= 2
 
 
 def partition_key(node: TransformNode, pair: Pair) -> str:
