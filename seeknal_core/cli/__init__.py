@@ -9,6 +9,7 @@ ISO instant) replaces the clock for every command.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -81,7 +82,19 @@ def _guarded(call: Any) -> int:
     except SeeknalError as exc:  # includes ProjectError, PlanError, StateError
         _error(str(exc))
         return exc.exit_code  # 2, or 3 when rows were written but not recorded
+    except (OverflowError, ValueError) as exc:
+        if not _OUT_OF_CALENDAR.search(str(exc)):
+            raise
+        # a date that some time zone or step moves past the year 1 or 9999 (the checks
+        # before it cannot foresee every such step): bad input, not a crash
+        _error(f"a date reaches outside the calendar (0001-01-01 to 9999-12-31): {exc} — "
+               "use dates (and $SEEKNAL_NOW) nearer to now")
+        return EXIT_USAGE
     return result if isinstance(result, int) else EXIT_OK
+
+
+_OUT_OF_CALENDAR = re.compile(r"year -?\d+ is out of range|date value out of range|"
+                              r"must have magnitude <=|out of range for (?:date|datetime)")
 
 
 def _error(message: str) -> None:
