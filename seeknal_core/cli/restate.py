@@ -80,7 +80,7 @@ def restate_lines(sess: Session, impact: dict[str, list[Pair]], selected: list[s
         return [f"Nothing to restate: no finished interval of {', '.join(selected) or 'any node'} "
                 f"overlaps {window}."]
     head = "Would restate (dry run, nothing changed)" if dry_run else "Restated"
-    lines = [f"{head}, reason: {reason.strip()}"]
+    lines = [f"{head}, reason: {render.safe(reason.strip())}"]
     for name, pairs in impact.items():
         node = sess.project.nodes[name]
         downstream = "" if name in selected else "  (downstream)"
