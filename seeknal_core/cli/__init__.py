@@ -1,7 +1,7 @@
 """The ``seeknal`` command line: thin over the runner and the state store.
 
 Exit codes: 0 success, 1 some intervals failed, 2 usage or configuration error, 3 data written
-but not recorded in state (re-run), 130 interrupted.  User
+but not recorded in state (re-run), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).  User
 errors are one ``Error: ...`` line on stderr, never a traceback.  ``$SEEKNAL_NOW`` (an
 ISO instant) replaces the clock for every command.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,8 +54,11 @@ class SeeknalGroup(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        code = _guarded(lambda: super(SeeknalGroup, self).main(
-            args, prog_name or "seeknal", complete_var, standalone_mode=False, **extra))
+        from . import interrupt
+
+        with interrupt.terminate_like_interrupt():
+            code = _guarded(lambda: super(SeeknalGroup, self).main(
+                args, prog_name or "seeknal", complete_var, standalone_mode=False, **extra))
         if code == EXIT_USAGE and (cache := sys.modules.get("seeknal_core.project.cache")):
             cache.discard_unsaved()  # bad input: target/project_cache.json stays as it was
         if standalone_mode:
@@ -77,6 +81,11 @@ def _guarded(call: Any) -> int:
         _error(exc.format_message())
         return exc.exit_code
     except click.exceptions.Abort:
+        from . import interrupt
+
+        if interrupt.received == signal.SIGTERM:
+            _error("terminated (SIGTERM)")
+            return 128 + signal.SIGTERM
         _error("aborted")
         return 130
     except SeeknalError as exc:  # includes ProjectError, PlanError, StateError
@@ -114,7 +123,7 @@ def cli(ctx: click.Context) -> None:
     seeknal intervals pending            what a backfill would do
 
     Exit codes: 0 ok, 1 some intervals failed, 2 usage or configuration error,
-    3 data written but state not recorded (re-run), 130 interrupted.
+    3 data written but state not recorded (re-run), 130 interrupted, 143 terminated.
     SEEKNAL_NOW=2024-01-05T00:00:00Z replaces the clock (tests, demos).
     """
     ctx.ensure_object(Session)
