@@ -323,17 +323,21 @@ def _manual_intervals(sess: Session, spec: TransformNode, specs: tuple[str, ...]
 
 
 # -- restate ----------------------------------------------------------------------------------------
+#: the reason recorded when none is given (as `seeknal run --restate` records its own name)
+RESTATE_REASON = "seeknal intervals restate"
+
 @intervals.command("restate", short_help="Mark intervals for re-processing.")
 @project_option
 @restate_options
-@click.option("--reason", required=True, help="Why the data must be recomputed (recorded).")
+@click.option("--reason", help=f"Why the data must be recomputed (recorded; default {RESTATE_REASON!r}).")
 @click.option("--dry-run", is_flag=True, help="Show every affected interval; change nothing.")
 @json_option
-def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None, reason: str,
-                    dry_run: bool, as_json: bool) -> int:
+def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                    reason: str | None, dry_run: bool, as_json: bool) -> int:
     """Mark intervals (and their downstream intervals) for re-processing."""
     sess = session()
-    impact = restate_report(sess, nodes, Window(start, end, last), reason, dry_run=dry_run, as_json=as_json)
+    impact = restate_report(sess, nodes, Window(start, end, last), reason or RESTATE_REASON,
+                            dry_run=dry_run, as_json=as_json)
     if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
     return 0

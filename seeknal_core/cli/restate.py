@@ -41,7 +41,8 @@ def restate(sess: Session, nodes: Sequence[str], window: Window, reason: str, *,
 
     window.require()
     if not reason or not reason.strip():
-        raise CliError('a restatement needs a reason: pass --reason "why the data is wrong"')
+        raise CliError('a restatement needs a reason: --reason is blank — say why the data is '
+                       "wrong, or leave --reason out to record the command's name")
     names = node_names(sess, nodes)
     selected = names or [n.name for n in sess.scheduled_nodes()]
     start, end = window.values(sess.now)
