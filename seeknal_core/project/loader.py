@@ -14,6 +14,7 @@ from .fields import _Ctx, _Defaults, _parse_source, _parse_transforms, _show
 from .graph import Project
 from .nodes import (
     DEFAULT_DATABASE,
+    LOCAL_SETTINGS_FILE,
     NODE_NAME,
     ON_CHANGE,
     PROJECT_FIELDS,
@@ -201,16 +202,21 @@ def declared_names(root: str | os.PathLike) -> set[str]:
 
 
 def _read_project_file(root: Path, config: Path | None, cache: LoadCache) -> dict:
-    if config is None:
-        return {}
-    data = read_yaml(config, root, cache)
-    if data is None:
-        return {}
-    ctx = _Ctx(root, config)
-    if not isinstance(data, dict):
-        raise ctx.error("expected a mapping of settings (name, timezone, start, state, database)")
-    ctx.check_fields(data, PROJECT_FIELDS)
-    return data
+    """The project's settings: its file's, then ``seeknal_project.local.yml``'s over them."""
+    settings: dict = {}
+    local = root / LOCAL_SETTINGS_FILE
+    for path in (config, local if local.is_file() else None):
+        if path is None:
+            continue
+        data = read_yaml(path, root, cache)
+        if data is None:
+            continue
+        ctx = _Ctx(root, path)
+        if not isinstance(data, dict):
+            raise ctx.error("expected a mapping of settings (name, timezone, start, state, database)")
+        ctx.check_fields(data, PROJECT_FIELDS)
+        settings = {**settings, **data}
+    return settings
 
 
 def load_project(path: str | os.PathLike = ".") -> Project:
