@@ -232,7 +232,6 @@ def test_listing_cuts_runs_at_the_ticks_of_irregular_grids():
 
 
 def test_relative_durations_short_and_iso():
-    import dataclasses
     import datetime as dt
 
     from seeknal_core.cli import relative
