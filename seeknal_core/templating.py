@@ -22,7 +22,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, NoReturn
 
-from .errors import ProjectError
+from .errors import ProjectError, SeeknalError
 from .project import TransformNode, did_you_mean, split_id
 from .project.sql import one_query
 from .timeutil import get_zone, to_utc
@@ -252,7 +252,7 @@ def render_sql(
         context.update(interval_variables(start, end, node.timezone))
     try:
         return one_query(render_bounded(template, context))
-    except ProjectError:
+    except SeeknalError:  # ref() of a non-dependency, or what relation_for refuses
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a template raises is its author's error
         _raise_template_error(node, exc)
