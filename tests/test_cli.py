@@ -468,7 +468,7 @@ def test_complete_forms_of_interval(tmp_path):
     history = invoke(root, "intervals", "history", "hourly")
     assert history.output.splitlines()[0] == "History of hourly (times in UTC):"
     assert history.output.splitlines()[1].split() == [
-        "TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "REASON/ERROR"]
+        "TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "RUN", "REASON/ERROR"]
     assert "complete  manual" in history.output
     nothing = invoke(root, "run", "--node", "events_flow")
     assert "Processing 2 new intervals (2024-01-02 to 2024-01-04)" in nothing.output

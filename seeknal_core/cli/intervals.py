@@ -128,14 +128,14 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
     if restatements:
         lines.append(f"Pending restatements for {spec.name}:")
         for r, left in restatements:
-            lines.append(f"  {render.spans_text(left, spec)}: {r.reason} "
-                         f"(by {r.actor}, {render.local_text(r.requested_at, spec)})")
+            lines.append(f"  {render.spans_text(left, spec)}: {render.safe(r.reason)} "
+                         f"(by {render.safe(r.actor)}, {render.local_text(r.requested_at, spec)})")
     failed = [f for f in (state.failed if state else []) if not completed.contains(f.interval)]
     if failed:
         lines.append(f"Failed intervals for {spec.name}:")
         for f in failed:
             lines.append(f"  {render.span(f.start, f.end, spec)} ✗ "
-                         f"({render.plural(f.attempts, 'attempt')}): {f.error}")
+                         f"({render.plural(f.attempts, 'attempt')}): {render.safe(f.error)}")
     data = {
         "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
         "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
@@ -332,17 +332,21 @@ def _manual_intervals(sess: Session, spec: TransformNode, specs: tuple[str, ...]
 
 
 # -- restate ----------------------------------------------------------------------------------------
+#: the reason recorded when none is given (as `seeknal run --restate` records its own name)
+RESTATE_REASON = "seeknal intervals restate"
+
 @intervals.command("restate", short_help="Mark intervals for re-processing.")
 @project_option
 @restate_options
-@click.option("--reason", required=True, help="Why the data must be recomputed (recorded).")
+@click.option("--reason", help=f"Why the data must be recomputed (recorded; default {RESTATE_REASON!r}).")
 @click.option("--dry-run", is_flag=True, help="Show every affected interval; change nothing.")
 @json_option
-def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None, reason: str,
-                    dry_run: bool, as_json: bool) -> int:
+def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                    reason: str | None, dry_run: bool, as_json: bool) -> int:
     """Mark intervals (and their downstream intervals) for re-processing."""
     sess = session()
-    impact = restate_report(sess, nodes, Window(start, end, last), reason, dry_run=dry_run, as_json=as_json)
+    impact = restate_report(sess, nodes, Window(start, end, last), reason or RESTATE_REASON,
+                            dry_run=dry_run, as_json=as_json)
     if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
     return 0
@@ -367,13 +371,17 @@ def history_command(node: str, limit: int | None, as_json: bool) -> int:
         return 0
     click.echo(f"History of {spec.name} (times in {spec.timezone}):")
     rows = [_history_row(r, spec) for r in records]
-    header = ("TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "REASON/ERROR")
+    header = ("TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "RUN",
+              "REASON/ERROR")
     for line in render.table(header, rows):
         click.echo(line)
     return 0
 
 
 def _history_row(record: dict[str, Any], spec: TransformNode) -> tuple[str, ...]:
+    """One audit record as a row: ACTOR is who asked (a restatement's requester), RUN the
+    run that did it (seeknal's run id, or Dagster's); a resolve names both from its
+    ``resolved_by`` (``origin:run``)."""
     zone = get_zone(spec.timezone)
     try:
         at = f"{to_utc(record['at']).astimezone(zone):%Y-%m-%d %H:%M:%S}"
@@ -382,10 +390,13 @@ def _history_row(record: dict[str, Any], spec: TransformNode) -> tuple[str, ...]
     pairs = [(to_epoch(a), to_epoch(b)) for a, b in record.get("intervals") or ()]
     rows = record.get("rows")
     detail = record.get("error") or record.get("reason") or ""
+    mode, run = record.get("mode"), record.get("run_id")
     if record.get("event") == "resolve":
         detail = f"resolved ({record.get('reason', '')})"
-    actor = record.get("actor") or record.get("resolved_by") or ""
-    return (at, str(record.get("event", "-")), str(record.get("mode") or "-"),
-            str(record.get("status") or "-"), render.spans_text(pairs, spec, limit=2) or "-",
-            "-" if rows is None else str(rows), render.seconds_text(record.get("duration")),
-            actor or "-", " ".join(str(detail).split()) or "-")
+        origin, _, by_run = str(record.get("resolved_by") or "").partition(":")
+        mode, run = mode or origin, run or by_run
+    cells = (at, record.get("event") or "-", mode or "-", record.get("status") or "-",
+             render.spans_text(pairs, spec, limit=2) or "-", "-" if rows is None else str(rows),
+             render.seconds_text(record.get("duration")), record.get("actor") or "-", run or "-",
+             " ".join(str(detail).split()) or "-")
+    return tuple(render.safe(c) for c in cells)

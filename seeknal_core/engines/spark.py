@@ -111,11 +111,51 @@ def session_conf(config: dict) -> dict[str, str]:
     return out
 
 
+#: seconds to wait for a Spark master or Connect server to accept a connection
+CONNECT_TIMEOUT = 10
+#: the port a URL without one means, per scheme
+_DEFAULT_PORT = {"sc": 15002, "spark": 7077}
+
+
+def unreachable(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Why no server answers at a ``sc://`` or ``spark://`` URL (None: one does, or the URL
+    names no network server, as ``local[*]`` or ``yarn``).  Checked with one socket before
+    Spark tries: its own client retries for minutes (Connect) or a minute of log lines
+    (standalone) before it fails."""
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme, _, rest = url.partition("://")
+    if scheme not in _DEFAULT_PORT or not rest:
+        return None
+    problem = None
+    for part in rest.split("/", 1)[0].split(","):  # spark://h1:7077,h2:7077 (standby masters)
+        try:
+            parsed = urlsplit(f"{scheme}://{part}")
+            host, port = parsed.hostname or "localhost", parsed.port or _DEFAULT_PORT[scheme]
+        except ValueError as exc:
+            return f"{exc}"
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return None
+        except OSError as exc:
+            problem = f"{host}:{port}: {exc.strerror or exc}"
+    return problem
+
+
 def build_session(config: dict):
     """A Spark session from a project's ``engine:`` block (``master`` or ``remote``, and
-    ``conf``); an already active classic session in this process is reused as is."""
+    ``conf``); an already active classic session in this process is reused as is.  A
+    server that does not answer is one ``ResourceError`` line, within CONNECT_TIMEOUT."""
     from pyspark.sql import SparkSession
 
+    where = str(config.get("remote") or config.get("master") or "local[*]")
+    problem = unreachable(where)
+    if problem is not None:
+        key = "remote" if config.get("remote") else "master"
+        raise ResourceError(f"cannot reach Spark at {where} ({problem}) — start the Spark "
+                            f"{'Connect server' if key == 'remote' else 'master'} there, or fix "
+                            f"`engine: {key}:` in seeknal_project.yml")
     builder = SparkSession.builder
     for key, value in session_conf(config).items():
         builder = builder.config(key, value)
@@ -123,7 +163,6 @@ def build_session(config: dict):
         return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - any start-up failure is one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        where = config.get("remote") or config.get("master") or "local[*]"
         raise ResourceError(f"cannot start a Spark session on {where}: {first} — check `engine:` "
                             f"in seeknal_project.yml (and that Java 17+ is installed for local "
                             f"mode)") from None

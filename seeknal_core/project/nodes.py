@@ -23,6 +23,9 @@ from .fingerprint import token_digest
 from .sql import DEFAULT_DIALECT, normalize_sql
 
 PROJECT_FILES = ("seeknal_project.yml", "seeknal_project.yaml")
+#: settings of this checkout only (generated, or machine-local; keep it out of version
+#: control), read over the project file's: e.g. the example data generator's `start:`
+LOCAL_SETTINGS_FILE = "seeknal_project.local.yml"
 SOURCES_DIR = Path("seeknal") / "sources"
 TRANSFORMS_DIR = Path("seeknal") / "transforms"
 DEFAULT_DATABASE = "target/warehouse.duckdb"

@@ -112,6 +112,27 @@ def _tokens(sql: str) -> list[tuple[str, str]]:
     return _scan(sql)[0]
 
 
+def one_query(sql: str) -> str:
+    """``sql`` as engines wrap it (``SELECT * FROM (<sql>) AS q``): without final ``;``
+    (also ones followed by comments), and ending in a newline when its last line ends in
+    a ``--`` comment, which would otherwise swallow the wrapper's closing parenthesis.
+    Other SQL comes back unchanged."""
+    if ";" not in sql and "--" not in sql:
+        return sql
+    while True:
+        last = end = None
+        for m in _TOKEN.finditer(sql):
+            end = m
+            if m.lastgroup not in ("ws", "comment"):
+                last = m
+        if last is None or last.group() != ";":
+            break
+        sql = sql[:last.start()] + sql[last.end():]
+    if end is not None and end.lastgroup == "comment" and end.group().startswith("--"):
+        sql += "\n"
+    return sql
+
+
 def strip_comments(sql: str) -> str:
     """The SQL with ``--`` and ``/* */`` comments blanked; string literals kept."""
     return _scan(sql)[1]

@@ -19,6 +19,9 @@ from .base import MODES, Change, IntervalsLike, NodeState, Restatement, StateErr
 
 _US = dt.timedelta(microseconds=1)
 _NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+#: the instants a datetime can hold, in microseconds since the epoch
+_MIN_US = (dt.datetime.min - _NAIVE_EPOCH) // _US
+_MAX_US = (dt.datetime.max - _NAIVE_EPOCH) // _US
 
 
 # -- time text <-> integer microseconds, interval arguments ---------------------------------
@@ -44,6 +47,8 @@ def _parse_us(text: object, *, closed_end: bool = False) -> int:
     us = (value - EPOCH) // _US
     if closed_end and value.second == 59 and value.microsecond in (0, 999_000, 999_999):
         us += 1_000_000 - value.microsecond
+    if not _MIN_US <= us <= _MAX_US:  # a closed end of 9999-12-31T23:59:59 means year 10000
+        raise ValueError(f"{text!r} reaches past the last representable instant (9999-12-31)")
     return us
 
 

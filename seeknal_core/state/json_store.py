@@ -140,6 +140,17 @@ __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore"
 
 
 
+def _refuse_dangling_link(path: Path) -> None:
+    """A state path that is (or lies under) a link to nothing is refused: following it
+    would create the missing target's folders wherever the link points."""
+    for part in (path, *path.parents):
+        if os.path.islink(part) and not os.path.exists(part):
+            where = f"state file {path}" + ("" if part == path else f": its folder {part}")
+            raise StateError(
+                f"{where} is a link to {os.readlink(part)}, which does not "
+                "exist — restore what it points to, or remove the link to start an empty state")
+
+
 class JsonStateStore(JsonStateFile, LogTail, StoreBase):
     """State in one JSON file, audit in a JSON-lines file beside it (see the module doc).
 
@@ -155,6 +166,7 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
         durable: bool = True,
         lock_timeout: float = 60.0,
     ) -> None:
+        _refuse_dangling_link(Path(os.path.abspath(os.fspath(path))))
         self.path = Path(os.path.realpath(os.fspath(path)))
         self.log_path = (
             Path(os.path.abspath(os.fspath(log_path)))
