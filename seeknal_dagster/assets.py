@@ -158,8 +158,11 @@ def _execute(context: dg.AssetExecutionContext, project: Project, node: Transfor
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
     for note in result.notes:
         context.log.info(note)
-    for note in result.plan.nodes[0].notes if result.plan else ():
+    node_plan = result.plan.nodes[0] if result.plan else None
+    for note in node_plan.notes if node_plan else ():
         context.log.warning(f"{node.name}: {note}")
+    for waiting in node_plan.waiting if node_plan else ():  # not run, not failed: asked again next time
+        context.log.info(f"{waiting.line(node.name, node.timezone)}: not run until its data is in")
     return result.nodes[0]
 
 
@@ -172,9 +175,10 @@ def run_node(
     spark_resource: Any = None,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult | None:
     """Compute one node for the run's partitions and describe each partition on its own:
-    its interval's start, end and rows; the run's totals are labelled ``run/...``."""
+    its interval's start, end and rows; the run's totals are labelled ``run/...``.  None
+    when some of them wait for their sources' data (the output is skipped, not failed)."""
     project = specs.project
     spec = specs.specs[node.name]
     pdef = spec.partitions_def
@@ -216,6 +220,15 @@ def run_node(
             metadata=details,
         )
 
+    if pdef is not None and len(outcome.done) < len(pairs):
+        # intervals whose inputs are not ready waited (logged above): nothing materialised
+        # for them, the step succeeds; the ready ones are reported one by one
+        rows = _interval_rows(outcome)
+        for pair, key in _keyed(pdef, outcome.done):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=spec.key, partition=key,
+                metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster"}))
+        return None
     metadata: dict[str, Any] = {"seeknal/origin": "dagster"}
     if pdef is None:
         metadata.update({"rows": outcome.rows, "dagster/row_count": outcome.rows,
@@ -343,12 +356,16 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         blocked: set[str] = set()
         for name in project.topological_order(selected):
             if name in blocked:
-                context.log.warning(f"{name}: not run, an upstream node failed in this step")
+                context.log.warning(f"{name}: not run, an upstream node failed or waits for data in this step")
                 continue
             try:
-                yield run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
-                               spark_resource=getattr(context.resources, spark_key) if spark_key else None,
-                               **retry)
+                result = run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
+                                  spark_resource=getattr(context.resources, spark_key) if spark_key else None,
+                                  **retry)
+                if result is None:  # waiting for its data: skipped, and so are its downstream
+                    blocked.update(project.downstream(name))
+                    continue
+                yield result
             except dg.Failure as exc:
                 if len(selected) == 1:
                     raise
@@ -363,7 +380,7 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.multi_asset(
             name=_group_name(names, taken),
-            specs=[specs.specs[n] for n in names],
+            specs=[specs.specs[n].replace_attributes(skippable=True) for n in names],  # waiting: no output
             partitions_def=pdef,
             backfill_policy=policy,
             pool=pool,

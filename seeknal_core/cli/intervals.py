@@ -106,7 +106,7 @@ def _watermarks(sess: Session, nodes: list[TransformNode]) -> tuple[list[dict], 
     """(JSON, lines) of each source's readiness watermark, one query per source."""
     from ..engines import EnginePool
     from ..runner import source_watermarks
-    from ..runner.readiness import direct_sources
+    from ..runner.readiness import direct_sources, needs_database
 
     readers = {}
     for spec in nodes:
@@ -114,7 +114,7 @@ def _watermarks(sess: Session, nodes: list[TransformNode]) -> tuple[list[dict], 
             readers.setdefault(source.name, spec)
     if not readers:
         return [], []
-    pool = EnginePool(sess.project)
+    pool = EnginePool(sess.project, database=needs_database(sess.project, nodes))
     try:
         marks = source_watermarks(sess.project, pool, nodes)
     finally:
@@ -236,8 +236,10 @@ def _hold_back(sess: Session, plan) -> None:
     only when a pending node reads a source whose readiness needs a query)."""
     from ..engines import EnginePool
     from ..runner import hold_back
+    from ..runner.readiness import needs_database
 
-    pool = EnginePool(sess.project)
+    pool = EnginePool(sess.project, database=needs_database(
+        sess.project, (sess.project.nodes[p.node] for p in plan.nodes if p.due)))
     try:
         hold_back(sess.project, plan, pool)
     finally:

@@ -33,7 +33,7 @@ from ..project import Project, SourceNode
 from ..timeutil import TimeLike, from_epoch, get_zone
 from .execute import Progress, RunResult, execute, plan_uses_database
 from .plan import Plan, plan, time_sources
-from .readiness import hold_back
+from .readiness import hold_back, needs_database
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
@@ -153,6 +153,8 @@ def prepare(
             if node_plan.node in inferred:
                 node_plan.notes.insert(0, inferred[node_plan.node])
         if not ignore_readiness:
+            if engines is None:  # its own pool: the project file only when a readiness query reads it
+                pool.database = needs_database(project, (project.nodes[p.node] for p in the_plan.nodes if p.due))
             hold_back(project, the_plan, pool)
     finally:
         if engines is None:

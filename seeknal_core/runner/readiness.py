@@ -141,6 +141,13 @@ def direct_sources(project: Project, node: TransformNode) -> list[SourceNode]:
     return out
 
 
+def needs_database(project: Project, nodes: Iterable[TransformNode]) -> bool:
+    """Whether a readiness query of these nodes reads the project's DuckDB file (a table
+    source or a ``sql`` readiness): else engines open in memory (a dry run creates no file)."""
+    return any(source.location is None or source.readiness.kind == "sql"
+               for node in nodes for source in direct_sources(project, node))
+
+
 def hold_back(project: Project, the_plan: Plan, engines: EnginePool) -> Watermarks:
     """Move every planned interval whose inputs are not ready from ``NodePlan.due`` to
     ``NodePlan.waiting`` (in place).  Raises ``ReadinessError`` when a source's readiness
@@ -260,5 +267,5 @@ def ready_pairs(project: Project, source: SourceNode, pairs: list[Pair]) -> set[
     return {_pair(item) for item in (answer or ())}
 
 
-__all__ = ["Mark", "ReadinessError", "Waiting", "Watermarks", "direct_sources", "hold_back",
+__all__ = ["Mark", "ReadinessError", "Waiting", "Watermarks", "direct_sources", "hold_back", "needs_database",
            "load_callable", "ready_pairs", "source_watermarks"]
