@@ -157,3 +157,33 @@ def test_init_project_first_run_processes_exactly_the_days_with_data(tmp_path):
     assert run.stdout.splitlines()[0] == "events_flow: Processing 31 new intervals (2024-01-01 to 2024-02-01)"
     assert "waiting for raw_events (data up to 2024-01-31 23:30)" in run.stdout.splitlines()[1]
     assert _completed(root) == [["2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"]]
+
+
+def test_example_project_hours_past_the_data_wait_and_run_once_it_lands(tmp_path):
+    """`make dagster`'s data ends at the last finished hour: later hours wait (not computed
+    empty and recorded complete) and run with the events once regenerated data reaches them."""
+    import shutil
+
+    example = Path(__file__).resolve().parent.parent / "example_project"
+    root = tmp_path / "example_project"
+    shutil.copytree(example, root, ignore=shutil.ignore_patterns("data", "target", "__pycache__"))
+
+    def generate(end: str) -> None:
+        subprocess.run([sys.executable, str(root / "generate_data.py"), "--rows", "20000", "--end", end],
+                       check=True, capture_output=True)
+
+    generate("2024-04-01T00:00")
+    first = seeknal("run", "--node", "hourly_events", cwd=root, now="2024-04-01T05:30:00Z")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "hourly_events: 5 intervals waiting for events (data up to 2024-03-31 23:" in first.stdout
+    assert _completed(root, "hourly_events")[-1][1] == "2024-04-01T00:00:00Z"
+    generate("2024-04-01T05:00")  # the regenerated data now reaches 05:00
+    second = seeknal("run", "--node", "hourly_events", cwd=root, now="2024-04-01T05:30:00Z")
+    assert "hourly_events: Processing 5 new intervals (2024-04-01 00:00 to 2024-04-01 05:00)" in second.stdout
+    assert _completed(root, "hourly_events")[-1][1] == "2024-04-01T05:00:00Z"
+    con = duckdb.connect(str(root / "target" / "warehouse.duckdb"), read_only=True)
+    computed = con.execute("SELECT sum(events) FROM hourly_events WHERE hour >= TIMESTAMP '2024-04-01'").fetchone()[0]
+    landed = con.execute(f"SELECT count(*) FROM read_parquet('{root / 'data' / 'events' / '*.parquet'}') "
+                         "WHERE event_time >= TIMESTAMP '2024-04-01'").fetchone()[0]
+    con.close()
+    assert landed > 0 and computed == landed
