@@ -187,3 +187,25 @@ def test_example_project_hours_past_the_data_wait_and_run_once_it_lands(tmp_path
                          "WHERE event_time >= TIMESTAMP '2024-04-01'").fetchone()[0]
     con.close()
     assert landed > 0 and computed == landed
+
+
+def test_an_unchanged_source_is_not_asked_again(tmp_path):
+    """The watermark of files unchanged since the last command comes from
+    target/readiness_cache.json: `intervals pending` then never imports duckdb; a new row
+    (the file changes) is seen at once."""
+    import os
+
+    root = make_project(tmp_path)
+    csv = root / "data" / "raw_events.csv"
+    os.utime(csv, (1_700_000_000, 1_700_000_000))  # written long ago (not "racy")
+    assert invoke(root, "run", now=NOW).exit_code == 0
+    probe = ("import sys; from seeknal_core.cli import cli; "
+             "cli(['intervals', 'pending', '--project-path', sys.argv[1]], standalone_mode=False); "
+             "print('duckdb' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(root)], capture_output=True, text=True,
+                         env={**os.environ, "SEEKNAL_NOW": NOW})
+    assert out.stdout.splitlines()[-1] == "False", out.stdout + out.stderr
+    assert "waiting for raw_events: data up to 2024-01-10 23:00" in out.stdout
+    with open(csv, "a") as f:
+        f.write("2024-01-11 00:10:00,1,5\n")
+    assert "data up to 2024-01-11 00:10" in invoke(root, "intervals", "show", now=NOW).output

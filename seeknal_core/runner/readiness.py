@@ -14,7 +14,9 @@ An interval of a node waits when a source the node reads directly is not ready f
 when an upstream node of the same plan holds back an interval it overlaps (so the
 downstream interval waits instead of being skipped and recorded failed).  Waiting
 intervals are neither run nor recorded: the next command asks again.  Each source is
-queried once per command (``Watermarks``), whatever the number of intervals or nodes.
+queried once per command (``Watermarks``), whatever the number of intervals or nodes,
+and a ``watermark`` whose files have not changed since the last command is not queried
+again (``watermark_cache``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..engines import EngineError, EnginePool
+from ..engines import EngineError, EnginePool, engine_kind
 from ..errors import SeeknalError
 from ..intervals import IntervalSet
 from ..timeutil import from_epoch, get_zone, to_epoch
 from .common import Pair
 from .due import Due
+from .watermark_cache import WatermarkCache, now_ns, source_files
 
 if TYPE_CHECKING:
     from ..project import Project, SourceNode, TransformNode
@@ -109,6 +112,7 @@ class Watermarks:
     engines: EnginePool
     marks: dict[tuple[str, str, str], Mark] = field(default_factory=dict)
     queries: int = 0
+    cache: WatermarkCache | None = None
 
     def mark(self, source: SourceNode, node: TransformNode) -> Mark:
         ready = source.readiness
@@ -116,6 +120,14 @@ class Watermarks:
         found = self.marks.get(key)
         if found is not None:
             return found
+        files = self._files(source, node) if ready.kind == "watermark" else None
+        cache_key = f"{node.engine}|{source.name}|{source.location or source.table}|{ready.column}|{node.timezone}"
+        if files is not None:
+            hit, instant = self._cache().get(cache_key, files)
+            if hit:
+                found = self.marks[key] = Mark(source.name, ready.kind, instant, ready.strict)
+                return found
+        taken = now_ns()
         engine = self.engines.get(node.engine)
         self.queries += 1
         try:
@@ -127,8 +139,27 @@ class Watermarks:
             raise ReadinessError(
                 f"source '{source.name}': readiness query failed: {exc} — fix the source or its "
                 "ready: setting, or pass --ignore-readiness") from None
+        if files is not None:
+            self._cache().put(cache_key, files, instant, taken)
         found = self.marks[key] = Mark(source.name, ready.kind, instant, ready.strict)
         return found
+
+    def _files(self, source: SourceNode, node: TransformNode) -> list[str] | None:
+        """The files holding a watermark source's rows, when a stat can vouch for them."""
+        if source.location is None and not (engine_kind(node.engine).reads_database
+                                            and self.engines.project_own(node.engine)):
+            return None
+        return source_files(source.location, self.project.database_path)
+
+    def _cache(self) -> WatermarkCache:
+        if self.cache is None:
+            self.cache = WatermarkCache(self.project.target_dir)
+        return self.cache
+
+    def save(self) -> None:
+        """Keep what was asked for the next command (``target/readiness_cache.json``)."""
+        if self.cache is not None:
+            self.cache.save()
 
 
 def direct_sources(project: Project, node: TransformNode) -> list[SourceNode]:
@@ -183,6 +214,7 @@ def hold_back(project: Project, the_plan: Plan, engines: EnginePool) -> Watermar
             if held:
                 node_plan.due = kept
                 node_plan.waiting.append(Waiting(held_up.waiting[0].source, held_up.waiting[0].mark, held))
+    marks.save()
     return marks
 
 
@@ -257,6 +289,7 @@ def source_watermarks(project: Project, engines: EnginePool, nodes: Iterable[Tra
         for source in direct_sources(project, node):
             if source.name not in out and source.readiness.kind != "python":
                 out[source.name] = marks.mark(source, node)
+    marks.save()
     return out
 
 
