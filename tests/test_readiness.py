@@ -209,3 +209,21 @@ def test_an_unchanged_source_is_not_asked_again(tmp_path):
     with open(csv, "a") as f:
         f.write("2024-01-11 00:10:00,1,5\n")
     assert "data up to 2024-01-11 00:10" in invoke(root, "intervals", "show", now=NOW).output
+
+
+def test_the_tutorials_first_run_processes_all_available_data_on_the_real_clock(tmp_path):
+    """The tutorial's Part 2.2 ("First run - processes all available data") over three days
+    of events, on today's clock: exactly its three intervals, as its sample shows."""
+    import os
+
+    from test_tutorial import SAMPLE_2_2
+
+    root = make_project(tmp_path, days=3)
+    env = {k: v for k, v in os.environ.items() if k != "SEEKNAL_NOW"}
+    first = subprocess.run([sys.executable, "-m", "seeknal_core.cli", "run", "--project-path", str(root)],
+                           env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == "events_flow: Processing 3 new intervals (2024-01-01 to 2024-01-04)"
+    show = subprocess.run([sys.executable, "-m", "seeknal_core.cli", "intervals", "show"], cwd=root, env=env,
+                          capture_output=True, text=True).stdout
+    assert show.startswith(SAMPLE_2_2)
