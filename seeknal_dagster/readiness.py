@@ -19,7 +19,14 @@ import dagster as dg
 
 from seeknal_core.engines import EnginePool
 from seeknal_core.project import Project, TransformNode
-from seeknal_core.runner.readiness import Mark, direct_sources, ready_pairs, source_watermarks
+from seeknal_core.runner.readiness import (
+    Mark,
+    ReadinessError,
+    direct_sources,
+    needs_database,
+    ready_pairs,
+    source_watermarks,
+)
 from seeknal_core.timeutil import from_epoch, to_epoch
 
 if TYPE_CHECKING:
@@ -35,7 +42,7 @@ STRICT_KEY = "seeknal/strict"
 def watermark_observations(project: Project, keys: dict[str, dg.AssetKey]) -> list[dg.AssetObservation]:
     """One observation per source whose readiness needs a query, its watermark now."""
     nodes = [n for n in project.nodes.values() if n.is_incremental]
-    pool = EnginePool(project)
+    pool = EnginePool(project, database=needs_database(project, nodes))  # files only: no lock taken
     try:
         marks = source_watermarks(project, pool, nodes)
     finally:
@@ -64,7 +71,10 @@ def build_watermarks_sensor(project: Project | ProjectSpecs | str | os.PathLike[
                description="Observes each seeknal source's watermark (its newest row, or its "
                            "ready: query) on its external asset; automation reads it.")
     def watermarks(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        events = watermark_observations(project, keys)
+        try:
+            events = watermark_observations(project, keys)
+        except ReadinessError as exc:  # e.g. the DuckDB file is locked by a run: next tick
+            return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
         seen = dict(_cursor(context.cursor))
         fresh = [e for e in events if seen.get(e.asset_key.to_user_string()) != e.metadata[WATERMARK_KEY].value]
         for event in fresh:

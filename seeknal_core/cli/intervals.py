@@ -205,7 +205,7 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
              "notes": node_plan.notes,
              "intervals": [render.interval_dict(a, b, sess.project.nodes[node_plan.node], reason=reason)
                            for (a, b), reason in node_plan.due.items()]
-             + [render.interval_dict(a, b, sess.project.nodes[node_plan.node], **waiting.to_dict("UTC"))
+             + [render.interval_dict(a, b, sess.project.nodes[node_plan.node], **_one(waiting.to_dict("UTC")))
                 for waiting in node_plan.waiting for (a, b) in waiting.due]}
             for node_plan in node_plans]})
         return 0
@@ -229,6 +229,11 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
         out += [f"  {node_plan.node}: note: {note}" for note in node_plan.notes]
     click.echo("\n".join(out))
     return 0
+
+
+def _one(waiting: dict) -> dict:
+    """A waiting group's fields for one of its intervals (its count is the group's)."""
+    return {k: v for k, v in waiting.items() if k != "count"}
 
 
 def _hold_back(sess: Session, plan) -> None:
