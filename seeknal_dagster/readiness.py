@@ -63,14 +63,21 @@ def build_watermarks_sensor(project: Project | ProjectSpecs | str | os.PathLike[
 
     specs = as_specs(project, translator)
     project, keys = specs.project, specs.keys
-    if not any(direct_sources(project, n) for n in project.nodes.values() if n.is_incremental):
+    nodes = [n for n in project.nodes.values() if n.is_incremental]
+    if not any(direct_sources(project, n) for n in nodes):
         return None
+    database = needs_database(project, nodes)
 
     @dg.sensor(name=WATERMARKS_SENSOR, minimum_interval_seconds=minimum_interval_seconds,
                default_status=default_status,
                description="Observes each seeknal source's watermark (its newest row, or its "
                            "ready: query) on its external asset; automation reads it.")
     def watermarks(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        if database and _runs_in_flight(context.instance):
+            # a table source is read through the project's DuckDB file: never take its
+            # lock while a run may be opening it (one writer); the next idle tick asks
+            return dg.SensorResult(skip_reason="a run is in progress: the DuckDB file is the run's",
+                                   cursor=context.cursor)
         try:
             events = watermark_observations(project, keys)
         except ReadinessError as exc:  # e.g. the DuckDB file is locked by a run: next tick
@@ -82,6 +89,11 @@ def build_watermarks_sensor(project: Project | ProjectSpecs | str | os.PathLike[
         return dg.SensorResult(asset_events=fresh, cursor=_dump(seen))
 
     return watermarks
+
+
+def _runs_in_flight(instance: dg.DagsterInstance) -> bool:
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    return bool(instance.get_run_records(filters=dg.RunsFilter(statuses=statuses), limit=1))
 
 
 def _cursor(text: str | None) -> dict:
