@@ -356,12 +356,13 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         blocked: set[str] = set()
         for name in project.topological_order(selected):
             if name in blocked:
-                context.log.warning(f"{name}: not run, an upstream node failed or waits for data in this step")
+                context.log.warning(f"{name}: not run, an upstream node failed or waits for data "
+                                    "in this step")
                 continue
             try:
-                result = run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
-                                  spark_resource=getattr(context.resources, spark_key) if spark_key else None,
-                                  **retry)
+                result = run_node(
+                    context, specs, project.nodes[name], getattr(context.resources, resource_key),
+                    spark_resource=getattr(context.resources, spark_key) if spark_key else None, **retry)
                 if result is None:  # waiting for its data: skipped, and so are its downstream
                     blocked.update(project.downstream(name))
                     continue

@@ -83,7 +83,8 @@ def build_watermarks_sensor(project: Project | ProjectSpecs | str | os.PathLike[
         except ReadinessError as exc:  # e.g. the DuckDB file is locked by a run: next tick
             return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
         seen = dict(_cursor(context.cursor))
-        fresh = [e for e in events if seen.get(e.asset_key.to_user_string()) != e.metadata[WATERMARK_KEY].value]
+        fresh = [e for e in events
+                 if seen.get(e.asset_key.to_user_string()) != e.metadata[WATERMARK_KEY].value]
         for event in fresh:
             seen[event.asset_key.to_user_string()] = event.metadata[WATERMARK_KEY].value
         return dg.SensorResult(asset_events=fresh, cursor=_dump(seen))
@@ -157,7 +158,7 @@ class InputsReady(dg.AutomationCondition):
         for name, asset_key in self._sources:
             source = self._project.sources[name]
             if source.readiness.kind == "python":
-                good = ready_pairs(self._project, source, sorted(set(pairs.values())))
+                good = ready_pairs(source, sorted(set(pairs.values())))
                 ready = {k for k in ready if pairs[k] in good}
                 continue
             mark = observed_mark(instance, asset_key, name)

@@ -8,7 +8,8 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-from test_dagster_assets import instance, make_project, materialize  # noqa: F401  (fixture)
+from test_dagster_assets import instance as instance  # fixture
+from test_dagster_assets import make_project, materialize
 
 from seeknal_dagster import build_definitions
 from seeknal_dagster.readiness import WATERMARK_KEY, WATERMARKS_SENSOR

@@ -154,7 +154,8 @@ def prepare(
                 node_plan.notes.insert(0, inferred[node_plan.node])
         if not ignore_readiness:
             if engines is None:  # its own pool: the project file only when a readiness query reads it
-                pool.database = needs_database(project, (project.nodes[p.node] for p in the_plan.nodes if p.due))
+                due = [project.nodes[p.node] for p in the_plan.nodes if p.due]
+                pool.database = needs_database(project, due)
             hold_back(project, the_plan, pool)
     finally:
         if engines is None:

@@ -21,9 +21,8 @@ again (``watermark_cache``).
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,7 +36,7 @@ from .watermark_cache import WatermarkCache, now_ns, source_files
 
 if TYPE_CHECKING:
     from ..project import Project, SourceNode, TransformNode
-    from .plan import NodePlan, Plan
+    from .plan import Plan
 
 
 class ReadinessError(SeeknalError):
@@ -121,7 +120,8 @@ class Watermarks:
         if found is not None:
             return found
         files = self._files(source, node) if ready.kind == "watermark" else None
-        cache_key = f"{node.engine}|{source.name}|{source.location or source.table}|{ready.column}|{node.timezone}"
+        cache_key = "|".join((node.engine, source.name, source.location or source.table or "",
+                              ready.column or "", node.timezone))
         if files is not None:
             hit, instant = self._cache().get(cache_key, files)
             if hit:
@@ -246,18 +246,7 @@ def _python_ready(project: Project, the_plan: Plan) -> dict[str, set[Pair]]:
         for source in direct_sources(project, project.nodes[node_plan.node]):
             if source.readiness.kind == "python":
                 asked.setdefault(source.name, set()).update(node_plan.due)
-    out: dict[str, set[Pair]] = {}
-    for name, pairs in asked.items():
-        source = project.sources[name]
-        func = load_callable(source)
-        ordered = sorted(pairs)
-        try:
-            answer = func(source, [(from_epoch(a), from_epoch(b)) for a, b in ordered])
-            out[name] = {_pair(item) for item in (answer or ())}
-        except Exception as exc:  # the user's code: any failure is theirs, said in one line
-            raise ReadinessError(f"source '{name}': ready: python '{source.readiness.target}' failed: "
-                                 f"{type(exc).__name__}: {exc}") from None
-    return out
+    return {name: ready_pairs(project.sources[name], sorted(pairs)) for name, pairs in asked.items()}
 
 
 def load_callable(source: SourceNode):
@@ -293,11 +282,15 @@ def source_watermarks(project: Project, engines: EnginePool, nodes: Iterable[Tra
     return out
 
 
-def ready_pairs(project: Project, source: SourceNode, pairs: list[Pair]) -> set[Pair]:
-    """The ready ones of ``pairs`` for a ``python`` readiness (one call)."""
+def ready_pairs(source: SourceNode, pairs: list[Pair]) -> set[Pair]:
+    """The ready ones of ``pairs`` by a ``python`` readiness: one call of its callable."""
     func = load_callable(source)
-    answer = func(source, [(from_epoch(a), from_epoch(b)) for a, b in pairs])
-    return {_pair(item) for item in (answer or ())}
+    try:
+        answer = func(source, [(from_epoch(a), from_epoch(b)) for a, b in pairs])
+        return {_pair(item) for item in (answer or ())}
+    except Exception as exc:  # the user's code: any failure is theirs, said in one line
+        raise ReadinessError(f"source '{source.name}': ready: python '{source.readiness.target}' failed: "
+                             f"{type(exc).__name__}: {exc}") from None
 
 
 __all__ = ["Mark", "ReadinessError", "Waiting", "Watermarks", "direct_sources", "hold_back", "needs_database",
