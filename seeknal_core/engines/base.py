@@ -139,6 +139,16 @@ class Engine(Protocol):
         Naive values are wall clock in ``timezone`` (the node's; default the project's)."""
         ...
 
+    def latest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """The largest value of ``column`` in ``source`` as epoch seconds (``None`` when
+        empty), like ``earliest``: the source's watermark for readiness, one query."""
+        ...
+
+    def instant(self, sql: str, timezone: str | None = None) -> int | None:
+        """The one value ``sql`` returns (a timestamp or date) as epoch seconds, ``None``
+        for NULL: a ``ready: {sql: ...}`` readiness query, run in this engine's SQL."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -739,17 +739,38 @@ class DuckDBEngine:
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         """``min(column)`` of the source as epoch seconds; naive values are read in
         ``timezone`` (the node's), default the project's."""
+        return self._bound("min", source, column, timezone)
+
+    def latest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """``max(column)`` of the source as epoch seconds (its readiness watermark)."""
+        return self._bound("max", source, column, timezone)
+
+    def _bound(self, func: str, source: SourceNode, column: str, timezone: str | None) -> int | None:
+        sql = f"SELECT {func}({q(column)}) FROM ({source_relation_sql(source)}) AS s"
+        value = self._scalar(sql)
+        if value is not None and not isinstance(value, (dt.date, dt.datetime)):
+            raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
+        return self._epoch(value, timezone)
+
+    def instant(self, sql: str, timezone: str | None = None) -> int | None:
+        """The first column of ``sql``'s first row as epoch seconds (a readiness query)."""
+        value = self._scalar(sql)
+        if value is not None and not isinstance(value, (dt.date, dt.datetime)):
+            raise QueryError(f"expected a timestamp or date, got {value!r}")
+        return self._epoch(value, timezone)
+
+    def _scalar(self, sql: str) -> object:
         try:
-            value = self.con.execute(
-                f"SELECT min({q(column)}) FROM ({source_relation_sql(source)}) AS s").fetchone()[0]
+            row = self.con.execute(sql).fetchone()
         except duckdb.Error as exc:
             raise engine_error(exc, self._where()) from None
+        return None if row is None else row[0]
+
+    def _epoch(self, value: object, timezone: str | None) -> int | None:
         if value is None:
             return None
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             value = dt.datetime.combine(value, dt.time())
-        if not isinstance(value, dt.datetime):
-            raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
         return to_epoch(value, timezone or self.project.timezone)
 
 

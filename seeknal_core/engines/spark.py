@@ -375,6 +375,13 @@ class SparkEngine:
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         """``min(column)`` of the source as epoch seconds; naive values are read in
         ``timezone`` (the node's), default the project's."""
+        return self._bound("min", source, column, timezone)
+
+    def latest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """``max(column)`` of the source as epoch seconds (its readiness watermark)."""
+        return self._bound("max", source, column, timezone)
+
+    def _bound(self, func: str, source: SourceNode, column: str, timezone: str | None) -> int | None:
         try:
             df = self.relation(source.name)
             fields = {f.name.lower(): f for f in df.schema.fields}
@@ -384,9 +391,24 @@ class SparkEngine:
             kind = found.dataType.typeName()
             if kind not in ("timestamp", "timestamp_ntz", "date"):
                 raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
-            value = df.selectExpr(f"CAST(min({q(found.name)}) AS STRING)").collect()[0][0]
+            value = df.selectExpr(f"CAST({func}({q(found.name)}) AS STRING)").collect()[0][0]
         except _spark_errors() as exc:
             raise engine_error(exc) from None
+        return self._epoch(value, kind, timezone)
+
+    def instant(self, sql: str, timezone: str | None = None) -> int | None:
+        """The first column of ``sql``'s first row (Spark SQL) as epoch seconds."""
+        try:
+            df = self.spark.sql(sql)
+            kind = df.schema.fields[0].dataType.typeName()
+            if kind not in ("timestamp", "timestamp_ntz", "date"):
+                raise QueryError(f"expected a timestamp or date, got a {kind}")
+            rows = df.selectExpr(f"CAST({q(df.schema.fields[0].name)} AS STRING)").limit(1).collect()
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
+        return self._epoch(rows[0][0] if rows else None, kind, timezone)
+
+    def _epoch(self, value: str | None, kind: str, timezone: str | None) -> int | None:
         if value is None:
             return None
         parsed = dt.datetime.fromisoformat(value)
