@@ -2,11 +2,14 @@
 Spark session (``local[N]``, a ``spark://`` cluster, or Spark Connect ``sc://``).
 
 A Spark node's output is a Parquet dataset under ``target/data/<node>/`` with one
-partition directory per interval (``seeknal_interval=20240101T000000Z``), written with
-dynamic partition overwrite: a batch replaces exactly its intervals' directories, and
-workers writing different intervals never touch each other's.  An interval whose
-re-run yields no rows has its old directory removed after the write.  Rows are counted
-per interval from the files just written (Parquet metadata), before the runner records
+partition directory per interval (``seeknal_interval=20240101T000000Z``).  A batch is
+staged, audited, then committed: ``stage`` writes its intervals' directories under a
+hidden ``.spark-staging-seeknal-*`` directory of the dataset, the node's audits run on
+those files (a temp view; audit SQL transpiled like node SQL), and only ``commit``
+renames each interval's directory into place, replacing exactly its intervals'
+directories (workers writing different intervals never touch each other's; an
+interval whose re-run yields no rows loses its old directory).  Rows are counted per
+interval from the staged files' Parquet footers, before the runner records
 completion: data first, then state.
 
 A Spark node reads sources with ``path:`` (Parquet or CSV, globs, any Hadoop URI), other
@@ -18,20 +21,26 @@ the ``.duckdb`` file (one line says so).  pyspark's exceptions stop here, transl
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ProjectError
 from ..project import Project, SourceNode, TransformNode
+from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from ..timeutil import from_epoch, get_zone, to_epoch
-from .base import BatchError, EngineError, Pair, QueryError, ResourceError
-from .spark_sql import render_spark_sql
+from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
+from .spark_sql import render_spark_sql, transpile
 from .spark_sql import spark_identifier as q
 
 #: the partition column of every Spark node's dataset (dropped when the dataset is read)
 PARTITION = "seeknal_interval"
+#: prefix of a batch's staging directory inside the node's dataset (a dot-directory, so
+#: neither Spark nor DuckDB reading the dataset sees it)
+STAGING = ".spark-staging-seeknal-"
 #: applied to sessions this engine builds; a project's ``engine: conf:`` overrides them
 DEFAULT_CONF = {
     "spark.ui.enabled": "false",
@@ -59,13 +68,21 @@ def partition_value(start: int) -> str:
     return f"{from_epoch(start):%Y%m%dT%H%M%SZ}"
 
 
-def _identity(folder: Path, value: str) -> tuple[int, int] | None:
-    """(inode, mtime) of an interval's directory, or None when it does not exist."""
-    try:
-        info = (folder / f"{PARTITION}={value}").stat()
-    except FileNotFoundError:
-        return None
-    return info.st_ino, info.st_mtime_ns
+def parquet_rows(folder: Path) -> dict[str, int]:
+    """Rows per interval directory under ``folder`` (partition value -> rows), read from
+    the Parquet footers by DuckDB: no Spark job."""
+    import duckdb
+
+    if not any(folder.glob(f"{PARTITION}=*/*.parquet")):
+        return {}
+    glob = str(folder / f"{PARTITION}=*" / "*.parquet").replace("'", "''")
+    with duckdb.connect() as con:
+        found = con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata('{glob}')").fetchall()
+    rows: dict[str, int] = {}
+    for name, n in found:
+        value = Path(name).parent.name.partition("=")[2]
+        rows[value] = rows.get(value, 0) + int(n)
+    return rows
 
 
 def engine_error(exc: BaseException) -> EngineError:
@@ -269,13 +286,34 @@ class SparkEngine:
         partition_keys: Sequence[str] = (),
     ) -> list[int]:
         """Replace the node's partition directories for ``intervals`` with the rows of the
-        batch's query that fall inside them; rows per interval.
+        batch's query that fall inside them; rows per interval (stage, then commit)."""
+        staged = self.stage(node, sql, intervals, partition_keys)
+        try:
+            staged.commit()
+        except BaseException:
+            staged.rollback()
+            raise
+        return staged.rows
+
+    def stage(
+        self,
+        node: TransformNode,
+        sql: str | None,
+        intervals: Sequence[Pair],
+        partition_keys: Sequence[str] = (),
+    ) -> SparkStaged:
+        """Write the batch's rows, one ``seeknal_interval=`` directory per interval with
+        rows, under a fresh ``.spark-staging-seeknal-*`` directory inside the node's
+        dataset (hidden from its readers: Spark and DuckDB skip dot-directories); nothing
+        the node's readers see changes until ``commit``.
 
         ``sql`` is the batch's SQL in Spark's dialect, as ``render_sql`` gives it (None:
         rendered here)."""
         del partition_keys  # partition tracking re-runs whole intervals here
         if sql is None:
             sql = self.render_sql(node, from_epoch(intervals[0][0]), from_epoch(intervals[-1][1]))
+        folder = self.dataset_dir(node.name)
+        staging = folder / f"{STAGING}{uuid.uuid4().hex}"
         try:
             self._register(node)
             query = self.spark.sql(sql)
@@ -287,36 +325,15 @@ class SparkEngine:
                 f"SELECT q.*, b.p AS {PARTITION} FROM __seeknal_batch AS q "
                 f"JOIN (SELECT /*+ BROADCAST(b) */ * FROM VALUES {bounds} AS b(p, lo, hi)) AS b "
                 f"ON {column} >= b.lo AND {column} < b.hi")
-            folder = self.dataset_dir(node.name)
-            before = {v: _identity(folder, v) for v in map(partition_value, (a for a, _ in intervals))}
-            (out.write.mode("overwrite").option("partitionOverwriteMode", "dynamic")
-             .partitionBy(PARTITION).parquet(str(folder)))
-            return self._settle(folder, intervals, before)
-        except _spark_errors() as exc:
-            raise engine_error(exc) from None
-        except OSError as exc:
-            where = self.dataset_dir(node.name)
-            raise ResourceError(f"cannot write {where}: {exc.strerror or exc}") from None
-
-    def _settle(self, folder: Path, intervals: Sequence[Pair], before: dict) -> list[int]:
-        """Rows per interval from the directories this write replaced (dynamic overwrite
-        renames a new directory into place); a directory it left untouched holds an
-        interval that now has no rows, and is removed."""
-        values = [partition_value(a) for a, _ in intervals]
-        written = []
-        for v in values:
-            now = _identity(folder, v)
-            if now is not None and now == before[v]:
-                shutil.rmtree(folder / f"{PARTITION}={v}")
-            elif now is not None:
-                written.append(v)
-        counts: dict[str, int] = {}
-        if written:
-            rows = (self.spark.read.option("basePath", str(folder))
-                    .parquet(*(str(folder / f"{PARTITION}={v}") for v in written))
-                    .groupBy(PARTITION).count().collect())
-            counts = {str(r[0]): int(r[1]) for r in rows}
-        return [counts.get(v, 0) for v in values]
+            out.write.partitionBy(PARTITION).parquet(str(staging))
+            return SparkStaged(self, node, intervals, staging, out.schema)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, _spark_errors()):
+                raise engine_error(exc) from None
+            if isinstance(exc, OSError):
+                raise ResourceError(f"cannot write {staging}: {exc.strerror or exc}") from None
+            raise
 
     def replace_table(self, node: TransformNode, sql: str | None) -> int:
         """Full refresh of an unscheduled node: its dataset is overwritten whole (``sql``
@@ -353,3 +370,124 @@ class SparkEngine:
         if kind == "timestamp":
             return to_epoch(parsed.replace(tzinfo=dt.UTC))
         return to_epoch(parsed, timezone or self.project.timezone)
+
+
+class SparkStaged:
+    """A Spark batch written under its staging directory, not yet published.
+
+    ``relation`` is a temp view over the staged files with each row's interval in
+    ``_seeknal_interval`` (what ``unique`` is checked within); ``rows`` are counted from
+    the staged files' Parquet footers.  ``commit`` moves each interval's directory into
+    the dataset (an interval with no rows loses its old directory), ``rollback`` deletes
+    the staging: either way the view is dropped."""
+
+    def __init__(self, engine: SparkEngine, node: TransformNode, intervals: Sequence[Pair],
+                 staging: Path, schema) -> None:
+        self.engine, self.node, self.staging = engine, node, staging
+        self.intervals = list(intervals)
+        self.values = [partition_value(a) for a, _ in intervals]
+        counted = parquet_rows(staging)
+        self.rows = [counted.get(v, 0) for v in self.values]
+        self.relation = f"__seeknal_staged_{staging.name.rpartition('-')[2]}"
+        spark = engine.spark
+        df = (spark.read.parquet(str(staging)) if counted else spark.createDataFrame([], schema))
+        df.withColumnRenamed(PARTITION, INTERVAL_COLUMN).createOrReplaceTempView(self.relation)
+        #: the kinds of the staged time columns, for transpiling audits (spark_time.py)
+        self.columns = tuple(sorted((f.name.lower(), _KIND[f.dataType.typeName()]) for f in schema.fields
+                                    if f.dataType.typeName() in _KIND))
+
+    # -- audits ---------------------------------------------------------------------------
+    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
+        """The audits on the staged rows: every row-wise and ``unique`` audit counted by one
+        aggregate query (skipped when nothing was staged), ``row_count`` from ``rows``, a
+        custom audit by one count each; samples only for the audits that fail."""
+        outcomes: list[Outcome | None] = [None] * len(audits)
+        counted = [i for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+        if counted:
+            found = [0] * len(counted)
+            if sum(self.rows):
+                sql = aggregate_sql([audits[i] for i in counted], self.relation, INTERVAL_COLUMN)
+                found = list(self._collect(sql, "audits")[0])
+            for i, n in zip(counted, found):
+                outcomes[i] = (int(n or 0), ())
+        for i, audit in enumerate(audits):
+            if audit.kind == "row_count":
+                failing = audit.failing_counts(self.rows)
+                outcomes[i] = (len(failing), tuple({"rows": self.rows[j]} for j in failing[:SAMPLES]))
+            elif audit.kind not in ROW_KINDS and audit.kind != "unique":
+                n = self._collect(f"SELECT count(*) FROM ({self._query(audit)}) AS s", audit)[0][0]
+                outcomes[i] = (int(n), ())
+        for i, audit in enumerate(audits):
+            n, samples = outcomes[i]
+            if n and not samples:
+                outcomes[i] = (n, self._samples(audit))
+        return outcomes
+
+    def _query(self, audit: Audit) -> str:
+        """The audit's offending-rows query over the staged rows, in Spark SQL (built-ins
+        are DuckDB SQL; a custom audit is in its node's dialect)."""
+        node = self.node
+        sql = audit.query(self.relation, node=node, start=from_epoch(self.intervals[0][0]),
+                          end=from_epoch(self.intervals[-1][1]), interval_column=INTERVAL_COLUMN)
+        dialect = node.dialect if audit.kind == "sql" else "duckdb"
+        try:
+            return transpile(f"node '{node.name}' audit '{audit.name}'", sql, dialect, self.columns)
+        except ProjectError as exc:
+            raise QueryError(str(exc)) from None
+
+    def _samples(self, audit: Audit) -> tuple[dict, ...]:
+        """Up to ``SAMPLES`` offending rows of a failed audit (without the interval column)."""
+        found = self._collect(f"SELECT * FROM ({self._query(audit)}) AS s LIMIT {SAMPLES}", audit)
+        return tuple({k: v for k, v in r.asDict().items() if k != INTERVAL_COLUMN} for r in found)
+
+    def _collect(self, sql: str, audit: Audit | str) -> list:
+        """Rows of an audit query; a custom audit's failure is a ``QueryError`` naming it."""
+        if isinstance(audit, str):  # the aggregate of the built-ins, DuckDB SQL
+            sql = transpile(f"node '{self.node.name}' audits", sql, "duckdb", self.columns)
+        try:
+            return self.engine.spark.sql(sql).collect()
+        except _spark_errors() as exc:
+            error = engine_error(exc)
+            if isinstance(error, ResourceError):
+                raise error from None
+            name = audit if isinstance(audit, str) else f"audit '{audit.name}'"
+            raise QueryError(f"node '{self.node.name}' {name}: {error}") from None
+
+    # -- publishing -----------------------------------------------------------------------
+    def commit(self) -> None:
+        """Move each interval's staged directory into the dataset, replacing its old one
+        (renamed aside first, deleted after); an interval with no staged rows loses its
+        old directory.  Each interval's swap is two renames on one filesystem."""
+        self._drop_view()
+        folder = self.staging.parent
+        aside = folder / f"{self.staging.name}-replaced"
+        try:
+            for v in self.values:
+                new, final = self.staging / f"{PARTITION}={v}", folder / f"{PARTITION}={v}"
+                old = aside / f"{PARTITION}={v}"
+                if final.exists():
+                    aside.mkdir(exist_ok=True)
+                    os.rename(final, old)
+                if new.exists():
+                    try:
+                        os.rename(new, final)
+                    except OSError:
+                        if old.exists():  # put the old rows back
+                            os.rename(old, final)
+                        raise
+        except OSError as exc:
+            raise ResourceError(f"cannot publish {folder}: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def rollback(self) -> None:
+        """Delete the staged files; the dataset keeps what it had."""
+        self._drop_view()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _drop_view(self) -> None:
+        try:
+            self.engine.spark.catalog.dropTempView(self.relation)
+        except _spark_errors():
+            pass
