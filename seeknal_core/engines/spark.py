@@ -33,7 +33,7 @@ from ..project import Project, SourceNode, TransformNode
 from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from ..timeutil import from_epoch, get_zone, to_epoch
 from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
-from .spark_sql import render_spark_sql, transpile
+from .spark_sql import Columns, render_spark_sql, transpile
 from .spark_sql import spark_identifier as q
 
 #: the partition column of every Spark node's dataset (dropped when the dataset is read)
@@ -335,6 +335,137 @@ class SparkEngine:
                 raise ResourceError(f"cannot write {staging}: {exc.strerror or exc}") from None
             raise
 
+    # -- audits ---------------------------------------------------------------------------
+    def audit_views(self, name: str, df) -> Columns:
+        """Register rows to audit (a DataFrame over interval directories, with their
+        partition column) as ``name`` (the node's columns) and ``name_keyed`` (plus
+        ``_seeknal_interval``: each row's partition value); the kinds of their time columns,
+        what transpiling audit SQL needs."""
+        df.withColumnRenamed(PARTITION, INTERVAL_COLUMN).createOrReplaceTempView(f"{name}_keyed")
+        plain = df.drop(PARTITION)
+        plain.createOrReplaceTempView(name)
+        return tuple(sorted((f.name.lower(), _KIND[f.dataType.typeName()]) for f in plain.schema.fields
+                            if f.dataType.typeName() in _KIND))
+
+    def drop_views(self, name: str) -> None:
+        for view in (name, f"{name}_keyed"):
+            try:
+                self.spark.catalog.dropTempView(view)
+            except _spark_errors():
+                pass
+
+    def audit_query(self, audit: Audit | None, sql: str, columns: Columns, names_only: bool = False) -> list:
+        """Rows (``names_only``: the column names) of an audit query written in DuckDB SQL
+        (``audit`` None: the aggregate of several), transpiled like node SQL; what fails is
+        a ``QueryError`` naming the audit (a ``ResourceError`` when it is the machine)."""
+        subject = f"audit '{audit.name}'" if audit else "audits"
+        try:
+            df = self.spark.sql(transpile(subject, sql, "duckdb", columns))
+            return list(df.columns) if names_only else df.collect()
+        except ProjectError as exc:
+            raise QueryError(str(exc)) from None
+        except _spark_errors() as exc:
+            error = engine_error(exc)
+            if isinstance(error, ResourceError):
+                raise error from None
+            raise QueryError(f"{subject}: {error}") from None
+
+    def audit_samples(self, audit: Audit, query: str, columns: Columns) -> tuple[dict, ...]:
+        """Up to ``SAMPLES`` of a failed audit's offending rows (without the interval)."""
+        found = self.audit_query(audit, f"SELECT * FROM ({query}) AS s LIMIT {SAMPLES}", columns)
+        return tuple({k: v for k, v in r.asDict().items() if k != INTERVAL_COLUMN} for r in found)
+
+    def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
+                        intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
+        """``seeknal audit`` over completed, contiguous ``intervals`` of the published
+        directories: the row-wise built-ins in one aggregate grouped by interval,
+        ``row_count`` from Parquet footers, each ``unique`` and custom audit in one query
+        over the run; samples only for failing intervals, in one query per audit."""
+        intervals = list(intervals)
+        folder = self.dataset_dir(node.name)
+        values = [partition_value(a) for a, _ in intervals]
+        index = {v: j for j, v in enumerate(values)}
+        dirs = [str(folder / f"{PARTITION}={v}") for v in values if (folder / f"{PARTITION}={v}").is_dir()]
+        out: list[dict[Pair, Outcome]] = [{} for _ in audits]
+        if not dirs:
+            return out
+        name = f"__seeknal_audited_{uuid.uuid4().hex}"
+        keyed, iv = f"{name}_keyed", INTERVAL_COLUMN
+        try:
+            df = self.spark.read.option("basePath", str(folder)).parquet(*dirs)
+            columns = self.audit_views(name, df)
+            rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS]
+            if rowwise:
+                terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" for _, a in rowwise)
+                sql = f"SELECT {iv}, {terms} FROM {keyed} AS t GROUP BY {iv}"
+                grouped = self.audit_query(None, sql, columns)
+                per = {index[str(r[0])]: r[1:] for r in grouped}
+                for k, (i, a) in enumerate(rowwise):
+                    failing = {j: int(v[k]) for j, v in per.items() if v[k]}
+                    samples = self._grouped_samples(a, a.query(keyed), columns, index) if failing else {}
+                    out[i] = {intervals[j]: (n, samples.get(j, ())) for j, n in failing.items()}
+            counted = parquet_rows(folder)
+            for i, a in enumerate(audits):
+                if a.kind == "row_count":
+                    rows = [counted.get(v, 0) for v in values]
+                    out[i] = {intervals[j]: (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
+                                                  "rows": rows[j]},)) for j in a.failing_counts(rows)}
+                elif a.kind in ("unique", "sql"):
+                    out[i] = self._audit_run(node, a, name, intervals, index, columns)
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
+        finally:
+            self.drop_views(name)
+        return out
+
+    def _audit_run(self, node: TransformNode, audit: Audit, name: str, intervals: list[Pair],
+                   index: dict[str, int], columns: Columns) -> dict[Pair, Outcome]:
+        """A ``unique`` or custom audit over a run: one query grouped by interval when its
+        rows keep ``_seeknal_interval``; else (a custom query that drops it) one per interval."""
+        keyed, iv = f"{name}_keyed", INTERVAL_COLUMN
+        if audit.kind == "unique":
+            query = audit.query(keyed, interval_column=iv)
+        else:
+            query = audit.query(keyed, node=node, start=from_epoch(intervals[0][0]),
+                                end=from_epoch(intervals[-1][1]))
+        out: dict[Pair, Outcome] = {}
+        if iv in self.audit_query(audit, query, columns, names_only=True):
+            sql = f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}"
+            counts = self.audit_query(audit, sql, columns)
+            samples = self._grouped_samples(audit, query, columns, index) if counts else {}
+            for value, n in counts:
+                j = index[str(value)]
+                out[intervals[j]] = (int(n), samples.get(j, ()))
+            return out
+        one = f"{name}_one"
+        try:
+            for value, j in index.items():
+                (self.spark.table(keyed).where(f"{iv} = '{value}'").drop(iv)
+                 .createOrReplaceTempView(one))
+                query = audit.query(one, node=node, start=from_epoch(intervals[j][0]),
+                                    end=from_epoch(intervals[j][1]))
+                n = int(self.audit_query(audit, f"SELECT count(*) FROM ({query}) AS s", columns)[0][0])
+                if n:
+                    out[intervals[j]] = (n, self.audit_samples(audit, query, columns))
+        finally:
+            self.drop_views(one)
+        return out
+
+    def _grouped_samples(self, audit: Audit, query: str, columns: Columns,
+                         index: dict[str, int]) -> dict[int, tuple[dict, ...]]:
+        """Up to ``SAMPLES`` offending rows per interval (by index), in one query."""
+        iv = INTERVAL_COLUMN
+        found = self.audit_query(
+            audit, f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {iv} ORDER BY {iv}) "
+                   f"AS _seeknal_rn FROM ({query}) AS s) AS s WHERE _seeknal_rn <= {SAMPLES}", columns)
+        out: dict[int, list[dict]] = {}
+        for r in found:
+            record = r.asDict()
+            j = index[str(record.pop(iv))]
+            record.pop("_seeknal_rn", None)
+            out.setdefault(j, []).append(record)
+        return {j: tuple(v) for j, v in out.items()}
+
     def replace_table(self, node: TransformNode, sql: str | None) -> int:
         """Full refresh of an unscheduled node: its dataset is overwritten whole (``sql``
         as for ``write_intervals``)."""
@@ -372,14 +503,16 @@ class SparkEngine:
         return to_epoch(parsed, timezone or self.project.timezone)
 
 
+
 class SparkStaged:
     """A Spark batch written under its staging directory, not yet published.
 
-    ``relation`` is a temp view over the staged files with each row's interval in
-    ``_seeknal_interval`` (what ``unique`` is checked within); ``rows`` are counted from
-    the staged files' Parquet footers.  ``commit`` moves each interval's directory into
-    the dataset (an interval with no rows loses its old directory), ``rollback`` deletes
-    the staging: either way the view is dropped."""
+    ``relation`` is a temp view of the staged rows (what a custom audit's ``{{ this }}``
+    is); ``keyed`` adds each row's interval (its partition value) in ``_seeknal_interval``,
+    what ``unique`` is checked within.  ``rows`` are counted from the staged files'
+    Parquet footers.  ``commit`` moves each interval's directory into the dataset (an
+    interval with no rows loses its old directory), ``rollback`` deletes the staging:
+    either way the views are dropped."""
 
     def __init__(self, engine: SparkEngine, node: TransformNode, intervals: Sequence[Pair],
                  staging: Path, schema) -> None:
@@ -389,76 +522,54 @@ class SparkStaged:
         counted = parquet_rows(staging)
         self.rows = [counted.get(v, 0) for v in self.values]
         self.relation = f"__seeknal_staged_{staging.name.rpartition('-')[2]}"
+        self.keyed = f"{self.relation}_keyed"
         spark = engine.spark
-        df = (spark.read.parquet(str(staging)) if counted else spark.createDataFrame([], schema))
-        df.withColumnRenamed(PARTITION, INTERVAL_COLUMN).createOrReplaceTempView(self.relation)
-        #: the kinds of the staged time columns, for transpiling audits (spark_time.py)
-        self.columns = tuple(sorted((f.name.lower(), _KIND[f.dataType.typeName()]) for f in schema.fields
-                                    if f.dataType.typeName() in _KIND))
+        df = spark.read.parquet(str(staging)) if counted else spark.createDataFrame([], schema)
+        self.columns = engine.audit_views(self.relation, df)
 
-    # -- audits ---------------------------------------------------------------------------
     def check(self, audits: Sequence[Audit]) -> list[Outcome]:
         """The audits on the staged rows: every row-wise and ``unique`` audit counted by one
-        aggregate query (skipped when nothing was staged), ``row_count`` from ``rows``, a
-        custom audit by one count each; samples only for the audits that fail."""
-        outcomes: list[Outcome | None] = [None] * len(audits)
-        counted = [i for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
-        if counted:
-            found = [0] * len(counted)
+        aggregate query (none when nothing was staged), ``row_count`` from ``rows``, each
+        custom audit by one count; samples only for the audits that fail."""
+        engine, columns = self.engine, self.columns
+        out: dict[int, Outcome] = {}
+        built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+        if built:
+            counts: Sequence = [0] * len(built)
             if sum(self.rows):
-                sql = aggregate_sql([audits[i] for i in counted], self.relation, INTERVAL_COLUMN)
-                found = list(self._collect(sql, "audits")[0])
-            for i, n in zip(counted, found):
-                outcomes[i] = (int(n or 0), ())
-        for i, audit in enumerate(audits):
-            if audit.kind == "row_count":
-                failing = audit.failing_counts(self.rows)
-                outcomes[i] = (len(failing), tuple({"rows": self.rows[j]} for j in failing[:SAMPLES]))
-            elif audit.kind not in ROW_KINDS and audit.kind != "unique":
-                n = self._collect(f"SELECT count(*) FROM ({self._query(audit)}) AS s", audit)[0][0]
-                outcomes[i] = (int(n), ())
-        for i, audit in enumerate(audits):
-            n, samples = outcomes[i]
-            if n and not samples:
-                outcomes[i] = (n, self._samples(audit))
-        return outcomes
+                sql = aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN)
+                try:
+                    counts = engine.audit_query(None, sql, columns)[0]
+                except QueryError:  # which audit: each alone names it
+                    for _, a in built:
+                        engine.audit_query(a, f"SELECT count(*) FROM ({self._query(a)}) AS s", columns)
+                    raise
+            for (i, a), n in zip(built, counts):
+                n = int(n or 0)
+                out[i] = (n, engine.audit_samples(a, self._query(a), columns) if n else ())
+        for i, a in enumerate(audits):
+            if a.kind == "row_count":
+                bad = a.failing_counts(self.rows)
+                out[i] = (len(bad), tuple({"interval": from_epoch(self.intervals[k][0]).isoformat(),
+                                           "rows": self.rows[k]} for k in bad[:SAMPLES]))
+            elif i not in out:
+                query = self._query(a)
+                n = int(engine.audit_query(a, f"SELECT count(*) FROM ({query}) AS s", columns)[0][0])
+                out[i] = (n, engine.audit_samples(a, query, columns) if n else ())
+        return [out[i] for i in range(len(audits))]
 
     def _query(self, audit: Audit) -> str:
-        """The audit's offending-rows query over the staged rows, in Spark SQL (built-ins
-        are DuckDB SQL; a custom audit is in its node's dialect)."""
-        node = self.node
-        sql = audit.query(self.relation, node=node, start=from_epoch(self.intervals[0][0]),
-                          end=from_epoch(self.intervals[-1][1]), interval_column=INTERVAL_COLUMN)
-        dialect = node.dialect if audit.kind == "sql" else "duckdb"
-        try:
-            return transpile(f"node '{node.name}' audit '{audit.name}'", sql, dialect, self.columns)
-        except ProjectError as exc:
-            raise QueryError(str(exc)) from None
+        """The audit's offending rows among the staged ones (DuckDB SQL)."""
+        if audit.kind == "sql":
+            return audit.query(self.relation, node=self.node, start=from_epoch(self.intervals[0][0]),
+                               end=from_epoch(self.intervals[-1][1]))
+        return audit.query(self.keyed, interval_column=INTERVAL_COLUMN)
 
-    def _samples(self, audit: Audit) -> tuple[dict, ...]:
-        """Up to ``SAMPLES`` offending rows of a failed audit (without the interval column)."""
-        found = self._collect(f"SELECT * FROM ({self._query(audit)}) AS s LIMIT {SAMPLES}", audit)
-        return tuple({k: v for k, v in r.asDict().items() if k != INTERVAL_COLUMN} for r in found)
-
-    def _collect(self, sql: str, audit: Audit | str) -> list:
-        """Rows of an audit query; a custom audit's failure is a ``QueryError`` naming it."""
-        if isinstance(audit, str):  # the aggregate of the built-ins, DuckDB SQL
-            sql = transpile(f"node '{self.node.name}' audits", sql, "duckdb", self.columns)
-        try:
-            return self.engine.spark.sql(sql).collect()
-        except _spark_errors() as exc:
-            error = engine_error(exc)
-            if isinstance(error, ResourceError):
-                raise error from None
-            name = audit if isinstance(audit, str) else f"audit '{audit.name}'"
-            raise QueryError(f"node '{self.node.name}' {name}: {error}") from None
-
-    # -- publishing -----------------------------------------------------------------------
     def commit(self) -> None:
         """Move each interval's staged directory into the dataset, replacing its old one
         (renamed aside first, deleted after); an interval with no staged rows loses its
         old directory.  Each interval's swap is two renames on one filesystem."""
-        self._drop_view()
+        self.engine.drop_views(self.relation)
         folder = self.staging.parent
         aside = folder / f"{self.staging.name}-replaced"
         try:
@@ -483,11 +594,5 @@ class SparkStaged:
 
     def rollback(self) -> None:
         """Delete the staged files; the dataset keeps what it had."""
-        self._drop_view()
+        self.engine.drop_views(self.relation)
         shutil.rmtree(self.staging, ignore_errors=True)
-
-    def _drop_view(self) -> None:
-        try:
-            self.engine.spark.catalog.dropTempView(self.relation)
-        except _spark_errors():
-            pass
