@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,7 +32,8 @@ from ..errors import ProjectError, SeeknalError
 from ..project import Project, SourceNode, TransformNode
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
-from .base import BatchError, EngineError, Pair, QueryError, ResourceError
+from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
+from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
 
 #: errors in the SQL itself: every interval of a batch fails the same way
 _QUERY_ERRORS = (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException,
@@ -265,7 +267,7 @@ class DuckDBEngine:
             rows[i] = int(n)
         return rows
 
-    # -- writes ---------------------------------------------------------------------------
+    # -- writes: stage -> audit -> commit --------------------------------------------------
     def write_intervals(
         self,
         node: TransformNode,
@@ -275,12 +277,38 @@ class DuckDBEngine:
     ) -> list[int]:
         """Replace the node's rows for the contiguous ``intervals``; rows per interval.
 
-        One transaction (rolled back on any error); duckdb's errors leave translated."""
+        ``stage`` then ``commit``: one transaction (rolled back on any error)."""
+        staged = self.stage(node, sql, intervals, partition_keys)
+        try:
+            staged.commit()
+        except BaseException:
+            staged.rollback()
+            raise
+        return staged.rows
+
+    def stage(
+        self,
+        node: TransformNode,
+        sql: str,
+        intervals: Sequence[Pair],
+        partition_keys: Sequence[str] = (),
+    ) -> _TableStaged | _ParquetStaged:
+        """The batch's rows, unpublished (``base.Staged``): for a table, written inside an
+        open transaction (nobody else sees them before ``commit``); for parquet, one staged
+        file per interval beside its final name, renamed into place by ``commit``."""
         self._register_spark_inputs(node)
-        with self._writing(node):
-            if node.materialization == "parquet":
-                return self._write_parquet(node, sql, intervals)
-            return self._write_table(node, sql, intervals, partition_keys)
+        staged = None
+        try:
+            with self._writing(node):
+                if node.materialization == "parquet":
+                    staged = self._stage_parquet(node, sql, intervals)
+                else:
+                    staged = self._stage_table(node, sql, intervals, partition_keys)
+        except BaseException:
+            if staged is not None:  # Ctrl-C seen as the stage ended
+                staged.rollback()
+            raise
+        return staged
 
     @contextlib.contextmanager
     def _writing(self, node: TransformNode) -> Iterator[None]:
@@ -314,8 +342,8 @@ class DuckDBEngine:
             pass
         return True
 
-    def _write_table(self, node: TransformNode, sql: str, intervals: Sequence[Pair],
-                     partition_keys: Sequence[str]) -> list[int]:
+    def _stage_table(self, node: TransformNode, sql: str, intervals: Sequence[Pair],
+                     partition_keys: Sequence[str]) -> _TableStaged:
         name = q(node.name)
         con = self.con
         con.execute("BEGIN TRANSACTION")
@@ -339,8 +367,7 @@ class DuckDBEngine:
             inserted = int(con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM ({sql}) AS q WHERE {where}")
                            .fetchone()[0])
             rows = [inserted] if len(intervals) == 1 else self._interval_counts(node, intervals, where)
-            con.execute("COMMIT")
-            return rows
+            return _TableStaged(self, node, list(intervals), where, rows)
         except BaseException:
             self._rollback()
             raise
@@ -366,37 +393,208 @@ class DuckDBEngine:
         except duckdb.Error:
             pass
 
-    def _write_parquet(self, node: TransformNode, sql: str, intervals: Sequence[Pair]) -> list[int]:
-        """Run the batch's query once, then write each interval's rows to its own file
-        (``durable.atomic_write``)."""
+    def _interval_file(self, node: TransformNode, pair: Pair) -> Path:
+        a, b = from_epoch(pair[0]), from_epoch(pair[1])
+        return self.parquet_dir(node) / f"{a:%Y%m%dT%H%M%SZ}_{b:%Y%m%dT%H%M%SZ}.parquet"
+
+    def _stage_parquet(self, node: TransformNode, sql: str, intervals: Sequence[Pair]) -> _ParquetStaged:
+        """Run the batch's query once, then write each interval's rows to a staged file
+        beside its final one (not matched by the node's ``*.parquet`` view)."""
         folder = self.parquet_dir(node)
         folder.mkdir(parents=True, exist_ok=True)
-        staged = f"_seeknal_batch_{uuid.uuid4().hex}"
+        batch = f"_seeknal_batch_{uuid.uuid4().hex}"
         single = len(intervals) == 1
         con = self.con
         if not single:
-            con.execute(f"CREATE TEMP TABLE {q(staged)} AS SELECT * FROM ({sql}) AS q")
-        rows: list[int] = []
-        copied: list = []  # COPY's row count, per file
+            con.execute(f"CREATE TEMP TABLE {q(batch)} AS SELECT * FROM ({sql}) AS q")
+        staged = _ParquetStaged(self, node, list(intervals))
         try:
-            for start, end in intervals:
-                source = f"({sql})" if single else q(staged)
-                where = self._range_predicate(node, start, end, "") if node.time_column else "true"
-                a, b = from_epoch(start), from_epoch(end)
-                final = folder / f"{a:%Y%m%dT%H%M%SZ}_{b:%Y%m%dT%H%M%SZ}.parquet"
+            for pair in intervals:
+                source = f"({sql})" if single else q(batch)
+                where = self._range_predicate(node, *pair, "") if node.time_column else "true"
+                final = self._interval_file(node, pair)
+                temp = final.with_name(f".{final.name}.staged-{uuid.uuid4().hex[:12]}")
+                staged.files.append((temp, final))
                 try:
-                    atomic_write(final, lambda temp, source=source, where=where: copied.append(con.execute(
-                        f"COPY (SELECT * FROM {source} AS q WHERE {where}) TO "
-                        f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()))
-                except OSError as exc:
-                    raise ResourceError(f"cannot write {final}: {exc.strerror or exc}") from None
-                result = copied[-1]
-                rows.append(int(result[0]) if result else 0)
+                    result = con.execute(f"COPY (SELECT * FROM {source} AS q WHERE {where}) TO "
+                                         f"{_sql_literal(str(temp))} (FORMAT PARQUET)").fetchone()
+                except duckdb.IOException as exc:
+                    raise ResourceError(f"cannot write {final}: {_text(exc)}") from None
+                staged.rows.append(int(result[0]) if result else 0)
+        except BaseException:
+            staged.rollback()
+            raise
         finally:
             if not single:
-                con.execute(f"DROP TABLE IF EXISTS {q(staged)}")
-        self._register_parquet_view(node)
-        return rows
+                con.execute(f"DROP TABLE IF EXISTS {q(batch)}")
+        return staged
+
+    # -- audits ---------------------------------------------------------------------------
+    def _bounds_sql(self, node: TransformNode, intervals: Sequence[Pair], kind: str | None) -> tuple[str, str]:
+        """(the node's time expression, a relation of the intervals' starts ``_seeknal_lo``
+        with their index ``_seeknal_i``) for an ASOF join placing rows in intervals."""
+        column, sql_type, text = self._time_terms(node, kind)
+        starts = ", ".join(f"CAST({_sql_literal(text(a))} AS {sql_type})" for a, _ in intervals)
+        return column, (f"(SELECT unnest(range({len(intervals)})) AS _seeknal_i, "
+                        f"unnest([{starts}]) AS _seeknal_lo)")
+
+    def _table_relation(self, node: TransformNode, intervals: Sequence[Pair], where: str,
+                        keyed: bool) -> str:
+        """The node's rows inside ``where``; ``keyed``: with ``INTERVAL_COLUMN`` (the index of
+        each row's interval in ``intervals``), by an ASOF join on the interval starts."""
+        if not keyed:
+            return f"(SELECT * FROM {q(node.name)} WHERE {where})"
+        column, bounds = self._bounds_sql(node, intervals, None)
+        return (f"(SELECT t.*, b._seeknal_i AS {INTERVAL_COLUMN} FROM {q(node.name)} AS t "
+                f"ASOF JOIN {bounds} AS b ON {column} >= b._seeknal_lo WHERE {where})")
+
+    def _files_relation(self, files: Sequence[tuple[Path, int]], keyed: bool) -> str:
+        """Rows of parquet ``files`` (each with its interval's index); ``keyed``: with
+        ``INTERVAL_COLUMN`` from the file each row came from."""
+        listed = ", ".join(_sql_literal(str(f)) for f, _ in files)
+        if not keyed:
+            return f"(SELECT * FROM read_parquet([{listed}], union_by_name = true))"
+        index = ", ".join(f"({_sql_literal(str(f))}, {i})" for f, i in files)
+        return (f"(SELECT t.* EXCLUDE (_seeknal_file), f._seeknal_i AS {INTERVAL_COLUMN} FROM "
+                f"read_parquet([{listed}], union_by_name = true, filename = '_seeknal_file') AS t "
+                f"JOIN (VALUES {index}) AS f(_seeknal_path, _seeknal_i) ON t._seeknal_file = f._seeknal_path)")
+
+    def _samples(self, query: str) -> tuple[dict, ...]:
+        cur = self.con.execute(f"SELECT * FROM ({query}) AS s LIMIT {SAMPLES}")
+        names = [d[0] for d in cur.description]
+        return tuple({k: v for k, v in zip(names, row) if k != INTERVAL_COLUMN} for row in cur.fetchall())
+
+    def _audit_error(self, node: TransformNode, audit: Audit, exc: duckdb.Error) -> EngineError:
+        error = engine_error(exc, self._where(node))
+        if isinstance(error, ResourceError):
+            return error
+        return QueryError(f"audit '{audit.name}': {_text(exc)}")
+
+    def check_staged(self, staged: _TableStaged | _ParquetStaged, audits: Sequence[Audit]) -> list[Outcome]:
+        """``Staged.check``: the built-ins in one aggregate pass over the staged rows,
+        ``row_count`` from the counts staging took, each custom audit in one count; samples
+        only for the audits that fail."""
+        node, intervals = staged.node, staged.intervals
+        start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
+        tz_start = start.astimezone(get_zone(node.timezone)).replace(tzinfo=None)
+        tz_end = end.astimezone(get_zone(node.timezone)).replace(tzinfo=None)
+        # unique holds per interval: several intervals need each row's interval, unless the
+        # key includes the time column (then equal keys are in one interval anyway)
+        keyed = len(intervals) > 1 and any(
+            a.kind == "unique" and (node.time_column or "").lower() not in {c.lower() for c in a.columns}
+            for a in audits)
+        relation = staged.relation if not keyed else staged.keyed_relation()
+        interval_column = INTERVAL_COLUMN if keyed else None
+        out: dict[int, Outcome] = {}
+        with self._writing(node):
+            built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+            if built:
+                query = aggregate_sql([a for _, a in built], relation, interval_column)
+                try:
+                    counts = self.con.execute(query).fetchone()
+                except duckdb.Error as exc:  # which audit: each alone names it
+                    for _, a in built:
+                        try:
+                            self.con.execute(f"SELECT count(*) FROM ({a.query(relation, interval_column=interval_column)})")
+                        except duckdb.Error as one:
+                            raise self._audit_error(node, a, one) from None
+                    raise engine_error(exc, self._where(node)) from None
+                for (i, a), n in zip(built, counts):
+                    n = int(n or 0)
+                    samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
+                    out[i] = (n, samples)
+            for i, a in enumerate(audits):
+                if a.kind == "row_count":
+                    bad = a.failing_counts(staged.rows)
+                    out[i] = (len(bad), tuple({"interval": from_epoch(intervals[k][0]).isoformat(),
+                                               "rows": staged.rows[k]} for k in bad[:SAMPLES]))
+                elif a.kind == "sql":
+                    query = a.query(staged.relation, node=node, start=tz_start, end=tz_end)
+                    try:
+                        n = int(self.con.execute(f"SELECT count(*) FROM ({query}) AS s").fetchone()[0])
+                        out[i] = (n, self._samples(query) if n else ())
+                    except duckdb.Error as exc:
+                        raise self._audit_error(node, a, exc) from None
+        return [out[i] for i in range(len(audits))]
+
+    def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
+                        intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
+        """``seeknal audit`` over completed, contiguous ``intervals`` of the published rows:
+        the built-ins in one aggregate grouped by interval, each ``unique`` and custom audit
+        in one query over the run; samples only for failing intervals."""
+        intervals = list(intervals)
+        if node.materialization == "parquet":
+            files = [(f, i) for i, pair in enumerate(intervals) if (f := self._interval_file(node, pair)).exists()]
+            if not files:
+                return [{} for _ in audits]
+            relation = self._files_relation(files, keyed=True)
+        else:
+            if not self._columns(node.name):
+                return [{} for _ in audits]
+            where = self._range_predicate(node, intervals[0][0], intervals[-1][1])
+            relation = self._table_relation(node, intervals, where, keyed=True)
+        tz = get_zone(node.timezone)
+        start = from_epoch(intervals[0][0]).astimezone(tz).replace(tzinfo=None)
+        end = from_epoch(intervals[-1][1]).astimezone(tz).replace(tzinfo=None)
+        out: list[dict[Pair, Outcome]] = [{} for _ in audits]
+        iv = INTERVAL_COLUMN
+        with self._writing(node):
+            rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "row_count"]
+            if rowwise:
+                terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" if a.kind in ROW_KINDS
+                                  else "count(*)" for _, a in rowwise)
+                grouped = self.con.execute(f"SELECT {iv}, {terms} FROM {relation} AS t GROUP BY {iv}").fetchall()
+                per = {int(r[0]): r[1:] for r in grouped}
+                for k, (i, a) in enumerate(rowwise):
+                    if a.kind == "row_count":
+                        counts = [int(per.get(j, [0] * len(rowwise))[k]) for j in range(len(intervals))]
+                        for j in a.failing_counts(counts):
+                            out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
+                                                         "rows": counts[j]},))
+                        continue
+                    failing = {j: int(v[k]) for j, v in per.items() if v[k]}
+                    if failing:
+                        samples = self._grouped_samples(a.query(relation))
+                        for j, n in failing.items():
+                            out[i][intervals[j]] = (n, samples.get(j, ()))
+            for i, a in enumerate(audits):
+                if a.kind == "unique":
+                    query = a.query(relation, interval_column=iv)
+                elif a.kind == "sql":
+                    query = a.query(relation, node=node, start=start, end=end)
+                else:
+                    continue
+                try:
+                    columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
+                    if iv in columns:
+                        counts = self.con.execute(f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
+                        if counts:
+                            samples = self._grouped_samples(query)
+                            for j, n in counts:
+                                out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
+                        continue
+                    for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
+                        one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
+                                      node=node, start=from_epoch(pair[0]).astimezone(tz).replace(tzinfo=None),
+                                      end=from_epoch(pair[1]).astimezone(tz).replace(tzinfo=None))
+                        n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
+                        if n:
+                            out[i][pair] = (n, self._samples(one))
+                except duckdb.Error as exc:
+                    raise self._audit_error(node, a, exc) from None
+        return out
+
+    def _grouped_samples(self, query: str) -> dict[int, tuple[dict, ...]]:
+        """Up to ``SAMPLES`` rows of ``query`` per interval, in one query."""
+        cur = self.con.execute(f"SELECT * FROM ({query}) AS s QUALIFY row_number() OVER "
+                               f"(PARTITION BY {INTERVAL_COLUMN}) <= {SAMPLES}")
+        names = [d[0] for d in cur.description]
+        out: dict[int, list[dict]] = {}
+        for row in cur.fetchall():
+            record = dict(zip(names, row))
+            j = int(record.pop(INTERVAL_COLUMN))
+            out.setdefault(j, []).append(record)
+        return {j: tuple(v) for j, v in out.items()}
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
@@ -428,3 +626,66 @@ class DuckDBEngine:
         if not isinstance(value, dt.datetime):
             raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
         return to_epoch(value, timezone or self.project.timezone)
+
+
+class _TableStaged:
+    """A table batch inside its open transaction: the node's rows in the batch's range
+    are exactly the rows it wrote (the range was emptied first)."""
+
+    def __init__(self, engine: DuckDBEngine, node: TransformNode, intervals: list[Pair], where: str,
+                 rows: list[int]):
+        self.engine, self.node, self.intervals, self.where, self.rows = engine, node, intervals, where, rows
+        self.relation = engine._table_relation(node, intervals, where, keyed=False)
+
+    def keyed_relation(self) -> str:
+        return self.engine._table_relation(self.node, self.intervals, self.where, keyed=True)
+
+    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
+        return self.engine.check_staged(self, audits)
+
+    def commit(self) -> None:
+        engine = self.engine
+        try:
+            with engine._writing(self.node):
+                engine.con.execute("COMMIT")
+        except BaseException:
+            engine._rollback()
+            raise
+
+    def rollback(self) -> None:
+        self.engine._rollback()
+
+
+class _ParquetStaged:
+    """A parquet batch as staged files, one per interval, each renamed over its final name
+    on commit (``durable.atomic_write``: fsync, rename, folder fsync)."""
+
+    def __init__(self, engine: DuckDBEngine, node: TransformNode, intervals: list[Pair]):
+        self.engine, self.node, self.intervals = engine, node, intervals
+        self.files: list[tuple[Path, Path]] = []  # (staged, final)
+        self.rows: list[int] = []
+
+    @property
+    def relation(self) -> str:
+        return self.engine._files_relation([(temp, i) for i, (temp, _) in enumerate(self.files)], keyed=False)
+
+    def keyed_relation(self) -> str:
+        return self.engine._files_relation([(temp, i) for i, (temp, _) in enumerate(self.files)], keyed=True)
+
+    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
+        return self.engine.check_staged(self, audits)
+
+    def commit(self) -> None:
+        for temp, final in self.files:
+            try:
+                atomic_write(final, lambda tmp, temp=temp: os.replace(temp, tmp))
+            except OSError as exc:
+                raise ResourceError(f"cannot write {final}: {exc.strerror or exc}") from None
+        self.files.clear()
+        self.engine._register_parquet_view(self.node)
+
+    def rollback(self) -> None:
+        for temp, _ in self.files:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        self.files.clear()

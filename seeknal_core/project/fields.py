@@ -26,7 +26,9 @@ from .nodes import (
     did_you_mean,
     split_id,
 )
-from .sql import DEFAULT_DIALECT, analyse
+from .audits import KINDS as AUDIT_KINDS
+from .audits import Audit
+from .sql import DEFAULT_DIALECT, analyse, output_columns, parse_error
 
 
 @lru_cache(maxsize=256)
@@ -324,6 +326,120 @@ def _parse_transforms(
             materialization=materialization, end=end,
             engine=ctx.choice(spec, "engine", ENGINES, defaults.engine),
             dialect=ctx.dialect(spec, defaults.dialect), description=ctx.text(spec, "description"),
-            tags=ctx.names(spec, "tags"), meta=meta,
+            tags=ctx.names(spec, "tags"), meta=meta, audits=_audits(spec.get("audits"), ctx, name, sql),
         )
     return nodes
+
+
+#: each kind's arguments: (required, optional) keys of its mapping form
+_AUDIT_ARGS = {
+    "accepted_values": (("column", "values"), ()),
+    "accepted_range": (("column",), ("min", "max")),
+    "row_count": ((), ("min", "max")),
+}
+_AUDIT_EXAMPLE = {
+    "not_null": "not_null: [id, day]", "unique": "unique: [day]",
+    "accepted_values": "accepted_values: {column: status, values: [a, b]}",
+    "accepted_range": "accepted_range: {column: amount, min: 0}",
+    "row_count": "row_count: {min: 1}", "sql": "name: my_check, sql: SELECT * FROM {{ this }} WHERE ...",
+}
+
+
+def _audits(value: object, ctx: _Ctx, node: str, sql: str) -> tuple[Audit, ...]:
+    """``audits:``: a list of one-key mappings (``- not_null: [a]``) with optional ``name``
+    and ``blocking``; every mistake is one line naming the audit, with a did-you-mean."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ctx.error(f"expected a list such as [{{not_null: [id]}}], got {value!r}", "audits")
+    out: list[Audit] = []
+    columns = None  # the SQL's output columns, computed once when an audit names one
+    for n, item in enumerate(value, 1):
+        label = f"audit #{n}"
+        if isinstance(item, str) and item in AUDIT_KINDS:
+            raise ctx.error(f"{label} '{item}' needs arguments — e.g. {_AUDIT_EXAMPLE.get(item, item)}", "audits")
+        if not isinstance(item, dict):
+            raise ctx.error(f"{label}: expected a mapping such as {{not_null: [id]}}, got {item!r}", "audits")
+        kinds = [k for k in item if k in AUDIT_KINDS]
+        unknown = [k for k in item if k not in AUDIT_KINDS and k not in ("name", "blocking")]
+        name = item.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ctx.error(f"{label}: 'name' must be a non-empty string, got {name!r}", "audits")
+        if unknown:
+            word = str(unknown[0])
+            raise ctx.error(f"{label}: unknown audit '{word}'" + (
+                did_you_mean(word, (*AUDIT_KINDS, "name", "blocking"))
+                or f" — use one of {', '.join(AUDIT_KINDS)}"), "audits")
+        if len(kinds) != 1:
+            raise ctx.error(f"{label}: " + ("give one of " + ", ".join(AUDIT_KINDS) if not kinds else
+                            f"one audit per item, got {' and '.join(kinds)}"), "audits")
+        kind = kinds[0]
+        label = f"audit '{name or kind}'"
+        blocking = item.get("blocking", True)
+        if not isinstance(blocking, bool):
+            raise ctx.error(f"{label}: 'blocking' must be true or false, got {blocking!r}", "audits")
+        args = item[kind]
+        fields: dict = {}
+        if kind in ("not_null", "unique"):
+            cols = [args] if isinstance(args, str) else args
+            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
+                raise ctx.error(f"{label}: expected a column or a list of columns, got {args!r} — "
+                                f"e.g. {_AUDIT_EXAMPLE[kind]}",
+                                "audits")
+            fields["columns"] = tuple(cols)
+        elif kind == "sql":
+            if not isinstance(args, str) or not args.strip():
+                raise ctx.error(f"{label}: 'sql' must be a query returning the offending rows "
+                                "(SELECT * FROM {{ this }} WHERE ...)", "audits")
+            problem = parse_error(node, args)
+            if problem:
+                raise ctx.error(f"{label}: its SQL does not parse: {problem}", "audits")
+            fields["sql"] = args
+        else:
+            required, optional = _AUDIT_ARGS[kind]
+            if not isinstance(args, dict):
+                raise ctx.error(f"{label}: expected a mapping — e.g. {_AUDIT_EXAMPLE[kind]}", "audits")
+            for key in args:
+                if key not in (*required, *optional):
+                    raise ctx.error(f"{label}: unknown argument '{key}'" + (
+                        did_you_mean(key, (*required, *optional))
+                        or f" — use {', '.join((*required, *optional))}"), "audits")
+            missing = [k for k in required if args.get(k) is None]
+            if missing:
+                raise ctx.error(f"{label}: missing argument '{missing[0]}' — e.g. {_AUDIT_EXAMPLE[kind]}",
+                                "audits")
+            if optional and all(args.get(k) is None for k in optional):
+                raise ctx.error(f"{label}: missing argument 'min' or 'max' — e.g. {_AUDIT_EXAMPLE[kind]}",
+                                "audits")
+            if "column" in args:
+                if not isinstance(args["column"], str) or not args["column"]:
+                    raise ctx.error(f"{label}: 'column' must be a column name, got {args['column']!r}", "audits")
+                fields["columns"] = (args["column"],)
+            if kind == "accepted_values":
+                values = args["values"]
+                if not isinstance(values, list) or not values or any(
+                        isinstance(v, dict | list) or v is None for v in values):
+                    raise ctx.error(f"{label}: 'values' must be a non-empty list of values, got {values!r}",
+                                    "audits")
+                fields["values"] = tuple(values)
+            for key in ("min", "max"):
+                bound = args.get(key)
+                if bound is None:
+                    continue
+                if kind == "row_count" and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
+                    raise ctx.error(f"{label}: '{key}' must be a row count (an integer >= 0), got {bound!r}",
+                                    "audits")
+                if isinstance(bound, bool) or not isinstance(bound, int | float | str | dt.date):
+                    raise ctx.error(f"{label}: '{key}' must be a number or a date, got {bound!r}", "audits")
+                fields[key] = bound.isoformat() if isinstance(bound, dt.date) else bound
+        for column in fields.get("columns", ()):
+            if columns is None:
+                columns = output_columns(sql) or ()
+            if columns and column.lower() not in {c.lower() for c in columns}:
+                raise ctx.error(f"{label}: the node's SQL has no output column '{column}'" + (
+                    did_you_mean(column, columns) or f" — its columns: {', '.join(columns)}"), "audits")
+        audit = Audit(name=name or kind, kind=kind, blocking=blocking, **fields)
+        if any(a.name == audit.name for a in out):
+            raise ctx.error(f"two audits are named '{audit.name}' — give one a `name:`", "audits")
+        out.append(audit)
+    return tuple(out)

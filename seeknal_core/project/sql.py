@@ -23,7 +23,7 @@ DEFAULT_DIALECT = "duckdb"
 #: results worth keeping between processes (the load cache persists them):
 #: "scan": query key -> [refs, tables, time column]; "normalized": key -> normalised SQL;
 #: "tokens": key -> token digest
-MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}, "tokens": {}}
+MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}, "tokens": {}, "parse_error": {}}
 #: keys of MEMO this process used (the cache keeps only these, so it does not grow)
 USED: dict[str, set[str]] = {name: set() for name in MEMO}
 
@@ -322,3 +322,82 @@ def _normalize(name: str, sql: str, dialect: str) -> str:
         return fallback
     return text or fallback
 
+
+
+_NOT_NAME = {"END", "NULL", "TRUE", "FALSE", "DISTINCT", "ALL"}
+_OUTPUT_END = {"FROM", "WHERE", "GROUP", "HAVING", "ORDER", "LIMIT", "QUALIFY", "WINDOW", "UNION",
+               "EXCEPT", "INTERSECT", ";"}
+
+
+def output_columns(sql: str) -> tuple[str, ...] | None:
+    """The output column names of the query's outermost SELECT when its text states them
+    all (each item a column or ``... AS name``), else ``None`` (``*``, an unnamed
+    expression): a check that a column exists runs only when this is known."""
+    toks = _tokens(sql)
+    depth, at = 0, None
+    for i, (kind, text) in enumerate(toks):
+        if text == "(":
+            depth += 1
+        elif text == ")":
+            depth -= 1
+        elif depth == 0 and kind == "word" and text.upper() == "SELECT":
+            at = i + 1
+            break
+    if at is None:
+        return None
+    items: list[list[tuple[str, str]]] = [[]]
+    depth = 0
+    for kind, text in toks[at:]:
+        if depth == 0 and (text == ";" or (kind == "word" and text.upper() in _OUTPUT_END)):
+            break
+        if text == "(":
+            depth += 1
+        elif text == ")":
+            depth -= 1
+        if depth == 0 and text == ",":
+            items.append([])
+            continue
+        items[-1].append((kind, text))
+    if items[0] and items[0][0][0] == "word" and items[0][0][1].upper() in ("DISTINCT", "ALL"):
+        if len(items[0]) > 1 and items[0][1][1].upper() == "ON":
+            return None
+        items[0] = items[0][1:]
+    names = []
+    for item in items:
+        level, star = 0, False
+        for _, text in item:
+            level += (text == "(") - (text == ")")
+            star = star or (level == 0 and text == "*")
+        name = _ident(*item[-1]) if item and not star else None
+        if name is None or (item[-1][0] == "word" and item[-1][1].upper() in _NOT_NAME):
+            return None
+        before = item[-2] if len(item) > 1 else None
+        plain = all(k in ("word", "dq", "bq") or t == "." for k, t in item)  # a, t.x, a b
+        if not (plain or before[1] == ")" or before[0] == "str"
+                or (before[0] == "word" and before[1].upper() == "AS")):
+            return None
+        names.append(name)
+    return tuple(names)
+
+
+def parse_error(name: str, sql: str) -> str | None:
+    """DuckDB's parser's complaint about ``sql`` (Jinja rendered with placeholders; a
+    custom audit's query), or ``None``: memoised with the load cache, so only a new or
+    edited query pays for importing duckdb."""
+    return _memo("parse_error", _parse_error, name, sql, "duckdb", "") or None
+
+
+def _parse_error(name: str, sql: str, _dialect: str) -> str:
+    from ..templating import placeholder_sql
+
+    try:
+        rendered = placeholder_sql(name, sql)
+    except ProjectError as exc:
+        return str(exc).split(": ", 1)[-1]
+    import duckdb
+
+    try:
+        duckdb.connect(":memory:").extract_statements(rendered)
+    except duckdb.Error as exc:
+        return " ".join(str(exc).split())
+    return ""

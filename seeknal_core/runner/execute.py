@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..engines import BatchError, Engine, QueryError, ResourceError, open_engine
+from ..engines.base import Outcome
 from ..errors import SeeknalError, StateNotRecordedError
 from ..intervals import IntervalSet, coalesce
 from ..project import Project, TransformNode
-from ..project.audits import AuditResult
+from ..project.audits import Audit, AuditResult
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
@@ -338,10 +339,14 @@ class _NodeRunner:
         start, end = from_epoch(group[0][0]), from_epoch(group[-1][1])
         keys = [partition_key(node, p) for p in group] if node.partition_column else []
         t = time.perf_counter()
+        checked: list[tuple[Audit, Outcome]] = []
         try:
-            counts = self.engine.write_intervals(node, self.render(node, start, end), group, keys)
-        except (QueryError, BatchError, ResourceError) as exc:
-            if isinstance(exc, BatchError) and len(group) > 1:  # split to isolate the bad intervals
+            if node.audits:
+                counts, checked = self._stage_and_audit(node, self.render(node, start, end), group, keys)
+            else:
+                counts = self.engine.write_intervals(node, self.render(node, start, end), group, keys)
+        except (QueryError, BatchError, ResourceError, AuditFailed) as exc:
+            if isinstance(exc, BatchError | AuditFailed) and len(group) > 1:  # split: isolate the bad intervals
                 mid = len(group) // 2
                 self._write(group[:mid])
                 self._write(group[mid:])
@@ -352,6 +357,10 @@ class _NodeRunner:
             self.store.mark_failed(node.name, [(start, end)], error, origin=self._origin(group),
                                    run_id=self.run_id, duration=seconds)
             self.result.failures.extend((pair, error) for pair in group)
+            if isinstance(exc, AuditFailed):
+                span = (group[0][0], group[-1][1])
+                self.result.audit_results.extend(AuditResult(a.name, span, a.blocking, n, samples)
+                                                 for a, (n, samples) in exc.checked)
             self.progress.batch_finished(node.name, group, 0, seconds, error)
             if isinstance(exc, ResourceError):  # the machine's fault: later batches fail alike
                 raise _Stop(error) from exc
@@ -360,6 +369,8 @@ class _NodeRunner:
         rows = sum(counts)
         per_interval = list(zip(group, counts))
         self._unrecorded.setdefault(self._origin(group), []).append((per_interval, seconds, keys))
+        if checked:
+            self._record_audits(group, checked)
         if time.perf_counter() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
         self.result.done.extend(group)
@@ -368,6 +379,74 @@ class _NodeRunner:
         self.result.rows += rows
         self.result.seconds += seconds
         self.progress.batch_finished(node.name, group, rows, seconds)
+
+    def _stage_and_audit(self, node: TransformNode, sql: str, group: list[Pair], keys: list[str]
+                         ) -> tuple[list[int], list[tuple[Audit, Outcome]]]:
+        """Stage the batch, run its audits on the staged rows, commit unless a blocking one
+        failed (then roll back and raise ``AuditFailed``); (rows per interval, outcomes)."""
+        stage = getattr(self.engine, "stage", None)
+        if stage is None:
+            raise QueryError(f"engine '{self.engine.name}' cannot run audits yet: remove `audits:` "
+                             f"from node '{node.name}' or run it on duckdb")
+        staged = stage(node, sql, group, keys)
+        try:
+            checked = list(zip(node.audits, staged.check(node.audits)))
+            failed = [(a, o) for a, o in checked if a.blocking and o[0]]
+            if failed:
+                staged.rollback()
+                raise AuditFailed(failed, checked)
+            staged.commit()
+        except AuditFailed:
+            raise
+        except BaseException:
+            staged.rollback()
+            raise
+        return staged.rows, checked
+
+    def _record_audits(self, group: list[Pair], checked: list[tuple[Audit, Outcome]]) -> None:
+        """The committed batch's audit results; each failed warning narrowed to the intervals
+        it fails (one more query over the committed rows, only when one failed) and recorded
+        in the audit log as a ``warning`` execution of those intervals."""
+        span = (group[0][0], group[-1][1])
+        warned = [a for a, (n, _) in checked if n]
+        per_interval: list[dict[Pair, Outcome]] = []
+        if warned and len(group) > 1 and hasattr(self.engine, "audit_intervals"):
+            per_interval = self.engine.audit_intervals(self.node, warned, group)
+        narrowed = dict(zip([a.name for a in warned], per_interval))
+        for audit, (n, samples) in checked:
+            failing = narrowed.get(audit.name)
+            if not n:
+                self.result.audit_results.append(AuditResult(audit.name, span, audit.blocking, 0, ()))
+                continue
+            if not failing:  # one interval, or an engine that cannot narrow: the whole batch
+                failing = {span: (n, samples)}
+            for pair in group:  # passed runs between the failing intervals are results too
+                if pair not in failing:
+                    self.result.audit_results.append(AuditResult(audit.name, pair, audit.blocking, 0, ()))
+            for pair, (rows, some) in sorted(failing.items()):
+                self.result.audit_results.append(AuditResult(audit.name, pair, audit.blocking, rows, some))
+                self.store.record_execution(
+                    self.node.name, [(from_epoch(pair[0]), from_epoch(pair[1]))], mode=self._origin(group),
+                    status="warning", error=describe_failure(audit, rows, some), run_id=self.run_id)
+
+
+class AuditFailed(SeeknalError):
+    """A blocking audit failed on a staged batch (rolled back): the runner isolates the
+    failing intervals like a ``BatchError``.  ``failed``/``checked``: (audit, outcome) pairs."""
+
+    def __init__(self, failed: list[tuple[Audit, Outcome]], checked: list[tuple[Audit, Outcome]]):
+        self.failed, self.checked = failed, checked
+        super().__init__("; ".join(describe_failure(a, n, samples) for a, (n, samples) in failed))
+
+
+def describe_failure(audit: Audit, rows: int, samples) -> str:
+    """``audit <name> failed: N rows; samples: a=1, b=NULL | ...`` on one line."""
+    text = audit.failure(rows, samples)
+    if samples and audit.kind != "row_count":
+        shown = " | ".join(", ".join(f"{k}={'NULL' if v is None else v}" for k, v in s.items())
+                           for s in samples)
+        text += f"; samples: {shown}"
+    return text
 
 
 #: Completions of committed batches are written to the state store at most this often
