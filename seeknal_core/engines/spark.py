@@ -68,6 +68,15 @@ def partition_value(start: int) -> str:
     return f"{from_epoch(start):%Y%m%dT%H%M%SZ}"
 
 
+def published(folder: Path) -> bool:
+    """Whether a node's dataset has published data (an entry that is not hidden: a batch
+    being staged leaves only a dot-directory)."""
+    try:
+        return any(not name.startswith((".", "_")) for name in os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def parquet_rows(folder: Path) -> dict[str, int]:
     """Rows per interval directory under ``folder`` (partition value -> rows), read from
     the Parquet footers by DuckDB: no Spark job."""
@@ -205,7 +214,7 @@ class SparkEngine:
         folder = self.dataset_dir(name)
         if node.engine != "spark" and node.materialization != "parquet":
             raise self._duckdb_table(name, f"node '{name}' is a DuckDB {node.materialization} node")
-        if not folder.is_dir():
+        if not published(folder):
             raise QueryError(f"'{name}' has no data yet: nothing under {folder} — run it first")
         df = self.spark.read.parquet(str(folder))
         return df.drop(PARTITION) if PARTITION in df.columns else df
@@ -219,7 +228,7 @@ class SparkEngine:
         for dep in node.depends_on:
             if dep in self.project.sources or dep in self.project.nodes:
                 self.relation(dep).createOrReplaceTempView(dep)
-        if self.dataset_dir(node.name).is_dir():
+        if published(self.dataset_dir(node.name)):
             self.relation(node.name).createOrReplaceTempView(node.name)
 
     def _input_columns(self, node: TransformNode) -> tuple[tuple[str, str], ...]:
@@ -231,7 +240,7 @@ class SparkEngine:
         if node.name not in self._columns:
             kinds: dict[str, str | None] = {}
             names = [d for d in node.depends_on if d in self.project.sources or d in self.project.nodes]
-            if self.dataset_dir(node.name).is_dir():
+            if published(self.dataset_dir(node.name)):
                 names.append(node.name)
             for name in names:
                 source = self.project.sources.get(name)
@@ -524,27 +533,32 @@ class SparkStaged:
         self.relation = f"__seeknal_staged_{staging.name.rpartition('-')[2]}"
         self.keyed = f"{self.relation}_keyed"
         spark = engine.spark
-        df = spark.read.parquet(str(staging)) if counted else spark.createDataFrame([], schema)
+        df = spark.read.schema(schema).parquet(str(staging)) if counted else spark.createDataFrame([], schema)
         self.columns = engine.audit_views(self.relation, df)
 
     def check(self, audits: Sequence[Audit]) -> list[Outcome]:
-        """The audits on the staged rows: every row-wise and ``unique`` audit counted by one
-        aggregate query (none when nothing was staged), ``row_count`` from ``rows``, each
-        custom audit by one count; samples only for the audits that fail."""
+        """The audits on the staged rows in one query: the row-wise and ``unique`` built-ins
+        as one aggregate (known to pass when nothing was staged), each custom audit as a
+        count beside it; ``row_count`` from ``rows``; then samples, only for the audits
+        that fail (one query each)."""
         engine, columns = self.engine, self.columns
         out: dict[int, Outcome] = {}
         built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
-        if built:
-            counts: Sequence = [0] * len(built)
-            if sum(self.rows):
-                sql = aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN)
-                try:
-                    counts = engine.audit_query(None, sql, columns)[0]
-                except QueryError:  # which audit: each alone names it
-                    for _, a in built:
-                        engine.audit_query(a, f"SELECT count(*) FROM ({self._query(a)}) AS s", columns)
-                    raise
-            for (i, a), n in zip(built, counts):
+        if not sum(self.rows):
+            out.update((i, (0, ())) for i, _ in built)
+            built = []
+        custom = [(i, a) for i, a in enumerate(audits) if a.kind == "sql"]
+        aggregate = aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN)
+        parts = [f"({aggregate}) AS b"] if aggregate else []
+        parts += [f"(SELECT count(*) FROM ({self._query(a)}) AS s) AS c{i}" for i, a in custom]
+        if parts:
+            try:
+                counts = engine.audit_query(None, f"SELECT * FROM {', '.join(parts)}", columns)[0]
+            except QueryError:  # which audit: each alone names it
+                for _, a in built + custom:
+                    engine.audit_query(a, f"SELECT count(*) FROM ({self._query(a)}) AS s", columns)
+                raise
+            for (i, a), n in zip(built + custom, counts):
                 n = int(n or 0)
                 out[i] = (n, engine.audit_samples(a, self._query(a), columns) if n else ())
         for i, a in enumerate(audits):
@@ -552,10 +566,6 @@ class SparkStaged:
                 bad = a.failing_counts(self.rows)
                 out[i] = (len(bad), tuple({"interval": from_epoch(self.intervals[k][0]).isoformat(),
                                            "rows": self.rows[k]} for k in bad[:SAMPLES]))
-            elif i not in out:
-                query = self._query(a)
-                n = int(engine.audit_query(a, f"SELECT count(*) FROM ({query}) AS s", columns)[0][0])
-                out[i] = (n, engine.audit_samples(a, query, columns) if n else ())
         return [out[i] for i in range(len(audits))]
 
     def _query(self, audit: Audit) -> str:
