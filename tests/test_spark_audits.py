@@ -157,3 +157,4 @@ def test_audit_intervals_checks_published_days_one_query_per_audit(tmp_path, spa
     assert {p: n for p, (n, _) in found[3].items()} == {d1: 1, d4: 1}
     # a query that drops the rows' interval runs per interval, an empty one included
     assert {p: s for p, (_, s) in found[4].items()} == {d2: ({"n": 2},), d3: ({"n": 0},)}
+
