@@ -343,7 +343,8 @@ def test_run_json_result_and_node_selection(tmp_path):
     data = json.loads(result.output)
     assert result.exit_code == 0 and data["ok"] and data["intervals"] == 3 and data["failed"] == 0
     assert [n["node"] for n in data["nodes"]] == ["events_flow"]
-    assert set(data) == {"mode", "now", "run_id", "ok", "intervals", "rows", "failed", "seconds", "nodes"}
+    assert set(data) == {"mode", "now", "run_id", "ok", "intervals", "rows", "failed", "warnings", "seconds",
+                         "nodes"}
 
 
 def test_run_include_open_runs_the_current_interval(tmp_path):

@@ -23,6 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: command name -> (module in this package, attribute): a command's module, and what it
 #: imports (runner, state, duckdb), loads only when that command runs or help lists it
 COMMANDS = {
+    "audit": ("audit", "audit_command"),
     "init": ("init", "init_command"),
     "intervals": ("intervals", "intervals"),
     "plan": ("plan", "plan_command"),

@@ -102,7 +102,10 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
                  listing: str | None = None) -> tuple[dict, list[str]]:
     """(JSON, text lines) of one node for ``intervals show``."""
     completed = state.completed if state else IntervalSet()
-    pieces = render.annotated_runs(completed, sess.store.history(spec.name)) if completed else []
+    history = sess.store.history(spec.name) if completed else []
+    pieces = render.annotated_runs(completed, history) if completed else []
+    warnings = [(p, w) for p, w in render.audit_warnings(history) if completed.covers(*p)
+                ] if spec.audits else []
     lines = [f"Completed Intervals for {spec.name}:"]
     lines += [f"  {render.span(a, b, spec)}{render.counted(count)} ✓{render.annotation(mode)}"
               for a, b, mode, count in render.listed([(a, b, m) for (a, b), m in pieces], spec, listing)]
@@ -114,6 +117,9 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
 
         verb = "ended" if last_end <= sess.now else "ends"
         lines.append(f"Last interval {verb} {ago(last_end, sess.now)}.")
+    if warnings:
+        lines.append(f"Audit warnings for {spec.name}:")
+        lines += [f"  {render.span(a, b, spec)} ⚠ {message}" for (a, b), message in warnings]
     restatements = []
     for r in state.pending_restatements if state else []:
         left = IntervalSet(r.intervals).difference(completed).pairs()
@@ -133,6 +139,7 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
         "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
         "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
         "last_interval_end": last_end.isoformat() if last_end else None,
+        "audit_warnings": [render.interval_dict(a, b, spec, warning=message) for (a, b), message in warnings],
         "pending_restatements": [
             {"id": r.id, "reason": r.reason, "actor": r.actor, "requested_at": r.requested_at.isoformat(),
              "intervals": [render.interval_dict(a, b, spec) for a, b in left]}

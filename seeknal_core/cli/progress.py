@@ -16,6 +16,7 @@ import click
 from .. import runner
 from ..engines import interrupt_open_engines
 from ..intervals import Pair
+from ..runner.execute import describe_failure
 from . import render
 from .common import Session
 from .interrupt import interrupting
@@ -160,12 +161,18 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
     return 0 if result.ok else 1
 
 
+def node_audit(node, name: str):
+    """The node's audit called ``name``."""
+    return next(a for a in node.audits if a.name == name)
+
+
 def result_json(plan: Plan, result: RunResult | None, run_id: str) -> dict:
     nodes = [n.to_dict() for n in result.nodes] if result else []
     return {
         "mode": plan.mode, "now": plan.now.isoformat(), "run_id": run_id,
         "ok": result.ok if result else True, "intervals": result.intervals if result else 0,
         "rows": result.rows if result else 0, "failed": result.failed if result else 0,
+        "warnings": sum(len(n.warnings) for n in result.nodes) if result else 0,
         "seconds": round(result.seconds, 4) if result else 0.0, "nodes": nodes,
     }
 
@@ -178,15 +185,22 @@ def summary(sess: Session, result: RunResult) -> None:
         parts.append(render.plural(tables, "table") + " rebuilt")
     parts.append(render.plural(result.rows, "row"))
     skipped = [(n, p, r) for n in result.nodes for p, r in n.skipped]
+    warnings = [(n, w) for n in result.nodes for w in n.warnings]
     if result.failed:
         parts.append(f"{result.failed} failed")
     if skipped:
         parts.append(f"{len(skipped)} skipped")
+    if warnings:
+        parts.append(render.plural(len(warnings), "audit warning"))
     head = "Done" if result.ok and not skipped else "Finished with problems"
     click.echo(f"{head}: {', '.join(parts)} in {render.seconds_text(result.seconds)}")
     for n, pair, reason in skipped:
         node = sess.project.nodes[n.node]
         click.echo(f"  skipped {n.node} {render.span(pair[0], pair[1], node)}: {reason}")
+    for n, w in warnings:
+        node = sess.project.nodes[n.node]
+        click.echo(f"  warning {n.node} {render.span(w.interval[0], w.interval[1], node)}: "
+                   f"{describe_failure(node_audit(node, w.audit), w.rows, w.samples)}")
     # a query-level error fails a whole batch with one message: print it once
     errors = list(dict.fromkeys((n.node, error) for n in result.nodes for _pair, error in n.failures))
     for _node, error in errors[:MAX_ERRORS]:

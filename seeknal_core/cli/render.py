@@ -177,6 +177,26 @@ def annotated_runs(completed: IntervalSet, history: Sequence[Mapping[str, Any]])
     return sorted(pieces)
 
 
+def audit_warnings(history: Sequence[Mapping[str, Any]]) -> list[tuple[Pair, str]]:
+    """The completed intervals whose latest completion came with a failed non-blocking
+    audit: (interval, message) in time order.  A warning is recorded right after its
+    completion, so a later completion (a re-run) clears it."""
+    warned: dict[Pair, list[str]] = {}
+    for record in history:
+        event, pairs = record.get("event"), record.get("intervals") or ()
+        try:
+            members = IntervalSet([tuple(p) for p in pairs])
+        except (TypeError, ValueError):
+            continue
+        if event == "complete" or (event == "fail"):
+            for pair in [p for p in warned if members.overlaps((from_epoch(p[0]), from_epoch(p[1])))]:
+                del warned[pair]
+        elif event == "execution" and record.get("status") == "warning":
+            for pair in members.pairs():
+                warned.setdefault(pair, []).append(str(record.get("error") or "audit warning"))
+    return sorted((pair, "; ".join(messages)) for pair, messages in warned.items())
+
+
 def annotation(mode: str) -> str:
     word = ANNOTATIONS.get(mode)
     return f" ({word})" if word else ""

@@ -18,6 +18,7 @@ or ``interrupt()`` from another thread).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import os
@@ -29,10 +30,10 @@ import duckdb
 
 from ..durable import atomic_write
 from ..errors import ProjectError, SeeknalError
-from ..project import Project, SourceNode, TransformNode
+from ..project import Project, SourceNode, TransformNode, did_you_mean
+from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
-from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
 from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
 
 #: errors in the SQL itself: every interval of a batch fails the same way
@@ -147,6 +148,8 @@ class DuckDBEngine:
         self._table_kinds: dict[str, dict[str, str]] = {}
         self._evolved: set[str] = set()  # nodes whose table has their query's columns
         self._busy = self._stop = False  # a write runs; Ctrl-C asked it to stop
+        self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
+        self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
         self._register_sources()
 
     def close(self) -> None:
@@ -430,13 +433,27 @@ class DuckDBEngine:
         return staged
 
     # -- audits ---------------------------------------------------------------------------
-    def _bounds_sql(self, node: TransformNode, intervals: Sequence[Pair], kind: str | None) -> tuple[str, str]:
-        """(the node's time expression, a relation of the intervals' starts ``_seeknal_lo``
-        with their index ``_seeknal_i``) for an ASOF join placing rows in intervals."""
+    def _bounds_sql(self, node: TransformNode, intervals: Sequence[Pair],
+                    kind: str | None) -> tuple[str, str]:
+        """(the node's time expression, a temp table of the intervals' starts ``_seeknal_lo``
+        with their index ``_seeknal_i``) for an ASOF join placing rows in intervals.  The
+        starts go in as one parameter (365 literals cost DuckDB's parser ~20 ms); the
+        table is dropped by ``_drop_bounds``."""
         column, sql_type, text = self._time_terms(node, kind)
-        starts = ", ".join(f"CAST({_sql_literal(text(a))} AS {sql_type})" for a, _ in intervals)
-        return column, (f"(SELECT unnest(range({len(intervals)})) AS _seeknal_i, "
-                        f"unnest([{starts}]) AS _seeknal_lo)")
+        name = f"_seeknal_bounds_{uuid.uuid4().hex[:12]}"
+        self.con.execute(f"CREATE TEMP TABLE {q(name)} AS SELECT unnest(range({len(intervals)})) "
+                         f"AS _seeknal_i, unnest(CAST(? AS {sql_type}[])) AS _seeknal_lo",
+                         [[text(a) for a, _ in intervals]])
+        self._bounds.append(name)
+        return column, q(name)
+
+    def _drop_bounds(self) -> None:
+        """Drop the temp tables of interval starts; in a transaction a failed statement
+        aborted, they go with its rollback (and the failure, not the DROP's, is the news)."""
+        for name in self._bounds:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"DROP TABLE IF EXISTS {q(name)}")
+        self._bounds.clear()
 
     def _table_relation(self, node: TransformNode, intervals: Sequence[Pair], where: str,
                         keyed: bool) -> str:
@@ -457,12 +474,29 @@ class DuckDBEngine:
         index = ", ".join(f"({_sql_literal(str(f))}, {i})" for f, i in files)
         return (f"(SELECT t.* EXCLUDE (_seeknal_file), f._seeknal_i AS {INTERVAL_COLUMN} FROM "
                 f"read_parquet([{listed}], union_by_name = true, filename = '_seeknal_file') AS t "
-                f"JOIN (VALUES {index}) AS f(_seeknal_path, _seeknal_i) ON t._seeknal_file = f._seeknal_path)")
+                f"JOIN (VALUES {index}) AS f(_seeknal_path, _seeknal_i) "
+                f"ON t._seeknal_file = f._seeknal_path)")
 
     def _samples(self, query: str) -> tuple[dict, ...]:
         cur = self.con.execute(f"SELECT * FROM ({query}) AS s LIMIT {SAMPLES}")
         names = [d[0] for d in cur.description]
         return tuple({k: v for k, v in zip(names, row) if k != INTERVAL_COLUMN} for row in cur.fetchall())
+
+    def _name_failing(self, node: TransformNode, audits: Sequence[Audit], relation: str,
+                      interval_column: str | None) -> None:
+        """After a combined audit query failed: raise the error of the first audit that
+        fails alone (a column the node does not produce), naming it."""
+        for a in audits:
+            try:
+                self.con.execute(f"DESCRIBE {a.query(relation, interval_column=interval_column)}")
+            except duckdb.Error as err:
+                raise self._audit_error(node, a, err) from None
+
+    def _execute_audit(self, node: TransformNode, audit: Audit, query: str) -> list[tuple]:
+        try:
+            return self.con.execute(query).fetchall()
+        except duckdb.Error as exc:
+            raise self._audit_error(node, audit, exc) from None
 
     def _audit_error(self, node: TransformNode, audit: Audit, exc: duckdb.Error) -> EngineError:
         error = engine_error(exc, self._where(node))
@@ -476,46 +510,63 @@ class DuckDBEngine:
         only for the audits that fail."""
         node, intervals = staged.node, staged.intervals
         start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
-        tz_start = start.astimezone(get_zone(node.timezone)).replace(tzinfo=None)
-        tz_end = end.astimezone(get_zone(node.timezone)).replace(tzinfo=None)
         # unique holds per interval: several intervals need each row's interval, unless the
         # key includes the time column (then equal keys are in one interval anyway)
         keyed = len(intervals) > 1 and any(
             a.kind == "unique" and (node.time_column or "").lower() not in {c.lower() for c in a.columns}
             for a in audits)
-        relation = staged.relation if not keyed else staged.keyed_relation()
         interval_column = INTERVAL_COLUMN if keyed else None
         out: dict[int, Outcome] = {}
         with self._writing(node):
-            built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
-            if built:
-                query = aggregate_sql([a for _, a in built], relation, interval_column)
-                try:
-                    counts = self.con.execute(query).fetchone()
-                except duckdb.Error as exc:  # which audit: each alone names it
-                    for _, a in built:
-                        try:
-                            self.con.execute(f"SELECT count(*) FROM ({a.query(relation, interval_column=interval_column)})")
-                        except duckdb.Error as one:
-                            raise self._audit_error(node, a, one) from None
-                    raise engine_error(exc, self._where(node)) from None
-                for (i, a), n in zip(built, counts):
-                    n = int(n or 0)
-                    samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
-                    out[i] = (n, samples)
-            for i, a in enumerate(audits):
-                if a.kind == "row_count":
-                    bad = a.failing_counts(staged.rows)
-                    out[i] = (len(bad), tuple({"interval": from_epoch(intervals[k][0]).isoformat(),
-                                               "rows": staged.rows[k]} for k in bad[:SAMPLES]))
-                elif a.kind == "sql":
-                    query = a.query(staged.relation, node=node, start=tz_start, end=tz_end)
-                    try:
-                        n = int(self.con.execute(f"SELECT count(*) FROM ({query}) AS s").fetchone()[0])
-                        out[i] = (n, self._samples(query) if n else ())
-                    except duckdb.Error as exc:
-                        raise self._audit_error(node, a, exc) from None
+            try:
+                self._check_staged(staged, audits, staged.keyed_relation() if keyed else staged.relation,
+                                   interval_column, start, end, out)
+            finally:
+                self._drop_bounds()
         return [out[i] for i in range(len(audits))]
+
+    def _check_staged(self, staged: _TableStaged | _ParquetStaged, audits: Sequence[Audit], relation: str,
+                      interval_column: str | None, start: dt.datetime, end: dt.datetime,
+                      out: dict[int, Outcome]) -> None:
+        node, intervals = staged.node, staged.intervals
+        built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+        if built and node.name not in self._audit_columns_ok:
+            # a failed statement aborts the transaction: name a missing column before querying
+            have = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {staged.relation}").fetchall()]
+            for _, a in built:
+                for column in a.columns:
+                    if column.lower() not in {h.lower() for h in have}:
+                        hint = did_you_mean(column, have) or f" — its columns: {', '.join(have)}"
+                        raise QueryError(f"audit '{a.name}': the node's rows have no column '{column}'{hint}")
+            self._audit_columns_ok.add(node.name)
+        if built:
+            query = aggregate_sql([a for _, a in built], relation, interval_column)
+            try:
+                counts = self.con.execute(query).fetchone()
+            except duckdb.Error as exc:  # the transaction is aborted: no query can say which
+                if len(built) == 1:
+                    raise self._audit_error(node, built[0][1], exc) from None
+                error = engine_error(exc, self._where(node))
+                if isinstance(error, ResourceError):
+                    raise error from None
+                names = ", ".join(f"'{a.name}'" for _, a in built)
+                raise QueryError(f"audits {names}: {_text(exc)}") from None
+            for (i, a), n in zip(built, counts):
+                n = int(n or 0)
+                samples = self._samples(a.query(relation, interval_column=interval_column)) if n else ()
+                out[i] = (n, samples)
+        for i, a in enumerate(audits):
+            if a.kind == "row_count":
+                bad = a.failing_counts(staged.rows)
+                out[i] = (len(bad), tuple({"interval": from_epoch(intervals[k][0]).isoformat(),
+                                           "rows": staged.rows[k]} for k in bad[:SAMPLES]))
+            elif a.kind == "sql":
+                query = a.query(staged.relation, node=node, start=start, end=end)
+                try:
+                    n = int(self.con.execute(f"SELECT count(*) FROM ({query}) AS s").fetchone()[0])
+                    out[i] = (n, self._samples(query) if n else ())
+                except duckdb.Error as exc:
+                    raise self._audit_error(node, a, exc) from None
 
     def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
                         intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
@@ -523,66 +574,138 @@ class DuckDBEngine:
         the built-ins in one aggregate grouped by interval, each ``unique`` and custom audit
         in one query over the run; samples only for failing intervals."""
         intervals = list(intervals)
+        with self._writing(node):
+            try:
+                return self._audit_intervals(node, audits, intervals)
+            finally:
+                self._drop_bounds()
+
+    def _audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
+                         intervals: list[Pair]) -> list[dict[Pair, Outcome]]:
+        """Offending rows are placed in intervals by their time column, after filtering (they
+        are few): no join of every row against the intervals.  Without a time column (a
+        parquet node), by the file each row came from."""
+        kind: str | None = None
         if node.materialization == "parquet":
-            files = [(f, i) for i, pair in enumerate(intervals) if (f := self._interval_file(node, pair)).exists()]
+            files = [(f, i) for i, pair in enumerate(intervals)
+                     if (f := self._interval_file(node, pair)).exists()]
             if not files:
                 return [{} for _ in audits]
-            relation = self._files_relation(files, keyed=True)
+            plain, kind = self._files_relation(files, keyed=False), ""
+            keyed = lambda: self._files_relation(files, keyed=True)  # noqa: E731
         else:
             if not self._columns(node.name):
                 return [{} for _ in audits]
             where = self._range_predicate(node, intervals[0][0], intervals[-1][1])
-            relation = self._table_relation(node, intervals, where, keyed=True)
-        tz = get_zone(node.timezone)
-        start = from_epoch(intervals[0][0]).astimezone(tz).replace(tzinfo=None)
-        end = from_epoch(intervals[-1][1]).astimezone(tz).replace(tzinfo=None)
+            plain = self._table_relation(node, intervals, where, keyed=False)
+            keyed = lambda: self._table_relation(node, intervals, where, keyed=True)  # noqa: E731
+        by_time = node.time_column is not None
+        column, sql_type, _ = self._time_terms(node, kind) if by_time else ("", "", None)
+        starts = [p[0] for p in intervals]
+
+        def place(value: object) -> int:
+            """The index of the interval holding a time column value."""
+            if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+                value = dt.datetime.combine(value, dt.time())
+            return bisect.bisect_right(starts, to_epoch(value, node.timezone)) - 1
+
+        start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
         out: list[dict[Pair, Outcome]] = [{} for _ in audits]
         iv = INTERVAL_COLUMN
-        with self._writing(node):
-            rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "row_count"]
-            if rowwise:
-                terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" if a.kind in ROW_KINDS
-                                  else "count(*)" for _, a in rowwise)
-                grouped = self.con.execute(f"SELECT {iv}, {terms} FROM {relation} AS t GROUP BY {iv}").fetchall()
-                per = {int(r[0]): r[1:] for r in grouped}
-                for k, (i, a) in enumerate(rowwise):
-                    if a.kind == "row_count":
-                        counts = [int(per.get(j, [0] * len(rowwise))[k]) for j in range(len(intervals))]
-                        for j in a.failing_counts(counts):
-                            out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
-                                                         "rows": counts[j]},))
-                        continue
-                    failing = {j: int(v[k]) for j, v in per.items() if v[k]}
-                    if failing:
-                        samples = self._grouped_samples(a.query(relation))
-                        for j, n in failing.items():
-                            out[i][intervals[j]] = (n, samples.get(j, ()))
-            for i, a in enumerate(audits):
-                if a.kind == "unique":
-                    query = a.query(relation, interval_column=iv)
-                elif a.kind == "sql":
-                    query = a.query(relation, node=node, start=start, end=end)
+        relation = None  # the keyed relation, made only when needed
+
+        def with_samples(i: int, a: Audit, counts: dict[int, int], query: str) -> None:
+            samples = self._grouped_samples(query) if counts else {}
+            for j, n in counts.items():
+                out[i][intervals[j]] = (n, samples.get(j, ()))
+
+        rowwise = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS]
+        if rowwise:
+            flags = ", ".join(f"coalesce({a.predicate()}, false) AS _seeknal_a{k}"
+                              for k, (_, a) in enumerate(rowwise))
+            terms = ", ".join(f"count(*) FILTER (WHERE _seeknal_a{k})" for k in range(len(rowwise)))
+            anyone = " OR ".join(f"coalesce({a.predicate()}, false)" for _, a in rowwise)
+            if by_time:
+                query = (f"SELECT _seeknal_t, {terms} FROM (SELECT {column} AS _seeknal_t, {flags} "
+                         f"FROM {plain} AS t WHERE {anyone}) AS f GROUP BY ALL")
+            else:
+                relation = relation or keyed()
+                query = (f"SELECT {iv}, {terms} FROM (SELECT {iv}, {flags} FROM {relation} AS t "
+                         f"WHERE {anyone}) AS f GROUP BY ALL")
+            try:
+                found = self.con.execute(query).fetchall()
+            except duckdb.Error as exc:
+                self._name_failing(node, [a for _, a in rowwise], plain, None)
+                raise engine_error(exc, self._where(node)) from None
+            for k, (i, a) in enumerate(rowwise):
+                counts: dict[int, int] = {}
+                for row in found:
+                    if row[k + 1]:
+                        j = place(row[0]) if by_time else int(row[0])
+                        counts[j] = counts.get(j, 0) + int(row[k + 1])
+                if counts:
+                    relation = relation or keyed()
+                    with_samples(i, a, counts, a.query(relation))
+        for i, a in enumerate(audits):
+            if a.kind == "row_count":
+                if node.materialization == "parquet":
+                    relation = relation or keyed()
+                    per = dict(self.con.execute(
+                        f"SELECT {iv}, count(*) FROM {relation} AS t GROUP BY 1").fetchall())
+                    rows = [int(per.get(j, 0)) for j in range(len(intervals))]
                 else:
-                    continue
-                try:
-                    columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
-                    if iv in columns:
-                        counts = self.con.execute(f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
-                        if counts:
-                            samples = self._grouped_samples(query)
-                            for j, n in counts:
-                                out[i][intervals[int(j)]] = (int(n), samples.get(int(j), ()))
-                        continue
-                    for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
-                        one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
-                                      node=node, start=from_epoch(pair[0]).astimezone(tz).replace(tzinfo=None),
-                                      end=from_epoch(pair[1]).astimezone(tz).replace(tzinfo=None))
-                        n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
-                        if n:
-                            out[i][pair] = (n, self._samples(one))
-                except duckdb.Error as exc:
-                    raise self._audit_error(node, a, exc) from None
+                    rows = self._interval_counts(node, intervals, where)
+                for j in a.failing_counts(rows):
+                    out[i][intervals[j]] = (1, ({"interval": from_epoch(intervals[j][0]).isoformat(),
+                                                 "rows": rows[j]},))
+            elif a.kind == "unique":  # one GROUP BY; the offending rows only on a failure
+                within = by_time and node.time_column.lower() in {c.lower() for c in a.columns}
+                if within:  # equal keys share a time, hence an interval
+                    keys = ", ".join(q(c) for c in a.columns)
+                    found = self._execute_audit(node, a, (
+                        f"SELECT any_value({column}) AS _seeknal_t, count(*) AS n FROM {plain} AS t "
+                        f"GROUP BY {keys} HAVING count(*) > 1"))
+                    counts = {}
+                    for t, n in found:
+                        counts[place(t)] = counts.get(place(t), 0) + int(n)
+                else:
+                    relation = relation or keyed()
+                    keys = ", ".join(q(c) for c in (*a.columns, iv))
+                    counts = dict(self._execute_audit(node, a, (
+                        f"SELECT {iv}, sum(n) FROM (SELECT {iv}, count(*) AS n FROM {relation} AS t "
+                        f"GROUP BY {keys} HAVING count(*) > 1) GROUP BY {iv}")))
+                if counts:
+                    relation = relation or keyed()
+                    with_samples(i, a, {int(j): int(n) for j, n in counts.items()},
+                                 a.query(relation, interval_column=iv))
+            elif a.kind == "sql":
+                relation = relation or keyed()
+                self._audit_custom(node, a, relation, intervals, start, end, out[i])
         return out
+
+    def _audit_custom(self, node: TransformNode, a: Audit, relation: str, intervals: list[Pair],
+                      start: dt.datetime, end: dt.datetime, out: dict[Pair, Outcome]) -> None:
+        """A custom audit over a run: one query when its result keeps each row's interval
+        (``SELECT *``), else one per interval."""
+        iv = INTERVAL_COLUMN
+        query = a.query(relation, node=node, start=start, end=end)
+        try:
+            columns = [d[0] for d in self.con.execute(f"DESCRIBE {query}").fetchall()]
+            if iv in columns:
+                counts = self.con.execute(
+                    f"SELECT {iv}, count(*) FROM ({query}) AS s GROUP BY {iv}").fetchall()
+                samples = self._grouped_samples(query) if counts else {}
+                for j, n in counts:
+                    out[intervals[int(j)]] = (int(n), samples.get(int(j), ()))
+                return
+            for j, pair in enumerate(intervals):  # a custom query that drops the rows' interval
+                one = a.query(f"(SELECT * EXCLUDE ({iv}) FROM {relation} AS r WHERE {iv} = {j})",
+                              node=node, start=from_epoch(pair[0]), end=from_epoch(pair[1]))
+                n = int(self.con.execute(f"SELECT count(*) FROM ({one}) AS s").fetchone()[0])
+                if n:
+                    out[pair] = (n, self._samples(one))
+        except duckdb.Error as exc:
+            raise self._audit_error(node, a, exc) from None
 
     def _grouped_samples(self, query: str) -> dict[int, tuple[dict, ...]]:
         """Up to ``SAMPLES`` rows of ``query`` per interval, in one query."""

@@ -144,7 +144,7 @@ class Audit:
         if self.kind == "row_count" and samples:
             return (f"audit {self.name} failed: {samples[0].get('rows')} rows written, "
                     f"expected {self.bounds_text()}")
-        return f"audit {self.name} failed: {rows} rows"
+        return f"audit {self.name} failed: {rows} {'row' if rows == 1 else 'rows'}"
 
     def bounds_text(self) -> str:
         if self.min is not None and self.max is not None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from ..errors import ProjectError
 from ..schedule import Schedule
 from ..timeutil import get_zone, to_utc
+from .audits import KINDS as AUDIT_KINDS
+from .audits import Audit
 from .nodes import (
     ENGINE_FIELDS,
     ENGINES,
@@ -26,8 +28,6 @@ from .nodes import (
     did_you_mean,
     split_id,
 )
-from .audits import KINDS as AUDIT_KINDS
-from .audits import Audit
 from .sql import DEFAULT_DIALECT, analyse, output_columns, parse_error
 
 
@@ -357,7 +357,7 @@ def _audits(value: object, ctx: _Ctx, node: str, sql: str) -> tuple[Audit, ...]:
     for n, item in enumerate(value, 1):
         label = f"audit #{n}"
         if isinstance(item, str) and item in AUDIT_KINDS:
-            raise ctx.error(f"{label} '{item}' needs arguments — e.g. {_AUDIT_EXAMPLE.get(item, item)}", "audits")
+            raise ctx.error(f"{label} '{item}' needs arguments — e.g. {_AUDIT_EXAMPLE[item]}", "audits")
         if not isinstance(item, dict):
             raise ctx.error(f"{label}: expected a mapping such as {{not_null: [id]}}, got {item!r}", "audits")
         kinds = [k for k in item if k in AUDIT_KINDS]
@@ -413,7 +413,8 @@ def _audits(value: object, ctx: _Ctx, node: str, sql: str) -> tuple[Audit, ...]:
                                 "audits")
             if "column" in args:
                 if not isinstance(args["column"], str) or not args["column"]:
-                    raise ctx.error(f"{label}: 'column' must be a column name, got {args['column']!r}", "audits")
+                    raise ctx.error(f"{label}: 'column' must be a column name, got {args['column']!r}",
+                                    "audits")
                 fields["columns"] = (args["column"],)
             if kind == "accepted_values":
                 values = args["values"]
@@ -426,7 +427,8 @@ def _audits(value: object, ctx: _Ctx, node: str, sql: str) -> tuple[Audit, ...]:
                 bound = args.get(key)
                 if bound is None:
                     continue
-                if kind == "row_count" and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
+                counted = isinstance(bound, int) and not isinstance(bound, bool) and bound >= 0
+                if kind == "row_count" and not counted:
                     raise ctx.error(f"{label}: '{key}' must be a row count (an integer >= 0), got {bound!r}",
                                     "audits")
                 if isinstance(bound, bool) or not isinstance(bound, int | float | str | dt.date):

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     from .execute import Progress, RunResult
 
 #: the definition fields a plan compares, in the order it reports them
-FIELDS = ("sql", "schedule", "timezone", "time_column", "materialization", "engine")
+FIELDS = ("sql", "schedule", "timezone", "time_column", "materialization", "engine", "audits")
+#: fields whose change restates nothing: audits check what is written, they do not change
+#: it (``seeknal audit`` checks history against new audits)
+_CHECKS_ONLY = frozenset({"audits"})
 _FOREVER = 2**35  # seconds: an end beyond any schedule's last tick (year 3058)
 
 
@@ -219,10 +222,24 @@ def _own_change(node: TransformNode, state: NodeState | None, analyses: _Analyse
                 entry.status = "unchanged"
                 return entry
     entry.category = "breaking" if breaking else "non-breaking"
+    if "audits" in fields:
+        entry.notes.append(_audit_note(old.get("audits") or [], new.get("audits") or []))
     if {"schedule", "timezone"} & set(fields) and node.is_incremental:
         entry.grid_note = ("completed ranges stay valid on the new grid; intervals they cover "
                            "only partly are recomputed")
     return entry
+
+
+def _audit_note(old: list, new: list) -> str:
+    """``audits added: x; removed: y; changed: z`` — and that they restate nothing."""
+    before = {a.get("name"): a for a in old if isinstance(a, dict)}
+    after = {a.get("name"): a for a in new if isinstance(a, dict)}
+    parts = [f"{word}: {', '.join(str(n) for n in names)}" for word, names in (
+        ("added", [n for n in after if n not in before]),
+        ("removed", [n for n in before if n not in after]),
+        ("changed", [n for n in after if n in before and before[n] != after[n]])) if names]
+    return (f"audits {'; '.join(parts) or 'reordered'} — restates nothing "
+            "(`seeknal audit` checks completed intervals)")
 
 
 def _own_restatement(node: TransformNode, entry: NodeChange, done: IntervalSet, lo: int | None,
@@ -230,10 +247,13 @@ def _own_restatement(node: TransformNode, entry: NodeChange, done: IntervalSet, 
     """The node's own intervals a change of its definition invalidates."""
     if entry.status != "changed" or not node.is_incremental or not done:
         return []
+    fields = set(entry.fields) - _CHECKS_ONLY
+    if not fields:
+        return []
     _, limit = node_bounds(node, now_s)
     span = done if lo is None else done.intersection([(from_epoch(lo), from_epoch(_FOREVER))])
     pairs = grid_pairs(node.schedule, span, limit)
-    if set(entry.fields) <= {"schedule", "timezone"}:  # history stays; partial intervals redo
+    if fields <= {"schedule", "timezone"}:  # history stays; partial intervals redo
         return [p for p in pairs if not done.covers(*p)]
     return pairs
 

@@ -58,8 +58,9 @@ class NodeResult:
 
     @property
     def warnings(self) -> list[AuditResult]:
-        """Non-blocking audits that failed on completed intervals."""
-        return [r for r in self.audit_results if not r.passed and not r.blocking]
+        """Non-blocking audits that failed on completed intervals (not on failed ones)."""
+        failed = {p for p, _ in self.failures}
+        return [r for r in self.audit_results if not r.passed and not r.blocking and r.interval not in failed]
 
     def to_dict(self) -> dict:
         def iso(p: Pair) -> dict:
@@ -265,6 +266,7 @@ class _NodeRunner:
         self.upstream_done = {u: store.completed(u) for u in self.upstream
                               if project.nodes[u].is_incremental}
         self._unrecorded: dict[str, list] = {}  # origin -> [([(pair, rows)], seconds, keys)]
+        self._warnings: list[tuple[Pair, str, str]] = []  # (interval, origin, message), after completion
         self._last_flush = time.perf_counter()
 
     def _readiness(self, batch: list[Pair]) -> tuple[list[Pair], list[tuple[Pair, str]]]:
@@ -309,6 +311,10 @@ class _NodeRunner:
                     f"{len(per_interval)} interval(s) {first.isoformat()} to {last.isoformat()}: "
                     f"{_error_text(exc)} — re-run `seeknal run`; re-running is safe") from None
         self._unrecorded.clear()
+        for pair, origin, message in self._warnings:  # after the completion they qualify
+            self.store.record_execution(self.node.name, [(from_epoch(pair[0]), from_epoch(pair[1]))],
+                                        mode=origin, status="warning", error=message, run_id=self.run_id)
+        self._warnings.clear()
         self._last_flush = time.perf_counter()
 
     def run(self, batch: list[Pair]) -> None:
@@ -346,7 +352,7 @@ class _NodeRunner:
             else:
                 counts = self.engine.write_intervals(node, self.render(node, start, end), group, keys)
         except (QueryError, BatchError, ResourceError, AuditFailed) as exc:
-            if isinstance(exc, BatchError | AuditFailed) and len(group) > 1:  # split: isolate the bad intervals
+            if isinstance(exc, BatchError | AuditFailed) and len(group) > 1:  # split: isolate bad intervals
                 mid = len(group) // 2
                 self._write(group[:mid])
                 self._write(group[mid:])
@@ -406,7 +412,8 @@ class _NodeRunner:
     def _record_audits(self, group: list[Pair], checked: list[tuple[Audit, Outcome]]) -> None:
         """The committed batch's audit results; each failed warning narrowed to the intervals
         it fails (one more query over the committed rows, only when one failed) and recorded
-        in the audit log as a ``warning`` execution of those intervals."""
+        in the audit log as a ``warning`` execution of those intervals, after their
+        completion (a later completion of an interval clears its warning)."""
         span = (group[0][0], group[-1][1])
         warned = [a for a, (n, _) in checked if n]
         per_interval: list[dict[Pair, Outcome]] = []
@@ -425,9 +432,7 @@ class _NodeRunner:
                     self.result.audit_results.append(AuditResult(audit.name, pair, audit.blocking, 0, ()))
             for pair, (rows, some) in sorted(failing.items()):
                 self.result.audit_results.append(AuditResult(audit.name, pair, audit.blocking, rows, some))
-                self.store.record_execution(
-                    self.node.name, [(from_epoch(pair[0]), from_epoch(pair[1]))], mode=self._origin(group),
-                    status="warning", error=describe_failure(audit, rows, some), run_id=self.run_id)
+                self._warnings.append((pair, self._origin(group), describe_failure(audit, rows, some)))
 
 
 class AuditFailed(SeeknalError):
