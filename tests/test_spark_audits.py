@@ -17,6 +17,7 @@ from seeknal_core import runner
 from seeknal_core.engines import QueryError
 from seeknal_core.engines.spark import SparkEngine
 from seeknal_core.project.audits import Audit
+from seeknal_core.runner.audit import audit_completed
 from seeknal_core.timeutil import from_epoch
 
 pytestmark = spark_group
@@ -129,6 +130,11 @@ def test_a_coalesced_batch_isolates_its_bad_day_and_narrows_a_warning(tmp_path, 
     assert [(w.audit, w.interval, w.rows) for w in node.warnings] == [("small_amounts", days(2)[0], 1)]
     assert purchases_days(tmp_path) == ["2024-01-01", "2024-01-02", "2024-01-04"]
     assert hidden(tmp_path) == []
+    # `seeknal audit` over the completed days (two runs: day 3 is missing) finds the warning
+    report, = audit_completed(project, store)
+    assert report.runs == [(JAN, JAN + 2 * DAY), days(4)[0]]
+    assert [(f.interval, f.audit.name, f.rows) for f in report.failures] == [(days(2)[0], "small_amounts", 1)]
+    assert not report.blocking_failed
     store.close()
 
 

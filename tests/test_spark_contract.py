@@ -262,7 +262,7 @@ def check_audits_fail_their_interval_and_rerun_completes(root: Path, engine: str
     failed = {(p[0] - first) // day + 1: error for p, error in node.failures}
     assert sorted(failed) == [2, 3]
     for audit, rows in VIOLATIONS.items():
-        assert f"audit {audit} failed: {rows} rows" in failed[2], failed[2]
+        assert f"audit {audit} failed: {rows} row" in failed[2], failed[2]  # "1 row", "2 rows"
     assert "user_id=None" in failed[2] or "user_id=NULL" in failed[2]
     assert "event_type=buy, n=4" in failed[2] and "event_type=refund" in failed[2]
     assert failed[3].endswith("audit row_count failed: 0 rows written, expected >= 1")

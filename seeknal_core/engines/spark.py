@@ -85,8 +85,11 @@ def parquet_rows(folder: Path) -> dict[str, int]:
     if not any(folder.glob(f"{PARTITION}=*/*.parquet")):
         return {}
     glob = str(folder / f"{PARTITION}=*" / "*.parquet").replace("'", "''")
-    with duckdb.connect() as con:
-        found = con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata('{glob}')").fetchall()
+    try:
+        with duckdb.connect() as con:
+            found = con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata('{glob}')").fetchall()
+    except duckdb.Error as exc:
+        raise ResourceError(f"cannot read the Parquet files under {folder}: {exc}") from None
     rows: dict[str, int] = {}
     for name, n in found:
         value = Path(name).parent.name.partition("=")[2]
@@ -532,16 +535,28 @@ class SparkStaged:
         self.rows = [counted.get(v, 0) for v in self.values]
         self.relation = f"__seeknal_staged_{staging.name.rpartition('-')[2]}"
         self.keyed = f"{self.relation}_keyed"
-        spark = engine.spark
-        df = spark.read.schema(schema).parquet(str(staging)) if counted else spark.createDataFrame([], schema)
-        self.columns = engine.audit_views(self.relation, df)
+        self._schema = schema
+        self._columns: Columns | None = None  # set when the views exist (a write without audits makes none)
+
+    @property
+    def columns(self) -> Columns:
+        """The kinds of the staged time columns, once the views over the staged files exist."""
+        if self._columns is None:
+            spark = self.engine.spark
+            df = (spark.read.schema(self._schema).parquet(str(self.staging)) if sum(self.rows)
+                  else spark.createDataFrame([], self._schema))
+            self._columns = self.engine.audit_views(self.relation, df)
+        return self._columns
 
     def check(self, audits: Sequence[Audit]) -> list[Outcome]:
         """The audits on the staged rows in one query: the row-wise and ``unique`` built-ins
         as one aggregate (known to pass when nothing was staged), each custom audit as a
         count beside it; ``row_count`` from ``rows``; then samples, only for the audits
         that fail (one query each)."""
-        engine, columns = self.engine, self.columns
+        try:
+            engine, columns = self.engine, self.columns
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
         out: dict[int, Outcome] = {}
         built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
         if not sum(self.rows):
@@ -579,7 +594,7 @@ class SparkStaged:
         """Move each interval's staged directory into the dataset, replacing its old one
         (renamed aside first, deleted after); an interval with no staged rows loses its
         old directory.  Each interval's swap is two renames on one filesystem."""
-        self.engine.drop_views(self.relation)
+        self._drop_views()
         folder = self.staging.parent
         aside = folder / f"{self.staging.name}-replaced"
         try:
@@ -604,5 +619,10 @@ class SparkStaged:
 
     def rollback(self) -> None:
         """Delete the staged files; the dataset keeps what it had."""
-        self.engine.drop_views(self.relation)
+        self._drop_views()
         shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _drop_views(self) -> None:
+        if self._columns is not None:
+            self.engine.drop_views(self.relation)
+            self._columns = None
