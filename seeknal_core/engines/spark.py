@@ -31,6 +31,7 @@ from pathlib import Path
 from ..errors import ProjectError
 from ..project import Project, SourceNode, TransformNode
 from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
+from ..templating import quote_identifier
 from ..timeutil import from_epoch, get_zone, to_epoch
 from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
 from .spark_sql import Columns, render_spark_sql, transpile
@@ -563,7 +564,7 @@ class SparkStaged:
             out.update((i, (0, ())) for i, _ in built)
             built = []
         custom = [(i, a) for i, a in enumerate(audits) if a.kind == "sql"]
-        aggregate = aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN)
+        aggregate, built = self._aggregate(built)
         parts = [f"({aggregate}) AS b"] if aggregate else []
         parts += [f"(SELECT count(*) FROM ({self._query(a)}) AS s) AS c{i}" for i, a in custom]
         if parts:
@@ -582,6 +583,25 @@ class SparkStaged:
                 out[i] = (len(bad), tuple({"interval": from_epoch(self.intervals[k][0]).isoformat(),
                                            "rows": self.rows[k]} for k in bad[:SAMPLES]))
         return [out[i] for i in range(len(audits))]
+
+    def _aggregate(self, built: list[tuple[int, Audit]]) -> tuple[str | None, list[tuple[int, Audit]]]:
+        """One aggregate counting the offending rows of the row-wise and ``unique`` audits
+        (DuckDB SQL; its columns in the order of the list returned with it).  With a
+        ``unique`` audit the row-wise counts ride on its GROUP BY (one scan and one shuffle
+        for all of them); other ``unique`` audits are subqueries (``audits.aggregate_sql``)."""
+        first = next(((i, a) for i, a in built if a.kind == "unique"), None)
+        if first is None:
+            return aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN), built
+        rowwise = [(i, a) for i, a in built if a.kind in ROW_KINDS]
+        others = [(i, a) for i, a in built if a.kind == "unique" and i != first[0]]
+        keys = ", ".join(quote_identifier(c) for c in (*first[1].columns, INTERVAL_COLUMN))
+        inner = ", ".join(["count(*) AS _seeknal_n"] + [
+            f"count(*) FILTER (WHERE {a.predicate()}) AS _seeknal_r{k}" for k, (_, a) in enumerate(rowwise)])
+        outer = ["coalesce(sum(_seeknal_n) FILTER (WHERE _seeknal_n > 1), 0)"]
+        outer += [f"sum(_seeknal_r{k})" for k in range(len(rowwise))]
+        outer += [f"({a.duplicates_sql(self.keyed, INTERVAL_COLUMN)})" for _, a in others]
+        grouped = f"SELECT {inner} FROM {self.keyed} AS t GROUP BY {keys}"
+        return f"SELECT {', '.join(outer)} FROM ({grouped}) AS g", [first, *rowwise, *others]
 
     def _query(self, audit: Audit) -> str:
         """The audit's offending rows among the staged ones (DuckDB SQL)."""
