@@ -14,8 +14,9 @@ from spark_env import spark, spark_group  # noqa: F401 - the session fixture
 from test_spark_contract import GOOD, make_audited, output, purchases_days, write_purchases
 
 from seeknal_core import runner
+from seeknal_core.durable import FileMutex
 from seeknal_core.engines import QueryError
-from seeknal_core.engines.spark import SparkEngine
+from seeknal_core.engines.spark import SparkEngine, release
 from seeknal_core.project.audits import Audit
 from seeknal_core.runner.audit import audit_completed
 from seeknal_core.timeutil import from_epoch
@@ -79,12 +80,25 @@ def check_staged_rows_are_invisible_until_commit(root, session) -> None:
     assert first.check(audits[:3]) == [(0, ()), (0, ()), (0, ())]
     first.commit()
     assert purchases_days(root) == ["2024-01-01"] and hidden(root) == []
+    # a writer killed inside its commit, having set day 1 aside: the next stage puts it back
+    # and clears the dead staging, but never a live writer's (its lock is held)
+    folder = root / "target" / "data" / "events"
+    dead = folder / ".spark-staging-seeknal-dead"
+    (dead / "seeknal_interval=20240102T000000Z").mkdir(parents=True)
+    (folder / ".spark-staging-seeknal-dead-replaced").mkdir()
+    day1 = next(folder.glob("seeknal_interval=*"))
+    day1.rename(folder / ".spark-staging-seeknal-dead-replaced" / day1.name)
+    (folder / ".spark-staging-seeknal-dead.lock").touch()
+    live = FileMutex(folder / ".spark-staging-seeknal-live.lock", timeout=0)
+    live.acquire()
     # a restated day: its old rows stay readable while the new ones are staged and audited
     write_purchases(root, 1, "(5, 'buy', 1)")
     again = stage(engine, days(1))
     assert again.rows == [1] and len(readable(root)) == 3
     assert engine.relation("events").count() == 3
     again.commit()
+    assert hidden(root) == [".spark-staging-seeknal-live.lock"]
+    release(live)
     assert [r[1:] for r in readable(root)] == [("5", "buy", "1")]
     # a re-run that yields no rows removes the interval's directory on commit
     write_purchases(root, 1, "")

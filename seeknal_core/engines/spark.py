@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..durable import FileMutex
 from ..errors import ProjectError
 from ..project import Project, SourceNode, TransformNode
 from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
@@ -76,6 +77,38 @@ def published(folder: Path) -> bool:
         return any(not name.startswith((".", "_")) for name in os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def release(lock: FileMutex) -> None:
+    """Drop a staging's lock file (its directory is gone), then let go of the lock."""
+    try:
+        lock.lock_path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    lock.close()
+
+
+def sweep_staging(folder: Path) -> None:
+    """Clear what killed writers left in a dataset: every staging whose lock file no live
+    process holds.  An interval directory a dead commit had set aside but not yet replaced
+    is put back (its old rows), the rest deleted."""
+    for path in folder.glob(f"{STAGING}*.lock"):
+        mutex = FileMutex(path, timeout=0)
+        try:
+            mutex.acquire()
+        except (TimeoutError, OSError):
+            continue  # a live writer's
+        staging = path.with_name(path.name.removesuffix(".lock"))
+        aside = staging.with_name(staging.name + "-replaced")
+        try:
+            for old in aside.glob(f"{PARTITION}=*"):
+                if not (folder / old.name).exists():
+                    os.rename(old, folder / old.name)
+        except OSError:
+            pass
+        shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        release(mutex)
 
 
 def parquet_rows(folder: Path) -> dict[str, int]:
@@ -320,6 +353,9 @@ class SparkEngine:
         dataset (hidden from its readers: Spark and DuckDB skip dot-directories); nothing
         the node's readers see changes until ``commit``.
 
+        While staged, the batch holds a lock file beside its directory; a staging whose lock
+        nobody holds is a dead writer's, cleared here first (``sweep_staging``).
+
         ``sql`` is the batch's SQL in Spark's dialect, as ``render_sql`` gives it (None:
         rendered here)."""
         del partition_keys  # partition tracking re-runs whole intervals here
@@ -327,7 +363,11 @@ class SparkEngine:
             sql = self.render_sql(node, from_epoch(intervals[0][0]), from_epoch(intervals[-1][1]))
         folder = self.dataset_dir(node.name)
         staging = folder / f"{STAGING}{uuid.uuid4().hex}"
+        lock = FileMutex(staging.with_name(staging.name + ".lock"), timeout=10)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
+            sweep_staging(folder)
+            lock.acquire()
             self._register(node)
             query = self.spark.sql(sql)
             column, kind = self._time_column(node, query)
@@ -339,9 +379,12 @@ class SparkEngine:
                 f"JOIN (SELECT /*+ BROADCAST(b) */ * FROM VALUES {bounds} AS b(p, lo, hi)) AS b "
                 f"ON {column} >= b.lo AND {column} < b.hi")
             out.write.partitionBy(PARTITION).parquet(str(staging))
-            return SparkStaged(self, node, intervals, staging, out.schema)
+            return SparkStaged(self, node, intervals, staging, out.schema, lock)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            release(lock)
+            if isinstance(exc, TimeoutError):
+                raise ResourceError(f"cannot lock {lock.lock_path}: held by another process") from None
             if isinstance(exc, _spark_errors()):
                 raise engine_error(exc) from None
             if isinstance(exc, OSError):
@@ -528,8 +571,8 @@ class SparkStaged:
     either way the views are dropped."""
 
     def __init__(self, engine: SparkEngine, node: TransformNode, intervals: Sequence[Pair],
-                 staging: Path, schema) -> None:
-        self.engine, self.node, self.staging = engine, node, staging
+                 staging: Path, schema, lock: FileMutex) -> None:
+        self.engine, self.node, self.staging, self.lock = engine, node, staging, lock
         self.intervals = list(intervals)
         self.values = [partition_value(a) for a, _ in intervals]
         counted = parquet_rows(staging)
@@ -636,11 +679,13 @@ class SparkStaged:
         finally:
             shutil.rmtree(aside, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
+        release(self.lock)
 
     def rollback(self) -> None:
         """Delete the staged files; the dataset keeps what it had."""
         self._drop_views()
         shutil.rmtree(self.staging, ignore_errors=True)
+        release(self.lock)
 
     def _drop_views(self) -> None:
         if self._columns is not None:
