@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..engines import EngineError, EnginePool, engine_kind
-from ..errors import SeeknalError
+from ..errors import ProjectError, SeeknalError
 from ..intervals import IntervalSet
 from ..timeutil import from_epoch, get_zone, to_epoch
 from .common import Pair
@@ -135,6 +135,8 @@ class Watermarks:
                 instant = engine.latest(source, ready.column, node.timezone)
             else:
                 instant = engine.instant(ready.query, node.timezone)
+        except ProjectError:  # the project itself is wrong (a source no engine of the node can read)
+            raise
         except (EngineError, SeeknalError) as exc:
             raise ReadinessError(
                 f"source '{source.name}': readiness query failed: {exc} — fix the source or its "
