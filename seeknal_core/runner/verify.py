@@ -85,7 +85,8 @@ def describe_change(source: str, old: Digest, new: Digest) -> str | None:
     when the digests agree.  Checksums of different kinds (another DuckDB version) are not
     compared: then only the count and the newest time tell."""
     if old[0] != new[0]:
-        return f"{source} {new[0] - old[0]:+d} rows"
+        diff = new[0] - old[0]
+        return f"{source} {diff:+d} row{'' if abs(diff) == 1 else 's'}"
     kind_old, kind_new = old[2].partition(":")[0], new[2].partition(":")[0]
     if old[1] != new[1] or (kind_old == kind_new and old[2] != new[2]):
         return f"{source} rows changed"

@@ -201,7 +201,7 @@ def check_digests(digests: Mapping[str, Mapping[int, Sequence[Any]]] | None
             raise ValueError(f"digest source must be a non-empty name, got {source!r}")
         rows: dict[int, list] = {}
         for start, value in per_start.items():
-            count, newest, checksum = value
+            count, newest, checksum = value if len(value) == 3 else (None, None, None)
             if isinstance(start, bool) or not isinstance(start, int) or isinstance(count, bool) \
                     or not isinstance(count, int) or not (newest is None or isinstance(newest, int)) \
                     or not isinstance(checksum, str):
