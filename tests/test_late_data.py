@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from spark_env import spark  # noqa: F401  (fixture)
 from test_runner import GUARD, make_project, open_all, rows
 
 from seeknal_core import runner
@@ -258,3 +259,31 @@ def test_one_digest_query_per_source_per_batch(tmp_path: Path) -> None:
     engine.close()
     assert result.intervals == 5 and calls == [5]
     assert len(store.digests("daily")["raw"]) == 5
+
+
+@pytest.mark.xdist_group("spark")
+@pytest.mark.parametrize("engine_name", ["duckdb", "spark"])
+def test_late_rows_in_parquet_files_on_each_engine(engine_name: str, tmp_path: Path, request) -> None:
+    """Spark nodes the same, over their sources: late rows in a day's file restate the hour
+    they fall in and its day downstream; the rerun equals the data."""
+    from test_spark_contract import DIRECT, make, output, write_day
+
+    if engine_name == "spark":
+        request.getfixturevalue("spark")
+    root = tmp_path / "c"
+    project, store = make(root, engine_name)
+    assert runner.run(project, store, now="2024-01-04").intervals == 75
+    assert len(store.digests("hourly")["raw"]) == 72
+    kinds = {v[2].partition(":")[0] for v in store.digests("hourly")["raw"].values()}
+    assert kinds == {"spark" if engine_name == "spark" else f"duckdb{'.'.join(duckdb.__version__.split('.')[:2])}"}
+    write_day(root, "2024-01-02", extra=3)  # three late rows at 05:30
+    found = verify(project, store, now="2024-01-04")
+    assert found.reasons == {"hourly": "late data: raw +3 rows in 2024-01-02 05:00"}
+    assert {n: len(p) for n, p in found.restated.items()} == {"hourly": 1, "daily": 1}
+    assert runner.run(project, store, now="2024-01-04").intervals == 2
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet('{root}/data/raw/*.parquet')")
+    for node in ("hourly", "daily"):
+        want = sorted(tuple(str(v) for v in r) for r in con.execute(DIRECT[node]).fetchall())
+        assert [tuple(r) for r in output(root, node)] == want
+    assert verify(project, store, now="2024-01-04").restated == {}

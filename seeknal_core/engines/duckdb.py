@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
-import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggrega
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, DATASET, output_layout
+from .digest import Buckets
 from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError
 
 #: errors in the SQL itself: every interval of a batch fails the same way
@@ -151,6 +151,7 @@ class DuckDBEngine:
         self._evolved: set[str] = set()  # nodes whose table has their query's columns
         self._busy = self._stop = False  # a write runs; Ctrl-C asked it to stop
         self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
+        self._described: dict[str, list] = {}  # source relation -> DESCRIBE rows (digests)
         self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
         self._register_sources()
 
@@ -758,63 +759,38 @@ class DuckDBEngine:
         """The source's rows per interval: (count, newest, checksum) from ONE grouped query
         over the intervals' whole range.
 
-        Rows are grouped by the largest time unit that divides every interval bound (a
-        day for daily intervals, also across DST: naive columns are grouped in wall-clock
-        terms), as counts, maxima and XORs add up; the few groups are then summed into
-        intervals here.  The checksum is ``bit_xor(hash(c1, c2, ...))`` over every column
+        Rows are grouped by the largest time unit dividing every bound, then folded into
+        intervals (``digest.Buckets``).  The checksum is ``bit_xor(hash(c1, c2, ...))`` over every column
         in the source's order: DuckDB's ``hash`` has no seed, so it is the same in every
         process; its kind names DuckDB's major.minor version, as another version may hash
         differently (verification then compares counts and newest times only)."""
-        out: dict[Pair, Digest] = {p: (0, None, "") for p in intervals}
         if not intervals:
-            return out
+            return {}
         relation = source_relation_sql(source)
         try:
-            described = self.con.execute(f"DESCRIBE {relation}").fetchall()
+            described = self._described.get(relation)
+            if described is None:  # once per source and engine (a run): batch_size 1 asks 365 times
+                described = self._described[relation] = self.con.execute(f"DESCRIBE {relation}").fetchall()
             found = next((row for row in described if row[0].lower() == column.lower()), None)
             if found is None:
                 raise ProjectError(f"source '{source.name}': no column '{column}'"
                                    + did_you_mean(column, [r[0] for r in described]))
             aware = "WITH TIME ZONE" in str(found[1]).upper()
+            buckets = Buckets(intervals, aware, timezone or self.project.timezone)
             sql_type = "TIMESTAMPTZ" if aware else "TIMESTAMP"
-            tz = get_zone(timezone or self.project.timezone)
-
-            def wall(t: int) -> int:  # a bound in the column's terms, as epoch seconds
-                if aware:
-                    return t
-                local = from_epoch(t).astimezone(tz).replace(tzinfo=dt.UTC)
-                return int(local.timestamp())
-
-            ordered = sorted(intervals)
-            bounds = [(wall(a), wall(b)) for a, b in ordered]
-            unit = 0
-            for a, b in bounds:
-                unit = math.gcd(unit, a, b)
-            unit = max(unit, 1)
-            column_sql = f"epoch_us(CAST({q(found[0])} AS {sql_type}))"
+            cast = f"CAST({q(found[0])} AS {sql_type})"
+            # the range as literals of the column's type too: DuckDB skips row groups by it
+            lo, hi = (f"CAST('{from_epoch(b).strftime('%Y-%m-%d %H:%M:%S')}{'+00' if aware else ''}' "
+                      f"AS {sql_type})" for b in (buckets.bounds[0][0], buckets.bounds[-1][1]))
             hashed = ", ".join(q(row[0]) for row in described)
-            lo, hi = bounds[0][0] * 1_000_000, bounds[-1][1] * 1_000_000
             groups = self.con.execute(
-                f"SELECT {column_sql} // {unit * 1_000_000}, count(*), max({column_sql}), "
+                f"SELECT epoch_us({cast}) // {buckets.unit_us}, count(*), max(epoch_us({cast})), "
                 f"bit_xor(hash({hashed})) FROM ({relation}) AS s "
-                f"WHERE {column_sql} >= {lo} AND {column_sql} < {hi} GROUP BY 1 ORDER BY 1"
+                f"WHERE {cast} >= {lo} AND {cast} < {hi} GROUP BY 1"
             ).fetchall()
         except duckdb.Error as exc:
             raise engine_error(exc, self._where()) from None
-        starts = [a for a, _ in bounds]
-        summed: dict[int, list[int]] = {}
-        for k, count, newest, checksum in groups:
-            at = k * unit
-            i = bisect.bisect_right(starts, at) - 1
-            if i < 0 or at >= bounds[i][1]:
-                continue  # between two intervals that are not contiguous
-            acc = summed.setdefault(i, [0, newest, 0])
-            acc[0] += count
-            acc[1] = max(acc[1], newest)
-            acc[2] ^= int(checksum)
-        for i, (count, newest, checksum) in summed.items():
-            out[ordered[i]] = (int(count), int(newest), f"{DUCKDB_DIGEST_KIND}:{checksum:016x}")
-        return out
+        return buckets.fold(groups, DUCKDB_DIGEST_KIND)
 
 
 #: the kind of DuckDB's digest checksums (``hash`` may change with DuckDB's version)
