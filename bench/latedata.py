@@ -9,7 +9,9 @@
     ``SELECT date_trunc('day', event_time), count(*) FROM events GROUP BY 1``; both open
     the DuckDB file inside the timing; target <= 1.5x;
 (c) the same as whole processes: `seeknal intervals verify` vs `python -c` running the
-    plain query (the fixed cost of a process that imports duckdb is in both).
+    plain query (the fixed cost of a process that imports duckdb is in both);
+(d) the JSON state with a year of hourly digests of one source: its size, and one durable
+    ``mark_complete`` on that node (its line is re-serialised) with vs without them.
 
 Run: .venv/bin/python bench/latedata.py [--rows N] [--repeat N]
 """
@@ -90,6 +92,38 @@ def process(args: list[str]) -> float:
     return elapsed
 
 
+def state_cost(hours: int = 8760, repeat: int = 20) -> tuple[int, int, float, float]:
+    """(d) A year of hourly digests of one source in the JSON store: file size without and
+    with them, and the median durable ``mark_complete`` of one more hour on that node."""
+    import statistics
+
+    from seeknal_core.intervals import IntervalSet
+    from seeknal_core.state import JsonStateStore
+
+    t0 = 1_672_531_200  # 2023-01-01
+    sizes, times = [], []
+    for digests in (False, True):
+        folder = Path(tempfile.mkdtemp(prefix="seeknal-bench-latedata-state-"))
+        try:
+            store = JsonStateStore(folder / "run_state.json")
+            per = {t0 + 3600 * i: (27_398, (t0 + 3600 * i + 3599) * 1_000_000, "duckdb2.0:fe859304c54cdb9a")
+                   for i in range(hours)}
+            store.mark_complete("hourly", IntervalSet.from_epoch_pairs([(t0, t0 + 3600 * hours)]), digests={"raw": per} if digests else None)
+            sizes.append((folder / "run_state.json").stat().st_size)
+            spent = []
+            for i in range(repeat):
+                a = t0 + 3600 * (hours + i)
+                extra = {"raw": {a: (1, a * 1_000_000, "duckdb2.0:01")}} if digests else None
+                t = time.perf_counter()
+                store.mark_complete("hourly", IntervalSet.from_epoch_pairs([(a, a + 3600)]), digests=extra)
+                spent.append(time.perf_counter() - t)
+            times.append(statistics.median(spent))
+            store.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return sizes[0], sizes[1], times[0], times[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -133,6 +167,10 @@ def main() -> None:
             print(f"{label:52} {seconds:8.3f} {r:>7} {tgt}")
         state = root / "target" / "run_state.json"
         print(f"state file with 365 daily digests of one source: {state.stat().st_size:,} bytes")
+        plain_size, digest_size, plain_t, digest_t = state_cost()
+        print(f"(d) a year of hourly digests of one source: state file {plain_size:,} -> {digest_size:,} bytes; "
+              f"one mark_complete on that node {plain_t * 1e3:.2f} ms -> {digest_t * 1e3:.2f} ms "
+              f"({digest_t / plain_t:.2f}x)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

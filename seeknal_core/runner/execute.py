@@ -229,8 +229,12 @@ class _NodeRunner:
         self.upstream_done = {u: store.completed(u) for u in self.upstream
                               if project.nodes[u].is_incremental}
         self._unrecorded: dict[str, list] = {}  # origin -> [([(pair, rows)], seconds, keys)]
-        # input digests of the batch's intervals, taken before its write (verify.py)
+        # input digests of intervals about to run, taken before their write (verify.py): one
+        # grouped query per source for the next DIGEST_AHEAD due intervals (with small
+        # batches) or per batch, read in the order batches come
         self._digests: dict[Pair, dict] = {}
+        size = node_plan.batch_size
+        self._ahead = node_plan.due.batches(None if size is None else max(size, DIGEST_AHEAD))
         self._warnings: list[tuple[Pair, str, str]] = []  # (interval, origin, message), after completion
         self._last_flush = time.perf_counter()
 
@@ -297,11 +301,23 @@ class _NodeRunner:
         for reason, pairs in by_reason.items():
             self.store.mark_failed(self.node.name, IntervalSet.from_epoch_pairs(pairs),
                                    f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
-        if ready:  # one grouped query per source for the whole batch; a source it cannot
-            # read records no digest (those intervals are then unverifiable)
-            self._digests.update(read_digests(self.engine, self.project, self.node.name, ready)[0])
+        self._read_digests(ready)
         for group in coalesce(ready, None):
             self._write(group)
+
+    def _read_digests(self, ready: list[Pair]) -> None:
+        """Digests of ``ready`` (unless read ahead already), reading the due intervals ahead
+        in chunks; a source that cannot be read gives none (its intervals are unverifiable)."""
+        missing = [p for p in ready if p not in self._digests]
+        while missing and self._ahead is not None:
+            chunk = next(self._ahead, None)
+            if chunk is None:
+                self._ahead = None
+                break
+            self._digests.update(read_digests(self.engine, self.project, self.node.name, chunk)[0])
+            missing = [p for p in missing if p not in self._digests]
+        if missing:
+            self._digests.update(read_digests(self.engine, self.project, self.node.name, missing)[0])
 
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
@@ -425,6 +441,10 @@ def describe_failure(audit: Audit, rows: int, samples) -> str:
         text += f"; samples: {shown}"
     return text
 
+
+#: With small batches, input digests are read for this many due intervals at once (one
+#: grouped query per source), not per batch: ``batch_size: 1`` would pay a query per interval.
+DIGEST_AHEAD = 1000
 
 #: Completions of committed batches are written to the state store at most this often
 #: (group commit). Data always commits first, so a crash in between only re-runs those

@@ -184,7 +184,8 @@ def verify(
                      if p[1] <= limit and completed.covers(*p)]
             stored = store.digests(name)
             recorded = [p for p in pairs if any(p[0] in per for per in stored.values())]
-            missing = [p for p in pairs if p not in set(recorded)]
+            have = set(recorded)
+            missing = [p for p in pairs if p not in have]
             if missing:
                 result.unverifiable[name] = missing
             if not recorded:

@@ -30,6 +30,7 @@ from .common import (
     _fmt,
     _parse_us,
     _rows,
+    decode_digest,
 )
 from .records import (
     _entry,
@@ -395,12 +396,11 @@ class JsonStateFile:
 
     def digests(self, node: str) -> dict[str, dict[int, tuple[int, int | None, str]]]:
         """The node's input digests (``"digests"`` on its line, written only once it has
-        some: source -> interval start in epoch seconds -> [rows, newest us, checksum])."""
+        some: source -> "interval start in epoch seconds" -> "rows newest-us checksum")."""
         with self._mutex:
             raw = self._read()["nodes"].get(node) or {}
             try:
-                return {source: {int(k): (int(v[0]), None if v[1] is None else int(v[1]), str(v[2]))
-                                 for k, v in per_start.items()}
+                return {source: {int(k): decode_digest(v) for k, v in per_start.items()}
                         for source, per_start in (raw.get("digests") or {}).items()}
             except (ValueError, TypeError, IndexError, AttributeError) as exc:
                 raise self._corrupt_on_disk(f"node {node!r}: digests: {exc}") from None

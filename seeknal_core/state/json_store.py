@@ -75,6 +75,7 @@ from .common import (
     _pending_item,
     _resync,
     _rows,
+    encode_digest,
 )
 from .json_file import SCHEMA_VERSION, JsonStateFile, _set_of
 from .records import (
@@ -352,7 +353,8 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 if item.digests:
                     stored = raw.setdefault("digests", {})
                     for source, per_start in item.digests.items():
-                        stored.setdefault(source, {}).update((str(k), v) for k, v in per_start.items())
+                        stored.setdefault(source, {}).update(
+                            (str(k), encode_digest(v)) for k, v in per_start.items())
                 entry = _stamped(item.record, now)
                 if resolved:
                     entry["resolved_restatements"] = [r["id"] for r in resolved]

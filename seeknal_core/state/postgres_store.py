@@ -43,7 +43,8 @@ from typing import Any
 
 from ..intervals import IntervalSet
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
-from .common import Completion, StoreBase, _dt, _fmt, _parse_us, _pending_item, _resync, _rows
+from .common import (Completion, StoreBase, _dt, _fmt, _parse_us, _pending_item, _resync, _rows,
+                     decode_digest, encode_digest)
 from .postgres_sql import FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, STATEMENTS
 from .records import (
     KEEP_RESOLVED,
@@ -426,9 +427,10 @@ class PostgresStateStore(StoreBase):
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     rows = conn.execute(self._sql["snapshot"]).fetchall()
                     audit = [canonical_record(r) for (r,) in conn.execute(self._sql["audit"])]
-                    digests: dict[str, dict[str, dict[str, list]]] = {}
+                    digests: dict[str, dict[str, dict[str, str]]] = {}  # as the JSON store writes them
                     for node, source, start, n, newest, checksum in conn.execute(self._sql["all_digests"]):
-                        digests.setdefault(node, {}).setdefault(source, {})[str(start)] = [n, newest, checksum]
+                        digests.setdefault(node, {}).setdefault(source, {})[str(start)] = encode_digest(
+                            (n, newest, checksum))
             except self._pg.OperationalError as exc:
                 self._conn = None
                 raise self._failed(exc, lost=True, write=False) from None
@@ -509,7 +511,7 @@ class PostgresStateStore(StoreBase):
                 span = IntervalSet(r.intervals)
                 restatements.append((r.id, name, _flat(span), r.pending, _parse_us(item["requested_at"]),
                                      self._json(dict(item))))
-        digests = [(name, source, int(start), *value) for name, raw in data["nodes"].items()
+        digests = [(name, source, int(start), *decode_digest(value)) for name, raw in data["nodes"].items()
                    for source, per in (raw.get("digests") or {}).items() for start, value in per.items()]
         with conn.cursor() as cur:
             if digests:
