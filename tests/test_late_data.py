@@ -287,3 +287,28 @@ def test_late_rows_in_parquet_files_on_each_engine(engine_name: str, tmp_path: P
         want = sorted(tuple(str(v) for v in r) for r in con.execute(DIRECT[node]).fetchall())
         assert [tuple(r) for r in output(root, node)] == want
     assert verify(project, store, now="2024-01-04").restated == {}
+
+
+def test_digests_follow_local_days_across_dst(tmp_path: Path) -> None:
+    """A daily grid in America/New_York over a naive column: each digest counts exactly the
+    rows of its local day, the 23-hour and 25-hour days included (one grouped query)."""
+    from seeknal_core.engines.duckdb import DuckDBEngine
+    from seeknal_core.project import SourceNode, load_project
+    from seeknal_core.schedule import Schedule
+
+    root = make_project(tmp_path / "p", NODES, days=1)
+    execute(root, "CREATE OR REPLACE TABLE dst AS SELECT TIMESTAMP '2024-03-08' + INTERVAL (i * 7) MINUTE AS ts, "
+                  "i AS v FROM range(4 * 24 * 60 // 7) t(i)")
+    schedule = Schedule("@daily", "America/New_York")
+    lo = int(dt.datetime(2024, 3, 8, 5, tzinfo=dt.UTC).timestamp())
+    ticks = schedule.ticks(lo, lo + 4 * 86400)
+    pairs = list(zip(ticks, ticks[1:]))
+    assert [b - a for a, b in pairs] == [86400, 86400, 82800, 86400]  # 2024-03-10 has 23 hours
+    engine = DuckDBEngine(load_project(root))
+    try:
+        found = engine.digests(SourceNode(name="dst", table="dst"), "ts", "America/New_York", pairs)
+        want = dict(engine.con.execute(
+            "SELECT CAST(ts AS DATE), count(*) FROM dst GROUP BY 1").fetchall())
+    finally:
+        engine.close()
+    assert [found[p][0] for p in pairs] == [want[dt.date(2024, 3, d)] for d in (8, 9, 10, 11)]

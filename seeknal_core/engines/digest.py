@@ -25,9 +25,11 @@ class Buckets:
 
     def __init__(self, intervals: Sequence[Pair], aware: bool, timezone: str):
         zone = get_zone(timezone)
+        utc = aware or from_epoch(0).astimezone(zone).utcoffset() == dt.timedelta(0) and str(zone) in (
+            "UTC", "Etc/UTC", "GMT", "Etc/GMT", "Z")
 
         def wall(t: int) -> int:
-            if aware:
+            if utc:  # instants, or wall clock that is UTC's
                 return t
             return int(from_epoch(t).astimezone(zone).replace(tzinfo=dt.UTC).timestamp())
 
