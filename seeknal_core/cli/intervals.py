@@ -394,7 +394,8 @@ def verify_command(nodes: tuple[str, ...], start: str | None, end: str | None, l
                            f"({render.spans_text(pairs, node)})  (downstream)")
     for name, pairs in found.unverifiable.items():
         node = sess.project.nodes[name]
-        out.append(f"  {name}: {render.plural(len(pairs), 'interval')} unverifiable: completed before digests "
+        out.append(f"  {name}: {render.plural(len(pairs), 'interval')} unverifiable: "
+                   "completed before digests "
                    f"were recorded ({render.spans_text(pairs, node)}); never restated by verify")
     out += [f"  cannot verify {p}" for p in found.problems]
     if found.restated and not dry_run:

@@ -154,4 +154,5 @@ class Engine(Protocol):
     # and its nodes' intervals are unverifiable (``seeknal intervals verify``).
 
 
-__all__ = ["BatchError", "Digest", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError", "Staged"]
+__all__ = ["BatchError", "Digest", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError",
+           "Staged"]

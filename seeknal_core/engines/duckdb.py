@@ -35,8 +35,8 @@ from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggrega
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, DATASET, output_layout
-from .digest import Buckets
 from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError
+from .digest import Buckets
 
 #: errors in the SQL itself: every interval of a batch fails the same way
 _QUERY_ERRORS = (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException,

@@ -27,7 +27,7 @@ from ..errors import ProjectError
 from ..intervals import IntervalSet
 from ..project import Project, SourceNode
 from ..timeutil import TimeLike, from_epoch, get_zone, to_epoch
-from .common import Pair, PlanError
+from .common import Pair
 from .plan import grid_pairs, node_bounds, overlapping_pairs, range_bounds, undeclared_time_tables
 
 if TYPE_CHECKING:
@@ -96,7 +96,9 @@ def describe_change(source: str, old: Digest, new: Digest) -> str | None:
 def interval_label(node, pair: Pair) -> str:
     """``2024-01-03`` for an interval starting at local midnight, else ``2024-01-03 09:00``."""
     local = from_epoch(pair[0]).astimezone(get_zone(node.timezone))
-    return local.date().isoformat() if (local.hour, local.minute) == (0, 0) else local.strftime("%Y-%m-%d %H:%M")
+    if (local.hour, local.minute) == (0, 0):
+        return local.date().isoformat()
+    return local.strftime("%Y-%m-%d %H:%M")
 
 
 @dataclass

@@ -43,8 +43,18 @@ from typing import Any
 
 from ..intervals import IntervalSet
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
-from .common import (Completion, StoreBase, _dt, _fmt, _parse_us, _pending_item, _resync, _rows,
-                     decode_digest, encode_digest)
+from .common import (
+    Completion,
+    StoreBase,
+    _dt,
+    _fmt,
+    _parse_us,
+    _pending_item,
+    _resync,
+    _rows,
+    decode_digest,
+    encode_digest,
+)
 from .postgres_sql import FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, STATEMENTS
 from .records import (
     KEEP_RESOLVED,
@@ -515,7 +525,8 @@ class PostgresStateStore(StoreBase):
                    for source, per in (raw.get("digests") or {}).items() for start, value in per.items()]
         with conn.cursor() as cur:
             if digests:
-                with cur.copy(f"COPY {q}.digests (node, source, start_s, n, newest, checksum) FROM STDIN") as copy:
+                copy_sql = f"COPY {q}.digests (node, source, start_s, n, newest, checksum) FROM STDIN"
+                with cur.copy(copy_sql) as copy:
                     copy.set_types(["text", "text", "int8", "int8", "int8", "text"])
                     for row in digests:
                         copy.write_row(row)

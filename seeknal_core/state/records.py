@@ -18,8 +18,18 @@ from typing import Any
 from ..intervals import IntervalSet
 from ..timeutil import EPOCH
 from .base import Change, Restatement, StateError
-from .common import (_US, _check_node_name, _dt, _dt_or_none, _event, _fmt, _merge_pairs, _parse_us,
-                     check_digests, decode_digest)
+from .common import (
+    _US,
+    _check_node_name,
+    _dt,
+    _dt_or_none,
+    _event,
+    _fmt,
+    _merge_pairs,
+    _parse_us,
+    check_digests,
+    decode_digest,
+)
 
 #: Resolved restatements kept in the state file per node (older ones live in the audit log).
 KEEP_RESOLVED = 20

@@ -31,8 +31,8 @@ from ..checks import CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR
 from ..schedules import build_jobs, job_names
 from ..translator import ProjectSpecs, SeeknalTranslator
 from .checks import checks_tick
-from .late_data import DEFAULT_WINDOW, LATE_DATA_SENSOR, late_data_tick
 from .common import MAX_PARTITIONS_PER_TICK, dump_cursor, latest_materialization_times, load_cursor
+from .late_data import DEFAULT_WINDOW, LATE_DATA_SENSOR, late_data_tick
 from .reconcile import reconcile_tick, wipe_restated
 from .restatements import restatement_run_request, restatement_tick
 
