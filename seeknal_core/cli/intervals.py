@@ -414,6 +414,62 @@ def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, 
     return 0
 
 
+# -- verify -----------------------------------------------------------------------------------------
+@intervals.command("verify", short_help="Restate intervals whose input rows changed (late data).")
+@click.argument("nodes", nargs=-1)
+@project_option
+@date_options
+@click.option("--dry-run", is_flag=True, help="List what changed; record nothing.")
+@json_option
+def verify_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                   dry_run: bool, as_json: bool) -> int:
+    """Recompute the input digests of completed intervals (one grouped query per source) and
+    restate exactly those whose source rows changed since they ran, and their downstream
+    intervals; the next `seeknal run` recomputes them.  Default range: everything completed."""
+    from ..runner.verify import verify
+
+    sess = session()
+    names = [sess.node(n).name for n in nodes] or None
+    window = Window(start, end, last)
+    lo, hi = window.values(sess.now) if window else (None, None)
+    found = verify(sess.project, sess.store, names, start=lo, end=hi, now=sess.now, dry_run=dry_run)
+    if as_json:
+        project = sess.project
+        render.echo_json({
+            "dry_run": dry_run, "checked": found.checked, "problems": found.problems,
+            "nodes": [{"node": n, "downstream": n not in found.changed, "reason": found.reasons.get(n),
+                       "intervals": [render.interval_dict(a, b, project.nodes[n]) for a, b in pairs],
+                       "changes": [{**render.interval_dict(a, b, project.nodes[n]), "changes": what}
+                                   for (a, b), what in found.changed.get(n, [])]}
+                      for n, pairs in found.restated.items()],
+            "unverifiable": {n: [render.interval_dict(a, b, project.nodes[n]) for a, b in pairs]
+                             for n, pairs in found.unverifiable.items()}})
+        return 0
+    out = []
+    checked = sum(found.checked.values())
+    if not found.restated:
+        out.append(f"No late data: {render.plural(checked, 'interval')} verified, inputs unchanged.")
+    else:
+        out.append("Would restate (dry run, nothing recorded):" if dry_run else "Restated:")
+        for name, pairs in found.restated.items():
+            node = sess.project.nodes[name]
+            if name in found.changed:
+                out.append(f"  {name}: {render.plural(len(pairs), 'interval')} — {found.reasons[name]}")
+            else:
+                out.append(f"  {name}: {render.plural(len(pairs), 'interval')} "
+                           f"({render.spans_text(pairs, node)})  (downstream)")
+    for name, pairs in found.unverifiable.items():
+        node = sess.project.nodes[name]
+        out.append(f"  {name}: {render.plural(len(pairs), 'interval')} unverifiable: "
+                   "completed before digests "
+                   f"were recorded ({render.spans_text(pairs, node)}); never restated by verify")
+    out += [f"  cannot verify {p}" for p in found.problems]
+    if found.restated and not dry_run:
+        out.append("Run `seeknal run` to recompute them.")
+    click.echo("\n".join(out))
+    return 0
+
+
 # -- history ----------------------------------------------------------------------------------------
 @intervals.command("history", short_help="The audit log of one node.")
 @click.argument("node")

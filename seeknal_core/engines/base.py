@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 Pair = tuple[int, int]
 
+#: what a source held in one interval: (rows, newest time as epoch microseconds of the
+#: column's value (naive values as written) or None when empty, checksum text
+#: ``<kind>:<16 hex digits>``: an order-independent XOR of per-row hashes, comparable only
+#: with checksums of the same kind; "" when empty)
+Digest = tuple[int, int | None, str]
+
 
 class EngineError(SeeknalError):
     """Something an engine could not do; subclasses tell the runner how to react."""
@@ -151,5 +157,12 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: ``digests(source, column, timezone, intervals) -> {Pair: Digest}`` — the
+    # rows of ``source`` in each interval (``column`` in ``[start, end)``, naive values
+    # read in ``timezone``) summarised by ONE grouped query; every interval is in the
+    # answer (an empty one as ``(0, None, "")``).  An engine without it records no digests
+    # and its nodes' intervals are unverifiable (``seeknal intervals verify``).
 
-__all__ = ["BatchError", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError", "Staged"]
+
+__all__ = ["BatchError", "Digest", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError",
+           "Staged"]

@@ -35,7 +35,8 @@ from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggrega
 from ..templating import quote_identifier
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, output_layout
-from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
+from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError
+from .digest import Buckets
 from .spark_sql import Columns, render_spark_sql, transpile
 from .spark_sql import spark_identifier as q
 
@@ -619,6 +620,33 @@ class SparkEngine:
         if kind == "timestamp":
             return to_epoch(parsed.replace(tzinfo=dt.UTC))
         return to_epoch(parsed, timezone or self.project.timezone)
+
+    def digests(self, source: SourceNode, column: str, timezone: str | None,
+                intervals: Sequence[Pair]) -> dict[Pair, Digest]:
+        """The source's rows per interval from ONE grouped aggregate (``digest.Buckets``):
+        count, newest and ``bit_xor(xxhash64(every column))``, Spark's seedless row hash
+        (stable across Spark processes; not comparable with DuckDB's: another kind)."""
+        if not intervals:
+            return {}
+        try:
+            df = self.relation(source.name)
+            fields = {f.name.lower(): f for f in df.schema.fields}
+            found = fields.get(column.lower())
+            if found is None:
+                raise ProjectError(f"source '{source.name}': no column '{column}'")
+            # the session's zone is UTC: TIMESTAMP is an instant, NTZ and DATE wall clock
+            buckets = Buckets(intervals, found.dataType.typeName() == "timestamp",
+                              timezone or self.project.timezone)
+            micros = f"unix_micros(CAST({q(found.name)} AS TIMESTAMP))"
+            hashed = ", ".join(q(f.name) for f in df.schema.fields)
+            groups = (df.selectExpr(f"{micros} AS _m", f"xxhash64({hashed}) AS _h")
+                      .where(f"_m >= {buckets.lo_us} AND _m < {buckets.hi_us}")
+                      .selectExpr(f"div(_m, {buckets.unit_us}) AS _k", "_m", "_h")
+                      .groupBy("_k").agg({"*": "count", "_m": "max", "_h": "bit_xor"})
+                      .selectExpr("_k", "`count(1)`", "`max(_m)`", "`bit_xor(_h)`").collect())
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
+        return buckets.fold([tuple(r) for r in groups], "spark")
 
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -384,8 +385,32 @@ def _parse_transforms(
             engine=engine,
             dialect=ctx.dialect(spec, defaults.dialect), description=ctx.text(spec, "description"),
             tags=ctx.names(spec, "tags"), meta=meta, audits=_audits(spec.get("audits"), ctx, name, sql),
+            verify=_verify_window(spec.get("verify"), ctx, schedule),
         )
     return nodes
+
+
+_SHORT_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z", re.IGNORECASE)
+_ISO_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?\Z", re.IGNORECASE)
+
+
+def _verify_window(value: object, ctx: _Ctx, schedule: Schedule | None) -> int | None:
+    """``verify:``: a duration (``7d``, ``36h``, ``2w`` or ISO 8601 ``P7D``, ``PT36H``) as
+    seconds; months and years are not fixed lengths and are refused."""
+    if value is None:
+        return None
+    if schedule is None:
+        raise ctx.error("'verify' needs a schedule: only scheduled nodes have intervals to verify", "verify")
+    text = str(value).strip()
+    match = _SHORT_DURATION.match(text) or _ISO_DURATION.match(text)
+    if not text or match is None or not any(match.groups()):
+        raise ctx.error(f"invalid duration {value!r}: use 7d, 36h, 2w or ISO 8601 such as P7D or PT36H",
+                        "verify")
+    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ctx.error(f"duration {value!r} is not positive: use 7d or P7D", "verify")
+    return total
 
 
 #: each kind's arguments: (required, optional) keys of its mapping form

@@ -43,7 +43,7 @@ PROJECT_FIELDS = (
 TRANSFORM_FIELDS = (
     "schedule", "timezone", "start", "end", "sql", "time_column", "depends_on", "batch_size",
     "lookback", "partition_tracking", "materialization", "engine", "dialect", "description",
-    "tags", "meta", "audits",
+    "tags", "meta", "audits", "verify",
 )
 SOURCE_FIELDS = ("table", "path", "format", "time_column", "description", "ready")
 #: the kinds of ``ready:`` a source takes (``watermark`` is the default with a time column)
@@ -103,6 +103,9 @@ class TransformNode:
     tags: tuple[str, ...] = ()
     #: checks an interval's rows must pass before it is recorded complete (audits.py)
     audits: tuple[Audit, ...] = ()
+    #: ``verify: 7d``: seconds before now whose completed intervals every run re-checks
+    #: for late data first (runner/verify.py); None: not verified on runs
+    verify: int | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -34,6 +34,7 @@ from ..timeutil import TimeLike, from_epoch, get_zone
 from .execute import Progress, RunResult, execute, plan_uses_database
 from .plan import Plan, plan, time_sources
 from .readiness import hold_back, needs_database
+from .verify import verify_windows
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
@@ -142,9 +143,11 @@ def prepare(
     ``include_open``); ``ignore_readiness`` runs what the clock made due, data or not."""
     names = None if nodes is None else list(nodes)
     notes = apply_on_change(project, store, names, now=now, dry_run=dry_run)
-    states = store.load()
     pool = engines if engines is not None else EnginePool(project)
     try:
+        if not dry_run:  # `verify: 7d`: late data in that window is restated before planning
+            notes += verify_windows(project, store, names, pool, now=now)
+        states = store.load()
         starts, inferred = infer_starts(project, states, names, pool,
                                         record=None if dry_run else store)
         the_plan = plan(project, states, mode=mode, nodes=names, now=now, inferred_starts=starts,
