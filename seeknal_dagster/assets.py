@@ -395,6 +395,6 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
 
 __all__ = [
     "ACTOR_TAG", "CODE_VERSION_TAG", "DUCKDB_RESOURCE_KEY", "POOL", "REASON_TAG", "RESTATEMENT_TAG",
-    "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs", "asset_keys", "build_assets", "build_source_specs", "engine_options",
-    "plan_intervals", "restated_failure", "run_node", "state_store", "window_pairs",
+    "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs", "asset_keys", "build_assets", "build_source_specs",
+    "engine_options", "plan_intervals", "restated_failure", "run_node", "state_store", "window_pairs",
 ]

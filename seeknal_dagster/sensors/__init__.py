@@ -159,5 +159,6 @@ def build_automation_sensor(
 __all__ = [
     "AUTOMATION_SENSOR", "CHECKS_SENSOR", "MAX_PARTITIONS_PER_TICK", "RECONCILE_SENSOR",
     "RESTATEMENT_DISPLAYS", "RESTATEMENT_SENSOR", "build_automation_sensor", "build_sensors", "checks_tick",
-    "latest_materialization_times", "reconcile_tick", "restatement_run_request", "restatement_tick", "wipe_restated",
+    "latest_materialization_times", "reconcile_tick", "restatement_run_request", "restatement_tick",
+    "wipe_restated",
 ]
