@@ -1,8 +1,9 @@
 """Asset checks that fail, naming the partitions, while Dagster and seeknal disagree.
 
-Restated partitions are wiped in Dagster (see sensors/restatements.py), but drift between
-the two sides (complete in seeknal only, materialised in Dagster only, a restatement not
-yet wiped) would otherwise stay invisible.  One unpartitioned check per incremental node,
+Restated partitions show Failed in Dagster (see sensors/restatements.py), but drift
+between the two sides (complete in seeknal only, materialised in Dagster only, a
+restatement not yet recomputed, a definition change not yet applied) would otherwise stay
+invisible.  One unpartitioned check per incremental node,
 ``seeknal_in_sync``, compares the whole asset:
 
 * as a regular ``@asset_check`` (executable from the UI, and run with the asset's

@@ -138,12 +138,16 @@ def test_dagster_dev_runs_a_ui_backfill_end_to_end(tmp_path: Path) -> None:
 
     # the restatement's runs: one per asset, the restated day only, failed with the reason
     assert sorted(r["assetSelection"][0]["path"][0] for r in shown) == ["events_daily", "events_rollup"]
-    for run in shown:
-        tags = {tag["key"]: tag["value"] for tag in run["tags"]}
-        assert tags["dagster/partition"] == "2024-01-03" and tags["seeknal/reason"].startswith("late data")
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         for run in shown:
+            tags = instance.get_run_by_id(run["runId"]).tags
+            assert tags["dagster/partition"] == "2024-01-03", tags
+            assert tags["seeknal/reason"].startswith("late data") and tags["dagster/max_retries"] == "0"
+            # the restated day was planned by the failed run: Dagster drew it Failed until recomputed
+            planned = [e for e in instance.all_logs(run["runId"]) if e.dagster_event and
+                       e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED"]
+            assert {e.dagster_event.event_specific_data.partition for e in planned} == {"2024-01-03"}
             [failure] = [e for e in instance.all_logs(run["runId"]) if e.dagster_event and
                          e.dagster_event.is_step_failure]
             assert "restated: late data" in failure.dagster_event.step_failure_data.error.message
