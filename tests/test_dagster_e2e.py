@@ -121,7 +121,7 @@ def test_dagster_dev_runs_a_ui_backfill_end_to_end(tmp_path: Path) -> None:
         # a CLI restatement: Failed through a run the daemon launches, then recomputed
         restate = subprocess.run(
             [str(BIN / "seeknal"), "intervals", "restate", "-p", str(root), "--node", "events_daily",
-             "--start", "2024-01-03", "--end", "2024-01-04", "--reason", "late data"],
+             "--start", "2024-01-03", "--end", "2024-01-04", "--reason", "late data"],  # 2 days
             capture_output=True, text=True, timeout=120)
         assert restate.returncode == 0, restate.stderr
         shown = wait_for(server, "the restatement shown Failed", lambda: [
@@ -136,18 +136,20 @@ def test_dagster_dev_runs_a_ui_backfill_end_to_end(tmp_path: Path) -> None:
         done = time.monotonic()
     stopped = time.monotonic()
 
-    # the restatement's runs: one per asset, the restated day only, failed with the reason
+    # the restatement's runs: one per asset, the restated days only, failed with the reason
     assert sorted(r["assetSelection"][0]["path"][0] for r in shown) == ["events_daily", "events_rollup"]
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         for run in shown:
             tags = instance.get_run_by_id(run["runId"]).tags
-            assert tags["dagster/partition"] == "2024-01-03", tags
             assert tags["seeknal/reason"].startswith("late data") and tags["dagster/max_retries"] == "0"
-            # the restated day was planned by the failed run: Dagster drew it Failed until recomputed
+            # one run for the range (the CLI's end date is inclusive: two days)
+            assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+                "2024-01-03", "2024-01-04")
+            # the restated days were planned by the failed run: Dagster drew them Failed until recomputed
             planned = [e for e in instance.all_logs(run["runId"]) if e.dagster_event and
                        e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED"]
-            assert {e.dagster_event.event_specific_data.partition for e in planned} == {"2024-01-03"}
+            assert {e.dagster_event.event_specific_data.partition for e in planned} == {"2024-01-03", "2024-01-04"}
             [failure] = [e for e in instance.all_logs(run["runId"]) if e.dagster_event and
                          e.dagster_event.is_step_failure]
             assert "restated: late data" in failure.dagster_event.step_failure_data.error.message
