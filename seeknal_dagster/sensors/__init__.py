@@ -140,18 +140,21 @@ def build_automation_sensor(
     translator: SeeknalTranslator | None = None,
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    use_user_code_server: bool = False,
 ) -> dg.AutomationConditionSensorDefinition | None:
     """seeknal's own automation-condition sensor over the assets that carry a condition,
     running by default (Dagster's default one is stopped out of the box, so nothing
     would ever be requested).  Its requests of several partitions become backfills that
-    follow each asset's backfill policy (a range in one run)."""
+    follow each asset's backfill policy (a range in one run).  ``use_user_code_server``:
+    evaluate in the code location (needed when a condition is a custom Python class the
+    daemon cannot deserialise)."""
     specs = as_specs(project, translator)
     keys = [spec.key for spec in specs.specs.values() if spec.automation_condition is not None]
     if not keys:
         return None
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR, target=dg.AssetSelection.assets(*keys), default_status=default_status,
-        minimum_interval_seconds=minimum_interval_seconds,
+        minimum_interval_seconds=minimum_interval_seconds, use_user_code_server=use_user_code_server,
         description="Requests each finished interval of seeknal's incremental assets once its upstream "
                     "intervals are complete, and recomputes restated (Failed) partitions.")
 
