@@ -154,7 +154,8 @@ def build_automation_sensor(
         return None
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR, target=dg.AssetSelection.assets(*keys), default_status=default_status,
-        minimum_interval_seconds=minimum_interval_seconds, use_user_code_server=use_user_code_server,
+        minimum_interval_seconds=minimum_interval_seconds,
+        **({"use_user_code_server": True} if use_user_code_server else {}),  # beta: warns when passed
         description="Requests each finished interval of seeknal's incremental assets once its upstream "
                     "intervals are complete, and recomputes restated (Failed) partitions.")
 
