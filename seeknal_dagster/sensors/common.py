@@ -14,7 +14,6 @@ import dagster as dg
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 ORIGIN_TAG = "seeknal/origin"
-
 MAX_PARTITIONS_PER_TICK = 5_000
 
 
