@@ -46,8 +46,15 @@ SPARK_POOL = "seeknal_spark"
 SPARK_RESOURCE_KEY = "pyspark"
 #: Resource key of the ``DuckDBResource`` the assets write through.
 DUCKDB_RESOURCE_KEY = "duckdb"
-#: Run tag naming the restatement a run re-computes (set by the restatement sensor).
+#: the event tag Dagster reads a materialisation's code version from (for staleness); set
+#: on the materialisations the step logs itself, as Dagster sets it on its own
+CODE_VERSION_TAG = "dagster/code_version"
+#: Run tag naming the restatement a run shows: its step fails with the reason, so Dagster
+#: draws the restated partitions Failed until recomputed (sensors/restatements.py).
+#: Run-failure sensors filter these runs out by this tag.
 RESTATEMENT_TAG = "seeknal/restatement"
+REASON_TAG = "seeknal/reason"
+ACTOR_TAG = "seeknal/actor"
 
 
 
@@ -211,6 +218,7 @@ def run_node(
                     asset_key=spec.key, partition=key,
                     metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster",
                               "partial_run": True},
+                    tags={CODE_VERSION_TAG: spec.code_version} if spec.code_version else None,
                 )
         if node.audits:
             yield from audit_events(context, node, spec.key, outcome, _keyed(pdef, pairs) if pdef else None)
@@ -264,6 +272,17 @@ def run_node(
     if node.audits:  # after the materializations: each verdict names its partition's
         yield from audit_events(context, node, spec.key, outcome, keyed)
     return False
+
+
+def restated_failure(tags: Mapping[str, str]) -> dg.Failure:
+    """The planned partitions of a restatement's display run fail with its reason, before
+    anything is computed: Dagster shows them Failed until their next materialisation."""
+    reason = tags.get(REASON_TAG) or "no reason given"
+    return dg.Failure(
+        description=f"restated: {reason} (by {tags.get(ACTOR_TAG) or 'unknown'}; restatement "
+                    f"{tags[RESTATEMENT_TAG]}); shown Failed until recomputed",
+        metadata={"seeknal/restatement_id": tags[RESTATEMENT_TAG], "seeknal/reason": reason},
+        allow_retries=False)
 
 
 def _interval_rows(outcome: runner.NodeResult) -> dict[Pair, int]:
@@ -369,6 +388,8 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
 
     def compute(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         selected = [by_key[k] for k in context.selected_asset_keys]
+        if RESTATEMENT_TAG in context.run.tags:
+            raise restated_failure(context.run.tags)
         failed: list[tuple[str, BaseException]] = []
         blocked: set[str] = set()
         for name in project.topological_order(selected):
@@ -410,7 +431,7 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
 
 
 __all__ = [
-    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs",
-    "asset_keys", "build_assets", "build_source_specs", "engine_options", "plan_intervals", "run_node",
-    "state_store", "window_pairs",
+    "ACTOR_TAG", "CODE_VERSION_TAG", "DUCKDB_RESOURCE_KEY", "POOL", "REASON_TAG", "RESTATEMENT_TAG",
+    "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs", "asset_keys", "build_assets", "build_source_specs",
+    "engine_options", "plan_intervals", "restated_failure", "run_node", "state_store", "window_pairs",
 ]

@@ -135,18 +135,17 @@ class SeeknalTranslator:
     # -- automation and freshness -----------------------------------------------------------
     def get_automation_condition(self, node: TransformNode, project: Project
                                  ) -> dg.AutomationCondition | None:
-        """``on_cron`` of the node's schedule, with "every upstream interval it covers is
-        complete" in place of "every dep updated since the tick": a daily node over an
-        hourly one runs once its 24 hours are materialised, not at midnight with a retry."""
+        """Request a finished interval that is missing (the latest one, whenever the sensor
+        first sees it closed, not only at its cron tick) or has newly failed (a restated
+        partition shows Failed: it is recomputed once; a real failure is not retried in a
+        loop, Dagster keeps it Failed until a run succeeds), once every upstream interval
+        it covers is complete: a daily node over an hourly one runs once its 24 hours are
+        in, not at midnight with a retry.  Every label reads true as shown."""
         if not node.is_incremental or node.schedule is None:
             return None
-        cron = node.schedule.cron
         upstream = [self.get_asset_key(project.nodes[n]) for n in node.depends_on
                     if n in project.nodes and project.nodes[n].is_incremental]
-        complete = ~dg.AutomationCondition.any_deps_match(_missing_or_running()).allow(
-            dg.AssetSelection.assets(*upstream)).with_label("all upstream intervals complete")
-        return with_inputs_ready(_on_cron(cron, node.timezone).replace(
-            f"all_deps_updated_since_cron({cron}, {node.timezone})", complete), node, project, self)
+        return with_inputs_ready(_interval_due() & _upstream_complete(tuple(upstream)), node, project, self)
 
     def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
         """Overdue when, at a tick, the last materialisation is older than one interval:
@@ -239,15 +238,30 @@ class SeeknalTranslator:
 _BY_TIME_WINDOW = dg.TimeWindowPartitionMapping()
 
 
-@functools.lru_cache(maxsize=1024)
-def _on_cron(cron: str, timezone: str) -> dg.AutomationCondition:
-    """One ``on_cron`` tree per grid, shared by its nodes (conditions are immutable)."""
-    return dg.AutomationCondition.on_cron(cron, timezone)
-
-
 @functools.lru_cache(maxsize=1)
-def _missing_or_running() -> dg.AutomationCondition:
-    return dg.AutomationCondition.missing() | dg.AutomationCondition.in_progress()
+def _interval_due() -> dg.AutomationCondition:
+    """A finished interval to request: the latest one while missing (and not failed: a
+    failed run is not retried every tick), or one that newly failed (a restatement's
+    display run), once; never while it is in progress or was just requested."""
+    c = dg.AutomationCondition
+    latest_missing = (c.in_latest_time_window() & c.missing() & ~c.execution_failed()).with_label(
+        "latest finished interval missing")
+    newly_failed = c.execution_failed().newly_true().since_last_handled().with_label(
+        "failed or restated since last requested")
+    return ((latest_missing | newly_failed).with_label("finished interval to compute")
+            & ~c.in_progress() & ~c.newly_requested())
+
+
+@functools.lru_cache(maxsize=1024)
+def _upstream_complete(upstream: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
+    """Every upstream interval the partition covers is materialised and not failed,
+    restated or running (labelled on the negation, so the label reads true)."""
+    c = dg.AutomationCondition
+    incomplete = (c.missing() | c.execution_failed() | c.in_progress()).with_label(
+        "missing, failed or running")
+    any_incomplete = c.any_deps_match(incomplete).allow(dg.AssetSelection.assets(*upstream)).with_label(
+        "an upstream interval incomplete")
+    return (~any_incomplete).with_label("all upstream intervals complete")
 
 
 @functools.lru_cache(maxsize=1024)
