@@ -218,6 +218,35 @@ def reads(query: Query, keep: Iterable[str] | None = None) -> dict[str, set[str]
     return found
 
 
+def column_lineage(query: Query) -> dict[str, dict[str, list[str]]] | None:
+    """Each output column -> the upstream columns, per table, its values are computed from
+    (its reduction's reads: the expression and the filters, joins and grouping that choose
+    its rows), or None when that is not known exactly: unparsed SQL, a ``*`` in the output
+    or in what a column reads, or an unqualified column over several tables."""
+    outputs = query.known_outputs
+    if not outputs or _ambiguous(query.tree):
+        return None
+    out: dict[str, dict[str, list[str]]] = {}
+    for column in outputs:
+        read = reads(query, [column])
+        if read is None or any(ALL in cols for cols in read.values()):
+            return None
+        out[column] = {table: sorted(cols) for table, cols in sorted(read.items()) if cols}
+    return out
+
+
+def _ambiguous(tree: exp.Query) -> bool:
+    """An unqualified column left (by ``qualify``) in a scope over several sources: ``reads``
+    counts it from each of them, fine for change propagation, wrong as lineage."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    try:
+        scopes = traverse_scope(tree)
+    except SqlglotError:
+        return True
+    return any(not c.table and len(s.sources) > 1 for s in scopes for c in s.columns)
+
+
 @dataclass(frozen=True)
 class Effect:
     """How a node's output changes: every row (``rows``) or these columns (``ALL``: any)."""

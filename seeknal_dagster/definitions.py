@@ -8,6 +8,7 @@ and so rebuild the same definitions from the same files.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,9 @@ from seeknal_core.engines import engine_kind
 from seeknal_core.project import Project
 
 from .apply import build_apply_job
-from .assets import DUCKDB_RESOURCE_KEY, POOL, SPARK_RESOURCE_KEY, as_project, build_assets
+from .assets import DUCKDB_RESOURCE_KEY, POOL, SPARK_RESOURCE_KEY, Execute, as_project, build_assets
 from .checks import build_asset_checks
+from .resource import SEEKNAL_RESOURCE_KEY, SeeknalResource
 from .schedules import build_jobs, build_schedules
 from .sensors import MAX_PARTITIONS_PER_TICK, build_sensors
 from .translator import SeeknalTranslator, project_specs
@@ -47,6 +49,8 @@ def build_definitions(
     upstream_retry_seconds: float = 60.0,
     schedule_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     apply_job: bool = True,
+    duckdb: DuckDBResource | None = None,
+    execute: Execute | None = None,
 ) -> dg.Definitions:
     """Assets (sources as external assets), asset checks, sensors, jobs and schedules.
 
@@ -56,22 +60,29 @@ def build_definitions(
     default); ``"none"`` neither.  ``nodes``: only these transforms (and their sources).
 
     ``database_path`` overrides the project's ``database:`` (relative paths are read from
-    the project folder, like the setting); the assets write through a ``DuckDBResource``
-    under ``resource_key``, in the concurrency pool ``pool``.
+    the project folder, like the setting).  The assets take a typed ``SeeknalResource``
+    (key ``seeknal``) and write through its ``DuckDBResource`` (``duckdb``: pass your own;
+    it is also the definitions' ``resource_key`` resource, for your own assets), in the
+    concurrency pool ``pool``.  ``execute(context, seeknal=, step=)`` wraps each step
+    (``assets.run_step``).  The ``translator`` is never changed: ``automation`` applies to
+    a copy.
     """
     if automation not in ("conditions", "schedules", "none"):
         raise ValueError(f"automation={automation!r}: use 'conditions', 'schedules' or 'none'")
     project = as_project(project_path)
     translator = translator or SeeknalTranslator()
-    translator.automation = automation == "conditions"
+    if translator.automation != (automation == "conditions"):
+        translator = copy.copy(translator)
+        translator.automation = automation == "conditions"
     specs = project_specs(project, translator, nodes=nodes)  # once: every builder below reads these
     database = project.database_path if database_path is None else project.root / Path(database_path)
     schedules = automation == "schedules"
     jobs = build_jobs(specs) if (schedules or sensors) else []
     spark = _pyspark_resource(project)
+    duckdb = duckdb or DuckDBResource(database=str(database))
     return dg.Definitions(
         assets=build_assets(
-            specs, resource_key=resource_key, pool=pool,
+            specs, pool=pool, execute=execute,
             upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
             spark_resource_key=SPARK_RESOURCE_KEY if spark is not None else None,
         ),
@@ -81,9 +92,10 @@ def build_definitions(
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
             jobs=jobs or None,
         ) if sensors else [],
-        jobs=[*jobs, build_apply_job(project, resource_key=resource_key, pool=pool)] if apply_job else jobs,
+        jobs=[*jobs, build_apply_job(project, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],
-        resources={resource_key: DuckDBResource(database=str(database)),
+        resources={SEEKNAL_RESOURCE_KEY: SeeknalResource(project_dir=str(project.root), duckdb=duckdb),
+                   resource_key: duckdb,
                    **({SPARK_RESOURCE_KEY: spark} if spark is not None else {})},
     )
 
