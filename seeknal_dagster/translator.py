@@ -87,6 +87,7 @@ class SeeknalTranslator:
                 group_name=self.get_group_name(node) or group_name_for(project),
                 owners=self.get_owners(node),
             )
+        pdef = self.get_partitions_def(node)  # first: a cron Dagster rejects is seeknal's one line
         metadata = self.get_metadata(node)
         lineage = self.get_column_lineage(node, project) if self.lineage else None
         if lineage is not None:
@@ -102,7 +103,7 @@ class SeeknalTranslator:
             owners=self.get_owners(node),
             tags=self.get_tags(node),
             kinds=self.get_kinds(node),
-            partitions_def=self.get_partitions_def(node),
+            partitions_def=pdef,
             freshness_policy=self.get_freshness_policy(node),
         )
 
