@@ -316,6 +316,13 @@ class ProjectSpecs:
     specs: Mapping[str, dg.AssetSpec]  # transforms, in topological order
     sources: Mapping[str, dg.AssetSpec]
 
+    def partitions_def(self, name: str) -> dg.TimeWindowPartitionsDefinition | None:
+        """The partitions of transform ``name`` as its spec has them (the translator's
+        ``get_partitions_def``): what sensors and checks should read, not the node."""
+        spec = self.specs.get(name)
+        return spec.partitions_def if spec is not None else \
+            self.translator.get_partitions_def(self.project.nodes[name])
+
     @property
     def keys(self) -> dict[str, dg.AssetKey]:
         out = {n: s.key for n, s in self.sources.items()}

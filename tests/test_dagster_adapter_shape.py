@@ -244,3 +244,22 @@ def test_dg_check_defs_ends_with_seeknals_line(tmp_path: Path) -> None:
     last = check.stdout.strip().splitlines()[-1]
     assert last.endswith("does not exist — create it with `seeknal init` or pass the right --project-path")
     assert "defs.yaml" in last and "nowhere" in last
+
+
+@pytest.mark.parametrize(("sql", "schema"), [
+    ("SELECT t, n FROM raw WHERE t >= TIMESTAMP '2024-01-01'", {}),
+    ("SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS n FROM hourly "
+     "WHERE hour >= TIMESTAMP '2024-01-01' GROUP BY ALL", {"hourly": ("hour", "n")}),
+    ("SELECT h.a AS a, d.b + h.c AS x FROM h JOIN d ON h.k = d.k WHERE d.z > 1 GROUP BY 1, 2 "
+     "HAVING count(*) > 1", {"h": ("a", "c", "k"), "d": ("b", "k", "z")}),
+    ("SELECT a, b AS bb FROM h JOIN d USING (k) WHERE z > 1", {"h": ("a", "k"), "d": ("b", "k", "z")}),
+    ("SELECT upper(name) AS name, amount * 2 AS amt FROM orders "
+     "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts) = 1", {"orders": ("name", "amount", "id", "ts")}),
+    ("SELECT * FROM daily", {"daily": ("day", "n")}),
+])
+def test_lineage_of_one_scope_equals_a_reduction_per_column(sql: str, schema: dict) -> None:
+    """The one-scope shortcut gives what reducing the query to each column gives."""
+    query = changes.analyse(sql, "duckdb", schema)
+    per_column = {column: {t: sorted(cols) for t, cols in sorted(changes.reads(query, [column]).items()) if cols}
+                  for column in query.known_outputs}
+    assert changes.column_lineage(query) == per_column
