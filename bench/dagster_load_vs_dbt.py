@@ -180,6 +180,7 @@ print(json.dumps({
     "edges": edges, "pdefs": sorted(pdefs), "snapshot_bytes": len(snap),
     "jobs": len(repo.get_all_jobs()), "sensors": len(repo.sensor_defs),
     "checks": len(list(graph.asset_check_keys)), "cpu_ready": time.process_time(),
+    "module": getattr(sys.modules.get("seeknal_dagster"), "__file__", None),
 }), flush=True)
 """
 
@@ -215,10 +216,18 @@ defs = dg.Definitions(assets=[bench_dbt_assets], resources={"dbt": DbtCliResourc
 BARE = "import dagster, json, time\nprint(json.dumps({'cpu_ready': time.process_time()}), flush=True)"
 
 
+#: this checkout: the seeknal side imports seeknal_dagster from here, not from wherever
+#: the venv's editable install points
+REPO = Path(__file__).resolve().parent.parent
+SEEKNAL_PYTHON: list[str] = []
+
+
 def _env(python: str | None = None) -> dict:
     """The environment of an activated venv: its bin/ first on PATH (DbtCliResource looks
-    for the `dbt` executable there at load)."""
+    for the `dbt` executable there at load); the seeknal venv also imports this checkout."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DAGSTER_HOME")}
+    if python is not None and python in SEEKNAL_PYTHON:
+        env["PYTHONPATH"] = str(REPO)
     if python:
         env["PATH"] = str(Path(python).parent) + os.pathsep + env.get("PATH", "")
         env["VIRTUAL_ENV"] = str(Path(python).parent.parent)
@@ -317,6 +326,7 @@ COUNT_KEYS = ("keys", "materializable", "partitioned", "edges", "pdefs", "jobs",
 
 def shape_check(n: int, s: dict, a: dict, d: dict) -> None:
     """Same graph on both sides: N daily-partitioned materializable models, N edges."""
+    assert s["module"].startswith(str(REPO)), (s["module"], REPO)  # this checkout's adapter
     for label, r in (("seeknal", s), ("seeknal assets-only", a), ("dbt", d)):
         assert r["materializable"] == n, (label, r)
         assert r["partitioned"] == n, (label, r)
@@ -453,6 +463,7 @@ def main() -> None:
     # absolute, not resolved: a venv's python is a symlink out of the venv
     args.seeknal_python, args.dbt_python = map(os.path.abspath, (args.seeknal_python, args.dbt_python))
     args.work = Path(os.path.abspath(args.work))
+    SEEKNAL_PYTHON.append(args.seeknal_python)
     if args.attribute:
         args.work.mkdir(parents=True, exist_ok=True)
         print(attribute(args.attribute, args))

@@ -65,7 +65,8 @@ def build_apply_job(project: Project, *, pool: str | None = POOL) -> dg.JobDefin
     """The job for ``project``: one op, no assets (it changes state, not one asset)."""
 
     @dg.op(name="seeknal_apply_changes_op", pool=pool)
-    def apply_op(context: dg.OpExecutionContext, config: ApplyChangesConfig, seeknal: SeeknalResource) -> None:
+    def apply_op(context: dg.OpExecutionContext, config: ApplyChangesConfig,
+                 seeknal: SeeknalResource) -> None:
         try:
             with seeknal.state_store(project) as store:
                 plan = changes.change_plan(project, store, since=config.from_, now=config.now)

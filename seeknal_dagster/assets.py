@@ -153,8 +153,9 @@ def _md(items: Sequence[tuple[Pair, str]]) -> str:
     return "```\n" + _listing(items) + "\n```"
 
 
-def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode, seeknal: SeeknalResource,
-             pairs: list[Pair], session_resources: Mapping[str, Any] | None = None) -> runner.NodeResult:
+def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode,
+             seeknal: SeeknalResource, pairs: list[Pair],
+             session_resources: Mapping[str, Any] | None = None) -> runner.NodeResult:
     """Run one node in the run's window (or what is due, when unpartitioned) through the
     runner's one door, so the CLI's rules hold: ``on_change`` (``fail`` is this step's
     failure with the CLI's line, nothing written), start inference, lookback.  Engines
@@ -399,7 +400,8 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
     if spark:
         def compute(context: dg.AssetExecutionContext, seeknal: SeeknalResource,
                     pyspark: dg.ResourceParam[Any]) -> Iterator[Any]:
-            yield from execute(context, seeknal=seeknal, step=SeeknalStep(specs, tuple(names), pyspark, retry))
+            step = SeeknalStep(specs, tuple(names), pyspark, retry)
+            yield from execute(context, seeknal=seeknal, step=step)
     else:
         def compute(context: dg.AssetExecutionContext, seeknal: SeeknalResource) -> Iterator[Any]:
             yield from execute(context, seeknal=seeknal, step=SeeknalStep(specs, tuple(names), None, retry))
