@@ -9,8 +9,8 @@
 Optional attributes cover what users customise, as dagster-dbt's ``DbtProjectComponent``
 does: ``translation`` (per-node asset attributes, templated with ``{{ node.name }}``,
 ``{{ node.tags }}``, ...), ``select``/``exclude`` (node names or ``tag:x``), ``key_prefix``,
-``group_name``, ``database``, ``resource_key``, ``pool``, ``sensors``/``checks``/``apply_job``
-and ``automation``.  Subclasses override ``execute(context, seeknal, step)`` to wrap each
+``group_name``, ``database``, ``resource_key``, ``pool``, ``sensors``/``checks``/``apply_job``,
+``automation`` and ``lineage``.  Subclasses override ``execute(context, seeknal, step)`` to wrap each
 step, or ``get_translator``.  The component builds through ``build_definitions``: one
 code path.
 """
@@ -54,6 +54,7 @@ _OPTIONAL = """\
   # checks: true
   # apply_job: true
   # automation: conditions                   # or schedules, none
+  # lineage: true                            # dagster/column_lineage from the SQL
 """
 
 
@@ -230,6 +231,7 @@ class SeeknalProjectComponent(dg.Component, dg.Resolvable):
     checks: bool = True
     apply_job: bool = True
     automation: Literal["conditions", "schedules", "none"] = AUTOMATION  # type: ignore[assignment]
+    lineage: bool = True
 
     def project_path(self, context: dg.ComponentLoadContext) -> Path:
         """``project`` as written, relative paths read from the ``defs.yaml`` folder."""
@@ -238,7 +240,7 @@ class SeeknalProjectComponent(dg.Component, dg.Resolvable):
     def get_translator(self) -> SeeknalTranslator:
         """Override in a subclass to customise keys, groups, metadata or automation."""
         return ComponentTranslator(self.translation, key_prefix=self.key_prefix or (),
-                                   group_name=self.group_name)
+                                   group_name=self.group_name, lineage=self.lineage)
 
     def execute(self, context: dg.AssetExecutionContext, seeknal: SeeknalResource,
                 step: SeeknalStep) -> Iterator[Any]:
