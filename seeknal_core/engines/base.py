@@ -96,7 +96,9 @@ class Engine(Protocol):
     """One engine instance serves one run; the runner closes what it opened.
 
     An engine whose SQL is not DuckDB's also has ``render_sql(node, start, end) -> str``
-    (Spark's transpiles once per node); the runner then passes what it renders as ``sql``."""
+    (Spark's transpiles once per node); the runner then passes what it renders as ``sql``.
+    Optional too: ``output_columns(node) -> [(name, type), ...]``, the written output's
+    schema (``NodeResult.columns``: Dagster's ``dagster/column_schema``)."""
 
     #: ``"duckdb"`` or ``"spark"``: what ``engine:`` in a project or node selects
     name: str

@@ -234,6 +234,16 @@ class DuckDBEngine:
                 self._table_kinds[name] = kinds
         return kinds
 
+    def output_columns(self, node: TransformNode) -> list[tuple[str, str]]:
+        """(name, type) of each column of the node's written output (its table, or the
+        view over its files), in order: what Dagster shows as the table's schema."""
+        if output_layout(node) != DATABASE:
+            self._register_parquet_view(node)
+        try:
+            return [(str(r[0]), str(r[1])) for r in self.con.execute(f"DESCRIBE {q(node.name)}").fetchall()]
+        except duckdb.Error:
+            return []
+
     def count_rows(self, name: str) -> int:
         return int(self.con.execute(f"SELECT count(*) FROM {q(name)}").fetchone()[0])
 

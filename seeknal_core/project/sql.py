@@ -23,7 +23,8 @@ DEFAULT_DIALECT = "duckdb"
 #: results worth keeping between processes (the load cache persists them):
 #: "scan": query key -> [refs, tables, time column]; "normalized": key -> normalised SQL;
 #: "tokens": key -> token digest
-MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}, "tokens": {}, "parse_error": {}}
+MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}, "tokens": {}, "parse_error": {},
+                                   "lineage": {}}
 #: keys of MEMO this process used (the cache keeps only these, so it does not grow)
 USED: dict[str, set[str]] = {name: set() for name in MEMO}
 
@@ -399,6 +400,29 @@ def output_columns(sql: str) -> tuple[str, ...] | None:
             return None
         names.append(name)
     return tuple(names)
+
+
+def lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) -> list:
+    """``[outputs, lineage]`` of a query (``changes.column_lineage``; either None when not
+    known), read with ``schema`` (upstream table -> its output columns): memoised with the
+    load cache under the text and the schema, so a warm load parses nothing."""
+    import json
+
+    build = _sqlglot_build() + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return _memo("lineage", lambda n, s, d: _lineage(n, s, d, schema), name, sql, dialect, build)
+
+
+def _lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) -> list:
+    from .. import changes
+    from ..templating import placeholder_sql
+
+    try:
+        rendered = placeholder_sql(name, sql)
+    except ProjectError:
+        return [None, None]
+    query = changes.analyse(rendered, dialect, schema, text=rendered)
+    outputs = query.known_outputs
+    return [list(outputs) if outputs is not None else None, changes.column_lineage(query)]
 
 
 def parse_error(name: str, sql: str) -> str | None:

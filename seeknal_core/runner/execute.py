@@ -56,6 +56,8 @@ class NodeResult:
     #: one per audit per batch that ended checked: each committed batch (passed or warned,
     #: over the batch's range) and each isolated failed interval (the blocking failure)
     audit_results: list[AuditResult] = field(default_factory=list)
+    #: (name, type) of the written output's columns, when its engine says (``output_columns``)
+    columns: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[AuditResult]:
@@ -156,6 +158,8 @@ def execute(
                     failed_nodes[node_plan.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
             else:
                 continue
+            if result.done or (node_plan.full_refresh and not result.failures):
+                result.columns = _output_columns(engines.for_node(node), node)
             progress.node_finished(result)
     except _Stop as stop:  # recorded once where it happened; nothing later could succeed
         stopped = str(stop)
@@ -164,6 +168,11 @@ def execute(
         if owned:
             engines.close()
     return RunResult(nodes=results, seconds=time.perf_counter() - t0, stopped=stopped)
+
+
+def _output_columns(engine: Engine, node) -> list[tuple[str, str]]:
+    describe = getattr(engine, "output_columns", None)
+    return list(describe(node)) if describe is not None else []
 
 
 class _Stop(Exception):
