@@ -107,7 +107,7 @@ def build_definitions(
             specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
             jobs=jobs or None, restatement_display=restatement_display, recompute_restatements=schedules,
-        ) if sensors else []), *([watermarks] if watermarks else []),
+        ) if sensors else []), *([watermarks] if watermarks and sensors else []),
             *([automation_sensor] if automation_sensor else [])],
         jobs=[*jobs, build_apply_job(project, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],

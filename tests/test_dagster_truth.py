@@ -146,6 +146,7 @@ def test_seeknal_automation_sensor_runs_by_default_and_requests_finished_interva
     assert restatements.default_status == dg.DefaultSensorStatus.RUNNING
 
     materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-01-02:00")
+    Daemon(defs, instance).tick("seeknal_watermarks")  # the sources' data is in: observed, as the daemon does
     evaluate = evaluator(defs, instance)
     # first evaluated 40 minutes after the 03:00-04:00 hour closed (the sensor was not running
     # at its tick): the latest finished hour is requested, nothing older, the day not yet
