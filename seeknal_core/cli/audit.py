@@ -57,9 +57,11 @@ def audit_command(nodes: tuple[str, ...], start: str | None, end: str | None, la
             continue
         bad = len({f.interval for f in r.failures})
         click.echo(f"{r.node}: {checked}, {render.plural(bad, 'interval')} failing:")
-        for f in r.failures:
-            mark = "✗" if f.audit.blocking else "⚠"
-            click.echo(f"  {render.span(*f.interval, node)} {mark} {f.message}")
+        found = [(f.interval, "✗" if f.audit.blocking else "⚠", f.message) for f in r.failures]
+        click.echo("\n".join(render.capped(
+            [f"  {render.span(a, b, node)}{render.counted(count)} {mark} {message}"
+             for a, b, count, mark, message in render.audit_runs(found, node)],
+            f"seeknal audit {r.node} --json lists them all")))
     if restate:
         if impact:
             lines = restate_lines(sess, impact, [r.node for r in reports], "the failing audits",
