@@ -37,7 +37,7 @@ from seeknal_core.errors import ProjectError
 from seeknal_core.intervals import Pair
 from seeknal_core.project import TransformNode
 from seeknal_core.project.audits import Audit, AuditResult
-from seeknal_core.runner import NodeResult
+from seeknal_core.runner import WHOLE_TABLE, NodeResult
 from seeknal_core.timeutil import from_epoch
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -191,6 +191,8 @@ def _target(record) -> AssetCheckEvaluationTargetMaterializationData:
 
 
 def _span(interval: Pair) -> str:
+    if interval == WHOLE_TABLE:  # a table node's audits see its whole table
+        return "the whole table"
     return f"{from_epoch(interval[0]).isoformat()} .. {from_epoch(interval[1]).isoformat()}"
 
 

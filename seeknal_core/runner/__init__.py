@@ -8,7 +8,7 @@ recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``ru
 
 from ..intervals import coalesce
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
-from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute
+from .execute import FLUSH_SECONDS, WHOLE_TABLE, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
 from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run
 from .restate import restate, restatement_impact
@@ -16,6 +16,6 @@ from .restate import restate, restatement_impact
 __all__ = [
     "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
     "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "Reason", "RunResult",
-    "apply_on_change", "changed_line", "coalesce", "execute", "node_bounds", "partition_interval", "plan",
+    "WHOLE_TABLE", "apply_on_change", "changed_line", "coalesce", "execute", "node_bounds", "partition_interval", "plan",
     "prepare", "restate", "restatement_impact", "run", "time_sources",
 ]
