@@ -16,6 +16,6 @@ from .restate import restate, restatement_impact
 __all__ = [
     "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
     "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "Reason", "RunResult",
-    "WHOLE_TABLE", "apply_on_change", "changed_line", "coalesce", "execute", "node_bounds", "partition_interval",
-    "plan", "prepare", "restate", "restatement_impact", "run", "time_sources",
+    "WHOLE_TABLE", "apply_on_change", "changed_line", "coalesce", "execute", "node_bounds",
+    "partition_interval", "plan", "prepare", "restate", "restatement_impact", "run", "time_sources",
 ]
