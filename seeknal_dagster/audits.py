@@ -197,12 +197,11 @@ def _span(interval: Pair) -> str:
 
 
 def _metadata(result: AuditResult) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "offending_rows": dg.MetadataValue.int(result.rows),
-        "interval_start": from_epoch(result.interval[0]).isoformat(),
-        "interval_end": from_epoch(result.interval[1]).isoformat(),
-        "blocking": dg.MetadataValue.bool(result.blocking),
-    }
+    meta: dict[str, Any] = {"offending_rows": dg.MetadataValue.int(result.rows)}
+    if result.interval != WHOLE_TABLE:  # a table node's audits have no interval
+        meta["interval_start"] = from_epoch(result.interval[0]).isoformat()
+        meta["interval_end"] = from_epoch(result.interval[1]).isoformat()
+    meta["blocking"] = dg.MetadataValue.bool(result.blocking)
     if result.samples:  # dates and decimals as text
         meta["sample_rows"] = dg.MetadataValue.json(json.loads(json.dumps(list(result.samples), default=str)))
     return meta
