@@ -502,3 +502,21 @@ def test_table_node_audits_warn_block_and_keep_the_old_table(tmp_path):
          "message": "audit row_count failed: 4 rows written, expected >= 5"}]}]}
     restated = invoke(root, "audit", "--restate")
     assert restated.exit_code == 1 and "Nothing to restate" in restated.stdout  # a table is rebuilt by every run
+
+
+def test_an_engine_without_a_staged_full_refresh_refuses_audits_on_a_table_node(tmp_path, monkeypatch):
+    """Spark (until its staged full refresh lands) and the test-only hive engine cannot stage
+    a table: a table node's audits are refused at run time in one line, nothing written."""
+    from engine_hive import HIVE
+
+    from seeknal_core import engines
+
+    monkeypatch.setitem(engines.ENGINES, HIVE.name, HIVE)
+    root = make_project(tmp_path, "- not_null: [day]",
+                        readers="dim:\n  engine: hive\n  sql: SELECT 1 AS k\n  audits:\n    - unique: [k]\n")
+    out = invoke(root, "run")
+    assert out.exit_code == 1
+    assert out.stderr.splitlines() == [
+        "Error: node 'dim': engine 'hive' cannot audit a table node yet: remove `audits:` from node 'dim', "
+        "give it a schedule, or run it on duckdb"]
+    assert not (root / "target" / "data" / "dim").exists()
