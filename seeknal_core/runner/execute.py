@@ -64,6 +64,8 @@ class NodeResult:
 
     def to_dict(self) -> dict:
         def iso(p: Pair) -> dict:
+            if p == WHOLE_TABLE:  # a table node: no interval
+                return {"start": None, "end": None}
             return {"start": from_epoch(p[0]).isoformat(), "end": from_epoch(p[1]).isoformat()}
         return {
             "node": self.node, "intervals": len(self.done), "batches": self.batches,
