@@ -16,7 +16,7 @@ Writes go through ``dagster_duckdb.DuckDBResource`` and are serialised by the
 import datetime as dt
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,11 @@ def _execute(context: dg.AssetExecutionContext, project: Project, node: Transfor
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
     for note in result.notes:
         context.log.info(note)
-    for note in result.plan.nodes[0].notes if result.plan else ():
+    node_plan = result.plan.nodes[0] if result.plan else None
+    for note in node_plan.notes if node_plan else ():
         context.log.warning(f"{node.name}: {note}")
+    for waiting in node_plan.waiting if node_plan else ():  # not run, not failed: asked again next time
+        context.log.info(f"{waiting.line(node.name, node.timezone)}: not run until its data is in")
     return result.nodes[0]
 
 
@@ -173,11 +176,14 @@ def run_node(
     spark_resource: Any = None,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
-) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
+) -> Generator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output,
+               None, bool]:
     """Compute one node for the run's partitions and describe each partition on its own:
     its interval's start, end and rows; the run's totals are labelled ``run/...``.  The
     audits' verdicts follow, one per audit per partition (audits.py); a partition that
-    failed, by its query or a blocking audit, is not materialized and fails the run."""
+    failed, by its query or a blocking audit, is not materialized and fails the run.
+    Returns whether some intervals wait for their sources' data (their partitions are
+    skipped, not failed)."""
     project = specs.project
     spec = specs.specs[node.name]
     pdef = spec.partitions_def
@@ -221,6 +227,18 @@ def run_node(
             metadata=details,
         )
 
+    if pdef is not None and len(outcome.done) < len(pairs):
+        # intervals whose inputs are not ready waited (logged above): nothing materialised
+        # for them, the step succeeds; the ready ones are reported one by one
+        rows = _interval_rows(outcome)
+        done = _keyed(pdef, outcome.done)
+        for pair, key in done:
+            yield dg.AssetMaterialization(
+                asset_key=spec.key, partition=key,
+                metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster"})
+        if node.audits:
+            yield from audit_events(context, node, spec.key, outcome, done)
+        return True
     metadata: dict[str, Any] = {"seeknal/origin": "dagster"}
     if pdef is None:
         metadata.update({"rows": outcome.rows, "dagster/row_count": outcome.rows,
@@ -228,7 +246,7 @@ def run_node(
         yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
         if node.audits:
             yield from audit_events(context, node, spec.key, outcome, None)
-        return
+        return False
     metadata.update({
         "run/rows": outcome.rows,
         "run/intervals": len(outcome.done),
@@ -245,6 +263,7 @@ def run_node(
     yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
     if node.audits:  # after the materializations: each verdict names its partition's
         yield from audit_events(context, node, spec.key, outcome, keyed)
+    return False
 
 
 def _interval_rows(outcome: runner.NodeResult) -> dict[Pair, int]:
@@ -354,12 +373,15 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         blocked: set[str] = set()
         for name in project.topological_order(selected):
             if name in blocked:
-                context.log.warning(f"{name}: not run, an upstream node failed in this step")
+                context.log.warning(f"{name}: not run, an upstream node failed or waits for data "
+                                    "in this step")
                 continue
             try:
-                yield from run_node(
+                waited = yield from run_node(
                     context, specs, project.nodes[name], getattr(context.resources, resource_key),
                     spark_resource=getattr(context.resources, spark_key) if spark_key else None, **retry)
+                if waited:  # waiting for its data: skipped, and so are its downstream
+                    blocked.update(project.downstream(name))
             except dg.Failure as exc:
                 if len(selected) == 1:
                     raise
@@ -376,7 +398,7 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.multi_asset(
             name=_group_name(names, taken),
-            specs=[specs.specs[n] for n in names],
+            specs=[specs.specs[n].replace_attributes(skippable=True) for n in names],  # waiting: no output
             check_specs=[c for n in names if project.nodes[n].audits
                          for c in audit_check_specs(project.nodes[n], specs.specs[n].key, pdef)] or None,
             partitions_def=pdef,

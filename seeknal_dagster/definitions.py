@@ -76,16 +76,33 @@ def build_definitions(
             spark_resource_key=SPARK_RESOURCE_KEY if spark is not None else None,
         ),
         asset_checks=build_asset_checks(specs) if checks else [],
-        sensors=build_sensors(
+        sensors=[*(build_sensors(
             specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
             jobs=jobs or None,
-        ) if sensors else [],
+        ) if sensors else []), *readiness_sensors(specs, automation == "conditions")],
         jobs=[*jobs, build_apply_job(project, resource_key=resource_key, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],
         resources={resource_key: DuckDBResource(database=str(database)),
                    **({SPARK_RESOURCE_KEY: spark} if spark is not None else {})},
     )
+
+
+def readiness_sensors(specs, conditions: bool) -> list[dg.SensorDefinition]:
+    """``seeknal_watermarks`` (each source's watermark observed), and, when a condition
+    reads it, the automation sensor evaluated in the code location: a custom condition
+    (``readiness.InputsReady``) cannot be serialised to the daemon's default sensor."""
+    from .readiness import build_watermarks_sensor
+
+    watermarks = build_watermarks_sensor(specs)
+    if watermarks is None:
+        return []
+    out: list[dg.SensorDefinition] = [watermarks]
+    if conditions:
+        out.append(dg.AutomationConditionSensorDefinition(
+            "seeknal_automation", target=dg.AssetSelection.all(), use_user_code_server=True,
+            default_status=dg.DefaultSensorStatus.RUNNING))
+    return out
 
 
 def _pyspark_resource(project: Project) -> dg.ConfigurableResource | None:

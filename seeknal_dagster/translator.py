@@ -27,6 +27,7 @@ from seeknal_core.project import Project, SourceNode, TransformNode
 from seeknal_core.schedule import Schedule
 
 from .partitions import PartitionsError, partitioned, partitions_def_for
+from .readiness import with_inputs_ready
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 _YEAR_S = 366 * 86_400
@@ -144,8 +145,8 @@ class SeeknalTranslator:
                     if n in project.nodes and project.nodes[n].is_incremental]
         complete = ~dg.AutomationCondition.any_deps_match(_missing_or_running()).allow(
             dg.AssetSelection.assets(*upstream)).with_label("all upstream intervals complete")
-        return _on_cron(cron, node.timezone).replace(f"all_deps_updated_since_cron({cron}, {node.timezone})",
-                                                      complete)
+        return with_inputs_ready(_on_cron(cron, node.timezone).replace(
+            f"all_deps_updated_since_cron({cron}, {node.timezone})", complete), node, project, self)
 
     def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
         """Overdue when, at a tick, the last materialisation is older than one interval:

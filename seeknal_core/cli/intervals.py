@@ -85,8 +85,9 @@ def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
     nodes = [sess.scheduled(node)] if node else sess.scheduled_nodes()
     states = sess.store.load()
     reports = [_node_report(sess, spec, states.get(spec.name), listing) for spec in nodes]
+    sources_json, sources_lines = _watermarks(sess, nodes)
     if as_json:
-        render.echo_json({"nodes": [r[0] for r in reports]})
+        render.echo_json({"nodes": [r[0] for r in reports], "sources": sources_json})
         return 0
     if not nodes:
         click.echo("No scheduled nodes: add schedule: '@daily' to a transform to track its intervals.")
@@ -94,8 +95,10 @@ def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
         from .coverage import print_with_bars
 
         print_with_bars(nodes, states, [r[1] for r in reports], sess.now)
+        if sources_lines:
+            click.echo("\n" + "\n".join(sources_lines))
         return 0
-    click.echo("\n\n".join("\n".join(r[1]) for r in reports))
+    click.echo("\n\n".join("\n".join(lines) for lines in [*(r[1] for r in reports), sources_lines] if lines))
     return 0
 
 
@@ -105,6 +108,33 @@ def _by_interval(warnings: list[tuple[Pair, str]]) -> dict[Pair, list[str]]:
     for pair, message in warnings:
         out.setdefault(pair, []).append(message)
     return out
+
+
+def _watermarks(sess: Session, nodes: list[TransformNode]) -> tuple[list[dict], list[str]]:
+    """(JSON, lines) of each source's readiness watermark, one query per source."""
+    from ..engines import EnginePool
+    from ..runner import source_watermarks
+    from ..runner.readiness import direct_sources, needs_database
+
+    readers = {}
+    for spec in nodes:
+        for source in direct_sources(sess.project, spec):
+            readers.setdefault(source.name, spec)
+    if not readers:
+        return [], []
+    pool = EnginePool(sess.project, database=needs_database(sess.project, nodes))
+    try:
+        marks = source_watermarks(sess.project, pool, nodes)
+    finally:
+        pool.close()
+    data, lines = [], ["Source watermarks:"]
+    for name, mark in marks.items():
+        spec = readers[name]
+        data.append({"source": name, "ready": mark.kind, "strict": mark.strict,
+                     "watermark": None if mark.instant is None else from_epoch(mark.instant).isoformat(),
+                     "timezone": spec.timezone})
+        lines.append(f"  {name}: {mark.text(spec.timezone)} ({mark.kind}{', strict' if mark.strict else ''})")
+    return data, lines if data else []
 
 
 def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
@@ -179,13 +209,16 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
     plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end, last), mode="backfill")
     node_plans = [node_plan for node_plan in plan.nodes if not node_plan.full_refresh]
     _unknown_starts(sess, node_plans)
-    total = sum(len(node_plan.due) for node_plan in node_plans)
+    _hold_back(sess, plan)
+    total = sum(len(node_plan.due) + sum(w.count for w in node_plan.waiting) for node_plan in node_plans)
     if as_json:
         render.echo_json({"now": plan.now.isoformat(), "total": total, "nodes": [
             {"node": node_plan.node, "timezone": sess.project.nodes[node_plan.node].timezone,
              "notes": node_plan.notes,
              "intervals": [render.interval_dict(a, b, sess.project.nodes[node_plan.node], reason=reason)
-                           for (a, b), reason in node_plan.due.items()]}
+                           for (a, b), reason in node_plan.due.items()]
+             + [render.interval_dict(a, b, sess.project.nodes[node_plan.node], **_one(waiting.to_dict("UTC")))
+                for waiting in node_plan.waiting for (a, b) in waiting.due]}
             for node_plan in node_plans]})
         return 0
     out = [f"Pending intervals ({total}){':' if total else ''}"]  # one write: thousands of lines
@@ -193,14 +226,41 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
     indent = "    " if several else "  "
     for node_plan in node_plans:
         spec = sess.project.nodes[node_plan.node]
-        if several and node_plan.due:
-            out.append(f"  {node_plan.node} ({len(node_plan.due)}):")
+        count_of = len(node_plan.due) + sum(w.count for w in node_plan.waiting)
+        if several and count_of:
+            out.append(f"  {node_plan.node} ({count_of}):")
         tagged = [(a, b, r) for a, b, r, _ in node_plan.runs()]
         out += [f"{indent}{render.span(a, b, spec)}{render.counted(count)}{_PENDING_WHY.get(reason, '')}"
                 for a, b, reason, count in render.listed(tagged, spec, listing)]
+        for waiting in node_plan.waiting:
+            why = f" (waiting for {waiting.source}" + (
+                f": {waiting.mark.text(spec.timezone)})" if waiting.mark.text(spec.timezone) else ")")
+            held = [(a, b, "waiting") for a, b, _, _ in waiting.due.runs]
+            out += [f"{indent}{render.span(a, b, spec)}{render.counted(count)}{why}"
+                    for a, b, _, count in render.listed(held, spec, listing)]
         out += [f"  {node_plan.node}: note: {note}" for note in node_plan.notes]
     click.echo("\n".join(out))
     return 0
+
+
+def _one(waiting: dict) -> dict:
+    """A waiting group's fields for one of its intervals (its count is the group's)."""
+    return {k: v for k, v in waiting.items() if k != "count"}
+
+
+def _hold_back(sess: Session, plan) -> None:
+    """Readiness, as a run would apply it: each source asked once (imports the engine
+    only when a pending node reads a source whose readiness needs a query)."""
+    from ..engines import EnginePool
+    from ..runner import hold_back
+    from ..runner.readiness import needs_database
+
+    pool = EnginePool(sess.project, database=needs_database(
+        sess.project, (sess.project.nodes[p.node] for p in plan.nodes if p.due)))
+    try:
+        hold_back(sess.project, plan, pool)
+    finally:
+        pool.close()
 
 
 def _unknown_starts(sess: Session, node_plans: list) -> None:
@@ -252,10 +312,12 @@ def _with_schedule(sess: Session, spec: TransformNode, schedule: str | None) -> 
 @click.option("--schedule", metavar="CRON",
               help="The node's schedule; gives one to a node that has none (for this backfill).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Intervals per query (default: node's).")
+@click.option("--ignore-readiness", is_flag=True,
+              help="Fill the range even where a source's data is not in yet.")
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @json_option
 def backfill_command(node: str, start: str | None, end: str | None, last: str | None, schedule: str | None,
-                     batch_size: int | None, dry_run: bool, as_json: bool) -> int:
+                     batch_size: int | None, ignore_readiness: bool, dry_run: bool, as_json: bool) -> int:
     """Process every missing interval of NODE in the range (default: its start to now)."""
     from . import progress
 
@@ -263,7 +325,7 @@ def backfill_command(node: str, start: str | None, end: str | None, last: str | 
     spec = _with_schedule(sess, sess.node(node), schedule)
     check_schedule(spec, schedule)
     plan = prepare_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size,
-                         dry_run=dry_run).plan
+                         dry_run=dry_run, ignore_readiness=ignore_readiness).plan
     if dry_run:
         if as_json:
             render.echo_json(progress.plan_json(sess, plan))
@@ -361,6 +423,62 @@ def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, 
                             dry_run=dry_run, as_json=as_json)
     if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
+    return 0
+
+
+# -- verify -----------------------------------------------------------------------------------------
+@intervals.command("verify", short_help="Restate intervals whose input rows changed (late data).")
+@click.argument("nodes", nargs=-1)
+@project_option
+@date_options
+@click.option("--dry-run", is_flag=True, help="List what changed; record nothing.")
+@json_option
+def verify_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                   dry_run: bool, as_json: bool) -> int:
+    """Recompute the input digests of completed intervals (one grouped query per source) and
+    restate exactly those whose source rows changed since they ran, and their downstream
+    intervals; the next `seeknal run` recomputes them.  Default range: everything completed."""
+    from ..runner.verify import verify
+
+    sess = session()
+    names = [sess.node(n).name for n in nodes] or None
+    window = Window(start, end, last)
+    lo, hi = window.values(sess.now) if window else (None, None)
+    found = verify(sess.project, sess.store, names, start=lo, end=hi, now=sess.now, dry_run=dry_run)
+    if as_json:
+        project = sess.project
+        render.echo_json({
+            "dry_run": dry_run, "checked": found.checked, "problems": found.problems,
+            "nodes": [{"node": n, "downstream": n not in found.changed, "reason": found.reasons.get(n),
+                       "intervals": [render.interval_dict(a, b, project.nodes[n]) for a, b in pairs],
+                       "changes": [{**render.interval_dict(a, b, project.nodes[n]), "changes": what}
+                                   for (a, b), what in found.changed.get(n, [])]}
+                      for n, pairs in found.restated.items()],
+            "unverifiable": {n: [render.interval_dict(a, b, project.nodes[n]) for a, b in pairs]
+                             for n, pairs in found.unverifiable.items()}})
+        return 0
+    out = []
+    checked = sum(found.checked.values())
+    if not found.restated:
+        out.append(f"No late data: {render.plural(checked, 'interval')} verified, inputs unchanged.")
+    else:
+        out.append("Would restate (dry run, nothing recorded):" if dry_run else "Restated:")
+        for name, pairs in found.restated.items():
+            node = sess.project.nodes[name]
+            if name in found.changed:
+                out.append(f"  {name}: {render.plural(len(pairs), 'interval')} — {found.reasons[name]}")
+            else:
+                out.append(f"  {name}: {render.plural(len(pairs), 'interval')} "
+                           f"({render.spans_text(pairs, node)})  (downstream)")
+    for name, pairs in found.unverifiable.items():
+        node = sess.project.nodes[name]
+        out.append(f"  {name}: {render.plural(len(pairs), 'interval')} unverifiable: "
+                   "completed before digests "
+                   f"were recorded ({render.spans_text(pairs, node)}); never restated by verify")
+    out += [f"  cannot verify {p}" for p in found.problems]
+    if found.restated and not dry_run:
+        out.append("Run `seeknal run` to recompute them.")
+    click.echo("\n".join(out))
     return 0
 
 

@@ -22,6 +22,7 @@ from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
 from .plan import NodePlan, Plan, partition_key
+from .verify import read_digests
 
 if TYPE_CHECKING:
     from ..state import StateStore
@@ -264,6 +265,7 @@ class _NodeRunner:
     def __init__(self, engine, store, project, node, node_plan, result, progress, origin, mode, run_id,
                  failed_nodes):
         self.engine, self.store, self.node, self.node_plan = engine, store, node, node_plan
+        self.project = project
         self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
         self.run_id, self.failed_nodes = run_id, failed_nodes
         self.render = renderer(engine)
@@ -272,6 +274,12 @@ class _NodeRunner:
         self.upstream_done = {u: store.completed(u) for u in self.upstream
                               if project.nodes[u].is_incremental}
         self._unrecorded: dict[str, list] = {}  # origin -> [([(pair, rows)], seconds, keys)]
+        # input digests of intervals about to run, taken before their write (verify.py): one
+        # grouped query per source for the next DIGEST_AHEAD due intervals (with small
+        # batches) or per batch, read in the order batches come
+        self._digests: dict[Pair, dict] = {}
+        size = node_plan.batch_size
+        self._ahead = node_plan.due.batches(None if size is None else max(size, DIGEST_AHEAD))
         self._warnings: list[tuple[Pair, str, str]] = []  # (interval, origin, message), after completion
         self._last_flush = time.perf_counter()
 
@@ -302,6 +310,10 @@ class _NodeRunner:
         """Record the committed batches' completions: one state mutation per origin."""
         for origin, entries in self._unrecorded.items():
             per_interval = [item for e in entries for item in e[0]]
+            digests: dict[str, dict[int, tuple]] = {}
+            for pair, _ in per_interval:
+                for source, digest in self._digests.pop(pair, {}).items():
+                    digests.setdefault(source, {})[pair[0]] = digest
             try:
                 self.store.mark_complete(
                     self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
@@ -309,7 +321,7 @@ class _NodeRunner:
                     duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
                     fingerprint=None if self.node_plan.definition_changed else self.node.fingerprint,
                     definition=None if self.node_plan.definition_changed else self.node.definition,
-                    interval_rows=per_interval)
+                    interval_rows=per_interval, digests=digests or None)
             except (SeeknalError, OSError) as exc:
                 first, last = from_epoch(per_interval[0][0][0]), from_epoch(per_interval[-1][0][1])
                 raise StateNotRecordedError(
@@ -334,8 +346,23 @@ class _NodeRunner:
         for reason, pairs in by_reason.items():
             self.store.mark_failed(self.node.name, IntervalSet.from_epoch_pairs(pairs),
                                    f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
+        self._read_digests(ready)
         for group in coalesce(ready, None):
             self._write(group)
+
+    def _read_digests(self, ready: list[Pair]) -> None:
+        """Digests of ``ready`` (unless read ahead already), reading the due intervals ahead
+        in chunks; a source that cannot be read gives none (its intervals are unverifiable)."""
+        missing = [p for p in ready if p not in self._digests]
+        while missing and self._ahead is not None:
+            chunk = next(self._ahead, None)
+            if chunk is None:
+                self._ahead = None
+                break
+            self._digests.update(read_digests(self.engine, self.project, self.node.name, chunk)[0])
+            missing = [p for p in missing if p not in self._digests]
+        if missing:
+            self._digests.update(read_digests(self.engine, self.project, self.node.name, missing)[0])
 
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
@@ -447,6 +474,10 @@ def describe_failure(audit: Audit, rows: int, samples) -> str:
         text += f"; samples: {shown}"
     return text
 
+
+#: With small batches, input digests are read for this many due intervals at once (one
+#: grouped query per source), not per batch: ``batch_size: 1`` would pay a query per interval.
+DIGEST_AHEAD = 1000
 
 #: Completions of committed batches are written to the state store at most this often
 #: (group commit). Data always commits first, so a crash in between only re-runs those

@@ -33,6 +33,9 @@ class NodePlan:
     full_refresh: bool = False
     notes: list[str] = field(default_factory=list)
     definition_changed: bool = False
+    #: intervals due by the clock but held back until a source's data is in
+    #: (``readiness.Waiting``, per source), set by the runner's door
+    waiting: list = field(default_factory=list)
 
     @property
     def intervals(self) -> list[Pair]:
@@ -68,6 +71,7 @@ class NodePlan:
             **due,
             "batches": self.batch_count(),
             "notes": list(self.notes),
+            "waiting": [w.to_dict(tz) for w in self.waiting],
         }
 
 

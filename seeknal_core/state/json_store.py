@@ -75,6 +75,7 @@ from .common import (
     _pending_item,
     _resync,
     _rows,
+    encode_digest,
 )
 from .json_file import SCHEMA_VERSION, JsonStateFile, _set_of
 from .records import (
@@ -361,6 +362,11 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 raw["last_run"] = now
                 if item.definition is not None:
                     raw["definition"] = item.definition
+                if item.digests:
+                    stored = raw.setdefault("digests", {})
+                    for source, per_start in item.digests.items():
+                        stored.setdefault(source, {}).update(
+                            (str(k), encode_digest(v)) for k, v in per_start.items())
                 entry = _stamped(item.record, now)
                 if resolved:
                     entry["resolved_restatements"] = [r["id"] for r in resolved]
@@ -583,6 +589,8 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                     node["definition"] = json.loads(json.dumps(raw["definition"]))
                 if raw.get("inferred_start") is not None:
                     node["inferred_start"] = raw["inferred_start"]
+                if raw.get("digests"):
+                    node["digests"] = json.loads(json.dumps(raw["digests"]))
                 nodes[name] = node
             self._replace_log(data["audit"])
             new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],

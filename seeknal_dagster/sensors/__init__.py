@@ -8,6 +8,9 @@
     (it launches runs), as Dagster's own schedules are.
 ``seeknal_checks`` (checks.py)
     the ``seeknal_in_sync`` check evaluations, runless.  Runs by default.
+``seeknal_late_data`` (late_data.py)
+    recent intervals whose source rows changed since they ran are restated (late data),
+    every ``late_data_interval_seconds``.  Runs by default (it only records restatements).
 
 The tick logic lives in plain functions (``reconcile_tick`` ...) that take a store and an
 instance, so tests drive them directly; each tick returns what it did as its result.
@@ -29,6 +32,7 @@ from ..schedules import build_jobs, job_names
 from ..translator import ProjectSpecs, SeeknalTranslator
 from .checks import checks_tick
 from .common import MAX_PARTITIONS_PER_TICK, dump_cursor, latest_materialization_times, load_cursor
+from .late_data import DEFAULT_WINDOW, LATE_DATA_SENSOR, late_data_tick
 from .reconcile import reconcile_tick, wipe_restated
 from .restatements import restatement_run_request, restatement_tick
 
@@ -43,6 +47,9 @@ def build_sensors(
     jobs: Sequence[dg.UnresolvedAssetJobDefinition] | None = None,
     restatements_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     reconcile_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    late_data_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    late_data_interval_seconds: int = 3600,
+    late_data_window_seconds: int = DEFAULT_WINDOW,
 ) -> list[dg.SensorDefinition]:
     """The reconciliation, restatement and (with ``include_checks``) checks sensors.
 
@@ -98,7 +105,15 @@ def build_sensors(
         r = tick(restatement_tick, context, jobs=node_jobs)
         return result(context, r.cursor, r.messages, "no restatement to request", run_requests=r.run_requests)
 
-    sensors = [reconcile, restatements]
+    @dg.sensor(name=LATE_DATA_SENSOR, minimum_interval_seconds=late_data_interval_seconds,
+               default_status=late_data_status,
+               description="Verifies recent intervals' input digests (each node's `verify:` window, "
+               "default 7 days) and restates those whose source rows changed since they ran.")
+    def late_data(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        r = tick(late_data_tick, context, window=late_data_window_seconds)
+        return result(context, r.cursor, r.messages, r.verification.summary())
+
+    sensors = [reconcile, restatements, late_data]
     if include_checks:
         @sensor(CHECKS_SENSOR, reconcile_status,
                 "Evaluates the seeknal_in_sync asset checks whenever state or "
@@ -115,7 +130,7 @@ def build_sensors(
 
 
 __all__ = [
-    "CHECKS_SENSOR", "MAX_PARTITIONS_PER_TICK", "RECONCILE_SENSOR", "RESTATEMENT_SENSOR",
-    "build_sensors", "checks_tick", "latest_materialization_times", "reconcile_tick",
+    "CHECKS_SENSOR", "LATE_DATA_SENSOR", "MAX_PARTITIONS_PER_TICK", "RECONCILE_SENSOR", "RESTATEMENT_SENSOR",
+    "build_sensors", "checks_tick", "late_data_tick", "latest_materialization_times", "reconcile_tick",
     "restatement_run_request", "restatement_tick", "wipe_restated",
 ]
