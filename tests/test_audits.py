@@ -506,8 +506,8 @@ def test_table_node_audits_warn_block_and_keep_the_old_table(tmp_path):
 
 
 def test_an_engine_without_a_staged_full_refresh_refuses_audits_on_a_table_node(tmp_path, monkeypatch):
-    """Spark (until its staged full refresh lands) and the test-only hive engine cannot stage
-    a table: a table node's audits are refused at run time in one line, nothing written."""
+    """An engine without a staged full refresh (the test-only hive engine) cannot audit a
+    table: a table node's audits are refused at run time in one line, nothing written."""
     from engine_hive import HIVE
 
     from seeknal_core import engines
