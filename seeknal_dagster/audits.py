@@ -37,7 +37,7 @@ from seeknal_core.errors import ProjectError
 from seeknal_core.intervals import Pair
 from seeknal_core.project import TransformNode
 from seeknal_core.project.audits import Audit, AuditResult
-from seeknal_core.runner import NodeResult
+from seeknal_core.runner import WHOLE_TABLE, NodeResult
 from seeknal_core.timeutil import from_epoch
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -191,16 +191,17 @@ def _target(record) -> AssetCheckEvaluationTargetMaterializationData:
 
 
 def _span(interval: Pair) -> str:
+    if interval == WHOLE_TABLE:  # a table node's audits see its whole table
+        return "the whole table"
     return f"{from_epoch(interval[0]).isoformat()} .. {from_epoch(interval[1]).isoformat()}"
 
 
 def _metadata(result: AuditResult) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "offending_rows": dg.MetadataValue.int(result.rows),
-        "interval_start": from_epoch(result.interval[0]).isoformat(),
-        "interval_end": from_epoch(result.interval[1]).isoformat(),
-        "blocking": dg.MetadataValue.bool(result.blocking),
-    }
+    meta: dict[str, Any] = {"offending_rows": dg.MetadataValue.int(result.rows)}
+    if result.interval != WHOLE_TABLE:  # a table node's audits have no interval
+        meta["interval_start"] = from_epoch(result.interval[0]).isoformat()
+        meta["interval_end"] = from_epoch(result.interval[1]).isoformat()
+    meta["blocking"] = dg.MetadataValue.bool(result.blocking)
     if result.samples:  # dates and decimals as text
         meta["sample_rows"] = dg.MetadataValue.json(json.loads(json.dumps(list(result.samples), default=str)))
     return meta

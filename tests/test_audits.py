@@ -386,3 +386,138 @@ def test_an_audit_that_cannot_be_evaluated_fails_its_batch_once_naming_it(tmp_pa
     assert not node.done and len({error for _, error in node.failures}) == 1  # not split per interval
     assert "audits 'not_null', 'accepted_range':" in node.failures[0][1]
     assert "abc" in node.failures[0][1]
+
+
+def test_warnings_show_as_runs_with_totals_capped_per_node(tmp_path):
+    """Contiguous intervals failing alike are one line stating the run's total, in the run's
+    summary, `seeknal audit` and `intervals show`; at most 20 runs per node, then a count;
+    `--json` keeps one entry per interval."""
+    root = make_project(tmp_path, """
+        - accepted_range: {column: v, min: 0}
+          blocking: false
+        - row_count: {max: 2}
+          blocking: false
+    """, days=60)
+    negative = [*range(1, 11), *range(13, 60, 2)]  # one run of 10 days, then 24 single days
+    sql(root, "INSERT INTO bad SELECT DATE '2023-12-31' + CAST(d AS INTEGER), 'negative' FROM unnest(?) t(d)",
+        negative)
+    now = "2024-03-01T00:00:00Z"
+    out = invoke(root, "run", now=now)
+    assert out.exit_code == 0, out.output
+    assert f"{60 + len(negative)} audit warnings" in out.stdout
+    hint = "  ... and 6 more runs (seeknal audit daily --json lists them all)"
+    warned = [line for line in out.stdout.splitlines() if line.startswith("  warning daily ")]
+    assert len(warned) == 20 and out.stdout.splitlines()[-1] == hint
+    assert ("  warning daily 2024-01-01 to 2024-01-11 (10 intervals): audit accepted_range failed: 30 rows"
+            in warned)
+    assert ("  warning daily 2024-01-01 to 2024-03-01 (60 intervals): audit row_count failed: "
+            "3 rows written, expected <= 2") in warned
+    single = next(line for line in warned if line.startswith("  warning daily 2024-01-13 to 2024-01-14:"))
+    assert single.endswith("audit accepted_range failed: 3 rows; samples: " + single.split("samples: ")[1])
+
+    audit = invoke(root, "audit", "daily", now=now)
+    assert audit.exit_code == 0
+    lines = audit.stdout.splitlines()
+    assert lines[0] == "daily: 60 intervals in 1 run, 60 intervals failing:"
+    assert "  2024-01-01 to 2024-01-11 (10 intervals) ⚠ audit accepted_range failed: 30 rows" in lines
+    assert len(lines) == 22 and lines[-1] == hint
+    failures = json.loads(invoke(root, "audit", "daily", "--json", now=now).stdout)["nodes"][0]["failures"]
+    assert len(failures) == 60 + len(negative)
+
+    show = invoke(root, "intervals", "show", "daily", now=now).stdout.splitlines()
+    shown = show[show.index("Audit warnings for daily:") + 1:]
+    shown = shown[:shown.index("")] if "" in shown else shown  # the source watermarks follow
+    assert len(shown) == 21 and shown[-1] == (
+        "  ... and 6 more runs (seeknal intervals show daily --json lists them all)")
+    assert "  2024-01-01 to 2024-03-01 (60 intervals) ⚠ audit row_count failed: 3 rows written, expected <= 2" in shown
+    data = json.loads(invoke(root, "intervals", "show", "daily", "--json", now=now).stdout)
+    per_interval = data["nodes"][0]["audit_warnings"]
+    assert len(per_interval) == 60  # one per interval, its warnings joined
+    assert per_interval[0]["warning"].startswith("audit accepted_range failed: 3 rows; samples: ")
+    assert per_interval[0]["warning"].endswith("; audit row_count failed: 3 rows written, expected <= 2")
+    run = json.loads(invoke(root, "run", "--json", "--start", "2024-01-01", "--end", "2024-01-10", "--restate",
+                            now=now).stdout)
+    assert run["warnings"] == 20  # per interval: 10 days, 2 audits each
+
+
+def test_blocking_failures_keep_one_error_line_per_interval_capped(tmp_path):
+    root = make_project(tmp_path, "- accepted_range: {column: v, min: 0}", days=12)
+    sql(root, "INSERT INTO bad SELECT DATE '2024-01-01' + 2 * CAST(d AS INTEGER), 'negative' FROM range(6) t(d)")
+    out = invoke(root, "run", now="2024-01-13T00:00:00Z")
+    assert out.exit_code == 1
+    errors = out.stderr.splitlines()
+    assert len(errors) == 6 and all(line.startswith("Error: ") for line in errors)
+    assert errors[0].startswith("Error: node 'daily' interval 2024-01-01T00:00:00+00:00 to 2024-01-02T00:00:00+00:00: "
+                                "audit accepted_range failed: 3 rows; samples: ")
+    assert errors[-1] == "Error: 1 more failures of daily: `seeknal intervals show` lists them"
+
+
+TABLE_NODE = """
+dim:
+  sql: |
+    SELECT k, count(*) AS n FROM raw GROUP BY k
+    UNION ALL SELECT DISTINCT 0, 0 FROM bad WHERE what = 'dup'
+  audits:
+    - unique: [k]
+    - row_count: {min: 5}
+      blocking: false
+"""
+
+
+def test_table_node_audits_warn_block_and_keep_the_old_table(tmp_path):
+    root = make_project(tmp_path, "- not_null: [day]", readers=TABLE_NODE)
+    assert invoke(root, "audit", "dim").stdout == "dim: no table to audit yet: run `seeknal run`\n"
+
+    out = invoke(root, "run")
+    assert out.exit_code == 0, out.output
+    assert "1 table rebuilt" in out.stdout and "1 audit warning" in out.stdout
+    assert "  warning dim whole table: audit row_count failed: 3 rows written, expected >= 5" in out.stdout
+    assert sql(root, "SELECT count(*) FROM dim") == [(3,)]
+    history = invoke(root, "intervals", "history", "dim").stdout
+    assert "warning" in history and "audit row_count failed: 3 rows written" in history
+
+    sql(root, "INSERT INTO bad VALUES (DATE '2024-01-01', 'dup')")  # the next build repeats k = 0
+    out = invoke(root, "run")
+    assert out.exit_code == 1
+    assert out.stderr.splitlines() == [
+        "Error: node 'dim': audit unique failed: 2 rows; samples: k=0, n=48 | k=0, n=0"]
+    assert sql(root, "SELECT count(*), min(n) FROM dim") == [(3, 48)]  # the old table stays
+    data = json.loads(invoke(root, "run", "--json").stdout)
+    [node] = [n for n in data["nodes"] if n["node"] == "dim"]
+    assert not data["ok"] and [(f["start"], f["end"]) for f in node["failures"]] == [(None, None)]
+    assert {(a["audit"], a["passed"], a["rows"]) for a in node["audits"]} == {("unique", False, 2),
+                                                                              ("row_count", False, 1)}
+    assert [s["k"] for s in next(a for a in node["audits"] if a["audit"] == "unique")["samples"]] == [0, 0]
+
+    audit = invoke(root, "audit", "dim")  # the published (old) table: only the warning
+    assert (audit.exit_code, audit.stdout) == (0, "dim: whole table, 1 audit failing:\n"
+                                                   "  ⚠ audit row_count failed: 3 rows written, expected >= 5\n")
+    sql(root, "INSERT INTO dim VALUES (1, 7)")
+    audit = invoke(root, "audit")
+    assert audit.exit_code == 1
+    assert "dim: whole table, 2 audits failing:\n  ✗ audit unique failed: 2 rows; samples: k=1" in audit.stdout
+    report = json.loads(invoke(root, "audit", "dim", "--json").stdout)
+    assert report == {"ok": False, "nodes": [{"node": "dim", "table": True, "built": True, "failures": [
+        {"audit": "unique", "blocking": True, "rows": 2, "message": report["nodes"][0]["failures"][0]["message"]},
+        {"audit": "row_count", "blocking": False, "rows": 1,
+         "message": "audit row_count failed: 4 rows written, expected >= 5"}]}]}
+    restated = invoke(root, "audit", "--restate")
+    assert restated.exit_code == 1 and "Nothing to restate" in restated.stdout  # a table is rebuilt by every run
+
+
+def test_an_engine_without_a_staged_full_refresh_refuses_audits_on_a_table_node(tmp_path, monkeypatch):
+    """An engine without a staged full refresh (the test-only hive engine) cannot audit a
+    table: a table node's audits are refused at run time in one line, nothing written."""
+    from engine_hive import HIVE
+
+    from seeknal_core import engines
+
+    monkeypatch.setitem(engines.ENGINES, HIVE.name, HIVE)
+    root = make_project(tmp_path, "- not_null: [day]",
+                        readers="dim:\n  engine: hive\n  sql: SELECT 1 AS k\n  audits:\n    - unique: [k]\n")
+    out = invoke(root, "run")
+    assert out.exit_code == 1
+    assert out.stderr.splitlines() == [
+        "Error: node 'dim': engine 'hive' cannot audit a table node yet: remove `audits:` from node 'dim', "
+        "give it a schedule, or run it on duckdb"]
+    assert not (root / "target" / "data" / "dim").exists()

@@ -278,3 +278,41 @@ def _graphql_statuses(root: Path, instance) -> dict:
         "checks": {c["name"]: (c["blocking"], ranges(c["partitionStatuses"]) if c["partitionStatuses"] else None)
                    for c in data["assetChecksOrError"]["checks"]},
     }
+
+
+def test_a_table_node_check_result_comes_from_its_asset_step(tmp_path: Path, instance) -> None:
+    """An unpartitioned (table) node's audits run over its whole new table in its asset
+    step: a pass and a warning materialize it; a blocking failure fails the step, keeps
+    the old table and reports the failed check with its offending rows."""
+    root = make_project(tmp_path / "proj", NODES.replace("    - row_count: {min: 1}\n", (
+        "    - row_count: {min: 1}\n"
+        "    - accepted_range: {column: days, max: 1}\n"
+        "    - name: two_rows\n      row_count: {min: 2}\n      blocking: false\n")))
+    defs = build_definitions(root)
+    materialize(defs, instance, "daily", partition=DAYS[0])
+
+    first = materialize(defs, instance, "summary")
+    assert len(materializations(first, "summary")) == 1
+    verdicts = {e.check_name: e for e in evaluations(first)}
+    assert {name: (e.passed, e.partition) for name, e in verdicts.items()} == {
+        "row_count": (True, None), "accepted_range": (True, None), "two_rows": (False, None)}
+    warning = verdicts["two_rows"]
+    assert warning.severity == dg.AssetCheckSeverity.WARN and not warning.blocking
+    assert warning.description == ("audit two_rows failed: 1 rows written, expected >= 2 in the whole table "
+                                   "(warning: the interval completed)")
+    assert warning.target_materialization_data.run_id == first.run_id
+    assert "interval_start" not in warning.metadata
+    assert query(root, "SELECT days FROM summary") == [(1,)]
+
+    materialize(defs, instance, "daily", partition=DAYS[1])
+    second = materialize(defs, instance, "summary", ok=False)
+    assert not materializations(second, "summary")
+    failed = {e.check_name: e for e in evaluations(second)}
+    # only the audits that failed on the new table (the passing one's verdict was rolled back with it)
+    assert {name: (e.passed, e.blocking) for name, e in failed.items()} == {
+        "accepted_range": (False, True), "two_rows": (False, False)}
+    assert failed["accepted_range"].metadata["offending_rows"].value == 1
+    assert failed["accepted_range"].metadata["sample_rows"].value[0]["days"] == 2
+    assert query(root, "SELECT days FROM summary") == [(1,)]  # the old table stays
+    [record] = [r for r in store_of(root).history("summary") if r.get("status") == "failed"]
+    assert "audit accepted_range failed: 1 row" in record["error"]

@@ -17,8 +17,10 @@ from seeknal_core import runner
 from seeknal_core.durable import FileMutex
 from seeknal_core.engines import QueryError
 from seeknal_core.engines.spark import SparkEngine, release
+from seeknal_core.project import load_project
 from seeknal_core.project.audits import Audit
 from seeknal_core.runner.audit import audit_completed
+from seeknal_core.state import open_store
 from seeknal_core.timeutil import from_epoch
 
 pytestmark = spark_group
@@ -178,3 +180,46 @@ def test_audit_intervals_checks_published_days_one_query_per_audit(tmp_path, spa
     # a query that drops the rows' interval runs per interval, an empty one included
     assert {p: s for p, (_, s) in found[4].items()} == {d2: ({"n": 2},), d3: ({"n": 0},)}
 
+
+
+TOTALS = """
+totals:
+  engine: spark
+  sql: SELECT user_id, sum(amount) AS amount FROM {{ ref('purchases') }} GROUP BY user_id
+  audits:
+    - accepted_range: {column: amount, min: 0}
+    - name: few_users
+      row_count: {max: 2}
+      blocking: false
+"""
+
+
+def test_a_table_node_is_audited_whole_and_a_blocking_failure_keeps_the_old_table(tmp_path, spark):  # noqa: F811
+    (tmp_path / "seeknal" / "transforms").mkdir(parents=True)
+    (tmp_path / "seeknal" / "sources").mkdir(parents=True)
+    (tmp_path / "seeknal_project.yml").write_text("name: c\nstart: 2024-01-01\n")
+    (tmp_path / "seeknal" / "sources" / "purchases.yml").write_text(
+        "purchases:\n  path: data/purchases/*.parquet\n  time_column: ts\n")
+    (tmp_path / "seeknal" / "transforms" / "nodes.yml").write_text(TOTALS)
+    write_purchases(tmp_path, 1, GOOD)
+    project = load_project(tmp_path)
+    store = open_store(project.root, project.state_config)
+    try:
+        first = runner.run(project, store, now="2024-01-02")
+        assert first.ok and first.nodes[0].rows == 3
+        assert [(w.audit, w.rows, w.samples) for w in first.nodes[0].warnings] == [("few_users", 1, ({"rows": 3},))]
+        good = [("1", "3"), ("2", "40"), ("3", "100")]
+        assert output(tmp_path, "totals") == good
+
+        write_purchases(tmp_path, 1, GOOD + ", (1, 'buy', -50)")
+        second = runner.run(project, store, now="2024-01-02")
+        assert not second.ok
+        assert second.nodes[0].failures[0][1] == (
+            "node 'totals': audit accepted_range failed: 1 row; samples: user_id=1, amount=-47")
+        assert output(tmp_path, "totals") == good  # the old table stays; no staging left behind
+        assert sorted(p.name for p in (tmp_path / "target" / "data").iterdir()) == ["totals"]
+
+        [report] = audit_completed(project, store)  # seeknal audit: the published table, whole
+        assert report.table and [(f.audit.name, f.rows) for f in report.failures] == [("few_users", 1)]
+    finally:
+        store.close()

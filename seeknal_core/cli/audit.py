@@ -34,20 +34,19 @@ def audit_command(nodes: tuple[str, ...], start: str | None, end: str | None, la
     impact = restate_failures(sess.project, sess.store, reports, now=sess.now) if restate else {}
     failed = any(r.blocking_failed for r in reports)
     if as_json:
-        data = {"ok": not failed, "nodes": [{
-            "node": r.node, "intervals": r.intervals, "runs": len(r.runs),
-            "failures": [render.interval_dict(*f.interval, sess.project.nodes[r.node], audit=f.audit.name,
-                                              blocking=f.audit.blocking, rows=f.rows, message=f.message)
-                         for f in r.failures]} for r in reports]}
+        data = {"ok": not failed, "nodes": [_node_json(sess, r) for r in reports]}
         if restate:
             data["restated"] = restate_json(sess, impact, [r.node for r in reports], "audit failures", False)
         render.echo_json(data)
         return 1 if failed else 0
     if not reports:
-        click.echo("No node has audits: add `audits:` to a scheduled transform.")
+        click.echo("No node has audits: add `audits:` to a transform.")
         return 0
     for r in reports:
         node = sess.project.nodes[r.node]
+        if r.table:
+            click.echo("\n".join(_table_lines(r)))
+            continue
         if not r.intervals:
             click.echo(f"{r.node}: no completed interval to audit")
             continue
@@ -57,9 +56,11 @@ def audit_command(nodes: tuple[str, ...], start: str | None, end: str | None, la
             continue
         bad = len({f.interval for f in r.failures})
         click.echo(f"{r.node}: {checked}, {render.plural(bad, 'interval')} failing:")
-        for f in r.failures:
-            mark = "✗" if f.audit.blocking else "⚠"
-            click.echo(f"  {render.span(*f.interval, node)} {mark} {f.message}")
+        found = [(f.interval, "✗" if f.audit.blocking else "⚠", f.message) for f in r.failures]
+        click.echo("\n".join(render.capped(
+            [f"  {render.span(a, b, node)}{render.counted(count)} {mark} {message}"
+             for a, b, count, mark, message in render.audit_runs(found, node)],
+            f"seeknal audit {r.node} --json lists them all")))
     if restate:
         if impact:
             lines = restate_lines(sess, impact, [r.node for r in reports], "the failing audits",
@@ -69,3 +70,26 @@ def audit_command(nodes: tuple[str, ...], start: str | None, end: str | None, la
         else:
             click.echo("Nothing to restate: every audit passed.")
     return 1 if failed else 0
+
+
+def _node_json(sess, r) -> dict:
+    """One node's report: per failing interval (a table node: per failing audit)."""
+    node = sess.project.nodes[r.node]
+    if r.table:
+        return {"node": r.node, "table": True, "built": r.built, "failures": [
+            {"audit": f.audit.name, "blocking": f.audit.blocking, "rows": f.rows, "message": f.message}
+            for f in r.failures]}
+    return {"node": r.node, "intervals": r.intervals, "runs": len(r.runs),
+            "failures": [render.interval_dict(*f.interval, node, audit=f.audit.name,
+                                              blocking=f.audit.blocking, rows=f.rows, message=f.message)
+                         for f in r.failures]}
+
+
+def _table_lines(r) -> list[str]:
+    """A table node's audits over the whole table."""
+    if not r.built:
+        return [f"{r.node}: no table to audit yet: run `seeknal run`"]
+    if not r.failures:
+        return [f"{r.node}: whole table ✓ every audit passed"]
+    return [f"{r.node}: whole table, {render.plural(len(r.failures), 'audit')} failing:",
+            *(f"  {'✗' if f.audit.blocking else '⚠'} {f.message}" for f in r.failures)]

@@ -102,6 +102,14 @@ def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
     return 0
 
 
+def _by_interval(warnings: list[tuple[Pair, str]]) -> dict[Pair, list[str]]:
+    """Each warned interval's messages, in time order (one JSON entry per interval)."""
+    out: dict[Pair, list[str]] = {}
+    for pair, message in warnings:
+        out.setdefault(pair, []).append(message)
+    return out
+
+
 def _watermarks(sess: Session, nodes: list[TransformNode]) -> tuple[list[dict], list[str]]:
     """(JSON, lines) of each source's readiness watermark, one query per source."""
     from ..engines import EnginePool
@@ -150,7 +158,10 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
         lines.append(f"Last interval {verb} {ago(last_end, sess.now)}.")
     if warnings:
         lines.append(f"Audit warnings for {spec.name}:")
-        lines += [f"  {render.span(a, b, spec)} ⚠ {message}" for (a, b), message in warnings]
+        lines += render.capped(
+            [f"  {render.span(a, b, spec)}{render.counted(count)} ⚠ {message}"
+             for a, b, count, _, message in render.audit_runs(((p, None, w) for p, w in warnings), spec)],
+            f"seeknal intervals show {spec.name} --json lists them all")
     restatements = []
     for r in state.pending_restatements if state else []:
         left = IntervalSet(r.intervals).difference(completed).pairs()
@@ -170,7 +181,8 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
         "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
         "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
         "last_interval_end": last_end.isoformat() if last_end else None,
-        "audit_warnings": [render.interval_dict(a, b, spec, warning=message) for (a, b), message in warnings],
+        "audit_warnings": [render.interval_dict(a, b, spec, warning="; ".join(messages))
+                           for (a, b), messages in _by_interval(warnings).items()],
         "pending_restatements": [
             {"id": r.id, "reason": r.reason, "actor": r.actor, "requested_at": r.requested_at.isoformat(),
              "intervals": [render.interval_dict(a, b, spec) for a, b in left]}

@@ -170,6 +170,18 @@ def node_audit(node, name: str):
     return next(a for a in node.audits if a.name == name)
 
 
+def warning_lines(node, warnings) -> list[str]:
+    """A node's audit warnings: one line per run of intervals failing alike, capped."""
+    if not node.is_incremental:  # a table node's audits see the whole table
+        return [f"  warning {node.name} whole table: "
+                f"{describe_failure(node_audit(node, w.audit), w.rows, w.samples)}" for w in warnings]
+    found = [(w.interval, None, describe_failure(node_audit(node, w.audit), w.rows, w.samples))
+             for w in warnings]
+    return render.capped([f"  warning {node.name} {render.span(a, b, node)}{render.counted(count)}: {message}"
+                          for a, b, count, _, message in render.audit_runs(found, node)],
+                         f"seeknal audit {node.name} --json lists them all")
+
+
 def result_json(plan: Plan, result: RunResult | None, run_id: str) -> dict:
     nodes = [n.to_dict() for n in result.nodes] if result else []
     return {
@@ -208,10 +220,9 @@ def summary(sess: Session, result: RunResult) -> None:
     for n, pair, reason in skipped:
         node = sess.project.nodes[n.node]
         click.echo(f"  skipped {n.node} {render.span(pair[0], pair[1], node)}: {reason}")
-    for n, w in warnings:
-        node = sess.project.nodes[n.node]
-        click.echo(f"  warning {n.node} {render.span(w.interval[0], w.interval[1], node)}: "
-                   f"{describe_failure(node_audit(node, w.audit), w.rows, w.samples)}")
+    for n in result.nodes:
+        if n.warnings:
+            click.echo("\n".join(warning_lines(sess.project.nodes[n.node], n.warnings)))
     # a query-level error fails a whole batch with one message: print it once
     errors = list(dict.fromkeys((n.node, error) for n in result.nodes for _pair, error in n.failures))
     for _node, error in errors[:MAX_ERRORS]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -104,7 +105,7 @@ def listed(runs_: Sequence[tuple[int, int, Any]], node: TransformNode,
 
 def counted(count: int) -> str:
     """`` (31 intervals)`` after a folded run; nothing after a single interval."""
-    return f" ({count} intervals)" if count > 1 else ""
+    return f" ({count:,} intervals)" if count > 1 else ""
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -179,8 +180,9 @@ def annotated_runs(completed: IntervalSet, history: Sequence[Mapping[str, Any]])
 
 def audit_warnings(history: Sequence[Mapping[str, Any]]) -> list[tuple[Pair, str]]:
     """The completed intervals whose latest completion came with a failed non-blocking
-    audit: (interval, message) in time order.  A warning is recorded right after its
-    completion, so a later completion (a re-run) clears it."""
+    audit: (interval, message) in time order, one per warning recorded (an interval two
+    audits warned about comes twice).  A warning is recorded right after its completion,
+    so a later completion (a re-run) clears it."""
     warned: dict[Pair, list[str]] = {}
     for record in history:
         event, pairs = record.get("event"), record.get("intervals") or ()
@@ -194,7 +196,55 @@ def audit_warnings(history: Sequence[Mapping[str, Any]]) -> list[tuple[Pair, str
         elif event == "execution" and record.get("status") == "warning":
             for pair in members.pairs():
                 warned.setdefault(pair, []).append(str(record.get("error") or "audit warning"))
-    return sorted((pair, "; ".join(messages)) for pair, messages in warned.items())
+    return sorted((pair, message) for pair, messages in warned.items() for message in messages)
+
+
+#: audit failure runs printed per node; the rest are counted (``--json`` lists them all)
+MAX_AUDIT_RUNS = 20
+#: ``audit <name> failed: N rows`` (then maybe ``; samples: ...``): N is the offending-row count
+_AUDIT_COUNT = re.compile(r"(audit .+? failed: )(\d+) rows?(?=$|; samples: )", re.S)
+
+
+def audit_runs(failures: Iterable[tuple[Pair, Any, str]], node: TransformNode
+               ) -> list[tuple[int, int, int, Any, str]]:
+    """Audit failures (interval, tag, message) as runs (start, end, intervals, tag, message):
+    contiguous intervals with the same tag whose messages differ only in the count of
+    offending rows become one run stating the total (samples stay with ``--json`` and
+    ``history``); a run of one interval keeps its own message.  ``row_count`` messages
+    (rows written) join only when equal.  The one grouping for the summary of a run,
+    ``seeknal audit`` and ``intervals show``."""
+    keyed: dict[tuple[Any, str], list[tuple[Pair, int, str]]] = {}
+    for pair, tag, message in failures:
+        m = _AUDIT_COUNT.match(message)
+        key, n = (m.group(1), int(m.group(2))) if m else (message, 0)
+        keyed.setdefault((tag, key), []).append((pair, n, message))
+    out: list[tuple[int, int, int, Any, str]] = []
+    for (tag, key), items in keyed.items():
+        items.sort(key=lambda item: item[0])
+        groups: list[list[tuple[Pair, int, str]]] = []
+        for item in items:
+            if groups and item[0][0] == groups[-1][-1][0][1]:
+                groups[-1].append(item)
+            elif not groups or item[0] != groups[-1][-1][0]:  # an interval reported twice shows once
+                groups.append([item])
+        for group in groups:
+            a, b = group[0][0][0], group[-1][0][1]
+            count = sum(count_in(x, y, node) for (x, y), _, _ in group)
+            if len(group) == 1:
+                message = group[0][2]
+            elif _AUDIT_COUNT.match(group[0][2]):
+                message = f"{key}{plural(sum(n for _, n, _ in group), 'row')}"
+            else:
+                message = key
+            out.append((a, b, count, tag, message))
+    return sorted(out, key=lambda r: (r[0], r[1], str(r[3]), r[4]))
+
+
+def capped(lines: list[str], hint: str, limit: int = MAX_AUDIT_RUNS, indent: str = "  ") -> list[str]:
+    """At most ``limit`` lines, then ``... and N more runs (hint)``."""
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"{indent}... and {len(lines) - limit:,} more runs ({hint})"]
 
 
 def annotation(mode: str) -> str:

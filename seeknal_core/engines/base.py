@@ -138,7 +138,12 @@ class Engine(Protocol):
         ...
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
-        """Full refresh of an unscheduled node; returns its row count."""
+        """Full refresh of an unscheduled node; returns its row count.  An engine that can
+        audit table nodes also has ``stage_replace(node, sql) -> Staged`` (the new table
+        unpublished, no intervals, ``rows == [total]``: its audits see the whole table) and
+        ``audit_table(node, audits) -> list[Outcome] | None`` (``seeknal audit`` over the
+        published table; ``None`` before its first build); without them the runner refuses
+        a table node's audits in one line."""
         ...
 
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:

@@ -518,12 +518,15 @@ class DuckDBEngine:
             return error
         return QueryError(f"audit '{audit.name}': {_text(exc)}")
 
-    def check_staged(self, staged: _TableStaged | _ParquetStaged, audits: Sequence[Audit]) -> list[Outcome]:
+    def check_staged(self, staged: _TableStaged | _ParquetStaged | _ReplacedTable,
+                     audits: Sequence[Audit]) -> list[Outcome]:
         """``Staged.check``: the built-ins in one aggregate pass over the staged rows,
         ``row_count`` from the counts staging took, each custom audit in one count; samples
         only for the audits that fail."""
         node, intervals = staged.node, staged.intervals
-        start, end = from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])
+        # a table node's staging has no intervals: its audits see the whole table
+        start, end = ((from_epoch(intervals[0][0]), from_epoch(intervals[-1][1])) if intervals
+                      else (None, None))
         # unique holds per interval: several intervals need each row's interval, unless the
         # key includes the time column (then equal keys are in one interval anyway)
         keyed = len(intervals) > 1 and any(
@@ -539,8 +542,9 @@ class DuckDBEngine:
                 self._drop_bounds()
         return [out[i] for i in range(len(audits))]
 
-    def _check_staged(self, staged: _TableStaged | _ParquetStaged, audits: Sequence[Audit], relation: str,
-                      interval_column: str | None, start: dt.datetime, end: dt.datetime,
+    def _check_staged(self, staged: _TableStaged | _ParquetStaged | _ReplacedTable, audits: Sequence[Audit],
+                      relation: str, interval_column: str | None, start: dt.datetime | None,
+                      end: dt.datetime | None,
                       out: dict[int, Outcome]) -> None:
         node, intervals = staged.node, staged.intervals
         built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
@@ -573,7 +577,8 @@ class DuckDBEngine:
             if a.kind == "row_count":
                 bad = a.failing_counts(staged.rows)
                 out[i] = (len(bad), tuple({"interval": from_epoch(intervals[k][0]).isoformat(),
-                                           "rows": staged.rows[k]} for k in bad[:SAMPLES]))
+                                           "rows": staged.rows[k]} if intervals else {"rows": staged.rows[k]}
+                                          for k in bad[:SAMPLES]))
             elif a.kind == "sql":
                 query = a.query(staged.relation, node=node, start=start, end=end)
                 try:
@@ -735,18 +740,42 @@ class DuckDBEngine:
 
     def replace_table(self, node: TransformNode, sql: str) -> int:
         """Full refresh of a ``table`` node: the new table replaces the old atomically."""
+        staged = self.stage_replace(node, sql)
+        try:
+            staged.commit()
+        except BaseException:
+            staged.rollback()
+            raise
+        return staged.rows[0]
+
+    def stage_replace(self, node: TransformNode, sql: str) -> _ReplacedTable:
+        """A full refresh, unpublished (``base.Staged`` without intervals): the new table
+        built by ``CREATE OR REPLACE TABLE`` inside an open transaction, so its audits see
+        it whole while everyone else still sees the old one until ``commit``."""
         self.register_inputs(node)
-        with self._writing(node):
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                self.con.execute(f"CREATE OR REPLACE TABLE {q(node.name)} AS {sql}")
-                rows = self.count_rows(node.name)
-                self.con.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        self._table_kinds.pop(node.name, None)
-        return rows
+        staged = None
+        try:
+            with self._writing(node):
+                self.con.execute("BEGIN TRANSACTION")
+                try:
+                    self.con.execute(f"CREATE OR REPLACE TABLE {q(node.name)} AS {sql}")
+                    self._table_kinds.pop(node.name, None)
+                    staged = _ReplacedTable(self, node, self.count_rows(node.name))
+                except BaseException:
+                    self._rollback()
+                    raise
+        except BaseException:
+            if staged is not None:  # Ctrl-C seen as the stage ended
+                staged.rollback()
+            raise
+        return staged
+
+    def audit_table(self, node: TransformNode, audits: Sequence[Audit]) -> list[Outcome] | None:
+        """``seeknal audit`` over a table node: ``audits`` over the whole published table
+        (one ``Outcome`` each, like ``Staged.check``); ``None`` before its first build."""
+        if not self._columns(node.name):
+            return None
+        return self.check_staged(_ReplacedTable(self, node, self.count_rows(node.name)), audits)
 
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         """``min(column)`` of the source as epoch seconds; naive values are read in
@@ -851,6 +880,36 @@ class _TableStaged:
         except BaseException:
             engine._rollback()
             raise
+
+    def rollback(self) -> None:
+        self.engine._rollback()
+
+
+class _ReplacedTable:
+    """A table node's new table inside its open transaction (or, for ``audit_table``, the
+    published one): no intervals, the whole table is what its audits check."""
+
+    intervals: tuple[Pair, ...] = ()
+
+    def __init__(self, engine: DuckDBEngine, node: TransformNode, rows: int):
+        self.engine, self.node, self.rows = engine, node, [rows]
+        self.relation = q(node.name)
+
+    def keyed_relation(self) -> str:
+        return self.relation
+
+    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
+        return self.engine.check_staged(self, audits)
+
+    def commit(self) -> None:
+        engine = self.engine
+        try:
+            with engine._writing(self.node):
+                engine.con.execute("COMMIT")
+        except BaseException:
+            engine._rollback()
+            raise
+        engine._table_kinds.pop(self.node.name, None)
 
     def rollback(self) -> None:
         self.engine._rollback()

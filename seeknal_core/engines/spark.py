@@ -577,6 +577,40 @@ class SparkEngine:
         except _spark_errors() as exc:
             raise engine_error(exc) from None
 
+    def stage_replace(self, node: TransformNode, sql: str | None) -> SparkReplaced:
+        """A full refresh, unpublished (``base.Staged`` without intervals): the new table
+        written under a hidden staging directory beside the node's dataset, which its
+        readers keep seeing until ``commit`` swaps the two."""
+        if sql is None:
+            sql = self.render_sql(node, None, None)
+        folder = self.dataset_dir(node.name)
+        staging = folder.with_name(f"{STAGING}{folder.name}-{uuid.uuid4().hex}")
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            self._register(node)
+            df = self.spark.sql(sql)
+            df.write.parquet(str(staging))
+            return SparkReplaced(self, node, staging, df.schema)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, _spark_errors()):
+                raise engine_error(exc) from None
+            if isinstance(exc, OSError):
+                raise ResourceError(f"cannot write {staging}: {exc.strerror or exc}") from None
+            raise
+
+    def audit_table(self, node: TransformNode, audits: Sequence[Audit]) -> list[Outcome] | None:
+        """``seeknal audit`` over a table node: ``audits`` over its whole published dataset
+        (``None`` before its first build)."""
+        folder = self.dataset_dir(node.name)
+        if not any(folder.glob("*.parquet")):
+            return None
+        published = SparkReplaced(self, node, folder, None)
+        try:
+            return published.check(audits)
+        finally:
+            published.drop_views()
+
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         """``min(column)`` of the source as epoch seconds; naive values are read in
         ``timezone`` (the node's), default the project's."""
@@ -648,6 +682,85 @@ class SparkEngine:
             raise engine_error(exc) from None
         return buckets.fold([tuple(r) for r in groups], "spark")
 
+
+
+class SparkReplaced:
+    """A table node's new dataset under its staging directory (or, for ``audit_table``,
+    the published one): no intervals, its audits see the whole table.  ``commit`` renames
+    the old dataset aside, the staging into its place, then deletes the old one;
+    ``rollback`` deletes the staging."""
+
+    intervals: tuple[Pair, ...] = ()
+
+    def __init__(self, engine: SparkEngine, node: TransformNode, folder: Path, schema) -> None:
+        self.engine, self.node, self.folder = engine, node, folder
+        try:
+            reader = engine.spark.read if schema is None else engine.spark.read.schema(schema)
+            self._df = reader.parquet(str(folder))
+            self.rows = [int(self._df.count())]
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
+        self.relation = f"__seeknal_table_{uuid.uuid4().hex[:12]}"
+        self._columns: Columns | None = None
+
+    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
+        """The built-ins in one aggregate over the whole table, each custom audit in one
+        count, ``row_count`` from ``rows``; samples only for failures."""
+        engine = self.engine
+        try:
+            if self._columns is None:
+                self._columns = engine.audit_views(self.relation, self._df)
+        except _spark_errors() as exc:
+            raise engine_error(exc) from None
+        columns, out = self._columns, {}
+        built = [(i, a) for i, a in enumerate(audits) if a.kind in ROW_KINDS or a.kind == "unique"]
+        aggregate = aggregate_sql([a for _, a in built], self.relation)
+        if aggregate:
+            try:
+                counts = engine.audit_query(None, aggregate, columns)[0]
+            except QueryError:  # which audit: each alone names it
+                for _, a in built:
+                    engine.audit_query(a, f"SELECT count(*) FROM ({a.query(self.relation)}) AS s", columns)
+                raise
+            for (i, a), n in zip(built, counts):
+                n = int(n or 0)
+                out[i] = (n, engine.audit_samples(a, a.query(self.relation), columns) if n else ())
+        for i, a in enumerate(audits):
+            if a.kind == "row_count":
+                bad = a.failing_counts(self.rows)
+                out[i] = (len(bad), tuple({"rows": self.rows[k]} for k in bad[:SAMPLES]))
+            elif a.kind == "sql":
+                query = a.query(self.relation, node=self.node)
+                n = int(engine.audit_query(a, f"SELECT count(*) FROM ({query}) AS s", columns)[0][0])
+                out[i] = (n, engine.audit_samples(a, query, columns) if n else ())
+        return [out[i] for i in range(len(audits))]
+
+    def commit(self) -> None:
+        self.drop_views()
+        final = self.engine.dataset_dir(self.node.name)
+        aside = self.folder.with_name(self.folder.name + "-replaced")
+        try:
+            if final.exists():
+                os.rename(final, aside)
+            try:
+                os.rename(self.folder, final)
+            except OSError:
+                if aside.exists():  # put the old table back
+                    os.rename(aside, final)
+                raise
+        except OSError as exc:
+            raise ResourceError(f"cannot publish {final}: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def rollback(self) -> None:
+        self.drop_views()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def drop_views(self) -> None:
+        if self._columns is not None:
+            self.engine.drop_views(self.relation)
+            self._columns = None
 
 
 class SparkStaged:

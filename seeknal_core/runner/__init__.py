@@ -8,7 +8,7 @@ recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``ru
 
 from ..intervals import coalesce
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
-from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute
+from .execute import FLUSH_SECONDS, WHOLE_TABLE, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
 from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run
 from .readiness import Mark, ReadinessError, Waiting, hold_back, source_watermarks
@@ -17,7 +17,7 @@ from .restate import restate, restatement_impact
 __all__ = [
     "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
     "Mark", "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "ReadinessError",
-    "Reason", "RunResult", "Waiting", "apply_on_change", "changed_line", "coalesce", "execute", "hold_back",
-    "node_bounds", "partition_interval", "plan",
+    "Reason", "RunResult", "WHOLE_TABLE", "Waiting", "apply_on_change", "changed_line", "coalesce", "execute",
+    "hold_back", "node_bounds", "partition_interval", "plan",
     "prepare", "restate", "restatement_impact", "run", "source_watermarks", "time_sources",
 ]

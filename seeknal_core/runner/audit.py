@@ -20,7 +20,7 @@ from ..project.audits import Audit
 from ..timeutil import TimeLike, from_epoch, to_epoch
 from .common import Pair, PlanError
 from .due import expand
-from .execute import describe_failure
+from .execute import WHOLE_TABLE, describe_failure
 from .plan import node_bounds, range_bounds
 from .restate import restate
 
@@ -47,6 +47,10 @@ class NodeAudit:
     """What ``seeknal audit`` found for one node."""
 
     node: str
+    #: a table node (no schedule): its audits checked the whole table (``built``: it exists);
+    #: its failures' ``interval`` is ``WHOLE_TABLE``
+    table: bool = False
+    built: bool = False
     #: the completed intervals checked, as contiguous runs
     runs: list[Pair] = field(default_factory=list)
     intervals: int = 0
@@ -70,22 +74,25 @@ def audit_completed(
 ) -> list[NodeAudit]:
     """Run the audits of ``nodes`` (default: every node with audits) over their completed
     intervals overlapping ``[start, end)`` (naive bounds in each node's timezone; default
-    all of them).  Engines handed in are the caller's; others are opened and closed here."""
+    all of them); a table node's over its whole table.  Engines handed in are the
+    caller's; others are opened and closed here."""
     names = project.topological_order(list(nodes)) if nodes else project.topological_order()
     selected = [project.nodes[n] for n in names if project.nodes[n].audits]
-    if nodes:
-        for name in nodes:
-            node = project.node(name)
-            if not node.is_incremental:
-                raise PlanError(f"node '{node.name}' has no schedule, so no intervals to audit")
     now_s = to_epoch(now) if now is not None else int(time.time())
     given = dict(engine) if isinstance(engine, Mapping) else ({engine.name: engine} if engine else {})
     opened: list[Engine] = []
     states = store.load()
     reports: list[NodeAudit] = []
     try:
+        def engine_for(kind: str) -> Engine:
+            if kind not in given:
+                given[kind] = open_engine(kind, project)
+                opened.append(given[kind])
+            return given[kind]
+
         for node in selected:
-            if not node.is_incremental:
+            if not node.is_incremental:  # a table node: the whole table, whatever the window
+                reports.append(_audit_table(engine_for(node.engine), node))
                 continue
             report = NodeAudit(node.name)
             reports.append(report)
@@ -99,10 +106,7 @@ def audit_completed(
             if not pairs:
                 continue
             kind = node.engine
-            if kind not in given:
-                given[kind] = open_engine(kind, project)
-                opened.append(given[kind])
-            if not hasattr(given[kind], "audit_intervals"):
+            if not hasattr(engine_for(kind), "audit_intervals"):
                 raise PlanError(f"node '{node.name}': engine '{kind}' cannot audit completed intervals yet")
             for a, b in runs(pairs):
                 members = [p for p in pairs if a <= p[0] and p[1] <= b]
@@ -120,6 +124,21 @@ def audit_completed(
     return reports
 
 
+def _audit_table(engine: Engine, node) -> NodeAudit:
+    """A table node's audits over its whole published table (nothing to check before its
+    first build)."""
+    check = getattr(engine, "audit_table", None)
+    if check is None:
+        raise PlanError(f"node '{node.name}': engine '{engine.name}' cannot audit a table node yet")
+    report = NodeAudit(node.name, table=True)
+    found = check(node, node.audits)
+    if found is not None:
+        report.built, report.queries = True, len(node.audits)
+        report.failures = [IntervalFailure(WHOLE_TABLE, audit, n, samples)
+                           for audit, (n, samples) in zip(node.audits, found) if n]
+    return report
+
+
 def restate_failures(project: Project, store: StateStore, reports: list[NodeAudit], *,
                      actor: str | None = None, now: TimeLike | None = None) -> dict[str, list[Pair]]:
     """Restate every interval a blocking audit fails (downstream included), reason ``audit
@@ -127,7 +146,7 @@ def restate_failures(project: Project, store: StateStore, reports: list[NodeAudi
     restatement.  Warnings (non-blocking audits) restate nothing: their intervals stay
     complete by definition.  Returns the restated intervals per node."""
     impact: dict[str, set[Pair]] = {}
-    for report in reports:
+    for report in (r for r in reports if not r.table):  # a table is rebuilt whole by every run
         reasons: dict[Pair, list[str]] = {}
         for f in (f for f in report.failures if f.audit.blocking):
             reasons.setdefault(f.interval, []).append(f.audit.failure(f.rows, f.samples))

@@ -67,6 +67,8 @@ class NodeResult:
 
     def to_dict(self) -> dict:
         def iso(p: Pair) -> dict:
+            if p == WHOLE_TABLE:  # a table node: no interval
+                return {"start": None, "end": None}
             return {"start": from_epoch(p[0]).isoformat(), "end": from_epoch(p[1]).isoformat()}
         return {
             "node": self.node, "intervals": len(self.done), "batches": self.batches,
@@ -197,13 +199,33 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+#: the range of a table node's failures and audit results: the whole table (no intervals)
+WHOLE_TABLE: Pair = (0, 0)
+
+
 def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) -> None:
+    """Full refresh of a table node: stage -> audit (over the whole new table) -> commit; a
+    blocking failure keeps the old table and fails the node, a warning completes it."""
     t = time.perf_counter()
+    checked: list[tuple[Audit, Outcome]] = []
     try:
-        rows = engine.replace_table(node, renderer(engine)(node, None, None))
-    except (QueryError, BatchError, ResourceError) as exc:  # recorded; the run goes on unless a resource
+        sql = renderer(engine)(node, None, None)
+        if node.audits:
+            stage = getattr(engine, "stage_replace", None)
+            if stage is None:
+                raise QueryError(f"engine '{engine.name}' cannot audit a table node yet: remove `audits:` "
+                                 f"from node '{node.name}', give it a schedule, or run it on duckdb")
+            staged = stage(node, sql)
+            checked = audited(staged, node.audits)
+            rows = staged.rows[0]
+        else:
+            rows = engine.replace_table(node, sql)
+    except (QueryError, BatchError, ResourceError, AuditFailed) as exc:  # recorded; the run goes on
         error = f"node '{node.name}': {_error_text(exc)}"
-        result.failures.append(((0, 0), error))
+        result.failures.append((WHOLE_TABLE, error))
+        if isinstance(exc, AuditFailed):
+            result.audit_results.extend(AuditResult(a.name, WHOLE_TABLE, a.blocking, n, samples)
+                                        for a, (n, samples) in exc.checked)
         failed_nodes[node.name] = None  # the whole table failed
         store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
                                run_id=run_id, duration=time.perf_counter() - t)
@@ -215,7 +237,30 @@ def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) 
     result.rows, result.batches, result.seconds = rows, 1, seconds
     store.record_execution(node.name, (), mode=_mode(mode), status="success", rows=rows,
                            duration=seconds, run_id=run_id)
+    for audit, (n, samples) in checked:
+        result.audit_results.append(AuditResult(audit.name, WHOLE_TABLE, audit.blocking, n, samples))
+        if n:  # a failed warning, after the success it qualifies
+            store.record_execution(node.name, (), mode=_mode(mode), status="warning",
+                                   error=describe_failure(audit, n, samples), run_id=run_id)
     progress.batch_finished(node.name, [], rows, seconds)
+
+
+def audited(staged, audits: tuple[Audit, ...]) -> list[tuple[Audit, Outcome]]:
+    """Run ``audits`` on ``staged`` and commit it unless a blocking one failed (then roll
+    back and raise ``AuditFailed``); any error rolls back.  (audit, outcome) pairs."""
+    try:
+        checked = list(zip(audits, staged.check(audits)))
+        failed = [(a, o) for a, o in checked if a.blocking and o[0]]
+        if failed:
+            staged.rollback()
+            raise AuditFailed(failed, checked)
+        staged.commit()
+    except AuditFailed:
+        raise
+    except BaseException:
+        staged.rollback()
+        raise
+    return checked
 
 
 def _mode(mode: str) -> str:
@@ -392,19 +437,7 @@ class _NodeRunner:
             raise QueryError(f"engine '{self.engine.name}' cannot run audits yet: remove `audits:` "
                              f"from node '{node.name}' or run it on duckdb")
         staged = stage(node, sql, group, keys)
-        try:
-            checked = list(zip(node.audits, staged.check(node.audits)))
-            failed = [(a, o) for a, o in checked if a.blocking and o[0]]
-            if failed:
-                staged.rollback()
-                raise AuditFailed(failed, checked)
-            staged.commit()
-        except AuditFailed:
-            raise
-        except BaseException:
-            staged.rollback()
-            raise
-        return staged.rows, checked
+        return staged.rows, audited(staged, node.audits)
 
     def _record_audits(self, group: list[Pair], checked: list[tuple[Audit, Outcome]]) -> None:
         """The committed batch's audit results; each failed warning narrowed to the intervals
