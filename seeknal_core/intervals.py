@@ -167,10 +167,6 @@ class IntervalSet:
         """The last member's end in epoch seconds (floored); None when empty."""
         return self._ends[-1] // _US_PER_S if self._ends else None
 
-    # the names callers outside this module still use, until they move to the two above
-    from_epoch_pairs = from_pairs
-    epoch_pairs = pairs
-
     def insert_micros(self, start: int, end: int) -> None:
         """Add ``[start, end)`` (microseconds) in place, fusing overlapping and touching members."""
         lo = bisect_left(self._ends, start)  # first member ending at or after start
@@ -180,23 +176,6 @@ class IntervalSet:
             end = max(end, self._ends[hi - 1])
         self._starts[lo:hi] = [start]
         self._ends[lo:hi] = [end]
-
-    def discard_micros(self, start: int, end: int) -> None:
-        """Remove ``[start, end)`` (microseconds) in place."""
-        lo = bisect_right(self._ends, start)
-        hi = bisect_left(self._starts, end)
-        if lo >= hi:
-            return
-        keep_s: list[int] = []
-        keep_e: list[int] = []
-        if self._starts[lo] < start:
-            keep_s.append(self._starts[lo])
-            keep_e.append(start)
-        if self._ends[hi - 1] > end:
-            keep_s.append(end)
-            keep_e.append(self._ends[hi - 1])
-        self._starts[lo:hi] = keep_s
-        self._ends[lo:hi] = keep_e
 
     # -- mutation -----------------------------------------------------------------
     def add(self, item: object) -> IntervalSet:
@@ -451,21 +430,6 @@ class IntervalCalculator:
 
 
 Runs = list[tuple[int, int]]  # runs of grid intervals: (i, j) means intervals i .. j-1
-
-
-def pending_index_runs(ticks: Sequence[int], done: IntervalSet) -> Runs:
-    """Runs of grid intervals not fully covered by ``done`` (grid interval k is
-    ``[ticks[k], ticks[k+1])``)."""
-    n = len(ticks) - 1
-    runs: Runs = []
-    k = 0
-    for i, j in _covered_index_runs(ticks, done):
-        if i > k:
-            runs.append((k, i))
-        k = j
-    if k < n:
-        runs.append((k, n))
-    return runs
 
 
 def _covered_index_runs(ticks: Sequence[int], done: IntervalSet) -> Runs:

@@ -55,7 +55,7 @@ def iso(t: int) -> str:
 
 
 def test_annotations_follow_the_latest_completion():
-    completed = IntervalSet.from_epoch_pairs([(JAN1, JAN1 + 6 * DAY)])
+    completed = IntervalSet.from_pairs([(JAN1, JAN1 + 6 * DAY)])
     history = [
         {"event": "complete", "mode": "run", "intervals": [[iso(JAN1), iso(JAN1 + 4 * DAY)]]},
         {"event": "restate", "intervals": [[iso(JAN1 + DAY), iso(JAN1 + 2 * DAY)]]},

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import HOURLY, make_project
 
-from seeknal_core.intervals import IntervalSet, coalesce, pending_index_runs
+from seeknal_core.intervals import IntervalSet, coalesce, runs
 from seeknal_core.runner import Reason
 from seeknal_core.runner.due import Due, count_intervals, expand, uncovered_runs
 from seeknal_core.schedule import Schedule
@@ -32,9 +32,20 @@ def per_interval(schedule: Schedule, wanted: list[tuple[int, int, Reason]]) -> d
     for a, b, reason in wanted:
         ticks = schedule.ticks(a, b)
         for pair in zip(ticks, ticks[1:]):
-            if pair not in due or reason.outranks(due[pair]):
+            if pair not in due or outranks(reason, due[pair]):
                 due[pair] = reason
     return due
+
+
+def outranks(reason: Reason, other: Reason) -> bool:
+    """``Reason`` is declared weakest first: a later (or the same) one replaces an earlier."""
+    order = list(Reason)
+    return order.index(reason) >= order.index(other)
+
+
+def uncovered_listed(ticks: list[int], done: IntervalSet) -> list[tuple[int, int]]:
+    """The grid listed interval by interval: those no member covers whole, fused into runs."""
+    return runs((a, b) for a, b in zip(ticks, ticks[1:]) if not done.covers(a, b))
 
 
 @st.composite
@@ -110,7 +121,7 @@ def done_sets(draw):
 def test_uncovered_runs_follow_the_gaps_like_the_listed_grid(case):
     schedule, done, lo, hi = case
     ticks = schedule.ticks(lo, hi)
-    listed = [(ticks[i], ticks[j]) for i, j in pending_index_runs(ticks, done)] if len(ticks) > 1 else []
+    listed = uncovered_listed(ticks, done)
     assert uncovered_runs(schedule, done, lo, hi) == listed
 
 

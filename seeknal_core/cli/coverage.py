@@ -40,7 +40,7 @@ def _overlaps(pairs: Sequence[Pair], ends: Sequence[int], lo: int, hi: int) -> b
 def cells(lo: int, hi: int, width: int, completed: IntervalSet, failed: IntervalSet,
           restating: IntervalSet) -> list[str]:
     """The category of each of ``width`` equal slices of [lo, hi)."""
-    done, bad, again = completed.epoch_pairs(), failed.epoch_pairs(), restating.epoch_pairs()
+    done, bad, again = completed.pairs(), failed.pairs(), restating.pairs()
     done_starts = [a for a, _ in done]
     bad_ends, again_ends = [b for _, b in bad], [b for _, b in again]
     out = []
@@ -60,7 +60,7 @@ def cells(lo: int, hi: int, width: int, completed: IntervalSet, failed: Interval
 
 def node_range(spec: TransformNode, completed: IntervalSet, now: dt.datetime) -> Pair | None:
     """[the node's start, the end of its last finished interval), widened to what is done."""
-    pairs = completed.epoch_pairs()
+    pairs = completed.pairs()
     starts = [to_epoch(spec.start)] if spec.start is not None else []
     lo = min(starts + [pairs[0][0]] if pairs else starts, default=None)
     if lo is None or spec.schedule is None:

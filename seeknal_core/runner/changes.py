@@ -175,7 +175,7 @@ def change_plan(
         entry.restate = own
         effects[name] = effect
         waiting = _pending_span(state)  # restated, not recomputed: changed rows for readers too
-        spans[name] = None if not node.is_incremental else IntervalSet.from_epoch_pairs(own).union(waiting)
+        spans[name] = None if not node.is_incremental else IntervalSet.from_pairs(own).union(waiting)
         if node.is_incremental and waiting and (scope is None or name in scope):
             pairs = grid_pairs(node.schedule, waiting, node_bounds(node, now_s)[1])
             pending = [p for p in pairs if not done.covers(*p)]
@@ -337,9 +337,9 @@ def record_changes(project: Project, store: StateStore, plan: ChangePlan, *, rea
     readers = {n.node: n.restate for n in plan.nodes if n.restate and n.node not in direct}
     groups = []
     if direct:
-        groups.append(({n: IntervalSet.from_epoch_pairs(p) for n, p in direct.items()}, why))
+        groups.append(({n: IntervalSet.from_pairs(p) for n, p in direct.items()}, why))
     if readers:
-        groups.append(({n: IntervalSet.from_epoch_pairs(p) for n, p in readers.items()},
+        groups.append(({n: IntervalSet.from_pairs(p) for n, p in readers.items()},
                        f"{why} (downstream of {', '.join(n.node for n in plan.changed)})"))
     definitions = {n.node: (project.nodes[n.node].fingerprint, project.nodes[n.node].definition)
                    for n in plan.changed}

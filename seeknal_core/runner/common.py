@@ -27,10 +27,6 @@ class Reason(StrEnum):
     RESTATE = "restate"
     RETRY = "retry"
 
-    def outranks(self, other: str) -> bool:
-        order = list(Reason)
-        return order.index(self) >= order.index(Reason(other))
-
 
 class Mode(StrEnum):
     """What a plan was asked for (``plan(mode=...)``)."""

@@ -152,7 +152,7 @@ def execute(
                 finally:
                     runner.flush()
                 if result.failures:
-                    failed_nodes[node_plan.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
+                    failed_nodes[node_plan.node] = IntervalSet.from_pairs(p for p, _ in result.failures)
             else:
                 continue
             progress.node_finished(result)
@@ -259,7 +259,7 @@ class _NodeRunner:
             per_interval = [item for e in entries for item in e[0]]
             try:
                 self.store.mark_complete(
-                    self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
+                    self.node.name, IntervalSet.from_pairs(p for p, _ in per_interval),
                     origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
                     duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
                     fingerprint=None if self.node_plan.definition_changed else self.node.fingerprint,
@@ -287,7 +287,7 @@ class _NodeRunner:
         for pair, reason in blocked:
             by_reason.setdefault(reason, []).append(pair)
         for reason, pairs in by_reason.items():
-            self.store.mark_failed(self.node.name, IntervalSet.from_epoch_pairs(pairs),
+            self.store.mark_failed(self.node.name, IntervalSet.from_pairs(pairs),
                                    f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
         for group in coalesce(ready, None):
             self._write(group)
