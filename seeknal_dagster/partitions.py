@@ -28,6 +28,7 @@ from functools import lru_cache
 
 from dagster import TimeWindow, TimeWindowPartitionsDefinition
 
+from seeknal_core import grid
 from seeknal_core.errors import SeeknalError
 from seeknal_core.intervals import Interval, IntervalSet
 from seeknal_core.project import TransformNode
@@ -247,7 +248,7 @@ def _check_span(
 ) -> None:
     zone = get_zone(schedule.timezone)
     ticks = schedule.ticks(lo, hi)
-    ours = list(zip(ticks, ticks[1:]))
+    ours = grid.pairs(ticks)
     pair = lambda w: (round(w.start.timestamp()), round(w.end.timestamp()))
     try:
         keys = list(pdef.get_partition_keys_in_time_window(TimeWindow(_aware(lo), _aware(hi))))

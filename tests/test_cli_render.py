@@ -11,6 +11,7 @@ import time
 
 from test_cli import EVENTS_FLOW, HOURLY, SUMMARY, invoke, make_project
 
+from seeknal_core import grid
 from seeknal_core.cli import progress, render
 from seeknal_core.cli.common import Session
 from seeknal_core.intervals import IntervalSet
@@ -221,7 +222,7 @@ def test_listing_cuts_runs_at_the_ticks_of_irregular_grids():
     """New York days are 23 and 25 hours around DST: one line per local day, counted alike."""
     ny = node("@daily", "America/New_York")
     mar9, mar12 = 1709960400, 1710216000  # 2024-03-09 and 2024-03-12, 00:00 New York
-    assert render.count_in(mar9, mar12, ny) == 3
+    assert grid.count(ny.schedule, mar9, mar12) == 3
     assert [render.span(a, b, ny) for a, b, _, _ in render.listed([(mar9, mar12, "")], ny)] == [
         "2024-03-09 to 2024-03-10", "2024-03-10 to 2024-03-11", "2024-03-11 to 2024-03-12"]
     assert list(render.listed([(mar9, mar12, "x")], ny, "runs")) == [(mar9, mar12, "x", 3)]

@@ -6,7 +6,6 @@ records state after the data commits; ``restate`` records which intervals must b
 recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``run``.
 """
 
-from ..intervals import coalesce
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
 from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
@@ -16,6 +15,6 @@ from .restate import restate, restatement_impact
 __all__ = [
     "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
     "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "Reason", "RunResult",
-    "apply_on_change", "changed_line", "coalesce", "execute", "node_bounds", "partition_interval", "plan",
+    "apply_on_change", "changed_line", "execute", "node_bounds", "partition_interval", "plan",
     "prepare", "restate", "restatement_impact", "run", "time_sources",
 ]

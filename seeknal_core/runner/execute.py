@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import grid
 from ..engines import BatchError, Engine, EnginePool, QueryError, ResourceError, uses_database
 from ..engines.base import Outcome
 from ..errors import SeeknalError, StateNotRecordedError
-from ..intervals import IntervalSet, coalesce
+from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..project.audits import Audit, AuditResult
 from ..templating import compile_sql, render_sql
@@ -289,7 +290,7 @@ class _NodeRunner:
         for reason, pairs in by_reason.items():
             self.store.mark_failed(self.node.name, IntervalSet.from_pairs(pairs),
                                    f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
-        for group in coalesce(ready, None):
+        for group in grid.batches(ready):
             self._write(group)
 
     def _origin(self, group: list[Pair]) -> str:
