@@ -1,6 +1,7 @@
 """Asset checks that fail, naming the partitions, while Dagster and seeknal disagree.
 
-Restated partitions are wiped in Dagster (see sensors/restatements.py), but drift between
+Restated partitions are re-run from Dagster (sensors/restatements.py; open-source Dagster
+cannot wipe single partitions, so a restatement is an observation until then), but drift between
 the two sides (complete in seeknal only, materialised in Dagster only, a restatement not
 yet wiped) would otherwise stay invisible.  One unpartitioned check per incremental node,
 ``seeknal_in_sync``, compares the whole asset:

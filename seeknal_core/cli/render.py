@@ -17,15 +17,9 @@ import click
 from .. import grid
 from ..intervals import IntervalSet, Pair
 from ..project import TransformNode
+from ..reasons import Mode
 from ..timeutil import UTC, format_local, from_epoch, get_zone, to_utc
 
-#: completion mode (audit log) -> annotation shown by `intervals show`
-ANNOTATIONS = {"backfill": "backfilled", "restate": "restated", "manual": "manual", "dagster": "dagster"}
-#: why the runner planned an interval -> how a "Processing ..." line names it
-REASON_WORDS = {
-    "new": "new", "backfill": "missing", "restate": "restated", "retry": "failed",
-    "lookback": "lookback", "partition": "partition",
-}
 MAX_RUNS_SHOWN = 3
 #: a node with at most this many intervals to list gets one line per interval (`--each`/`--runs`)
 SHORT_LIST = 24
@@ -122,10 +116,9 @@ def describe_due(due: Mapping[Pair, str], node: TransformNode, verb: str = "Proc
     total = len(due)
     where = spans_text(due.spans(), node)
     if len(counts) == 1:
-        word = REASON_WORDS.get(next(iter(counts)), next(iter(counts)))
+        word = next(iter(counts)).word
         return f"{verb} {total} {word} interval{'' if total == 1 else 's'} ({where})"
-    parts = ", ".join(f"{n} {REASON_WORDS.get(r, r)}" for r, n in sorted(counts.items(),
-                                                                     key=lambda kv: -kv[1]))
+    parts = ", ".join(f"{n} {r.word}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return f"{verb} {plural(total, 'interval')}: {parts} ({where})"
 
 
@@ -176,7 +169,7 @@ def audit_warnings(history: Sequence[Mapping[str, Any]]) -> list[tuple[Pair, str
 
 
 def annotation(mode: str) -> str:
-    word = ANNOTATIONS.get(mode)
+    word = Mode(mode).shown if Mode.known(mode) else ""
     return f" ({word})" if word else ""
 
 

@@ -5,7 +5,8 @@ Dependencies and the time column come from a small tokenizer, not from sqlglot: 
 project loads on every command, and the tokenizer takes 0.07 ms a query where sqlglot
 (with the Jinja rendering it needs) takes 1.6 ms plus 0.12 s to import (measured on
 1,000 typical queries), so 3,000 nodes would cost 5 s instead of 0.2 s.  sqlglot
-serves :func:`normalize_sql`, which runs only when a fingerprint is asked for.
+serves :func:`normalize_sql`, the definition state records and change plans diff; it runs
+only when a definition is recorded or compared, never for a fingerprint.
 """
 
 from __future__ import annotations

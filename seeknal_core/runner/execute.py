@@ -19,6 +19,7 @@ from ..errors import SeeknalError, StateNotRecordedError
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..project.audits import Audit, AuditResult
+from ..reasons import Mode, recorded_mode
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
@@ -27,8 +28,6 @@ from .plan import NodePlan, Plan, partition_key
 if TYPE_CHECKING:
     from ..state import StateStore
 
-#: the audit-log mode recorded for a completed interval, by why it ran
-_ORIGIN = {"restate": "restate", "backfill": "backfill", "partition": "backfill"}
 
 class Progress:
     """Callbacks during execution; the default does nothing."""
@@ -196,7 +195,7 @@ def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) 
         error = f"node '{node.name}': {_error_text(exc)}"
         result.failures.append(((0, 0), error))
         failed_nodes[node.name] = None  # the whole table failed
-        store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
+        store.record_execution(node.name, (), mode=Mode.of_plan(mode), status="failed", error=error,
                                run_id=run_id, duration=time.perf_counter() - t)
         progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
         if isinstance(exc, ResourceError):
@@ -204,13 +203,9 @@ def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) 
         return
     seconds = time.perf_counter() - t
     result.rows, result.batches, result.seconds = rows, 1, seconds
-    store.record_execution(node.name, (), mode=_mode(mode), status="success", rows=rows,
+    store.record_execution(node.name, (), mode=Mode.of_plan(mode), status="success", rows=rows,
                            duration=seconds, run_id=run_id)
     progress.batch_finished(node.name, [], rows, seconds)
-
-
-def _mode(mode: str) -> str:
-    return mode if mode in ("run", "backfill", "restate", "manual", "dagster") else "run"
 
 
 class _NodeRunner:
@@ -296,11 +291,7 @@ class _NodeRunner:
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
             return self.origin
-        reasons = self.node_plan.due.reasons_within(group[0][0], group[-1][1])
-        for reason in ("restate", "backfill", "partition"):
-            if reason in reasons:
-                return _ORIGIN[reason]
-        return _mode(self.mode)
+        return recorded_mode(self.node_plan.due.reasons_within(group[0][0], group[-1][1]), self.mode)
 
     def _write(self, group: list[Pair]) -> None:
         node = self.node

@@ -15,6 +15,7 @@ from .. import grid
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..project.sql import infer_time_column, table_references
+from ..reasons import PLAN_MODES
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
 from .common import MAX_INTERVALS, Mode, Pair, PlanError, Reason
@@ -232,7 +233,7 @@ def plan(
     inferred by the caller) or else at the inferred start its state records.
     Policies (``on_change``, start inference) are the caller's: ``runner.prepare``.
     """
-    if mode not in tuple(Mode):
+    if mode not in PLAN_MODES:
         raise PlanError(f"unknown run mode {mode!r}: use run, backfill or restate")
     mode = Mode(mode)
     now_dt = dt.datetime.now(UTC) if now is None else _utc(now)
