@@ -9,8 +9,9 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 from ..engines import DEFAULT_ENGINE
-from ..errors import ProjectError
-from .nodes import DEFAULT_DATABASE, DEFAULT_STATE, SourceNode, TransformNode, did_you_mean, split_id
+from ..errors import ProjectError, did_you_mean
+from ..templating import split_id
+from .nodes import DEFAULT_DATABASE, DEFAULT_STATE, SourceNode, TransformNode
 from .sql import DEFAULT_DIALECT
 
 
