@@ -61,20 +61,34 @@ class LazyPattern:
         return getattr(self._compiled, name)
 
 
-_TOKEN = LazyPattern(
-    r"""
-      (?P<ws>\s+)
-    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-    | (?P<jinja>\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\})
-    | (?P<str>'(?:[^']|'')*')
-    | (?P<dq>"(?:[^"]|"")*")
-    | (?P<bq>`[^`]*`)
-    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-    | (?P<punct>[(),.;])
-    | (?P<other>.)
-    """,
-    re.DOTALL | re.VERBOSE,
+#: SQL's lexemes, the one lexer of the project: the scanners here (table references, the
+#: time column, ``ref()``) and the fingerprint (:mod:`.fingerprint`) read the same text the
+#: same way.  Every lexeme that could change meaning is one of its own (strings with their
+#: escapes and dollar quotes, numbers, runs of operator characters); ``jinja`` blocks only
+#: in a template (the scanners read SQL before rendering, the fingerprint after).
+_LEXEMES = (
+    ("ws", r"\s+"),
+    ("comment", r"--[^\n]*|/\*.*?(?:\*/|\Z)"),
+    ("jinja", r"\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\}"),
+    ("str", r"[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_]\w*|)\$.*?\$(?P=tag)\$"),
+    ("dq", r'"(?:[^"]|"")*"'),
+    ("bq", r"`(?:[^`]|``)*`"),
+    ("num", r"0[xX][0-9A-Fa-f_]+|0[bB][01_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"),
+    ("word", r"[A-Za-z_][A-Za-z0-9_$]*"),
+    ("op", r"(?:[<>=!|&^~+*%:@#?]|-(?!-)|/(?!\*))+"),
+    ("other", r"."),
 )
+
+
+def _lexer(*, templates: bool) -> LazyPattern:
+    return LazyPattern("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _LEXEMES
+                                if templates or kind != "jinja"), re.DOTALL)
+
+
+#: lexemes of a template (Jinja blocks are lexemes of their own)
+TEMPLATE_LEXEMES = _lexer(templates=True)
+#: lexemes of rendered SQL
+SQL_LEXEMES = _lexer(templates=False)
 _REF = LazyPattern(r"""\bref\s*\(\s*(['"])(.*?)\1\s*\)""")
 _SPECIAL_FROM = {"EXTRACT", "TRIM", "SUBSTRING", "SUBSTR", "POSITION", "OVERLAY"}
 _NOT_ALIAS = {
@@ -98,7 +112,7 @@ def _scan(sql: str) -> tuple[list[tuple[str, str]], str]:
     Cached per SQL text, so reloading an unchanged project does not rescan.
     """
     tokens, text = [], []
-    for m in _TOKEN.finditer(sql):
+    for m in TEMPLATE_LEXEMES.finditer(sql):
         kind, value = m.lastgroup, m.group()
         if kind == "comment":
             text.append(" ")
@@ -124,7 +138,7 @@ def _ident(kind: str, text: str) -> str | None:
     if kind == "dq":
         return text[1:-1].replace('""', '"')
     if kind == "bq":
-        return text[1:-1]
+        return text[1:-1].replace("``", "`")
     return None
 
 
@@ -282,7 +296,7 @@ def _sqlglot_build() -> str:
     return f"{info.st_mtime_ns}:{info.st_size}" if info else "?"
 
 
-def _memo(table: str, compute, name: str, sql: str, dialect: str, build: str) -> str:
+def memoised(table: str, compute, name: str, sql: str, dialect: str, build: str) -> str:
     """``compute(name, sql, dialect)``, memoised in ``MEMO[table]`` (kept by the load cache)
     under the text and ``build`` (what else the result depends on)."""
     key = text_key(name, dialect, sql, build)
@@ -295,7 +309,7 @@ def _memo(table: str, compute, name: str, sql: str, dialect: str, build: str) ->
 
 def normalize_sql(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
     """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it."""
-    return _memo("normalized", _normalize, name, sql, dialect, _sqlglot_build())
+    return memoised("normalized", _normalize, name, sql, dialect, _sqlglot_build())
 
 
 def _normalize(name: str, sql: str, dialect: str) -> str:
@@ -385,7 +399,7 @@ def parse_error(name: str, sql: str) -> str | None:
     """DuckDB's parser's complaint about ``sql`` (Jinja rendered with placeholders; a
     custom audit's query), or ``None``: memoised with the load cache, so only a new or
     edited query pays for importing duckdb."""
-    return _memo("parse_error", _parse_error, name, sql, "duckdb", "") or None
+    return memoised("parse_error", _parse_error, name, sql, "duckdb", "") or None
 
 
 def _parse_error(name: str, sql: str, _dialect: str) -> str:
