@@ -65,16 +65,18 @@ class LazyPattern:
 #: time column, ``ref()``) and the fingerprint (:mod:`.fingerprint`) read the same text the
 #: same way.  Every lexeme that could change meaning is one of its own (strings with their
 #: escapes and dollar quotes, numbers, runs of operator characters); ``jinja`` blocks only
-#: in a template (the scanners read SQL before rendering, the fingerprint after).
+#: in a template (the scanners read SQL before rendering, the fingerprint after).  No two
+#: kinds start alike (``-``/``/`` are operators unless a comment starts), so the order only
+#: puts the commonest first.
 _LEXEMES = (
     ("ws", r"\s+"),
+    ("word", r"(?![eE]')[A-Za-z_][A-Za-z0-9_$]*"),  # the commonest first; not an E'' string's E
     ("comment", r"--[^\n]*|/\*.*?(?:\*/|\Z)"),
     ("jinja", r"\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\}"),
     ("str", r"[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_]\w*|)\$.*?\$(?P=tag)\$"),
     ("dq", r'"(?:[^"]|"")*"'),
     ("bq", r"`(?:[^`]|``)*`"),
     ("num", r"0[xX][0-9A-Fa-f_]+|0[bB][01_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"),
-    ("word", r"[A-Za-z_][A-Za-z0-9_$]*"),
     ("op", r"(?:[<>=!|&^~+*%:@#?]|-(?!-)|/(?!\*))+"),
     ("other", r"."),
 )
