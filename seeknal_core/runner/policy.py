@@ -30,12 +30,12 @@ from ..engines import Engine, EngineOptions, EnginePool, QueryError, uses_databa
 from ..errors import SeeknalError
 from ..project import Project, SourceNode
 from ..timeutil import TimeLike, from_epoch, get_zone
-from . import changes
 from .execute import Progress, RunResult, execute, plan_uses_database
 from .plan import Plan, plan, time_sources
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
+    from .changes import ApplyResult, ChangePlan
 
 
 class DefinitionsChanged(SeeknalError):
@@ -67,6 +67,8 @@ def apply_on_change(project: Project, store: StateStore, nodes: Iterable[str] | 
     policy = project.on_change
     if policy == "warn" or dry_run:
         return []
+    from . import changes  # only a project with on_change: apply pays for it
+
     nodes = None if nodes is None else list(nodes)
     selected = set(project.topological_order(nodes))
     changed = [n for n in changes.changed_nodes(project, store) if n in selected]
@@ -192,7 +194,7 @@ _door = run  # apply_changes' argument ``run`` (whether to run) hides the functi
 def apply_changes(
     project: Project,
     store: StateStore,
-    plan: changes.ChangePlan | None = None,
+    plan: ChangePlan | None = None,
     *,
     reason: str | None = None,
     actor: str | None = None,
@@ -203,12 +205,14 @@ def apply_changes(
     origin: str | None = None,
     run_id: str | None = None,
     options: Mapping[str, Any] | None = None,
-) -> changes.ApplyResult:
+) -> ApplyResult:
     """Record a change plan (default: the current one) and run what it restated.
 
     The entry point for any driver (the CLI, an orchestrator's job): the run goes through
     the door (``run``): ``options`` go to its plan (``now``,
     ``batch_size``, ...), ``engine``/``engine_options`` to its engines."""
+    from . import changes
+
     opts = dict(options or {})
     plan = plan or changes.change_plan(project, store, now=opts.get("now"))
     result = changes.record_changes(project, store, plan, reason=reason, actor=actor)
