@@ -196,8 +196,10 @@ def _unknown_starts(sess: Session, node_plans: list) -> None:
     from ..runner import time_sources
 
     for node_plan in node_plans:
+        if not any(note.startswith("no start:") for note in node_plan.notes):
+            continue
         sources = time_sources(sess.project, node_plan.node)
-        if sources and any(note.startswith("no start:") for note in node_plan.notes):
+        if sources:
             names = ", ".join(source for source, _ in sources)
             node_plan.notes = [f"start unknown until the first `seeknal run` infers it from {names}"
                                if note.startswith("no start:") else note for note in node_plan.notes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 from collections.abc import Iterable
+from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -64,6 +65,14 @@ class Project:
     def __repr__(self) -> str:
         return (f"Project({self.name!r}, root={str(self.root)!r}, nodes={len(self.nodes)}, "
                 f"sources={len(self.sources)})")
+
+    @cached_property
+    def relation_names(self) -> frozenset[str]:
+        """Lower-case names the SQL of a node can read as part of the project: transforms,
+        sources and the sources' tables (computed once: start inference asks per node)."""
+        names = {n.lower() for n in (*self.sources, *self.nodes)}
+        names.update(s.table.lower() for s in self.sources.values() if s.table)
+        return frozenset(names)
 
     def with_nodes(self, nodes: dict[str, TransformNode]) -> Project:
         """A copy with the same settings whose transforms are ``nodes`` (graph rebuilt)."""

@@ -181,8 +181,7 @@ def undeclared_time_tables(project: Project, node: TransformNode) -> list[tuple[
     column = infer_time_column(node.sql)
     if column is None:
         return []
-    known = {n.lower() for n in (*project.sources, *project.nodes)}
-    known.update(s.table.lower() for s in project.sources.values() if s.table)
+    known = project.relation_names
     return [(t, column) for t in dict.fromkeys(table_references(node.sql)) if t.lower() not in known]
 
 
