@@ -60,10 +60,11 @@ def node_name(chain: int, j: int) -> str:
     return f"c{chain:02d}_{CADENCES[j]}_{j}"
 
 
-def make_big_project(root: Path, chains: int = CHAINS) -> Path:
+def make_big_project(root: Path, chains: int = CHAINS, audits: bool = False) -> Path:
     """200 transforms: 20 chains (hourly x4 -> daily x4 -> weekly x2), each in one of four
     timezones; every daily node in the middle also reads the same node of the chain four
-    back (same timezone), so the graph is not just 20 lines."""
+    back (same timezone), so the graph is not just 20 lines.  ``audits``: each node also
+    has two (a blocking not_null, a warning accepted_range): two asset checks each."""
     (root / "seeknal" / "transforms").mkdir(parents=True)
     (root / "seeknal" / "sources").mkdir(parents=True)
     (root / "seeknal_project.yml").write_text("name: bench dagster\nstart: 2023-01-01\n")
@@ -88,6 +89,9 @@ def make_big_project(root: Path, chains: int = CHAINS) -> Path:
                 f"    FROM ({union}) u",
                 "    WHERE t >= TIMESTAMP '{{ start }}' AND t < TIMESTAMP '{{ end }}' GROUP BY ALL",
             ]
+            if audits:
+                lines += ["  audits:", "    - not_null: [t, n]", "    - accepted_range: {column: n, min: 0}",
+                          "      blocking: false"]
         (root / "seeknal" / "transforms" / f"chain_{chain:02d}.yml").write_text("\n".join(lines) + "\n")
     return root
 
@@ -102,7 +106,8 @@ t2 = time.perf_counter()
 repo = defs.get_repository_def()
 assets = len(repo.asset_graph.get_all_asset_keys())
 t3 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "build": t2 - t1, "resolve": t3 - t2, "assets": assets}))
+print(json.dumps({"import": t1 - t0, "build": t2 - t1, "resolve": t3 - t2, "assets": assets,
+                  "cpu": time.process_time()}))
 """
 
 
@@ -327,6 +332,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="(a) also loads with this source tree's seeknal_dagster (e.g. a main checkout)")
     parser.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run (default: abc)")
+    parser.add_argument("--audits", action="store_true",
+                        help="(a) with two audits per node (two asset checks each)")
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "yes")
     logging.getLogger("dagster").setLevel(logging.ERROR)  # materialize logs every event at DEBUG
@@ -336,8 +343,12 @@ def main() -> None:
     try:
         big = make_big_project(tmp / "big")
         if "a" in args.parts:
-            load = bench_load(big, args.repeat, args.baseline)
-            huge = bench_load(make_big_project(tmp / "huge", CHAINS * 10), args.repeat, args.baseline)
+            if args.audits:
+                print("(a) every node has two audits: not_null (blocking) and accepted_range (warning)")
+            load = bench_load(make_big_project(tmp / "big_a", audits=True) if args.audits else big,
+                              args.repeat, args.baseline)
+            huge = bench_load(make_big_project(tmp / "huge", CHAINS * 10, audits=args.audits), args.repeat,
+                              args.baseline)
             print_load(load, huge, args.repeat)
         if "b" in args.parts:
             print_sensor(bench_sensor(big))
@@ -374,7 +385,7 @@ def print_load(load: dict, huge: dict, repeat: int) -> None:
         for kind in ("cold", "warm"):
             p = case[f"{kind}_parts"]
             print(f"  {label} {kind}, in the process: import {p['import']:.3f}, build {p['build']:.3f}, "
-                  f"resolve {p['resolve']:.3f} s")
+                  f"resolve {p['resolve']:.3f} s; CPU {p['cpu']:.3f} s (steadier on a busy machine)")
     if load["base"] != float("inf"):
         for label, case in (("200", load), ("2,000", huge)):
             ratio = f"{case['ratio']:.2f}x" if case["ratio"] is not None else "n/a"

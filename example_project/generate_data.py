@@ -9,9 +9,10 @@ Without ``--start`` the data is anchored on an end hour: ``--end``, else the env
 Sunday 13 to 14 weeks before (00:00 UTC) and draws ``--rows`` events over the 14 weeks from
 there, keeping those before the end: a later end in the same week only adds the new hours
 (the older rows are the same), so what a run already computed stays true.  Into the default
-folder it also writes that Sunday as the example project's ``start:`` (so the partitions
-Dagster shows are the data's), and when the start moves it removes the project's
-``target/`` (warehouse and state computed from the previous data).
+folder it also writes that Sunday as the example project's ``start:``, in the untracked
+``seeknal_project.local.yml`` that seeknal reads over ``seeknal_project.yml`` (so the
+partitions Dagster shows are the data's, and the checkout stays clean), and when the start
+moves it removes the project's ``target/`` (warehouse and state computed from the previous data).
 
 Writes, under ``--out`` (default: ``example_project/data``)::
 
@@ -50,6 +51,7 @@ from pathlib import Path
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 DEFAULT_ROWS = 1_000_000
 PROJECT_FILE = Path(__file__).resolve().parent / "seeknal_project.yml"
+LOCAL_FILE = "seeknal_project.local.yml"  # seeknal reads it over PROJECT_FILE; git ignores it
 DEFAULT_DAYS = 91  # with --start: one quarter, exactly 13 weeks
 ANCHORED_DAYS = 98  # without: the 14 weeks from a Sunday, cut at the end hour
 END_ENV = "SEEKNAL_EXAMPLE_END"
@@ -355,28 +357,30 @@ def _count(out: Path) -> int:
 
 
 def follow(project_file: Path, first: dt.date) -> None:
-    """Make the example project's `start:` the data's first day; when it moves, the project's
-    target/ (computed from the previous data) is removed, so no interval is recorded for data
-    that no longer exists."""
-    import re
+    """Make the example project's `start:` the data's first day, in the untracked
+    ``seeknal_project.local.yml`` beside ``project_file`` (read over it), so generating data
+    never edits a tracked file; when the start moves, the project's target/ (computed from
+    the previous data) is removed, so no interval is recorded for data that no longer exists."""
     import shutil
 
-    text = project_file.read_text()
+    local = project_file.with_name(LOCAL_FILE)
     line = f"start: {first.isoformat()}"
-    old = re.search(r"^start:.*$", text, flags=re.M)
-    if old and old.group(0) == line:
-        return
-    text = text.replace(old.group(0), line) if old else text + line + "\n"
-    tmp = project_file.with_suffix(".yml.tmp")
-    tmp.write_text(text)
-    tmp.replace(project_file)
+    try:
+        if local.read_text().splitlines()[-1:] == [line]:
+            return
+    except OSError:
+        pass
+    tmp = local.with_suffix(".yml.tmp")
+    tmp.write_text("# Written by generate_data.py: the first day of the generated data (not tracked).\n"
+                   f"{line}\n")
+    tmp.replace(local)
     target = project_file.parent / "target"
     if target.exists():
         shutil.rmtree(target)
-        print(f"the data now starts on {first}: set {project_file.name} start, removed {target} "
+        print(f"the data now starts on {first}: set start in {local.name}, removed {target} "
               "(computed from the previous data)")
     else:
-        print(f"the data now starts on {first}: set {project_file.name} start")
+        print(f"the data now starts on {first}: set start in {local.name}")
 
 
 if __name__ == "__main__":

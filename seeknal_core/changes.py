@@ -78,12 +78,13 @@ class Query:
 
 
 def analyse(sql: str, dialect: str = "duckdb",
-            schema: Mapping[str, Iterable[str]] | None = None) -> Query:
+            schema: Mapping[str, Iterable[str]] | None = None, *, text: str | None = None) -> Query:
     """Parse and qualify ``sql``; ``schema`` (table -> column names) resolves ``*`` and
-    unqualified columns of joins when the tables it names are known."""
+    unqualified columns of joins when the tables it names are known.  ``text``: the
+    query's text as the caller wants it kept (default: sqlglot's one-line print)."""
     from sqlglot.optimizer.qualify import qualify
 
-    text = _flat(sql, dialect)
+    text = _flat(sql, dialect) if text is None else text
     tree = _parse(sql, dialect)
     if tree is None:
         return Query(text, None, (), dialect)
@@ -216,6 +217,72 @@ def reads(query: Query, keep: Iterable[str] | None = None) -> dict[str, set[str]
                     for name in tables.values():
                         found[name].add(ALL)
     return found
+
+
+def column_lineage(query: Query) -> dict[str, dict[str, list[str]]] | None:
+    """Each output column -> the upstream columns, per table, its values are computed from
+    (its reduction's reads: the expression and the filters, joins and grouping that choose
+    its rows), or None when that is not known exactly: unparsed SQL, a ``*`` in the output
+    or in what a column reads, or an unqualified column over several tables."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    outputs = query.known_outputs
+    if not outputs:
+        return None
+    try:
+        scopes = traverse_scope(query.tree)
+    except SqlglotError:
+        return None
+    if any(not c.table and len(s.sources) > 1 for s in scopes for c in s.columns):
+        return None  # an unqualified column over several sources: ``reads`` counts it from each
+    single = _single_scope_reads(query.tree, scopes)
+    out: dict[str, dict[str, list[str]]] = {}
+    for column in outputs:
+        read = single[column] if single is not None else reads(query, [column])
+        if read is None or any(ALL in cols for cols in read.values()):
+            return None
+        out[column] = {table: sorted(cols) for table, cols in sorted(read.items()) if cols}
+    return out
+
+
+def _single_scope_reads(tree: exp.Query, scopes: list) -> dict[str, dict[str, set[str]]] | None:
+    """``reads(query, [column])`` for every output column at once, for the common query with
+    one scope over tables only (no subquery, CTE or set operation): the reduction to one
+    column keeps that projection and the clauses that choose rows, so its reads are the
+    projection's columns plus the columns outside every projection (the slow path's
+    answer, a reduction per column, is what tests compare it with).  None: not that case."""
+    if len(scopes) != 1 or not isinstance(tree, exp.Select) or not _reducible(tree) or tree.args.get("order"):
+        return None  # ORDER BY may name an output alias: the reduction decides
+    scope = scopes[0]
+    if not all(isinstance(src, exp.Table) for src in scope.sources.values()):
+        return None
+    tables = {alias: src.name.lower() for alias, src in scope.sources.items()}
+
+    def add(found: dict[str, set[str]], column: exp.Column) -> bool:
+        if isinstance(column.this, exp.Star):
+            return False
+        owners = [tables[column.table]] if column.table in tables else (
+            [] if column.table else list(tables.values()))
+        for owner in owners:
+            found[owner].add(column.name.lower())
+        return True
+
+    in_projection: set[int] = set()
+    by_output: dict[str, dict[str, set[str]]] = {}
+    for projection in tree.expressions:
+        if isinstance(projection, exp.Star) or projection.is_star:
+            return None
+        found: dict[str, set[str]] = {name: set() for name in tables.values()}
+        for column in projection.find_all(exp.Column):
+            in_projection.add(id(column))
+            if not add(found, column):
+                return None
+        by_output[projection.alias_or_name.lower()] = found
+    rows: dict[str, set[str]] = {name: set() for name in tables.values()}
+    for column in scope.columns:
+        if id(column) not in in_projection and not add(rows, column):
+            return None
+    return {name: {t: cols | rows[t] for t, cols in found.items()} for name, found in by_output.items()}
 
 
 @dataclass(frozen=True)

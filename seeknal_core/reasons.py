@@ -64,6 +64,9 @@ class Reason(StrEnum):
     PARTITION = "partition", "partition", Mode.BACKFILL
     RESTATE = "restate", "restated", Mode.RESTATE
     RETRY = "retry", "failed"
+    #: due by the clock, held back until a source's data is in (``runner/readiness``,
+    #: ``NodePlan.waiting``): never run nor recorded, and it outranks every reason to run
+    WAITING = "waiting", "waiting"
 
     @property
     def rank(self) -> int:

@@ -20,9 +20,10 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from .errors import ProjectError, did_you_mean
+from .errors import ProjectError, SeeknalError, did_you_mean
+from .lexer import one_query
 from .timeutil import get_zone, to_utc
 
 if TYPE_CHECKING:
@@ -65,12 +66,73 @@ def interval_variables(
     return values
 
 
-def _environment():
-    import jinja2
+#: the most characters (or items) one template value or a rendered query may hold
+MAX_TEXT = 10_000_000
+#: the largest exponent ``**`` takes (``2 ** 10 ** 9`` would compute for minutes)
+MAX_EXPONENT = 4096
 
-    return jinja2.Environment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
-    )
+
+def _environment():
+    """Jinja's sandbox (no attribute escapes; ``range()`` of at most 100,000 items) with
+    repetition, ``+``, ``~`` and ``**`` refused past a size, so a template cannot take the
+    machine's memory or minutes of time; ``render_bounded`` caps the output."""
+    import jinja2
+    from jinja2.compiler import CodeGenerator
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class BoundedCode(CodeGenerator):
+        def visit_Concat(self, node, frame):  # ``a ~ b``: through the size check
+            self.write("environment.concat((")
+            for arg in node.nodes:
+                self.visit(arg, frame)
+                self.write(", ")
+            self.write("))")
+
+    class Bounded(SandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "+", "**"})
+        code_generator_class = BoundedCode
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "**":
+                if isinstance(right, int) and abs(right) > MAX_EXPONENT and not (
+                        isinstance(left, int | float) and abs(left) <= 1):
+                    raise _TooLarge(f"{left!r} ** {right} is too large (exponents up to {MAX_EXPONENT})")
+            elif operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_TEXT:
+                        raise _TooLarge(f"repeating {len(seq):,} characters or items {n:,} times "
+                                        f"is too large (at most {MAX_TEXT:,})")
+            elif isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _check_size(len(left) + len(right))
+            return super().call_binop(context, operator, left, right)
+
+        def concat(self, parts):
+            texts = [str(p) for p in parts]
+            _check_size(sum(map(len, texts)))
+            return "".join(texts)
+
+    return Bounded(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+class _TooLarge(Exception):
+    """A template value past MAX_TEXT (or MAX_EXPONENT): refused before it is built."""
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_TEXT:
+        raise _TooLarge(f"a text of {size:,} characters is too large (at most {MAX_TEXT:,})")
+
+
+def render_bounded(template, context: dict) -> str:
+    """``template`` rendered, refusing output past MAX_TEXT as it streams."""
+    if isinstance(template, _SimpleTemplate):
+        return template.render(context)
+    out, size = [], 0
+    for piece in template.generate(context):
+        size += len(piece)
+        _check_size(size)
+        out.append(piece)
+    return "".join(out)
 
 
 _ENV = None
@@ -100,7 +162,7 @@ class _SimpleTemplate:
             elif value in context:
                 out.append(str(context[value]))
             else:
-                return _jinja_template(self.source).render(context)  # raises UndefinedError
+                return render_bounded(_jinja_template(self.source), context)  # UndefinedError
         return "".join(out)
 
 
@@ -167,13 +229,9 @@ def placeholder_sql(name: str, sql: str) -> str:
     context: dict[str, object] = {"ref": lambda ref: quote_identifier(split_id(str(ref))[1]),
                                   "this": quote_identifier(name), **PLACEHOLDERS}
     try:
-        return _template(sql).render(context)
-    except Exception as exc:
-        import jinja2
-
-        if isinstance(exc, jinja2.TemplateError):
-            raise ProjectError(f"node '{name}': SQL template error: {exc}") from None
-        raise
+        return render_bounded(_template(sql), context)
+    except Exception as exc:  # noqa: BLE001 - whatever a template raises is its author's error
+        raise ProjectError(f"node '{name}': SQL template error: {template_problem(exc)}") from None
 
 
 def render_sql(
@@ -206,14 +264,15 @@ def render_sql(
     if start is not None and end is not None:
         context.update(interval_variables(start, end, node.timezone))
     try:
-        return template.render(context)
-    except Exception as exc:
-        _raise_template_error(node, exc)
+        return one_query(render_bounded(template, context))
+    except SeeknalError:  # ref() of a non-dependency, or what relation_for refuses
         raise
+    except Exception as exc:  # noqa: BLE001 - whatever a template raises is its author's error
+        _raise_template_error(node, exc)
 
 
-def _raise_template_error(node: TransformNode, exc: Exception) -> None:
-    """Jinja's render errors as one ProjectError line (other exceptions return)."""
+def _raise_template_error(node: TransformNode, exc: Exception) -> NoReturn:
+    """Whatever rendering raised, as one ProjectError line naming the node and its file."""
     import jinja2
 
     if isinstance(exc, jinja2.UndefinedError):
@@ -224,5 +283,19 @@ def _raise_template_error(node: TransformNode, exc: Exception) -> None:
         else:
             hint = did_you_mean(name, VARIABLES) or f" — available: {', '.join(VARIABLES)}"
         raise ProjectError(f"{_where(node)}: undefined template variable '{name}'{hint}") from None
-    if isinstance(exc, jinja2.TemplateError):
-        raise ProjectError(f"{_where(node)}: SQL template error: {exc}") from None
+    raise ProjectError(f"{_where(node)}: SQL template error: {template_problem(exc)}") from None
+
+
+def template_problem(exc: BaseException) -> str:
+    """What went wrong in a template, as words for one line."""
+    if isinstance(exc, RecursionError):
+        return "a macro calls itself without end (recursion too deep)"
+    if isinstance(exc, MemoryError):
+        return "it needs more memory than there is"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"\b\w+\.<locals>\.", "", text)  # render_sql.<locals>.ref() -> ref()
+    if isinstance(exc, _TooLarge | OverflowError | ArithmeticError | TypeError | ValueError):
+        return text
+    import jinja2
+
+    return text if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {text}"

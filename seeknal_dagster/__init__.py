@@ -12,6 +12,7 @@ from .assets import POOL, build_assets, build_source_specs
 from .checks import CHECK_NAME, CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR, build_asset_checks
 from .component import SeeknalProjectComponent
 from .definitions import build_definitions
+from .resource import SeeknalResource
 from .schedules import build_jobs, build_schedules
 from .sensors import build_sensors
 from .translator import SeeknalTranslator, project_specs
@@ -24,6 +25,7 @@ __all__ = [
     "RECONCILE_SENSOR",
     "RESTATEMENT_SENSOR",
     "SeeknalProjectComponent",
+    "SeeknalResource",
     "SeeknalTranslator",
     "build_apply_job",
     "build_asset_checks",

@@ -4,14 +4,13 @@ A Dagster-only team acts on a changed definition from the launchpad: the job com
 the ``ChangePlan`` (what each changed node and its readers must restate), logs it per
 node, records it in the state store (restatements, new fingerprints and definitions)
 and, unless ``run`` is false, recomputes the restated intervals through the runner's one
-door, as the assets and the CLI do (DuckDB through the ``DuckDBResource``, in the ``seeknal_duckdb`` pool),
+door, as the assets and the CLI do (DuckDB through the ``SeeknalResource``, in the ``seeknal_duckdb`` pool),
 recorded with origin ``dagster`` and the run id.  The asset's code version is the same
 fingerprint, so the UI marks the assets whose definition the job records.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -24,7 +23,8 @@ from seeknal_core.runner import changes, policy
 from seeknal_core.state import StateError
 from seeknal_core.timeutil import from_epoch
 
-from .assets import DUCKDB_RESOURCE_KEY, POOL, state_store
+from .assets import POOL
+from .resource import SeeknalResource
 
 APPLY_JOB = "seeknal_apply_changes"
 
@@ -49,30 +49,26 @@ def _log_plan(context: dg.OpExecutionContext, plan: changes.ChangePlan) -> None:
                          f"restate {len(entry.restate)} interval(s) {spans}")
 
 
-def _database_options(resource: Any) -> dict[str, Any]:
+def _database_options(seeknal: SeeknalResource) -> dict[str, Any]:
     """``open_engine`` options of every engine that reads the project's DuckDB file: the
     resource's connection (entered only when the run opens that engine)."""
 
     @contextmanager
     def connection() -> Iterator[dict]:
-        with resource.get_connection() as con:
+        with seeknal.connection() as con:
             yield {"connection": con}
 
     return {name: connection for name, kind in ENGINES.items() if kind.reads_database}
 
 
-def build_apply_job(project: Project, *, resource_key: str = DUCKDB_RESOURCE_KEY,
-                    pool: str | None = POOL) -> dg.JobDefinition:
+def build_apply_job(project: Project, *, pool: str | None = POOL) -> dg.JobDefinition:
     """The job for ``project``: one op, no assets (it changes state, not one asset)."""
 
-    @dg.op(name="seeknal_apply_changes_op", required_resource_keys={resource_key}, pool=pool)
-    def apply_op(context: dg.OpExecutionContext, config: ApplyChangesConfig) -> None:
-        resource = getattr(context.resources, resource_key)
-        database = str(getattr(resource, "database", "") or "")
-        if database and database != ":memory:" and "://" not in database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    @dg.op(name="seeknal_apply_changes_op", pool=pool)
+    def apply_op(context: dg.OpExecutionContext, config: ApplyChangesConfig,
+                 seeknal: SeeknalResource) -> None:
         try:
-            with state_store(project) as store:
+            with seeknal.state_store(project) as store:
                 plan = changes.change_plan(project, store, since=config.from_, now=config.now)
                 _log_plan(context, plan)
                 if not plan.changed:
@@ -81,7 +77,7 @@ def build_apply_job(project: Project, *, resource_key: str = DUCKDB_RESOURCE_KEY
                 options: dict[str, Any] = {"now": plan.now}
                 result = policy.apply_changes(
                     project, store, plan, reason=config.reason, run=config.run,
-                    engine_options=_database_options(resource), origin="dagster",
+                    engine_options=_database_options(seeknal), origin="dagster",
                     run_id=context.run_id, options=options)
         except (SeeknalError, StateError) as exc:
             raise dg.Failure(description=f"seeknal could not apply the changes: {exc}") from None

@@ -9,16 +9,18 @@ needs.  A partitioned asset runs exactly the intervals of ``context.partition_ti
 ``dagster`` and the run id, so the CLI and Dagster share one truth.  Sources are
 external assets.
 
-Writes go through ``dagster_duckdb.DuckDBResource`` and are serialised by the
-``seeknal_duckdb`` concurrency pool: DuckDB allows one writing process per file.
+Writes go through the typed ``SeeknalResource`` (resource.py; its nested
+``DuckDBResource``) and are serialised by the ``seeknal_duckdb`` concurrency pool: DuckDB
+allows one writing process per file.  The step body is ``SeeknalStep.run``; a component
+(or ``build_assets(execute=...)``) may wrap it, as dagster-dbt's ``execute`` wraps ``dbt build``.
 """
 
 import datetime as dt
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -31,7 +33,9 @@ from seeknal_core.project import Project, TransformNode, load_project
 from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
 
-from .partitions import keys_for_intervals, partitioned
+from .audits import audit_check_specs, audit_events
+from .partitions import partitioned
+from .resource import SeeknalResource
 from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
 
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
@@ -45,8 +49,15 @@ SPARK_POOL = "seeknal_spark"
 SPARK_RESOURCE_KEY = "pyspark"
 #: Resource key of the ``DuckDBResource`` the assets write through.
 DUCKDB_RESOURCE_KEY = "duckdb"
-#: Run tag naming the restatement a run re-computes (set by the restatement sensor).
+#: the event tag Dagster reads a materialisation's code version from (for staleness); set
+#: on the materialisations the step logs itself, as Dagster sets it on its own
+CODE_VERSION_TAG = "dagster/code_version"
+#: Run tag naming the restatement a run shows: its step fails with the reason, so Dagster
+#: draws the restated partitions Failed until recomputed (sensors/restatements.py).
+#: Run-failure sensors filter these runs out by this tag.
 RESTATEMENT_TAG = "seeknal/restatement"
+REASON_TAG = "seeknal/reason"
+ACTOR_TAG = "seeknal/actor"
 
 
 
@@ -63,7 +74,7 @@ def as_specs(project: Project | ProjectSpecs | str | os.PathLike[str],
 
 
 @contextmanager
-def state_store(project: Project) -> Iterator[StateStore]:
+def state_store(project: Project) -> Iterator[StateStore]:  # sensors and checks: no resource there
     """The project's store, opened for one run or tick and closed after (no fds leak into
     long-lived daemon processes)."""
     store = open_store(project.root, project.state_config)
@@ -71,6 +82,18 @@ def state_store(project: Project) -> Iterator[StateStore]:
         yield store
     finally:
         store.close()
+
+
+def key_pairs(node: TransformNode, pdef: dg.TimeWindowPartitionsDefinition, keys: Sequence[str]
+              ) -> list[tuple[Pair, str]]:
+    """The run's partition keys (``context.partition_keys``: one key or a range), each with
+    its interval as an epoch pair, read through Dagster's own key parsing."""
+    out = []
+    for key in keys:
+        window = pdef.time_window_for_partition_key(key)
+        [pair] = window_pairs(node, window.start, window.end)
+        out.append((pair, key))
+    return out
 
 
 def window_pairs(node: TransformNode, start: dt.datetime, end: dt.datetime) -> list[Pair]:
@@ -101,10 +124,10 @@ def plan_intervals(node: TransformNode, pairs: Sequence[Pair]) -> dict[str, Any]
     return {"nodes": [node.name], "intervals": [(from_epoch(pairs[0][0]), from_epoch(pairs[-1][1]))]}
 
 
-def engine_options(project: Project, node: TransformNode, duckdb_resource: Any,
+def engine_options(project: Project, node: TransformNode, seeknal: SeeknalResource,
                    session_resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """How the runner opens the node's engines from Dagster's resources (``open_engine``
-    options, entered only when a node needs that engine): the ``DuckDBResource``'s
+    options, entered only when a node needs that engine): the ``SeeknalResource``'s DuckDB
     connection for a node that uses the project's DuckDB file, a session resource's
     session for an engine that computes in one (``EngineKind.session_resource``)."""
     options: dict[str, Any] = {}
@@ -112,7 +135,7 @@ def engine_options(project: Project, node: TransformNode, duckdb_resource: Any,
     if uses_database(project, node):
         @contextmanager
         def connection() -> Iterator[dict]:
-            with duckdb_resource.get_connection() as con:
+            with seeknal.connection() as con:
                 yield {"connection": con}
 
         options[node.engine] = connection
@@ -137,18 +160,16 @@ def _md(items: Sequence[tuple[Pair, str]]) -> str:
     return "```\n" + _listing(items) + "\n```"
 
 
-def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode, duckdb_resource: Any,
-             pairs: list[Pair], session_resources: Mapping[str, Any] | None = None) -> runner.NodeResult:
+def _execute(context: dg.AssetExecutionContext, project: Project, node: TransformNode,
+             seeknal: SeeknalResource, pairs: list[Pair],
+             session_resources: Mapping[str, Any] | None = None) -> runner.NodeResult:
     """Run one node in the run's window (or what is due, when unpartitioned) through the
     runner's one door, so the CLI's rules hold: ``on_change`` (``fail`` is this step's
     failure with the CLI's line, nothing written), start inference, lookback.  Engines
     open from the run's resources, and only once something is due."""
-    database = str(getattr(duckdb_resource, "database", "") or "")
-    if database and database != ":memory:" and "://" not in database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)  # duckdb.connect does not
     try:
-        with state_store(project) as store:
-            options = engine_options(project, node, duckdb_resource, session_resources)
+        with seeknal.state_store(project) as store:
+            options = engine_options(project, node, seeknal, session_resources)
             result = runner.run(project, store, origin="dagster", run_id=context.run.run_id,
                                 engine_options=options, **plan_intervals(node, pairs))
     except runner.DefinitionsChanged as exc:
@@ -157,8 +178,11 @@ def _execute(context: dg.AssetExecutionContext, project: Project, node: Transfor
         raise dg.Failure(description=f"seeknal could not run '{node.name}': {exc}") from None
     for note in result.notes:
         context.log.info(note)
-    for note in result.plan.nodes[0].notes if result.plan else ():
+    node_plan = result.plan.nodes[0] if result.plan else None
+    for note in node_plan.notes if node_plan else ():
         context.log.warning(f"{node.name}: {note}")
+    for waiting in node_plan.waiting if node_plan else ():  # not run, not failed: asked again next time
+        context.log.info(f"{waiting.line(node.name, node.timezone)}: not run until its data is in")
     return result.nodes[0]
 
 
@@ -166,22 +190,26 @@ def run_node(
     context: dg.AssetExecutionContext,
     specs: ProjectSpecs,
     node: TransformNode,
-    duckdb_resource: Any,
+    seeknal: SeeknalResource,
     *,
     spark_resource: Any = None,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
-) -> dg.MaterializeResult:
+) -> Generator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output,
+               None, bool]:
     """Compute one node for the run's partitions and describe each partition on its own:
-    its interval's start, end and rows; the run's totals are labelled ``run/...``."""
+    its interval's start, end and rows; the run's totals are labelled ``run/...``.  The
+    audits' verdicts follow, one per audit per partition (audits.py); a partition that
+    failed, by its query or a blocking audit, is not materialized and fails the run.  The
+    partitions are the run's own (``context.partition_keys``), never recomputed.  Returns
+    whether some intervals wait for their sources' data (their partitions are skipped,
+    not failed)."""
     project = specs.project
     spec = specs.specs[node.name]
     pdef = spec.partitions_def
-    pairs: list[Pair] = []
-    if pdef is not None:
-        window = context.partition_time_window
-        pairs = window_pairs(node, window.start, window.end)
-    outcome = _execute(context, project, node, duckdb_resource, pairs,
+    keyed: list[tuple[Pair, str]] = key_pairs(node, pdef, context.partition_keys) if pdef is not None else []
+    pairs = [pair for pair, _ in keyed]
+    outcome = _execute(context, project, node, seeknal, pairs,
                        {SPARK_RESOURCE_KEY: spark_resource} if spark_resource is not None else None)
 
     if outcome.failures or outcome.skipped:
@@ -194,14 +222,17 @@ def run_node(
             raise dg.RetryRequested(max_retries=upstream_retries, seconds_to_wait=upstream_retry_seconds)
         if pdef is not None and outcome.done and len(pairs) > 1:
             # a range run fails as a whole in Dagster; the intervals that did complete are
-            # reported so the UI matches the state store
+            # reported so the UI matches the state store (the failed ones show Failed)
             rows = _interval_rows(outcome)
-            for pair, key in _keyed(pdef, outcome.done):
-                context.log_event(dg.AssetMaterialization(
+            for pair, key in subset(keyed, outcome.done):
+                yield dg.AssetMaterialization(
                     asset_key=spec.key, partition=key,
                     metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster",
                               "partial_run": True},
-                ))
+                    tags={CODE_VERSION_TAG: spec.code_version} if spec.code_version else None,
+                )
+        if node.audits:
+            yield from audit_events(context, node, spec.key, outcome, keyed if pdef else None)
         first = (outcome.failures or outcome.skipped)[0]
         details: dict[str, Any] = {"completed_intervals": len(outcome.done)}
         if outcome.failures:
@@ -215,11 +246,29 @@ def run_node(
             metadata=details,
         )
 
+    if pdef is not None and len(outcome.done) < len(pairs):
+        # intervals whose inputs are not ready waited (logged above): nothing materialised
+        # for them, the step succeeds; the ready ones are reported one by one
+        rows = _interval_rows(outcome)
+        done = subset(keyed, outcome.done)
+        for pair, key in done:
+            yield dg.AssetMaterialization(
+                asset_key=spec.key, partition=key,
+                metadata={**_partition_metadata(pair, rows.get(pair)), "seeknal/origin": "dagster"})
+        if node.audits:
+            yield from audit_events(context, node, spec.key, outcome, done)
+        return True
     metadata: dict[str, Any] = {"seeknal/origin": "dagster"}
+    if outcome.columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(name, type) for name, type in outcome.columns])
     if pdef is None:
         metadata.update({"rows": outcome.rows, "dagster/row_count": outcome.rows,
                          "duration_seconds": dg.MetadataValue.float(round(outcome.seconds, 4))})
-        return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+        yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+        if node.audits:
+            yield from audit_events(context, node, spec.key, outcome, None)
+        return False
     metadata.update({
         "run/rows": outcome.rows,
         "run/intervals": len(outcome.done),
@@ -229,20 +278,35 @@ def run_node(
         "run/interval_end": _iso(pairs[-1][1]),
     })
     rows = _interval_rows(outcome)
-    for pair, key in _keyed(pdef, pairs):
+    for pair, key in keyed:
         context.add_asset_metadata(_partition_metadata(pair, rows.get(pair)), asset_key=spec.key,
                                    partition_key=key)
-    return dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
+    if node.audits:  # after the materializations: each verdict names its partition's
+        yield from audit_events(context, node, spec.key, outcome, keyed)
+    return False
+
+
+def restated_failure(tags: Mapping[str, str]) -> dg.Failure:
+    """The planned partitions of a restatement's display run fail with its reason, before
+    anything is computed: Dagster shows them Failed until their next materialisation."""
+    reason = tags.get(REASON_TAG) or "no reason given"
+    return dg.Failure(
+        description=f"restated: {reason} (by {tags.get(ACTOR_TAG) or 'unknown'}; restatement "
+                    f"{tags[RESTATEMENT_TAG]}); shown Failed until recomputed",
+        metadata={"seeknal/restatement_id": tags[RESTATEMENT_TAG], "seeknal/reason": reason},
+        allow_retries=False)
+
+
+def subset(keyed: Sequence[tuple[Pair, str]], pairs: Sequence[Pair]) -> list[tuple[Pair, str]]:
+    """The run's (interval, partition key) pairs for some of its intervals, in run order."""
+    wanted = set(pairs)
+    return [(pair, key) for pair, key in keyed if pair in wanted]
 
 
 def _interval_rows(outcome: runner.NodeResult) -> dict[Pair, int]:
     """Rows written per completed interval (the runner counts them per interval)."""
     return {tuple(pair): int(rows) for pair, rows in outcome.interval_rows}
-
-
-def _keyed(pdef: dg.PartitionsDefinition, pairs: Sequence[Pair]) -> list[tuple[Pair, str]]:
-    keys = keys_for_intervals(pdef, [(from_epoch(a), from_epoch(b)) for a, b in pairs])
-    return list(zip(pairs, keys))
 
 
 def _partition_metadata(pair: Pair, rows: int | None) -> dict[str, Any]:
@@ -281,24 +345,82 @@ def _backfill_policy(node: TransformNode, file_only: bool) -> dg.BackfillPolicy 
     return dg.BackfillPolicy.multi_run(node.batch_size) if node.batch_size else dg.BackfillPolicy.single_run()
 
 
+#: ``execute(context, seeknal=..., step=...)``: what a step runs; the default is ``step.run``.
+Execute = Callable[..., Iterator[Any]]
+
+
+@dataclass(frozen=True)
+class SeeknalStep:
+    """What one ``multi_asset`` step computes: the selected nodes of its group, upstream
+    first, through the runner; a failed node stops only the nodes downstream of it."""
+
+    specs: ProjectSpecs
+    names: tuple[str, ...]
+    pyspark: Any = None
+    retry: Mapping[str, Any] = field(default_factory=dict)
+
+    def selected(self, context: dg.AssetExecutionContext) -> list[str]:
+        """The step's selected nodes, upstream first."""
+        by_key = {self.specs.specs[n].key: n for n in self.names}
+        return self.specs.project.topological_order([by_key[k] for k in context.selected_asset_keys])
+
+    def run(self, context: dg.AssetExecutionContext, seeknal: SeeknalResource) -> Iterator[Any]:
+        if RESTATEMENT_TAG in context.run.tags:  # a restatement's display run: fail, compute nothing
+            raise restated_failure(context.run.tags)
+        project = self.specs.project
+        selected = self.selected(context)
+        failed: list[tuple[str, BaseException]] = []
+        blocked: set[str] = set()
+        for name in selected:
+            if name in blocked:
+                context.log.warning(f"{name}: not run, an upstream node failed or waits for data "
+                                    "in this step")
+                continue
+            try:
+                waited = yield from run_node(context, self.specs, project.nodes[name], seeknal,
+                                             spark_resource=self.pyspark, **self.retry)
+                if waited:  # waiting for its data: skipped, and so are its downstream
+                    blocked.update(project.downstream(name))
+            except dg.Failure as exc:
+                if len(selected) == 1:
+                    raise
+                failed.append((name, exc))
+                blocked.update(project.downstream(name))
+        if failed:
+            raise dg.Failure(
+                description="; ".join(exc.description or name for name, exc in failed),
+                metadata=dict(failed[0][1].metadata or {}))
+
+
+def run_step(context: dg.AssetExecutionContext, *, seeknal: SeeknalResource, step: SeeknalStep
+             ) -> Iterator[Any]:
+    """The default ``execute``: the step's nodes through the runner."""
+    yield from step.run(context, seeknal)
+
+
 def build_assets(
     project: Project | ProjectSpecs | str | os.PathLike[str],
     *,
     translator: SeeknalTranslator | None = None,
-    resource_key: str = DUCKDB_RESOURCE_KEY,
     pool: str | None = POOL,
     upstream_retries: int = 3,
     upstream_retry_seconds: float = 60.0,
     spark_resource_key: str | None = None,
+    execute: Execute | None = None,
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     """Source specs plus the transforms, as one subsettable ``multi_asset`` per group of
-    nodes sharing a partitions definition, backfill policy and pool.
+    nodes sharing a partitions definition, backfill policy and pool.  Each step takes the
+    ``seeknal`` resource (a ``SeeknalResource``) and calls ``execute(context, seeknal=,
+    step=)`` (default ``run_step``: ``step.run(context, seeknal)``).
 
     ``upstream_retries``/``upstream_retry_seconds``: how often and how long a partition
     whose upstream intervals are not complete yet (two schedules firing at the same
-    tick) waits before it fails.  ``spark_resource_key``: Spark nodes take their session
-    from that resource (a dagster-pyspark ``PySparkResource``) instead of starting one.
+    tick) waits before it fails.  ``spark_resource_key`` (``"pyspark"``): Spark nodes take
+    their session from that resource (a dagster-pyspark ``PySparkResource``) instead of
+    starting one.
     """
+    if spark_resource_key not in (None, SPARK_RESOURCE_KEY):
+        raise ValueError(f"spark_resource_key={spark_resource_key!r}: use {SPARK_RESOURCE_KEY!r} or None")
     specs = as_specs(project, translator)
     project = specs.project
     groups: dict[tuple, list[str]] = {}
@@ -312,11 +434,10 @@ def build_assets(
         groups.setdefault((spec.partitions_def, policy, node_pool, session), []).append(name)
     out: list[dg.AssetsDefinition | dg.AssetSpec] = list(specs.sources.values())
     taken: set[str] = set()
+    retry = {"upstream_retries": upstream_retries, "upstream_retry_seconds": upstream_retry_seconds}
     for (pdef, policy, group_pool, session), names in groups.items():
-        spark_key = spark_resource_key if session else None
-        out.append(_group_asset(specs, names, pdef, policy, group_pool, resource_key, taken, spark_key,
-                                upstream_retries=upstream_retries,
-                                upstream_retry_seconds=upstream_retry_seconds))
+        out.append(_group_asset(specs, names, pdef, policy, group_pool, taken,
+                                session and spark_resource_key is not None, execute or run_step, retry))
     return out
 
 
@@ -329,50 +450,38 @@ def _group_name(names: Sequence[str], taken: set[str]) -> str:
     return name
 
 
-def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str | None, resource_key: str,
-                 taken: set[str], spark_key: str | None, **retry: Any) -> dg.AssetsDefinition:
-    """One step computes the selected nodes of a group, upstream first; a failed node
-    stops only the nodes downstream of it."""
-    project = specs.project
-    by_key = {specs.specs[n].key: n for n in names}
+def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str | None, taken: set[str],
+                 spark: bool, execute: Execute, retry: Mapping[str, Any]) -> dg.AssetsDefinition:
+    """One ``multi_asset`` over ``names``: its resources are typed parameters (``seeknal``,
+    and ``pyspark`` for Spark nodes when dagster-pyspark provides the session)."""
+    if spark:
+        def compute(context: dg.AssetExecutionContext, seeknal: SeeknalResource,
+                    pyspark: dg.ResourceParam[Any]) -> Iterator[Any]:
+            step = SeeknalStep(specs, tuple(names), pyspark, retry)
+            yield from execute(context, seeknal=seeknal, step=step)
+    else:
+        def compute(context: dg.AssetExecutionContext, seeknal: SeeknalResource) -> Iterator[Any]:
+            yield from execute(context, seeknal=seeknal, step=SeeknalStep(specs, tuple(names), None, retry))
 
-    def compute(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
-        selected = [by_key[k] for k in context.selected_asset_keys]
-        failed: list[tuple[str, BaseException]] = []
-        blocked: set[str] = set()
-        for name in project.topological_order(selected):
-            if name in blocked:
-                context.log.warning(f"{name}: not run, an upstream node failed in this step")
-                continue
-            try:
-                yield run_node(context, specs, project.nodes[name], getattr(context.resources, resource_key),
-                               spark_resource=getattr(context.resources, spark_key) if spark_key else None,
-                               **retry)
-            except dg.Failure as exc:
-                if len(selected) == 1:
-                    raise
-                failed.append((name, exc))
-                blocked.update(project.downstream(name))
-        if failed:
-            raise dg.Failure(
-                description="; ".join(exc.description or name for name, exc in failed),
-                metadata=dict(failed[0][1].metadata or {}))
-
-    with warnings.catch_warnings():  # backfill_policy is "beta" in 1.13: not worth a warning per group
+    # backfill_policy is "beta" and partitioned checks a "preview" in 1.13: not worth a warning each
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.multi_asset(
             name=_group_name(names, taken),
-            specs=[specs.specs[n] for n in names],
+            specs=[specs.specs[n].replace_attributes(skippable=True) for n in names],  # waiting: no output
+            check_specs=[c for n in names for c in audit_check_specs(
+                specs.project.nodes[n], specs.specs[n].key, pdef)] or None,
             partitions_def=pdef,
             backfill_policy=policy,
             pool=pool,
             can_subset=True,
-            required_resource_keys={resource_key, *([spark_key] if spark_key else [])},
         )(compute)
 
 
 __all__ = [
-    "DUCKDB_RESOURCE_KEY", "POOL", "RESTATEMENT_TAG", "SPARK_POOL", "SPARK_RESOURCE_KEY", "as_specs",
-    "asset_keys", "build_assets", "build_source_specs", "engine_options", "plan_intervals", "run_node",
-    "state_store", "window_pairs",
+    "ACTOR_TAG", "CODE_VERSION_TAG", "DUCKDB_RESOURCE_KEY", "POOL", "REASON_TAG", "RESTATEMENT_TAG",
+    "SPARK_POOL", "SPARK_RESOURCE_KEY", "SeeknalStep", "as_specs", "asset_keys", "build_assets",
+    "build_source_specs", "engine_options", "key_pairs", "plan_intervals", "restated_failure", "run_node",
+    "run_step", "state_store", "subset", "window_pairs",
 ]

@@ -1,9 +1,9 @@
 """Asset checks that fail, naming the partitions, while Dagster and seeknal disagree.
 
-Restated partitions are re-run from Dagster (sensors/restatements.py; open-source Dagster
-cannot wipe single partitions, so a restatement is an observation until then), but drift between
-the two sides (complete in seeknal only, materialised in Dagster only, a restatement not
-yet wiped) would otherwise stay invisible.  One unpartitioned check per incremental node,
+Restated partitions show Failed in Dagster (see sensors/restatements.py), but drift
+between the two sides (complete in seeknal only, materialised in Dagster only, a
+restatement not yet recomputed, a definition change not yet applied) would otherwise stay
+invisible.  One unpartitioned check per incremental node,
 ``seeknal_in_sync``, compares the whole asset:
 
 * as a regular ``@asset_check`` (executable from the UI, and run with the asset's
@@ -46,18 +46,24 @@ class SyncStatus:
     only_seeknal: list[str] = field(default_factory=list)  # complete, not materialised
     only_dagster: list[str] = field(default_factory=list)  # materialised, not complete
     in_sync: int = 0  # partitions both sides agree are done
+    #: the node's definition differs from the one its intervals were computed with
+    definition_changed: bool = False
     #: whether the restatement / reconcile sensors run on this instance (the advice says so)
     sensors: dict[str, bool] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return not (self.restated or self.only_seeknal or self.only_dagster)
+        return not (self.restated or self.only_seeknal or self.only_dagster or self.definition_changed)
 
     def description(self) -> str:
         if self.passed:
             return (f"In sync: {self.in_sync} partition(s) materialised in Dagster and "
                     "complete in seeknal, no pending restatement")
         parts = []
+        if self.definition_changed:
+            parts.append("the definition changed since its intervals were computed (Dagster shows the "
+                         "partitions computed with the older one as changed): run the seeknal_apply_changes "
+                         "job or `seeknal plan --apply` to restate what the change affects")
         if self.restated:
             parts.append(f"{len(self.restated)} restated partition(s) waiting to be re-materialised "
                          f"({_short(self.restated)}); " + self._advice(RESTATEMENT_SENSOR, self.restated))
@@ -79,12 +85,13 @@ class SyncStatus:
             "only_in_seeknal_count": dg.MetadataValue.int(len(self.only_seeknal)),
             "only_in_dagster_count": dg.MetadataValue.int(len(self.only_dagster)),
             "in_sync_count": dg.MetadataValue.int(self.in_sync),
+            "definition_changed": dg.MetadataValue.bool(self.definition_changed),
         }
 
 
     def _advice(self, sensor: str, keys: list[str]) -> str:
         """What happens next, true for this instance: the sensor acts, or how to act."""
-        what = "requests them" if sensor == RESTATEMENT_SENSOR else "reports them"
+        what = "shows them Failed until recomputed" if sensor == RESTATEMENT_SENSOR else "reports them"
         if self.sensors.get(sensor):
             return f"the {sensor} sensor {what}"
         span = keys[0] if len(keys) == 1 else f"{keys[0]} ... {keys[-1]}"
@@ -96,8 +103,8 @@ class SyncStatus:
 def running_sensors(instance: dg.DagsterInstance,
                     names: Iterable[str] = (RESTATEMENT_SENSOR, RECONCILE_SENSOR)) -> dict[str, bool]:
     """Which of the named sensors run on the instance: a stored state wins, else the
-    sensor's default (the reconcile sensor runs by default, the restatement one does not)."""
-    running = {name: name == RECONCILE_SENSOR for name in names}
+    sensor's default (both run by default)."""
+    running = dict.fromkeys(names, True)
     if instance.schedule_storage is None:  # an instance without sensors: the defaults hold
         return running
     for state in instance.all_instigator_state():
@@ -134,6 +141,7 @@ def sync_status(
         only_seeknal=ordered(completed - materialized - restated),
         only_dagster=ordered(materialized - completed - restated),
         in_sync=len(completed & materialized),
+        definition_changed=state.fingerprint is not None and state.fingerprint != node.fingerprint,
         sensors=running_sensors(instance) if (restated or completed - materialized) else {},
     )
 

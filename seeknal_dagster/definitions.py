@@ -8,6 +8,7 @@ and so rebuild the same definitions from the same files.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +20,12 @@ from seeknal_core.engines import engine_kind
 from seeknal_core.project import Project
 
 from .apply import build_apply_job
-from .assets import DUCKDB_RESOURCE_KEY, POOL, SPARK_RESOURCE_KEY, as_project, build_assets
+from .assets import DUCKDB_RESOURCE_KEY, POOL, SPARK_RESOURCE_KEY, Execute, as_project, build_assets
 from .checks import build_asset_checks
+from .readiness import build_watermarks_sensor
+from .resource import SEEKNAL_RESOURCE_KEY, SeeknalResource
 from .schedules import build_jobs, build_schedules
-from .sensors import MAX_PARTITIONS_PER_TICK, build_sensors
+from .sensors import MAX_PARTITIONS_PER_TICK, build_automation_sensor, build_sensors
 from .translator import SeeknalTranslator, project_specs
 
 #: How incremental assets run by default: Dagster's declarative automation (each asset
@@ -47,6 +50,9 @@ def build_definitions(
     upstream_retry_seconds: float = 60.0,
     schedule_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     apply_job: bool = True,
+    restatement_display: str = "failed",
+    duckdb: DuckDBResource | None = None,
+    execute: Execute | None = None,
 ) -> dg.Definitions:
     """Assets (sources as external assets), asset checks, sensors, jobs and schedules.
 
@@ -54,36 +60,59 @@ def build_definitions(
     ``AutomationCondition`` (see ``SeeknalTranslator.get_automation_condition``);
     ``"schedules"`` instead defines one schedule per grid (``schedule_status``, stopped by
     default); ``"none"`` neither.  ``nodes``: only these transforms (and their sources).
+    Under conditions, seeknal's own automation sensor (``seeknal_automation``) runs by
+    default and a partition whose upstream intervals are not complete yet is not retried
+    in the step (the condition requests it once they are).
+
+    ``restatement_display``: ``"failed"`` (default) shows restated partitions Failed, with
+    the reason, until recomputed (one failing run per asset and range, tagged
+    ``seeknal/restatement``); ``"observation"`` only records the restatement on the asset.
 
     ``database_path`` overrides the project's ``database:`` (relative paths are read from
-    the project folder, like the setting); the assets write through a ``DuckDBResource``
-    under ``resource_key``, in the concurrency pool ``pool``.
+    the project folder, like the setting).  The assets take a typed ``SeeknalResource``
+    (key ``seeknal``) and write through its ``DuckDBResource`` (``duckdb``: pass your own;
+    it is also the definitions' ``resource_key`` resource, for your own assets), in the
+    concurrency pool ``pool``.  ``execute(context, seeknal=, step=)`` wraps each step
+    (``assets.run_step``).  The ``translator`` is never changed: ``automation`` applies to
+    a copy.
     """
     if automation not in ("conditions", "schedules", "none"):
         raise ValueError(f"automation={automation!r}: use 'conditions', 'schedules' or 'none'")
     project = as_project(project_path)
     translator = translator or SeeknalTranslator()
-    translator.automation = automation == "conditions"
+    if translator.automation != (automation == "conditions"):
+        translator = copy.copy(translator)
+        translator.automation = automation == "conditions"
     specs = project_specs(project, translator, nodes=nodes)  # once: every builder below reads these
     database = project.database_path if database_path is None else project.root / Path(database_path)
     schedules = automation == "schedules"
     jobs = build_jobs(specs) if (schedules or sensors) else []
     spark = _pyspark_resource(project)
+    watermarks = build_watermarks_sensor(specs)  # None: no source declares readiness
+    # one automation sensor; evaluated in the code location when a condition reads readiness
+    # (a custom condition, ``readiness.InputsReady``, the daemon cannot deserialise)
+    automation_sensor = build_automation_sensor(
+        specs, minimum_interval_seconds=sensor_interval_seconds,
+        use_user_code_server=watermarks is not None) if translator.automation else None
+    duckdb = duckdb or DuckDBResource(database=str(database))
     return dg.Definitions(
         assets=build_assets(
-            specs, resource_key=resource_key, pool=pool,
-            upstream_retries=upstream_retries, upstream_retry_seconds=upstream_retry_seconds,
+            specs, pool=pool, execute=execute,
+            upstream_retries=0 if translator.automation else upstream_retries,
+            upstream_retry_seconds=upstream_retry_seconds,
             spark_resource_key=SPARK_RESOURCE_KEY if spark is not None else None,
         ),
         asset_checks=build_asset_checks(specs) if checks else [],
-        sensors=build_sensors(
+        sensors=[*(build_sensors(
             specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
-            jobs=jobs or None,
-        ) if sensors else [],
-        jobs=[*jobs, build_apply_job(project, resource_key=resource_key, pool=pool)] if apply_job else jobs,
+            jobs=jobs or None, restatement_display=restatement_display, recompute_restatements=schedules,
+        ) if sensors else []), *([watermarks] if watermarks else []),
+            *([automation_sensor] if automation_sensor else [])],
+        jobs=[*jobs, build_apply_job(project, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],
-        resources={resource_key: DuckDBResource(database=str(database)),
+        resources={SEEKNAL_RESOURCE_KEY: SeeknalResource(project_dir=str(project.root), duckdb=duckdb),
+                   resource_key: duckdb,
                    **({SPARK_RESOURCE_KEY: spark} if spark is not None else {})},
     )
 

@@ -2,7 +2,7 @@
 
 Modelled on dagster-dbt's ``DagsterDbtTranslator``: ``get_asset_spec`` builds the whole
 ``AssetSpec`` (key, group, deps, partitions and partition mapping, metadata, tags, kinds,
-code version, automation, freshness) from small getters; subclass and override one getter
+code version, automation, freshness, column lineage) from small getters; subclass and override one getter
 (or ``get_asset_spec`` itself) to change one aspect everywhere, as assets, checks,
 sensors and schedules all read the same specs (``project_specs``, built once per load).
 
@@ -24,9 +24,11 @@ import dagster as dg
 
 from seeknal_core.engines import DEFAULT_ENGINE, engine_kind
 from seeknal_core.project import Project, SourceNode, TransformNode
+from seeknal_core.project.lineage import column_lineage
 from seeknal_core.schedule import Schedule
 
 from .partitions import PartitionsError, partitioned, partitions_def_for
+from .readiness import with_inputs_ready
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 _YEAR_S = 366 * 86_400
@@ -66,14 +68,15 @@ class SeeknalTranslator:
     ``key_prefix`` prefixes every key (transforms and sources), ``group_name`` replaces
     the default group (the project name).  ``automation`` gives each incremental asset
     the condition of ``get_automation_condition`` (turn it off to drive the assets with
-    schedules instead).
+    schedules instead).  ``lineage``: each transform's ``dagster/column_lineage``.
     """
 
     def __init__(self, *, key_prefix: str | Sequence[str] = (), group_name: str | None = None,
-                 automation: bool = True):
+                 automation: bool = True, lineage: bool = True):
         self.key_prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
         self.group_name = group_name
         self.automation = automation
+        self.lineage = lineage
 
     # -- the one entry point ----------------------------------------------------------------
     def get_asset_spec(self, node: TransformNode | SourceNode, project: Project) -> dg.AssetSpec:
@@ -85,12 +88,16 @@ class SeeknalTranslator:
                 group_name=self.get_group_name(node) or group_name_for(project),
                 owners=self.get_owners(node),
             )
-        pdef = partitions_def_of(node) if partitioned(node) else None
+        pdef = self.get_partitions_def(node)  # first: a cron Dagster rejects is seeknal's one line
+        metadata = self.get_metadata(node)
+        lineage = self.get_column_lineage(node, project) if self.lineage else None
+        if lineage is not None:
+            metadata = {**metadata, "dagster/column_lineage": lineage}
         return dg.AssetSpec(
             key=self.get_asset_key(node),
             deps=self.get_deps(node, project),
             description=self.get_description(node),
-            metadata=self.get_metadata(node),
+            metadata=metadata,
             group_name=self.get_group_name(node) or group_name_for(project),
             code_version=self.get_code_version(node),
             automation_condition=self.get_automation_condition(node, project) if self.automation else None,
@@ -121,31 +128,61 @@ class SeeknalTranslator:
         return self.get_source_asset_key(project.sources[name])
 
     def get_deps(self, node: TransformNode, project: Project) -> list[dg.AssetDep]:
-        """One dep per input; a partitioned node over a partitioned one maps by time
-        window (a daily asset depends on its 24 hours)."""
-        deps = []
+        """One dep per input, with ``get_partition_mapping``."""
+        return [dg.AssetDep(self.key_of(project, name),
+                            partition_mapping=self.get_partition_mapping(node, project.nodes.get(name)))
+                for name in node.depends_on]
+
+    # -- partitions (assets, sensors, checks and schedules read these) ----------------------
+    def get_partitions_def(self, node: TransformNode) -> dg.TimeWindowPartitionsDefinition | None:
+        """The node's schedule as time partitions (``partitions.partitions_def_for``), or
+        None for an unpartitioned asset (a table, or a scheduled node without a start)."""
+        return partitions_def_of(node) if partitioned(node) else None
+
+    def get_partition_mapping(self, node: TransformNode, upstream: TransformNode | SourceNode | None
+                              ) -> dg.PartitionMapping | None:
+        """A partitioned node over a partitioned one maps by time window (a daily asset
+        depends on its 24 hours); anything else: Dagster's default."""
+        if isinstance(upstream, TransformNode) and partitioned(node) and partitioned(upstream):
+            return _BY_TIME_WINDOW
+        return None
+
+    # -- column lineage ---------------------------------------------------------------------
+    def get_column_lineage(self, node: TransformNode, project: Project) -> dg.TableColumnLineage | None:
+        """Each output column's upstream columns, from the sqlglot analysis ``seeknal plan``
+        uses (``project.lineage``, memoised in the load cache: no parse on a warm load, no
+        warehouse query).  None when the SQL cannot be analysed exactly, or reads a table
+        that is not an asset of this project: no lineage rather than a wrong one."""
+        lineage = column_lineage(project, node.name)
+        if lineage is None:
+            return None
+        keys: dict[str, dg.AssetKey] = {}
         for name in node.depends_on:
-            upstream = project.nodes.get(name)
-            mapping = (_BY_TIME_WINDOW
-                       if partitioned(node) and upstream is not None and partitioned(upstream) else None)
-            deps.append(dg.AssetDep(self.key_of(project, name), partition_mapping=mapping))
-        return deps
+            keys[name.lower()] = self.key_of(project, name)
+        deps_by_column = {}
+        for column, read in lineage.items():
+            if any(table not in keys for table in read):
+                return None
+            deps = [dg.TableColumnDep(asset_key=keys[table], column_name=c)
+                    for table, cols in read.items() for c in cols]
+            if deps:  # a constant or count(*) reads no column
+                deps_by_column[column] = deps
+        return dg.TableColumnLineage(deps_by_column=deps_by_column)
 
     # -- automation and freshness -----------------------------------------------------------
     def get_automation_condition(self, node: TransformNode, project: Project
                                  ) -> dg.AutomationCondition | None:
-        """``on_cron`` of the node's schedule, with "every upstream interval it covers is
-        complete" in place of "every dep updated since the tick": a daily node over an
-        hourly one runs once its 24 hours are materialised, not at midnight with a retry."""
+        """Request a finished interval that is missing (the latest one, whenever the sensor
+        first sees it closed, not only at its cron tick) or has newly failed (a restated
+        partition shows Failed: it is recomputed once; a real failure is not retried in a
+        loop, Dagster keeps it Failed until a run succeeds), once every upstream interval
+        it covers is complete: a daily node over an hourly one runs once its 24 hours are
+        in, not at midnight with a retry.  Every label reads true as shown."""
         if not node.is_incremental or node.schedule is None:
             return None
-        cron = node.schedule.cron
         upstream = [self.get_asset_key(project.nodes[n]) for n in node.depends_on
                     if n in project.nodes and project.nodes[n].is_incremental]
-        complete = ~dg.AutomationCondition.any_deps_match(_missing_or_running()).allow(
-            dg.AssetSelection.assets(*upstream)).with_label("all upstream intervals complete")
-        return _on_cron(cron, node.timezone).replace(f"all_deps_updated_since_cron({cron}, {node.timezone})",
-                                                      complete)
+        return with_inputs_ready(_interval_due() & _upstream_complete(tuple(upstream)), node, project, self)
 
     def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
         """Overdue when, at a tick, the last materialisation is older than one interval:
@@ -238,15 +275,30 @@ class SeeknalTranslator:
 _BY_TIME_WINDOW = dg.TimeWindowPartitionMapping()
 
 
-@functools.lru_cache(maxsize=1024)
-def _on_cron(cron: str, timezone: str) -> dg.AutomationCondition:
-    """One ``on_cron`` tree per grid, shared by its nodes (conditions are immutable)."""
-    return dg.AutomationCondition.on_cron(cron, timezone)
-
-
 @functools.lru_cache(maxsize=1)
-def _missing_or_running() -> dg.AutomationCondition:
-    return dg.AutomationCondition.missing() | dg.AutomationCondition.in_progress()
+def _interval_due() -> dg.AutomationCondition:
+    """A finished interval to request: the latest one while missing (and not failed: a
+    failed run is not retried every tick), or one that newly failed (a restatement's
+    display run), once; never while it is in progress or was just requested."""
+    c = dg.AutomationCondition
+    latest_missing = (c.in_latest_time_window() & c.missing() & ~c.execution_failed()).with_label(
+        "latest finished interval missing")
+    newly_failed = c.execution_failed().newly_true().since_last_handled().with_label(
+        "failed or restated since last requested")
+    return ((latest_missing | newly_failed).with_label("finished interval to compute")
+            & ~c.in_progress() & ~c.newly_requested())
+
+
+@functools.lru_cache(maxsize=1024)
+def _upstream_complete(upstream: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
+    """Every upstream interval the partition covers is materialised and not failed,
+    restated or running (labelled on the negation, so the label reads true)."""
+    c = dg.AutomationCondition
+    incomplete = (c.missing() | c.execution_failed() | c.in_progress()).with_label(
+        "missing, failed or running")
+    any_incomplete = c.any_deps_match(incomplete).allow(dg.AssetSelection.assets(*upstream)).with_label(
+        "an upstream interval incomplete")
+    return (~any_incomplete).with_label("all upstream intervals complete")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -278,6 +330,13 @@ class ProjectSpecs:
     translator: SeeknalTranslator
     specs: Mapping[str, dg.AssetSpec]  # transforms, in topological order
     sources: Mapping[str, dg.AssetSpec]
+
+    def partitions_def(self, name: str) -> dg.TimeWindowPartitionsDefinition | None:
+        """The partitions of transform ``name`` as its spec has them (the translator's
+        ``get_partitions_def``): what sensors and checks should read, not the node."""
+        spec = self.specs.get(name)
+        return spec.partitions_def if spec is not None else \
+            self.translator.get_partitions_def(self.project.nodes[name])
 
     @property
     def keys(self) -> dict[str, dg.AssetKey]:

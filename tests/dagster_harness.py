@@ -31,7 +31,7 @@ from pathlib import Path
 
 from seeknal_dagster import build_definitions
 
-defs = build_definitions(Path(__file__).resolve().parent)
+defs = build_definitions(Path(__file__).resolve().parent{options})
 """
 WORKSPACE = """\
 load_from:
@@ -86,10 +86,11 @@ TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CAN
             "CANCELING"}
 
 
-def write_code_location(root: Path, location: str = "seeknal_test") -> Path:
-    """``definitions.py`` (one ``build_definitions`` line, as the README says) and a
-    ``workspace.yaml`` that loads it; returns the definitions file."""
-    (root / "definitions.py").write_text(DEFINITIONS)
+def write_code_location(root: Path, location: str = "seeknal_test", options: str = "") -> Path:
+    """``definitions.py`` (one ``build_definitions`` line, as the README says; ``options``:
+    its keyword arguments, e.g. ``automation="none"``) and a ``workspace.yaml`` that loads
+    it; returns the definitions file."""
+    (root / "definitions.py").write_text(DEFINITIONS.format(options=f", {options}" if options else ""))
     (root / "workspace.yaml").write_text(WORKSPACE.format(location=location))
     return root / "definitions.py"
 

@@ -137,5 +137,11 @@ class HiveParquetEngine:
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         return self.reader.earliest(source, column, timezone)
 
+    def latest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        return self.reader.latest(source, column, timezone)
+
+    def instant(self, sql: str, timezone: str | None = None) -> int | None:
+        return self.reader.instant(sql, timezone)
+
 
 __all__ = ["HIVE", "HiveParquetEngine"]

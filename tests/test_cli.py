@@ -70,6 +70,10 @@ def write_csv(path: Path, days: int = 10, step_minutes: int = 60) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+#: what `intervals show` ends with over make_project's source (its newest row)
+WATERMARK = "\nSource watermarks:\n  raw_events: data up to 2024-01-10 23:00 (watermark)\n"
+
+
 def make_project(root: Path, *transforms: str, settings: str = "", days: int = 10,
                  guard: str = "") -> Path:
     """A project over `raw_events` (data/raw_events.csv, one row an hour from 2024-01-01)."""
@@ -196,7 +200,7 @@ def test_tutorial_gap_backfill_is_annotated(tmp_path):
                            "  2024-01-01 to 2024-01-02 ✓\n  2024-01-02 to 2024-01-03 ✓\n"
                            "  2024-01-03 to 2024-01-04 ✓ (backfilled)\n"
                            "  2024-01-04 to 2024-01-05 ✓\n  2024-01-05 to 2024-01-06 ✓\n"
-                           "Last interval ends in 1 day.\n")  # SEEKNAL_NOW 2024-01-04 precedes the imported state
+                           "Last interval ends in 1 day.\n" + WATERMARK)  # SEEKNAL_NOW 2024-01-04 precedes the imported state
 
 
 def test_tutorial_partition_backfill(tmp_path):
@@ -208,7 +212,8 @@ def test_tutorial_partition_backfill(tmp_path):
     assert "events_flow: Processing 3 partition intervals (2024-01-01 to 2024-01-04)" in result.stdout
     show = invoke(root, "intervals", "show")
     assert show.output == "Completed Intervals for events_flow:\n" + "".join(
-        f"  2024-01-0{d} to 2024-01-0{d + 1} ✓ (backfilled)\n" for d in (1, 2, 3)) + "Last interval ended 6 hours ago.\n"
+        f"  2024-01-0{d} to 2024-01-0{d + 1} ✓ (backfilled)\n" for d in (1, 2, 3)) + "Last interval ended 6 hours ago.\n" \
+        + WATERMARK
     bad = invoke(root, "run", "--partitions", "2024/01/01")
     assert bad.exit_code == 2 and "does not match" in bad.stderr
 
@@ -344,7 +349,7 @@ def test_run_json_result_and_node_selection(tmp_path):
     assert result.exit_code == 0 and data["ok"] and data["intervals"] == 3 and data["failed"] == 0
     assert [n["node"] for n in data["nodes"]] == ["events_flow"]
     assert set(data) == {"mode", "now", "run_id", "ok", "intervals", "rows", "failed", "warnings", "seconds",
-                         "nodes"}
+                         "nodes", "waiting"}
 
 
 def test_run_include_open_runs_the_current_interval(tmp_path):
@@ -464,11 +469,11 @@ def test_complete_forms_of_interval(tmp_path):
     show = invoke(root, "intervals", "show", "hourly").output
     assert show.splitlines()[1:] == ["  2024-01-01 05:00 to 2024-01-01 06:00 ✓ (manual)",
                                      "  2024-01-02 00:00 to 2024-01-03 00:00 (24 intervals) ✓ (manual)",
-                                     "Last interval ended 1 day ago."]
+                                     "Last interval ended 1 day ago.", *WATERMARK.splitlines()]
     history = invoke(root, "intervals", "history", "hourly")
     assert history.output.splitlines()[0] == "History of hourly (times in UTC):"
     assert history.output.splitlines()[1].split() == [
-        "TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "REASON/ERROR"]
+        "TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "RUN", "REASON/ERROR"]
     assert "complete  manual" in history.output
     nothing = invoke(root, "run", "--node", "events_flow")
     assert "Processing 2 new intervals (2024-01-02 to 2024-01-04)" in nothing.output

@@ -1,7 +1,7 @@
 """Ctrl-C during `seeknal run`, in a real subprocess, while DuckDB runs a long query.
 
 The node's second interval is a query of 10^12 rows (hours): the run must stop at once
-with `Error: aborted` and exit 130, roll the batch back and record nothing for it, also
+with `Error: aborted` and exit 130 (SIGTERM: `Error: terminated (SIGTERM)`, exit 143), roll the batch back and record nothing for it, also
 when the process was started with SIGINT ignored (a background job in a script).  Without
 the CLI's interrupt handling this test would wait for the query (and time out).
 """
@@ -35,8 +35,12 @@ slow:
 """
 
 
-@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["ctrl-c", "started-with-sigint-ignored"])
-def test_ctrl_c_during_a_query_aborts_cleanly(tmp_path, sigint_ignored):
+@pytest.mark.parametrize(("sigint_ignored", "signum", "code", "message"), [
+    (False, signal.SIGINT, 130, "Error: aborted\n"),
+    (True, signal.SIGINT, 130, "Error: aborted\n"),
+    (False, signal.SIGTERM, 143, "Error: terminated (SIGTERM)\n"),  # a scheduler stopping the job
+], ids=["ctrl-c", "started-with-sigint-ignored", "sigterm"])
+def test_ctrl_c_during_a_query_aborts_cleanly(tmp_path, sigint_ignored, signum, code, message):
     root = make_project(tmp_path, SLOW)
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     env["SEEKNAL_NOW"] = "2024-01-04T06:00:00Z"
@@ -50,10 +54,10 @@ def test_ctrl_c_during_a_query_aborts_cleanly(tmp_path, sigint_ignored):
             break
     else:
         pytest.fail(f"the run ended before its second batch: {''.join(seen)}{proc.stderr.read()}")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, (out, err)
-    assert err == "Error: aborted\n"
+    assert proc.returncode == code, (out, err)
+    assert err == message
     project = load_project(root)
     state = open_store(project.root, project.state_config).load()["slow"]
     assert [(a.date().isoformat(), b.date().isoformat()) for a, b in state.completed] == [

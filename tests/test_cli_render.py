@@ -245,3 +245,21 @@ def test_relative_durations_short_and_iso():
     assert relative.before(dt.date(2024, 1, 6), "36h") == dt.datetime(2024, 1, 4, 12)  # naive stays naive
     assert relative.ago(at - dt.timedelta(hours=3), at) == "3 hours ago"
     assert relative.ago(at + dt.timedelta(days=2), at) == "in 2 days"
+
+
+def test_the_coverage_bar_starts_at_the_first_whole_interval():
+    """A New York daily node or a weekly one, starting 2024-01-01: the bar begins where its first
+    interval does (New York midnight, the first Sunday 02:00), so done work shows no missing cell."""
+    import dataclasses
+    import datetime as dt
+
+    from seeknal_core.cli.coverage import cells, node_range
+
+    now = dt.datetime(2024, 1, 29, tzinfo=dt.UTC)
+    for spec, first in ((node("@daily", "America/New_York"), JAN1 + 5 * 3600),
+                        (node("0 2 * * 0"), JAN1 + 6 * DAY + 2 * 3600)):
+        spec = dataclasses.replace(spec, start=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+        lo, hi = node_range(spec, IntervalSet(), now)
+        assert lo == first
+        done = IntervalSet.from_pairs([(lo, hi)])
+        assert set(cells(lo, hi, 60, done, IntervalSet(), IntervalSet())) == {"completed"}

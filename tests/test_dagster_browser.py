@@ -65,9 +65,9 @@ def ensure_chromium() -> None:
             assert done.returncode == 0, f"could not install chromium: {done.stderr[-2000:]}"
 
 
-def page_until(driver, what: str, ready) -> str:
+def page_until(driver, what: str, ready, stall: float = STALL_SECONDS / 5) -> str:
     """Poll the page's text until ``ready(text)`` holds; fail when it stops changing for long."""
-    progress = Progress(what, STALL_SECONDS / 5)
+    progress = Progress(what, stall)
     while True:
         text = driver.find_element("tag name", "body").text
         if ready(text):
@@ -102,8 +102,10 @@ def test_partitions_page_shows_the_state_and_per_partition_rows(tmp_path: Path) 
         try:
             driver.set_window_size(1400, 1000)
             driver.get(f"{server.url}/assets/daily_counts?view=partitions")
-            overview = page_until(driver, "the Partitions page",
-                                  lambda s: re.search(r"Materialized \(\d+\)", s) and "2024-01-07" in s)
+            # without a click, seeknal's automation sensor requests the last finished day
+            # (2024-01-07, the node's end); the page follows it live
+            overview = page_until(driver, "the Partitions page with the automation's day",
+                                  lambda s: "Materialized (4)" in s and "2024-01-07" in s, stall=STALL_SECONDS)
             driver.get(f"{server.url}/assets/daily_counts?view=partitions&partition=2024-01-03")
             row = "//tr[td[normalize-space()='rows']]/td[2]"
             page_until(driver, "partition 2024-01-03's metadata",
@@ -117,10 +119,10 @@ def test_partitions_page_shows_the_state_and_per_partition_rows(tmp_path: Path) 
 
     counts = {k: int(v) for k, v in re.findall(r"(Materialized|Missing|Failed) \((\d+)\)", overview)}
     store = store_of(root)
-    assert store.completed("daily_counts") == IntervalSet([(t(2024, 1, 2), t(2024, 1, 5))])
+    assert store.completed("daily_counts") == IntervalSet([(t(2024, 1, 2), t(2024, 1, 5)), (t(2024, 1, 7), t(2024, 1, 8))])
     pdef = partitions_def_for(load_project(root).node("daily_counts"))
     done = keys_for_intervals(pdef, store.completed("daily_counts"))
     assert counts == {"Materialized": len(done), "Missing": len(pdef.get_partition_keys()) - len(done),
-                      "Failed": 0} == {"Materialized": 3, "Missing": 4, "Failed": 0}  # end: 7 days
+                      "Failed": 0} == {"Materialized": 4, "Missing": 3, "Failed": 0}  # end: 7 days
     [(expected,)] = query(root, "SELECT count(*) FROM daily_counts WHERE day = TIMESTAMP '2024-01-03'")
     assert int(rows_shown) == expected == 4  # 1 + day(2024-01-03) buckets of v

@@ -175,7 +175,7 @@ def test_cli_restatement_is_recorded_on_the_asset_and_resolved_by_a_recompute(tm
         assert observation.metadata["seeknal/restated_count"].value == 2
         status = sync_status(store_of(root), instance, defs_project(root).nodes["hourly"], hourly)
         assert status.restated == ["2024-01-01-02:00", "2024-01-01-03:00"]
-        assert "seeknal_restatements sensor, which requests them, is stopped" in status.description()
+        assert "the seeknal_restatements sensor shows them Failed until recomputed" in status.description()
 
         # a second tick wipes nothing more; recomputing brings them back, restatements resolved
         again = reconcile_tick(defs_project(root), store_of(root), instance, result.cursor)

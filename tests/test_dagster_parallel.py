@@ -58,7 +58,8 @@ def make_project(root: Path, dsn: str, schema: str) -> Path:
 
 def test_parallel_parquet_backfill_with_postgres_state(tmp_path, pg_dsn, pg_schema):
     root = make_project(tmp_path / "proj", pg_dsn, pg_schema)
-    write_code_location(root, LOCATION)
+    # only the backfill runs: no automation requesting the latest hour beside it
+    write_code_location(root, LOCATION, 'automation="none"')
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from test_dagster_assets import execute, materialize, one_shot, query, t
 from test_dagster_assets import instance as instance  # fixture
 from test_dagster_assets import project_root as project_root  # fixture
@@ -44,18 +43,28 @@ class Daemon:
             self.cursors[name] = data.cursor
         return data
 
-    def launch(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    def launch(self, request: dg.RunRequest, ok: bool = True) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(request.job_name)
-        return job.execute_in_process(
+        result = job.execute_in_process(
             instance=self.instance, partition_key=request.partition_key, tags=request.tags,
-            asset_selection=request.asset_selection, resources=self.defs.resources,
+            asset_selection=request.asset_selection, resources=self.defs.resources, raise_on_error=False,
         )
+        assert result.success is ok, [e.message for e in result.all_events if e.is_failure]
+        return result
 
     def check(self, key: dg.AssetKey):
         """The check's latest evaluation as the UI shows it."""
         record = self.instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(key, CHECK_NAME)])[dg.AssetCheckKey(key, CHECK_NAME)]
         return record.event.dagster_event.event_specific_data
+
+
+def statuses(defs: dg.Definitions, instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
+    """Each partition's status as Dagster's partition view draws it (materialized ones only
+    need not be listed: MISSING is left out)."""
+    pdef = defs.resolve_assets_def(key).partitions_def
+    out = instance.get_status_by_partition(key, pdef.get_partition_keys(), pdef) or {}
+    return {k: v.value for k, v in out.items() if v is not None and v.value != "MISSING"}
 
 
 def test_cli_completions_become_materialisations_once(project_root: Path, instance) -> None:
@@ -75,7 +84,11 @@ def test_cli_completions_become_materialisations_once(project_root: Path, instan
     assert (HOURLY, "2024-01-01-03:00") not in reported  # Dagster already shows it
     assert (DAILY, "2024-01-03") in reported
     by_partition = {(e.asset_key, e.partition): e for e in data.asset_events}
-    assert by_partition[(HOURLY, "2024-01-01-05:00")].tags == {"seeknal/origin": "backfill"}
+    # each carries the code version its interval was computed with, as Dagster's own do
+    assert by_partition[(HOURLY, "2024-01-01-05:00")].tags == {
+        "seeknal/origin": "backfill", "dagster/code_version": project.nodes["hourly"].fingerprint,
+        # and the provenance Dagster writes on its own (here: the unobserved source)
+        "dagster/input_data_version/raw": "INITIAL", "dagster/input_event_pointer/raw": "NULL"}
     assert by_partition[(DAILY, "2024-01-03")].metadata["seeknal/origin"].value == "manual"
     assert len(instance.get_materialized_partitions(HOURLY)) == 24
     assert instance.get_materialized_partitions(DAILY) == {"2024-01-03"}
@@ -96,7 +109,8 @@ def test_replaced_store_resyncs_from_completed_intervals(project_root: Path, ins
     store.mark_complete("hourly", [(t(2024, 1, 1), t(2024, 1, 1, 3))], origin="manual")
     result = reconcile_tick(project, store, instance, {"revision": 10_000})
     assert [e.partition for e in result.events] == ["2024-01-01-01:00", "2024-01-01-02:00"]
-    assert result.events[0].tags == {"seeknal/origin": "seeknal"}
+    tags = result.events[0].tags  # a resync: the definition the store records for the node
+    assert tags["seeknal/origin"] == "seeknal" and tags["dagster/code_version"] == store.node("hourly").fingerprint
     assert result.cursor == {"revision": store.revision}
 
 
@@ -118,7 +132,9 @@ def test_large_backlog_is_reported_in_bounded_chunks(project_root: Path, instanc
 
 
 def test_restatement_runs_replace_rows_and_resolve(project_root: Path, instance) -> None:
-    defs = build_definitions(project_root)
+    """``automation: schedules``: the sensor shows the restated partitions Failed, then
+    recomputes them, upstream first, and resolves the restatements."""
+    defs = build_definitions(project_root, automation="schedules")
     daemon = Daemon(defs, instance)
     materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-02-23:00")
     materialize(defs, instance, "daily", first="2024-01-01", last="2024-01-02")
@@ -143,28 +159,47 @@ def test_restatement_runs_replace_rows_and_resolve(project_root: Path, instance)
                                                                          "2024-01-02-06:00"]
     assert not daemon.check(DAILY).passed
 
-    # tick 1: one run for the contiguous hours; the day waits for its hours
+    # tick 1: the restated partitions are shown Failed first, one run per asset and range
+    data = daemon.tick("seeknal_restatements")
+    hours_shown, day_shown = sorted(data.run_requests, key=lambda r: r.job_name, reverse=True)
+    assert hours_shown.job_name == "seeknal_hourly_utc" and hours_shown.asset_selection == [HOURLY]
+    assert hours_shown.partition_key_range == dg.PartitionKeyRange("2024-01-02-05:00", "2024-01-02-06:00")
+    assert hours_shown.tags["seeknal/restatement"] == hourly_r.id
+    assert hours_shown.tags["seeknal/reason"] == "late data" and hours_shown.tags["dagster/max_retries"] == "0"
+    assert day_shown.partition_key == "2024-01-02" and day_shown.tags["seeknal/restatement"] == daily_r.id
+    # tick 2, before the runs started: nothing is requested twice
+    assert not daemon.tick("seeknal_restatements").run_requests
+    for request in (hours_shown, day_shown):
+        failed = daemon.launch(request, ok=False)
+        [error] = [e.step_failure_data.error.message for e in failed.all_events if e.is_step_failure]
+        assert "Failure: restated: late data" in error and "shown Failed until recomputed" in error
+    assert {k for k, v in statuses(defs, instance, HOURLY).items() if v == "FAILED"} == {
+        "2024-01-02-05:00", "2024-01-02-06:00"}
+    assert statuses(defs, instance, DAILY) == {"2024-01-01": "MATERIALIZED", "2024-01-02": "FAILED"}
+
+    # tick 3: one recompute run for the contiguous hours; the day waits for its hours
     data = daemon.tick("seeknal_restatements")
     [request] = data.run_requests
     assert request.job_name == "seeknal_hourly_utc" and request.asset_selection == [HOURLY]
     assert request.partition_key_range == dg.PartitionKeyRange("2024-01-02-05:00", "2024-01-02-06:00")
-    assert request.tags["seeknal/restatement"] == hourly_r.id
-    # tick 2, before the run started: nothing is requested twice
+    assert request.tags["seeknal/recompute"] == hourly_r.id and "seeknal/restatement" not in request.tags
     assert not daemon.tick("seeknal_restatements").run_requests
 
     run = daemon.launch(request)
     assert run.success
     assert query(project_root, "SELECT * FROM hourly") == one_shot(project_root, "hourly", t(2024, 1, 1), t(2024, 1, 3))
+    assert set(statuses(defs, instance, HOURLY).values()) == {"MATERIALIZED"}
 
-    # tick 3: the hours are re-materialised -> resolved; the day is requested now
+    # tick 4: the hours are re-materialised -> resolved; the day is requested now
     data = daemon.tick("seeknal_restatements")
     [request] = data.run_requests
-    assert request.partition_key == "2024-01-02" and request.tags["seeknal/restatement"] == daily_r.id
+    assert request.partition_key == "2024-01-02" and request.tags["seeknal/recompute"] == daily_r.id
     assert not store.pending_restatements("hourly")
     assert daemon.launch(request).success
     assert query(project_root, "SELECT * FROM daily") == one_shot(project_root, "daily", t(2024, 1, 1), t(2024, 1, 3))
+    assert statuses(defs, instance, DAILY) == {"2024-01-01": "MATERIALIZED", "2024-01-02": "MATERIALIZED"}
 
-    # tick 4: nothing left to request, nothing tracked
+    # tick 5: nothing left to request, nothing tracked
     data = daemon.tick("seeknal_restatements")
     assert not data.run_requests and json.loads(daemon.cursors["seeknal_restatements"]) == {"tracked": {}}
     assert not store.pending_restatements()
@@ -182,14 +217,13 @@ def test_failed_restatement_run_is_requested_again(project_root: Path, instance)
     project, store = open_all(project_root)
     runner.restate(project, store, ["hourly"], t(2024, 1, 1, 1), t(2024, 1, 1, 2), reason="bad hour",
                    now=t(2024, 1, 5))
-    first = restatement_tick(project, store, instance, {}, now=1000.0)
+    first = restatement_tick(project, store, instance, {}, now=1000.0, display="observation")
     [request] = first.run_requests
     assert restatement_tick(project, store, instance, first.cursor, now=1100.0).run_requests == []
 
     execute(project_root, "INSERT INTO raw VALUES (TIMESTAMP '2024-01-01 01:20:00', 999)")  # the rerun fails
     daemon = Daemon(defs, instance)
-    with pytest.raises(dg.Failure):
-        daemon.launch(request)
+    daemon.launch(request, ok=False)
     second = restatement_tick(project, store, instance, first.cursor, now=1200.0)
     [retry] = second.run_requests
     assert retry.tags["seeknal/restatement_attempt"] == "2" and retry.run_key != request.run_key
@@ -239,5 +273,6 @@ def test_cli_recompute_of_a_restated_partition_is_reported(project_root: Path, i
     runner.run(project, store, nodes=["hourly"], now=t(2024, 1, 1, 4))
     data = daemon.tick("seeknal_reconcile")
     assert [(e.asset_key, e.partition) for e in data.asset_events] == [(HOURLY, "2024-01-01-01:00")]
-    assert data.asset_events[0].tags == {"seeknal/origin": "restate"}
+    tags = data.asset_events[0].tags
+    assert tags["seeknal/origin"] == "restate" and tags["dagster/code_version"] == project.nodes["hourly"].fingerprint
     assert not daemon.tick("seeknal_reconcile").asset_events

@@ -62,6 +62,10 @@ def test_pending_names_the_source_until_the_first_run_then_uses_the_recorded_sta
     after = _ok(seeknal("intervals", "pending", "--start", "2024-01-01", cwd=root, now="2024-01-06T06:00:00Z"))
     assert after.splitlines()[0] == "Pending intervals (1):"
     assert "unknown" not in after
+    # pending asks a watermark source for its newest row (readiness); with `ready: always`
+    # it reads the state store only and never imports duckdb
+    source = next((root / "seeknal" / "sources").glob("*.yml"))
+    source.write_text(source.read_text().rstrip("\n") + "\n  ready: always\n")
     out = subprocess.run([sys.executable, "-c", "import sys; from seeknal_core.cli import cli; "
                           "cli(['intervals', 'pending', '--project-path', sys.argv[1]], standalone_mode=False);"
                           "print('duckdb' in sys.modules)", str(root)],

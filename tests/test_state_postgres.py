@@ -126,7 +126,8 @@ def test_schema_is_created_once_even_by_concurrent_first_users(pg_dsn, pg_schema
         indexes = {r[0] for r in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s", [pg_schema])}
     assert versions == [(v,) for v in range(1, ps.SCHEMA_VERSION + 1)]  # each migration once
-    assert tables == {"schema_version", "store", "nodes", "failed", "restatements", "audit"}
+    assert tables == {"schema_version", "store", "nodes", "failed", "restatements", "audit",
+                      "digests"}
     assert "audit_revision_idx" in indexes
 
 

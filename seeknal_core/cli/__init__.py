@@ -1,7 +1,7 @@
 """The ``seeknal`` command line: thin over the runner and the state store.
 
 Exit codes: 0 success, 1 some intervals failed, 2 usage or configuration error, 3 data written
-but not recorded in state (re-run), 130 interrupted.  User
+but not recorded in state (re-run), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).  User
 errors are one ``Error: ...`` line on stderr, never a traceback.  ``$SEEKNAL_NOW`` (an
 ISO instant) replaces the clock for every command.
 """
@@ -9,6 +9,8 @@ ISO instant) replaces the clock for every command.
 from __future__ import annotations
 
 import importlib
+import re
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,8 +55,13 @@ class SeeknalGroup(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        code = _guarded(lambda: super(SeeknalGroup, self).main(
-            args, prog_name or "seeknal", complete_var, standalone_mode=False, **extra))
+        from . import interrupt
+
+        with interrupt.terminate_like_interrupt():
+            code = _guarded(lambda: super(SeeknalGroup, self).main(
+                args, prog_name or "seeknal", complete_var, standalone_mode=False, **extra))
+        if code == EXIT_USAGE and (cache := sys.modules.get("seeknal_core.project.cache")):
+            cache.discard_unsaved()  # bad input: target/project_cache.json stays as it was
         if standalone_mode:
             sys.exit(code)
         return code
@@ -75,12 +82,29 @@ def _guarded(call: Any) -> int:
         _error(exc.format_message())
         return exc.exit_code
     except click.exceptions.Abort:
+        from . import interrupt
+
+        if interrupt.received == signal.SIGTERM:
+            _error("terminated (SIGTERM)")
+            return 128 + signal.SIGTERM
         _error("aborted")
         return 130
     except SeeknalError as exc:  # includes ProjectError, PlanError, StateError
         _error(str(exc))
         return exc.exit_code  # 2, or 3 when rows were written but not recorded
+    except (OverflowError, ValueError) as exc:
+        if not _OUT_OF_CALENDAR.search(str(exc)):
+            raise
+        # a date that some time zone or step moves past the year 1 or 9999 (the checks
+        # before it cannot foresee every such step): bad input, not a crash
+        _error(f"a date reaches outside the calendar (0001-01-01 to 9999-12-31): {exc} — "
+               "use dates (and $SEEKNAL_NOW) nearer to now")
+        return EXIT_USAGE
     return result if isinstance(result, int) else EXIT_OK
+
+
+_OUT_OF_CALENDAR = re.compile(r"year -?\d+ is out of range|date value out of range|"
+                              r"must have magnitude <=|out of range for (?:date|datetime)")
 
 
 def _error(message: str) -> None:
@@ -100,7 +124,7 @@ def cli(ctx: click.Context) -> None:
     seeknal intervals pending            what a backfill would do
 
     Exit codes: 0 ok, 1 some intervals failed, 2 usage or configuration error,
-    3 data written but state not recorded (re-run), 130 interrupted.
+    3 data written but state not recorded (re-run), 130 interrupted, 143 terminated.
     SEEKNAL_NOW=2024-01-05T00:00:00Z replaces the clock (tests, demos).
     """
     ctx.ensure_object(Session)

@@ -59,6 +59,10 @@ class Session:
                     self._now = to_utc(text)
                 except ValueError as exc:
                     raise CliError(f"${NOW_VARIABLE}: {exc}") from None
+                except OverflowError:  # 0001-01-01T00:00+14:00 is before the first instant
+                    raise CliError(f"${NOW_VARIABLE}={text} is outside the instants a date-time "
+                                   "can hold (0001-01-01 to 9999-12-31 UTC): give a later (or "
+                                   "earlier) clock") from None
         return self._now
 
     def node(self, name: str) -> TransformNode:
@@ -114,7 +118,7 @@ def check_date(_ctx: click.Context | None, param: click.Parameter | None, value:
     if value is None:
         return None
     for text in value if isinstance(value, tuple) else (value,):
-        for part in str(text).split("/"):
+        for part in str(text).split("/") if isinstance(value, tuple) else (str(text),):
             try:
                 parse_datetime_text(part)
             except ValueError as exc:
@@ -181,7 +185,12 @@ class Window:
             from .relative import before
 
             end = end if end is not None else now if now is not None else session().now
-            return before(end, self.last), end
+            try:
+                return before(end, self.last), end
+            except (OverflowError, ValueError):  # before the year 1
+                raise CliError(f"--last {self.last} before {self.end or 'now'} reaches before the "
+                               "first representable date (0001-01-01): give a shorter duration "
+                               "or a later --end") from None
         return start, end
 
     def require(self) -> None:

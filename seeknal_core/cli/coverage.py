@@ -59,11 +59,15 @@ def cells(lo: int, hi: int, width: int, completed: IntervalSet, failed: Interval
 
 
 def node_range(spec: TransformNode, completed: IntervalSet, now: dt.datetime) -> Pair | None:
-    """[the node's start, the end of its last finished interval), widened to what is done."""
+    """[the start of the node's first whole interval, the end of its last finished one),
+    widened to what is done (a New York daily or a weekly node's first interval begins
+    after the start date: the slice before it is no interval, so not "missing")."""
+    if spec.schedule is None:
+        return None
     pairs = completed.pairs()
-    starts = [to_epoch(spec.start)] if spec.start is not None else []
+    starts = [spec.schedule.tick_at_or_after(to_epoch(spec.start))] if spec.start is not None else []
     lo = min(starts + [pairs[0][0]] if pairs else starts, default=None)
-    if lo is None or spec.schedule is None:
+    if lo is None:
         return None
     hi = max([spec.schedule.tick_at_or_before(to_epoch(now))] + [p[1] for p in pairs[-1:]])
     return (lo, hi) if hi > lo else None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..intervals import IntervalCalculator, IntervalSet, Pair
+from ..reasons import Reason
 from ..timeutil import end_bound, from_epoch, get_zone, to_epoch, to_utc
 from . import render
 from .common import (
@@ -85,8 +86,9 @@ def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
     nodes = [sess.scheduled(node)] if node else sess.scheduled_nodes()
     states = sess.store.load()
     reports = [_node_report(sess, spec, states.get(spec.name), listing) for spec in nodes]
+    sources_json, sources_lines = _watermarks(sess, nodes)
     if as_json:
-        render.echo_json({"nodes": [r[0] for r in reports]})
+        render.echo_json({"nodes": [r[0] for r in reports], "sources": sources_json})
         return 0
     if not nodes:
         click.echo("No scheduled nodes: add schedule: '@daily' to a transform to track its intervals.")
@@ -94,9 +96,38 @@ def show_command(node: str | None, listing: str | None, as_json: bool) -> int:
         from .coverage import print_with_bars
 
         print_with_bars(nodes, states, [r[1] for r in reports], sess.now)
+        if sources_lines:
+            click.echo("\n" + "\n".join(sources_lines))
         return 0
-    click.echo("\n\n".join("\n".join(r[1]) for r in reports))
+    click.echo("\n\n".join("\n".join(lines) for lines in [*(r[1] for r in reports), sources_lines] if lines))
     return 0
+
+
+def _watermarks(sess: Session, nodes: list[TransformNode]) -> tuple[list[dict], list[str]]:
+    """(JSON, lines) of each source's readiness watermark, one query per source."""
+    from ..engines import EnginePool
+    from ..runner import source_watermarks
+    from ..runner.readiness import direct_sources, needs_database
+
+    readers = {}
+    for spec in nodes:
+        for source in direct_sources(sess.project, spec):
+            readers.setdefault(source.name, spec)
+    if not readers:
+        return [], []
+    pool = EnginePool(sess.project, database=needs_database(sess.project, nodes))
+    try:
+        marks = source_watermarks(sess.project, pool, nodes)
+    finally:
+        pool.close()
+    data, lines = [], ["Source watermarks:"]
+    for name, mark in marks.items():
+        spec = readers[name]
+        data.append({"source": name, "ready": mark.kind, "strict": mark.strict,
+                     "watermark": None if mark.instant is None else from_epoch(mark.instant).isoformat(),
+                     "timezone": spec.timezone})
+        lines.append(f"  {name}: {mark.text(spec.timezone)} ({mark.kind}{', strict' if mark.strict else ''})")
+    return data, lines if data else []
 
 
 def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
@@ -128,14 +159,14 @@ def _node_report(sess: Session, spec: TransformNode, state: NodeState | None,
     if restatements:
         lines.append(f"Pending restatements for {spec.name}:")
         for r, left in restatements:
-            lines.append(f"  {render.spans_text(left, spec)}: {r.reason} "
-                         f"(by {r.actor}, {render.local_text(r.requested_at, spec)})")
+            lines.append(f"  {render.spans_text(left, spec)}: {render.safe(r.reason)} "
+                         f"(by {render.safe(r.actor)}, {render.local_text(r.requested_at, spec)})")
     failed = [f for f in (state.failed if state else []) if not completed.contains(f.interval)]
     if failed:
         lines.append(f"Failed intervals for {spec.name}:")
         for f in failed:
             lines.append(f"  {render.span(f.start, f.end, spec)} ✗ "
-                         f"({render.plural(f.attempts, 'attempt')}): {f.error}")
+                         f"({render.plural(f.attempts, 'attempt')}): {render.safe(f.error)}")
     data = {
         "node": spec.name, "timezone": spec.timezone, "schedule": spec.schedule.expression,
         "completed": [render.interval_dict(a, b, spec, mode=mode or None) for (a, b), mode in pieces],
@@ -167,13 +198,16 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
     plan = plan_nodes(sess, [n.name for n in nodes], Window(start, end, last), mode="backfill")
     node_plans = [node_plan for node_plan in plan.nodes if not node_plan.full_refresh]
     _unknown_starts(sess, node_plans)
-    total = sum(len(node_plan.due) for node_plan in node_plans)
+    _hold_back(sess, plan)
+    total = sum(len(node_plan.due) + sum(w.count for w in node_plan.waiting) for node_plan in node_plans)
     if as_json:
         render.echo_json({"now": plan.now.isoformat(), "total": total, "nodes": [
             {"node": node_plan.node, "timezone": sess.project.nodes[node_plan.node].timezone,
              "notes": node_plan.notes,
              "intervals": [render.interval_dict(a, b, sess.project.nodes[node_plan.node], reason=reason)
-                           for (a, b), reason in node_plan.due.items()]}
+                           for (a, b), reason in node_plan.due.items()]
+             + [render.interval_dict(a, b, sess.project.nodes[node_plan.node], **_one(waiting.to_dict("UTC")))
+                for waiting in node_plan.waiting for (a, b) in waiting.due]}
             for node_plan in node_plans]})
         return 0
     out = [f"Pending intervals ({total}){':' if total else ''}"]  # one write: thousands of lines
@@ -181,14 +215,41 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
     indent = "    " if several else "  "
     for node_plan in node_plans:
         spec = sess.project.nodes[node_plan.node]
-        if several and node_plan.due:
-            out.append(f"  {node_plan.node} ({len(node_plan.due)}):")
+        count_of = len(node_plan.due) + sum(w.count for w in node_plan.waiting)
+        if several and count_of:
+            out.append(f"  {node_plan.node} ({count_of}):")
         tagged = [(a, b, r) for a, b, r, _ in node_plan.runs()]
         out += [f"{indent}{render.span(a, b, spec)}{render.counted(count)}{_PENDING_WHY.get(reason, '')}"
                 for a, b, reason, count in render.listed(tagged, spec, listing)]
+        for waiting in node_plan.waiting:
+            why = f" (waiting for {waiting.source}" + (
+                f": {waiting.mark.text(spec.timezone)})" if waiting.mark.text(spec.timezone) else ")")
+            held = [(a, b, Reason.WAITING) for a, b, _, _ in waiting.due.runs]
+            out += [f"{indent}{render.span(a, b, spec)}{render.counted(count)}{why}"
+                    for a, b, _, count in render.listed(held, spec, listing)]
         out += [f"  {node_plan.node}: note: {note}" for note in node_plan.notes]
     click.echo("\n".join(out))
     return 0
+
+
+def _one(waiting: dict) -> dict:
+    """A waiting group's fields for one of its intervals (its count is the group's)."""
+    return {k: v for k, v in waiting.items() if k != "count"}
+
+
+def _hold_back(sess: Session, plan) -> None:
+    """Readiness, as a run would apply it: each source asked once (imports the engine
+    only when a pending node reads a source whose readiness needs a query)."""
+    from ..engines import EnginePool
+    from ..runner import hold_back
+    from ..runner.readiness import needs_database
+
+    pool = EnginePool(sess.project, database=needs_database(
+        sess.project, (sess.project.nodes[p.node] for p in plan.nodes if p.due)))
+    try:
+        hold_back(sess.project, plan, pool)
+    finally:
+        pool.close()
 
 
 def _unknown_starts(sess: Session, node_plans: list) -> None:
@@ -242,10 +303,12 @@ def _with_schedule(sess: Session, spec: TransformNode, schedule: str | None) -> 
 @click.option("--schedule", metavar="CRON",
               help="The node's schedule; gives one to a node that has none (for this backfill).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Intervals per query (default: node's).")
+@click.option("--ignore-readiness", is_flag=True,
+              help="Fill the range even where a source's data is not in yet.")
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @json_option
 def backfill_command(node: str, start: str | None, end: str | None, last: str | None, schedule: str | None,
-                     batch_size: int | None, dry_run: bool, as_json: bool) -> int:
+                     batch_size: int | None, ignore_readiness: bool, dry_run: bool, as_json: bool) -> int:
     """Process every missing interval of NODE in the range (default: its start to now)."""
     from . import progress
 
@@ -253,7 +316,7 @@ def backfill_command(node: str, start: str | None, end: str | None, last: str | 
     spec = _with_schedule(sess, sess.node(node), schedule)
     check_schedule(spec, schedule)
     plan = prepare_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size,
-                         dry_run=dry_run).plan
+                         dry_run=dry_run, ignore_readiness=ignore_readiness).plan
     if dry_run:
         if as_json:
             render.echo_json(progress.plan_json(sess, plan))
@@ -334,19 +397,79 @@ def _manual_intervals(sess: Session, spec: TransformNode, specs: tuple[str, ...]
 
 
 # -- restate ----------------------------------------------------------------------------------------
+#: the reason recorded when none is given (as `seeknal run --restate` records its own name)
+RESTATE_REASON = "seeknal intervals restate"
+
 @intervals.command("restate", short_help="Mark intervals for re-processing.")
 @project_option
 @restate_options
-@click.option("--reason", required=True, help="Why the data must be recomputed (recorded).")
+@click.option("--reason", help=f"Why the data must be recomputed (recorded; default {RESTATE_REASON!r}).")
 @click.option("--dry-run", is_flag=True, help="Show every affected interval; change nothing.")
 @json_option
-def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None, reason: str,
-                    dry_run: bool, as_json: bool) -> int:
+def restate_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                    reason: str | None, dry_run: bool, as_json: bool) -> int:
     """Mark intervals (and their downstream intervals) for re-processing."""
     sess = session()
-    impact = restate_report(sess, nodes, Window(start, end, last), reason, dry_run=dry_run, as_json=as_json)
+    impact = restate_report(sess, nodes, Window(start, end, last), reason or RESTATE_REASON,
+                            dry_run=dry_run, as_json=as_json)
     if impact and not dry_run and not as_json:
         click.echo("Run `seeknal run` (or `seeknal run --backfill`) to recompute them.")
+    return 0
+
+
+# -- verify -----------------------------------------------------------------------------------------
+@intervals.command("verify", short_help="Restate intervals whose input rows changed (late data).")
+@click.argument("nodes", nargs=-1)
+@project_option
+@date_options
+@click.option("--dry-run", is_flag=True, help="List what changed; record nothing.")
+@json_option
+def verify_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
+                   dry_run: bool, as_json: bool) -> int:
+    """Recompute the input digests of completed intervals (one grouped query per source) and
+    restate exactly those whose source rows changed since they ran, and their downstream
+    intervals; the next `seeknal run` recomputes them.  Default range: everything completed."""
+    from ..runner.verify import verify
+
+    sess = session()
+    names = [sess.node(n).name for n in nodes] or None
+    window = Window(start, end, last)
+    lo, hi = window.values(sess.now) if window else (None, None)
+    found = verify(sess.project, sess.store, names, start=lo, end=hi, now=sess.now, dry_run=dry_run)
+    if as_json:
+        project = sess.project
+        render.echo_json({
+            "dry_run": dry_run, "checked": found.checked, "problems": found.problems,
+            "nodes": [{"node": n, "downstream": n not in found.changed, "reason": found.reasons.get(n),
+                       "intervals": [render.interval_dict(a, b, project.nodes[n]) for a, b in pairs],
+                       "changes": [{**render.interval_dict(a, b, project.nodes[n]), "changes": what}
+                                   for (a, b), what in found.changed.get(n, [])]}
+                      for n, pairs in found.restated.items()],
+            "unverifiable": {n: [render.interval_dict(a, b, project.nodes[n]) for a, b in pairs]
+                             for n, pairs in found.unverifiable.items()}})
+        return 0
+    out = []
+    checked = sum(found.checked.values())
+    if not found.restated:
+        out.append(f"No late data: {render.plural(checked, 'interval')} verified, inputs unchanged.")
+    else:
+        out.append("Would restate (dry run, nothing recorded):" if dry_run else "Restated:")
+        for name, pairs in found.restated.items():
+            node = sess.project.nodes[name]
+            if name in found.changed:
+                out.append(f"  {name}: {render.plural(len(pairs), 'interval')} — {found.reasons[name]}")
+            else:
+                out.append(f"  {name}: {render.plural(len(pairs), 'interval')} "
+                           f"({render.spans_text(pairs, node)})  (downstream)")
+    for name, pairs in found.unverifiable.items():
+        node = sess.project.nodes[name]
+        out.append(f"  {name}: {render.plural(len(pairs), 'interval')} unverifiable: "
+                   "completed before digests "
+                   f"were recorded ({render.spans_text(pairs, node)}); never restated by verify")
+    out += [f"  cannot verify {p}" for p in found.problems]
+    if found.restated and not dry_run:
+        out.append("Run `seeknal run` to recompute them.")
+    click.echo("\n".join(out))
     return 0
 
 
@@ -369,13 +492,17 @@ def history_command(node: str, limit: int | None, as_json: bool) -> int:
         return 0
     click.echo(f"History of {spec.name} (times in {spec.timezone}):")
     rows = [_history_row(r, spec) for r in records]
-    header = ("TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "REASON/ERROR")
+    header = ("TIME", "EVENT", "MODE", "STATUS", "INTERVALS", "ROWS", "DURATION", "ACTOR", "RUN",
+              "REASON/ERROR")
     for line in render.table(header, rows):
         click.echo(line)
     return 0
 
 
 def _history_row(record: dict[str, Any], spec: TransformNode) -> tuple[str, ...]:
+    """One audit record as a row: ACTOR is who asked (a restatement's requester), RUN the
+    run that did it (seeknal's run id, or Dagster's); a resolve names both from its
+    ``resolved_by`` (``origin:run``)."""
     zone = get_zone(spec.timezone)
     try:
         at = f"{to_utc(record['at']).astimezone(zone):%Y-%m-%d %H:%M:%S}"
@@ -384,10 +511,13 @@ def _history_row(record: dict[str, Any], spec: TransformNode) -> tuple[str, ...]
     pairs = [(to_epoch(a), to_epoch(b)) for a, b in record.get("intervals") or ()]
     rows = record.get("rows")
     detail = record.get("error") or record.get("reason") or ""
+    mode, run = record.get("mode"), record.get("run_id")
     if record.get("event") == "resolve":
         detail = f"resolved ({record.get('reason', '')})"
-    actor = record.get("actor") or record.get("resolved_by") or ""
-    return (at, str(record.get("event", "-")), str(record.get("mode") or "-"),
-            str(record.get("status") or "-"), render.spans_text(pairs, spec, limit=2) or "-",
-            "-" if rows is None else str(rows), render.seconds_text(record.get("duration")),
-            actor or "-", " ".join(str(detail).split()) or "-")
+        origin, _, by_run = str(record.get("resolved_by") or "").partition(":")
+        mode, run = mode or origin, run or by_run
+    cells = (at, record.get("event") or "-", mode or "-", record.get("status") or "-",
+             render.spans_text(pairs, spec, limit=2) or "-", "-" if rows is None else str(rows),
+             render.seconds_text(record.get("duration")), record.get("actor") or "-", run or "-",
+             " ".join(str(detail).split()) or "-")
+    return tuple(render.safe(c) for c in cells)

@@ -11,7 +11,7 @@ import click
 
 from .. import grid
 from . import render
-from .common import Session, check_date, project_option, session
+from .common import CliError, Session, check_date, project_option, session
 
 if TYPE_CHECKING:
     from ..runner.changes import ApplyResult, ChangePlan, NodeChange
@@ -41,7 +41,7 @@ def plan_command(nodes: tuple[str, ...], apply_: bool, since: str | None, reason
         raise click.UsageError("--reason and --no-run go with --apply")
     sess = session()
     names = [sess.node(n).name for n in nodes] or None
-    plan = changes.change_plan(sess.project, sess.store, names, since=_since(since), now=sess.now)
+    plan = changes.change_plan(sess.project, sess.store, names, since=_since(since, sess.now), now=sess.now)
     if not apply_:
         if as_json:
             render.echo_json(plan_json(sess, plan, None))
@@ -51,10 +51,25 @@ def plan_command(nodes: tuple[str, ...], apply_: bool, since: str | None, reason
     return apply_plan(sess, plan, reason=reason, run=not no_run, as_json=as_json, names=names)
 
 
-def _since(text: str | None):
-    from ..timeutil import parse_datetime_text
+def _since(text: str | None, now):
+    """``--from``: a date no later than now (a day of margin for naive values, read in each
+    node's timezone): no computed interval starts after now, so a later one means a typo."""
+    import datetime as dt
 
-    return None if text is None else parse_datetime_text(text)
+    from ..timeutil import parse_datetime_text, to_utc
+
+    if text is None:
+        return None
+    since = parse_datetime_text(text)
+    try:
+        late = to_utc(since) - now > dt.timedelta(days=1)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past the last instant: late
+        late = True
+    if late:
+        raise CliError(f"--from {text} is after now ({now:%Y-%m-%d %H:%M} UTC): no computed "
+                       "interval starts after now, so it would restate nothing — give a date "
+                       "before now, or leave --from out to restate everything the change touches")
+    return since
 
 
 def apply_plan(sess: Session, plan: ChangePlan, *, reason: str | None, run: bool, as_json: bool,

@@ -109,11 +109,15 @@ def plan_lines(sess: Session, plan: Plan, *, dry_run: bool = False) -> list[str]
             batches = node_plan.batch_count()
             if dry_run:
                 text += f" in {render.plural(batches, 'batch', 'batches')}"
+        elif node_plan.waiting:
+            text = None  # its waiting lines say it all
         elif node_plan.notes:
             text = "nothing to do"
         else:
             text = "up to date" if plan.mode == "run" else "nothing missing in the range"
-        lines.append(f"{node_plan.node}: {text}")
+        if text is not None:
+            lines.append(f"{node_plan.node}: {text}")
+        lines += [waiting.line(node_plan.node, node.timezone) for waiting in node_plan.waiting]
         lines += [f"{node_plan.node}: note: {note}" for note in node_plan.notes]
     return lines
 
@@ -174,7 +178,14 @@ def result_json(plan: Plan, result: RunResult | None, run_id: str) -> dict:
         "rows": result.rows if result else 0, "failed": result.failed if result else 0,
         "warnings": sum(len(n.warnings) for n in result.nodes) if result else 0,
         "seconds": round(result.seconds, 4) if result else 0.0, "nodes": nodes,
+        "waiting": waiting_json(plan),
     }
+
+
+def waiting_json(plan: Plan) -> list[dict]:
+    """The intervals held back for their sources' data, per node and source."""
+    return [{"node": node_plan.node, **waiting.to_dict("UTC")}
+            for node_plan in plan.nodes for waiting in node_plan.waiting]
 
 
 def summary(sess: Session, result: RunResult) -> None:

@@ -34,6 +34,8 @@ def parse_duration(text: str) -> Any:
 
     try:
         duration = pendulum.parse(iso_text(text))
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is longer than any date range (9,999 years)") from None
     except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
         duration = None
     if not isinstance(duration, pendulum.Duration):

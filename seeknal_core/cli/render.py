@@ -174,6 +174,26 @@ def annotation(mode: str) -> str:
 
 
 # -- tables -------------------------------------------------------------------------------------
+def safe(text: object) -> str:
+    """Text others wrote (a reason, an actor, an error) as it may reach a terminal:
+    control characters (``\\x1b[31m``, newlines) and invisible format characters such as
+    bidi overrides (``\\u202e``) are shown as escapes, so stored text can neither restyle
+    the reader's terminal nor reorder what it shows.  The store keeps the text as given."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in value)
+
+
+def _escape(char: str) -> str:
+    import unicodedata
+
+    if unicodedata.category(char) == "Zs":  # a no-break or other visible space
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned columns separated by two spaces; the last column is not padded."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]

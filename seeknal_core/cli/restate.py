@@ -41,7 +41,8 @@ def restate(sess: Session, nodes: Sequence[str], window: Window, reason: str, *,
 
     window.require()
     if not reason or not reason.strip():
-        raise CliError('a restatement needs a reason: pass --reason "why the data is wrong"')
+        raise CliError('a restatement needs a reason: --reason is blank — say why the data is '
+                       "wrong, or leave --reason out to record the command's name")
     names = node_names(sess, nodes)
     selected = names or [n.name for n in sess.scheduled_nodes()]
     start, end = window.values(sess.now)
@@ -80,7 +81,7 @@ def restate_lines(sess: Session, impact: dict[str, list[Pair]], selected: list[s
         return [f"Nothing to restate: no finished interval of {', '.join(selected) or 'any node'} "
                 f"overlaps {window}."]
     head = "Would restate (dry run, nothing changed)" if dry_run else "Restated"
-    lines = [f"{head}, reason: {reason.strip()}"]
+    lines = [f"{head}, reason: {render.safe(reason.strip())}"]
     for name, pairs in impact.items():
         node = sess.project.nodes[name]
         downstream = "" if name in selected else "  (downstream)"

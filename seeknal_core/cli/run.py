@@ -26,13 +26,15 @@ DEFAULT_REASON = "seeknal run --restate"
 @click.option("--partitions", metavar="K1,K2", help="Exactly these partition keys: 2024-01-01,2024-01-02.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Intervals per query (default: node's).")
 @click.option("--include-open", is_flag=True, help="Also run the interval that has not ended yet.")
+@click.option("--ignore-readiness", is_flag=True,
+              help="Run what the clock made due even where a source's data is not in yet.")
 @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan (--dry-run) or result.")
 @click.option("--each", is_flag=True, help="With --dry-run --json: one object per interval, not per run.")
 def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, last: str | None,
                 backfill: bool,
                 restate: bool, reason: str | None, partitions: str | None, batch_size: int | None,
-                include_open: bool, dry_run: bool, as_json: bool, each: bool) -> int:
+                include_open: bool, ignore_readiness: bool, dry_run: bool, as_json: bool, each: bool) -> int:
     """Run the project: only new intervals by default.
 
     --start/--end (or --backfill) fill every missing interval of the range instead;
@@ -47,7 +49,7 @@ def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, last
         raise click.UsageError("--reason goes with --restate (or use `seeknal intervals restate`)")
     if keys and (window or restate):
         raise click.UsageError("--partitions selects intervals by key: drop --start/--end/--last/--restate")
-    options = {"batch_size": batch_size, "include_open": include_open}
+    options = {"batch_size": batch_size, "include_open": include_open, "ignore_readiness": ignore_readiness}
     extra: dict = {}
     if restate:
         plan, extra = _restate_first(sess, nodes, window, reason or DEFAULT_REASON, dry_run, as_json, options)

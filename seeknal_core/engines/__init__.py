@@ -158,6 +158,13 @@ class EnginePool:
     def for_node(self, node: TransformNode) -> Engine:
         return self.get(node.engine)
 
+    def project_own(self, name: str) -> bool:
+        """Whether engine ``name`` reads the project's own database file (not an engine
+        or a connection the door handed in, nor an in-memory one)."""
+        opened = self._by_name.get(name)
+        return (name not in self._options and self.database
+                and (opened is None or opened in self._opened))
+
     def get(self, name: str) -> Engine:
         engine = self._by_name.get(name)
         if engine is None:

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 Pair = tuple[int, int]
 
+#: what a source held in one interval: (rows, newest time as epoch microseconds of the
+#: column's value (naive values as written) or None when empty, checksum text
+#: ``<kind>:<16 hex digits>``: an order-independent XOR of per-row hashes, comparable only
+#: with checksums of the same kind; "" when empty)
+Digest = tuple[int, int | None, str]
+
 
 class EngineError(SeeknalError):
     """Something an engine could not do; subclasses tell the runner how to react."""
@@ -90,7 +96,9 @@ class Engine(Protocol):
     """One engine instance serves one run; the runner closes what it opened.
 
     An engine whose SQL is not DuckDB's also has ``render_sql(node, start, end) -> str``
-    (Spark's transpiles once per node); the runner then passes what it renders as ``sql``."""
+    (Spark's transpiles once per node); the runner then passes what it renders as ``sql``.
+    Optional too: ``output_columns(node) -> [(name, type), ...]``, the written output's
+    schema (``NodeResult.columns``: Dagster's ``dagster/column_schema``)."""
 
     #: ``"duckdb"`` or ``"spark"``: what ``engine:`` in a project or node selects
     name: str
@@ -139,7 +147,24 @@ class Engine(Protocol):
         Naive values are wall clock in ``timezone`` (the node's; default the project's)."""
         ...
 
+    def latest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """The largest value of ``column`` in ``source`` as epoch seconds (``None`` when
+        empty), like ``earliest``: the source's watermark for readiness, one query."""
+        ...
+
+    def instant(self, sql: str, timezone: str | None = None) -> int | None:
+        """The one value ``sql`` returns (a timestamp or date) as epoch seconds, ``None``
+        for NULL: a ``ready: {sql: ...}`` readiness query, run in this engine's SQL."""
+        ...
+
     def close(self) -> None: ...
 
+    # Optional: ``digests(source, column, timezone, intervals) -> {Pair: Digest}`` — the
+    # rows of ``source`` in each interval (``column`` in ``[start, end)``, naive values
+    # read in ``timezone``) summarised by ONE grouped query; every interval is in the
+    # answer (an empty one as ``(0, None, "")``).  An engine without it records no digests
+    # and its nodes' intervals are unverifiable (``seeknal intervals verify``).
 
-__all__ = ["BatchError", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError", "Staged"]
+
+__all__ = ["BatchError", "Digest", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError",
+           "Staged"]

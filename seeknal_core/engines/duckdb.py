@@ -35,7 +35,8 @@ from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggrega
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, DATASET, output_layout
-from .base import BatchError, EngineError, Outcome, Pair, QueryError, ResourceError
+from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError
+from .digest import Buckets
 
 #: errors in the SQL itself: every interval of a batch fails the same way
 _QUERY_ERRORS = (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException,
@@ -150,6 +151,7 @@ class DuckDBEngine:
         self._evolved: set[str] = set()  # nodes whose table has their query's columns
         self._busy = self._stop = False  # a write runs; Ctrl-C asked it to stop
         self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
+        self._described: dict[str, list] = {}  # source relation -> DESCRIBE rows (digests)
         self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
         self._register_sources()
 
@@ -231,6 +233,16 @@ class DuckDBEngine:
             if kinds:
                 self._table_kinds[name] = kinds
         return kinds
+
+    def output_columns(self, node: TransformNode) -> list[tuple[str, str]]:
+        """(name, type) of each column of the node's written output (its table, or the
+        view over its files), in order: what Dagster shows as the table's schema."""
+        if output_layout(node) != DATABASE:
+            self._register_parquet_view(node)
+        try:
+            return [(str(r[0]), str(r[1])) for r in self.con.execute(f"DESCRIBE {q(node.name)}").fetchall()]
+        except duckdb.Error:
+            return []
 
     def count_rows(self, name: str) -> int:
         return int(self.con.execute(f"SELECT count(*) FROM {q(name)}").fetchone()[0])
@@ -739,18 +751,81 @@ class DuckDBEngine:
     def earliest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
         """``min(column)`` of the source as epoch seconds; naive values are read in
         ``timezone`` (the node's), default the project's."""
+        return self._bound("min", source, column, timezone)
+
+    def latest(self, source: SourceNode, column: str, timezone: str | None = None) -> int | None:
+        """``max(column)`` of the source as epoch seconds (its readiness watermark)."""
+        return self._bound("max", source, column, timezone)
+
+    def _bound(self, func: str, source: SourceNode, column: str, timezone: str | None) -> int | None:
+        sql = f"SELECT {func}({q(column)}) FROM ({source_relation_sql(source)}) AS s"
+        value = self._scalar(sql)
+        if value is not None and not isinstance(value, (dt.date, dt.datetime)):
+            raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
+        return self._epoch(value, timezone)
+
+    def instant(self, sql: str, timezone: str | None = None) -> int | None:
+        """The first column of ``sql``'s first row as epoch seconds (a readiness query)."""
+        value = self._scalar(sql)
+        if value is not None and not isinstance(value, (dt.date, dt.datetime)):
+            raise QueryError(f"expected a timestamp or date, got {value!r}")
+        return self._epoch(value, timezone)
+
+    def _scalar(self, sql: str) -> object:
         try:
-            value = self.con.execute(
-                f"SELECT min({q(column)}) FROM ({source_relation_sql(source)}) AS s").fetchone()[0]
+            row = self.con.execute(sql).fetchone()
         except duckdb.Error as exc:
             raise engine_error(exc, self._where()) from None
+        return None if row is None else row[0]
+
+    def _epoch(self, value: object, timezone: str | None) -> int | None:
         if value is None:
             return None
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             value = dt.datetime.combine(value, dt.time())
-        if not isinstance(value, dt.datetime):
-            raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
         return to_epoch(value, timezone or self.project.timezone)
+
+    def digests(self, source: SourceNode, column: str, timezone: str | None,
+                intervals: Sequence[Pair]) -> dict[Pair, Digest]:
+        """The source's rows per interval: (count, newest, checksum) from ONE grouped query
+        over the intervals' whole range.
+
+        Rows are grouped by the largest time unit dividing every bound, then folded into
+        intervals (``digest.Buckets``).  The checksum is ``bit_xor(hash(c1, c2, ...))`` over every column
+        in the source's order: DuckDB's ``hash`` has no seed, so it is the same in every
+        process; its kind names DuckDB's major.minor version, as another version may hash
+        differently (verification then compares counts and newest times only)."""
+        if not intervals:
+            return {}
+        relation = source_relation_sql(source)
+        try:
+            described = self._described.get(relation)
+            if described is None:  # once per source and engine (a run): batch_size 1 asks 365 times
+                described = self._described[relation] = self.con.execute(f"DESCRIBE {relation}").fetchall()
+            found = next((row for row in described if row[0].lower() == column.lower()), None)
+            if found is None:
+                raise ProjectError(f"source '{source.name}': no column '{column}'"
+                                   + did_you_mean(column, [r[0] for r in described]))
+            aware = "WITH TIME ZONE" in str(found[1]).upper()
+            buckets = Buckets(intervals, aware, timezone or self.project.timezone)
+            sql_type = "TIMESTAMPTZ" if aware else "TIMESTAMP"
+            cast = f"CAST({q(found[0])} AS {sql_type})"
+            # the range as literals of the column's type too: DuckDB skips row groups by it
+            lo, hi = (f"CAST('{from_epoch(b).strftime('%Y-%m-%d %H:%M:%S')}{'+00' if aware else ''}' "
+                      f"AS {sql_type})" for b in (buckets.bounds[0][0], buckets.bounds[-1][1]))
+            hashed = ", ".join(q(row[0]) for row in described)
+            groups = self.con.execute(
+                f"SELECT epoch_us({cast}) // {buckets.unit_us}, count(*), max(epoch_us({cast})), "
+                f"bit_xor(hash({hashed})) FROM ({relation}) AS s "
+                f"WHERE {cast} >= {lo} AND {cast} < {hi} GROUP BY 1"
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise engine_error(exc, self._where()) from None
+        return buckets.fold(groups, DUCKDB_DIGEST_KIND)
+
+
+#: the kind of DuckDB's digest checksums (``hash`` may change with DuckDB's version)
+DUCKDB_DIGEST_KIND = "duckdb" + ".".join(duckdb.__version__.split(".")[:2])
 
 
 class _TableStaged:

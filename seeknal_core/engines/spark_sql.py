@@ -62,7 +62,9 @@ def _untranslatable(tree, dialect: str) -> str | None:
     return None
 
 
-def _transpile(name: str, sql: str, dialect: str, columns: Columns = ()) -> str:
+def transpile(subject: str, sql: str, dialect: str, columns: Columns = ()) -> str:
+    """``sql`` (rendered, no Jinja) from ``dialect`` to Spark SQL; what cannot be is one
+    ``ProjectError`` line starting with ``subject`` (``node 'daily'``)."""
     import sqlglot
     from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
@@ -82,11 +84,11 @@ def _transpile(name: str, sql: str, dialect: str, columns: Columns = ()) -> str:
     except ParseError as exc:
         first = " ".join((exc.errors[0]["description"] if exc.errors else str(exc)).split())
         raise ProjectError(
-            f"node '{name}': its SQL does not parse as {dialect} SQL, so it cannot be transpiled "
+            f"{subject}: its SQL does not parse as {dialect} SQL, so it cannot be transpiled "
             f"to Spark SQL: {first} — fix the SQL, or set `dialect:` to the one it is written in"
         ) from None
     raise ProjectError(
-        f"node '{name}': its SQL does not transpile from {dialect} to Spark SQL: {construct} — "
+        f"{subject}: its SQL does not transpile from {dialect} to Spark SQL: {construct} — "
         f"rewrite that part, or write the node in Spark SQL with `dialect: spark`")
 
 
@@ -104,7 +106,7 @@ def spark_template(name: str, sql: str, dialect: str, columns: Columns = ()) -> 
         expressions.append(m.group())
         return _SENTINEL.format(len(expressions) - 1)
 
-    spark = _transpile(name, _EXPRESSION.sub(hide, text), dialect, columns)
+    spark = transpile(f"node '{name}'", _EXPRESSION.sub(hide, text), dialect, columns)
     return _SENTINEL_BACK.sub(lambda m: expressions[int(m.group(1))], spark)
 
 
@@ -115,7 +117,7 @@ def render_spark_sql(node: TransformNode, start, end, columns: Columns = ()) -> 
     template = spark_template(node.name, node.sql, node.dialect, columns)
     if template is None:
         rendered = render_sql(node, start, end, relation_for=spark_identifier_for_duckdb_parse)
-        return _transpile(node.name, rendered, node.dialect, columns)
+        return transpile(f"node '{node.name}'", rendered, node.dialect, columns)
     return render_sql(replace(node, sql=template), start, end, relation_for=spark_identifier)
 
 

@@ -29,8 +29,10 @@ from .nodes import (
     NODE_NAME,
     ON_CHANGE,
     PROJECT_FILES,
+    READY_KINDS,
     SOURCES_DIR,
     TRANSFORMS_DIR,
+    Ready,
     SourceNode,
     TransformNode,
 )
@@ -45,7 +47,8 @@ from .sql import (
 
 __all__ = [
     "DEFAULT_DATABASE", "DEFAULT_DIALECT", "DEFAULT_STATE", "INTERVAL_MATERIALIZATIONS",
-    "MATERIALIZATIONS", "NODE_NAME", "ON_CHANGE", "PROJECT_FILES", "SOURCES_DIR", "TRANSFORMS_DIR", "Project",
+    "MATERIALIZATIONS", "NODE_NAME", "ON_CHANGE", "PROJECT_FILES", "READY_KINDS", "Ready", "SOURCES_DIR",
+    "TRANSFORMS_DIR", "Project",
     "ProjectError", "SourceNode", "TransformNode", "declared_names", "did_you_mean", "find_root",
     "infer_time_column", "load_project", "node_files", "normalize_sql", "read_yaml", "ref_names",
     "split_id", "strip_comments", "table_references",

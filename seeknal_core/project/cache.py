@@ -47,9 +47,9 @@ class LoadCache:
         self._loaded: dict[str, list[str]] = {}
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"), object_hook=_decode)
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             return
-        if not isinstance(raw, dict) or raw.get("version") != VERSION:
+        if not _well_formed(raw):  # foreign content (another version, another program)
             return
         self.yaml = raw.get("yaml") or {}
         self.files = raw.get("files") or {}
@@ -119,6 +119,24 @@ class LoadCache:
         self._seen = {name: len(table) for name, table in _sql.MEMO.items()}
 
 
+def _well_formed(raw: Any) -> bool:
+    """Whether ``raw`` has this version's shape, down to every entry (types and lengths)."""
+    if not isinstance(raw, dict) or raw.get("version") != VERSION:
+        return False
+    tables = {"yaml": lambda v: True,
+              "files": lambda v: isinstance(v, list) and len(v) == 4 and isinstance(v[3], str)
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in v[:3]),
+              "scan": lambda v: isinstance(v, list) and len(v) == 3 and isinstance(v[2], str | None)
+              and all(isinstance(x, list) and all(isinstance(y, str) for y in x) for x in v[:2]),
+              "normalized": lambda v: isinstance(v, str), "tokens": lambda v: isinstance(v, str)}
+    for name in ("yaml", "files", *_sql.MEMO):
+        table, valid = raw.get(name) or {}, tables.get(name, lambda v: True)
+        if not isinstance(table, dict) or not all(
+                isinstance(k, str) and valid(v) for k, v in table.items()):
+            return False
+    return True
+
+
 def open_cache(target_dir: Path) -> LoadCache:
     """The cache for a project's ``target/`` (read once per process, saved at exit too,
     for fingerprints computed after loading)."""
@@ -133,6 +151,12 @@ def open_cache(target_dir: Path) -> LoadCache:
 def _save_all() -> None:
     for cache in _OPEN.values():
         cache.save()
+
+
+def discard_unsaved() -> None:
+    """Leave every cache file as it is at exit: a command that failed on bad input (exit
+    2) may have read only part of the project, and would drop the other entries."""
+    _OPEN.clear()
 
 
 def _encode(value: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,8 +23,10 @@ from .nodes import (
     FILE_FORMATS,
     INTERVAL_MATERIALIZATIONS,
     MATERIALIZATIONS,
+    READY_KINDS,
     SOURCE_FIELDS,
     TRANSFORM_FIELDS,
+    Ready,
     SourceNode,
     TransformNode,
 )
@@ -220,10 +223,61 @@ def _parse_source(spec: dict, ctx: _Ctx) -> SourceNode:
             raise ctx.error(f"unknown format '{fmt}' — use parquet or csv", "format")
         if "://" not in location:
             location = os.path.normpath(os.path.join(ctx.root, location))
+    time_column = ctx.text(spec, "time_column")
     return SourceNode(
         name=ctx.node, path=ctx.path, table=table, location=location, format=fmt,
-        time_column=ctx.text(spec, "time_column"), description=ctx.text(spec, "description"),
+        time_column=time_column, description=ctx.text(spec, "description"),
+        ready=_ready(spec.get("ready"), time_column, ctx),
     )
+
+
+_READY_EXAMPLE = ("use watermark, always, {watermark: event_time, strict: true}, "
+                  "{sql: \"SELECT ...\"} or {python: \"pkg.module:function\"}")
+
+
+def _ready(value: object, time_column: str | None, ctx: _Ctx) -> Ready | None:
+    """A source's ``ready:`` (None: the default, see ``SourceNode.readiness``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in ("watermark", "always"):
+            raise ctx.error(f"unknown readiness '{value}'" + (
+                did_you_mean(value, READY_KINDS) or f" — {_READY_EXAMPLE}"), "ready")
+        if value == "always":
+            return Ready("always")
+        if not time_column:
+            raise ctx.error("ready: watermark needs a time column — set time_column: or write "
+                            "ready: {watermark: <column>}", "ready")
+        return Ready("watermark", time_column)
+    if not isinstance(value, dict) or not value:
+        raise ctx.error(f"expected a readiness such as watermark, got {value!r} — {_READY_EXAMPLE}", "ready")
+    kinds = [k for k in value if k in ("watermark", "sql", "python")]
+    unknown = [k for k in value if k not in ("watermark", "sql", "python", "strict")]
+    if unknown:
+        raise ctx.error(f"unknown key '{unknown[0]}'" + (
+            did_you_mean(unknown[0], ("watermark", "strict", "sql", "python")) or f" — {_READY_EXAMPLE}"),
+            "ready")
+    if len(kinds) != 1:
+        raise ctx.error(f"give exactly one of watermark, sql or python, got {value!r}", "ready")
+    kind = kinds[0]
+    strict = value.get("strict", False)
+    if "strict" in value and (kind != "watermark" or not isinstance(strict, bool)):
+        raise ctx.error("strict: true|false goes with watermark only", "ready")
+    text = value[kind]
+    if kind == "watermark" and (text is None or text is True):
+        text = time_column
+    if not isinstance(text, str) or not text.strip():
+        hint = {"watermark": "a column such as event_time", "sql": "a query returning one instant",
+                "python": "pkg.module:function"}[kind]
+        raise ctx.error(f"{kind}: expected {hint}, got {text!r}", "ready")
+    if kind == "watermark":
+        return Ready("watermark", text, strict=strict)
+    if kind == "sql":
+        return Ready("sql", query=text)
+    module, colon, func = text.partition(":")
+    if not colon or not module.strip() or not func.strip():
+        raise ctx.error(f"python: expected pkg.module:function, got {text!r}", "ready")
+    return Ready("python", target=text)
 
 
 def _parse_transforms(
@@ -330,8 +384,32 @@ def _parse_transforms(
             engine=engine,
             dialect=ctx.dialect(spec, defaults.dialect), description=ctx.text(spec, "description"),
             tags=ctx.names(spec, "tags"), meta=meta, audits=_audits(spec.get("audits"), ctx, name, sql),
+            verify=_verify_window(spec.get("verify"), ctx, schedule),
         )
     return nodes
+
+
+_SHORT_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z", re.IGNORECASE)
+_ISO_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?\Z", re.IGNORECASE)
+
+
+def _verify_window(value: object, ctx: _Ctx, schedule: Schedule | None) -> int | None:
+    """``verify:``: a duration (``7d``, ``36h``, ``2w`` or ISO 8601 ``P7D``, ``PT36H``) as
+    seconds; months and years are not fixed lengths and are refused."""
+    if value is None:
+        return None
+    if schedule is None:
+        raise ctx.error("'verify' needs a schedule: only scheduled nodes have intervals to verify", "verify")
+    text = str(value).strip()
+    match = _SHORT_DURATION.match(text) or _ISO_DURATION.match(text)
+    if not text or match is None or not any(match.groups()):
+        raise ctx.error(f"invalid duration {value!r}: use 7d, 36h, 2w or ISO 8601 such as P7D or PT36H",
+                        "verify")
+    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ctx.error(f"duration {value!r} is not positive: use 7d or P7D", "verify")
+    return total
 
 
 #: each kind's arguments: (required, optional) keys of its mapping form

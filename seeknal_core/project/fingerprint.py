@@ -18,7 +18,8 @@ An edit the lexer sees but a parser would not (``a b`` -> ``a AS b``) changes th
 from __future__ import annotations
 
 from ..errors import ProjectError
-from .sql import DEFAULT_DIALECT, SQL_LEXEMES, memoised, text_key
+from ..lexer import SQL_LEXEMES
+from .sql import DEFAULT_DIALECT, memoised, text_key
 
 #: bump when the digest of some SQL would change: part of the load cache's key
 VERSION = "tokens-1"

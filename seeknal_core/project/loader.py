@@ -14,6 +14,7 @@ from .fields import _Ctx, _Defaults, _parse_source, _parse_transforms, _show
 from .graph import Project
 from .nodes import (
     DEFAULT_DATABASE,
+    LOCAL_SETTINGS_FILE,
     NODE_NAME,
     ON_CHANGE,
     PROJECT_FIELDS,
@@ -56,6 +57,41 @@ def _loader() -> type:
 
 
 _FILE_CACHE: dict[Path, tuple[str, Any]] = {}
+#: the most values one YAML document may hold once its aliases (``*name``) are expanded:
+#: a few aliases of aliases (the "billion laughs") stand for billions of values, which
+#: every walk of the data (validation, the load cache) would visit
+MAX_VALUES = 1_000_000
+
+
+def expanded_size(data: Any, limit: int = MAX_VALUES) -> int | None:
+    """How many values ``data`` holds with every shared (aliased) part counted each time
+    it appears; None when that passes ``limit`` or a part contains itself.  Each distinct
+    object is visited once, so the check costs what the file's own size does."""
+    sizes: dict[int, int | None] = {}  # id -> expanded size; None while being counted
+
+    def size(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if key in sizes:
+            known = sizes[key]
+            if known is None:  # a part that contains itself never ends
+                raise OverflowError
+            return known
+        sizes[key] = None
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > limit:
+                raise OverflowError
+        sizes[key] = total
+        return total
+
+    try:
+        return size(data)
+    except (OverflowError, RecursionError):
+        return None
 
 
 def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = None) -> Any:
@@ -93,6 +129,11 @@ def read_yaml(path: Path, root: Path | None = None, cache: LoadCache | None = No
         line = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProjectError(f"{_show(path, root)}{line}: invalid YAML: {problem}") from None
+    if expanded_size(data) is None:
+        raise ProjectError(
+            f"{_show(path, root)}: refused: its aliases (*name) expand to more than "
+            f"{MAX_VALUES:,} values, or to a value that contains itself — write the values "
+            "out, or use fewer nested aliases")
     if cache is not None:
         cache.remember(key, data)
     _FILE_CACHE[path] = (key, data)
@@ -161,16 +202,21 @@ def declared_names(root: str | os.PathLike) -> set[str]:
 
 
 def _read_project_file(root: Path, config: Path | None, cache: LoadCache) -> dict:
-    if config is None:
-        return {}
-    data = read_yaml(config, root, cache)
-    if data is None:
-        return {}
-    ctx = _Ctx(root, config)
-    if not isinstance(data, dict):
-        raise ctx.error("expected a mapping of settings (name, timezone, start, state, database)")
-    ctx.check_fields(data, PROJECT_FIELDS)
-    return data
+    """The project's settings: its file's, then ``seeknal_project.local.yml``'s over them."""
+    settings: dict = {}
+    local = root / LOCAL_SETTINGS_FILE
+    for path in (config, local if local.is_file() else None):
+        if path is None:
+            continue
+        data = read_yaml(path, root, cache)
+        if data is None:
+            continue
+        ctx = _Ctx(root, path)
+        if not isinstance(data, dict):
+            raise ctx.error("expected a mapping of settings (name, timezone, start, state, database)")
+        ctx.check_fields(data, PROJECT_FIELDS)
+        settings = {**settings, **data}
+    return settings
 
 
 def load_project(path: str | os.PathLike = ".") -> Project:

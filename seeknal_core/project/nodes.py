@@ -23,6 +23,9 @@ from .fingerprint import token_digest
 from .sql import DEFAULT_DIALECT, normalize_sql
 
 PROJECT_FILES = ("seeknal_project.yml", "seeknal_project.yaml")
+#: settings of this checkout only (generated, or machine-local; keep it out of version
+#: control), read over the project file's: e.g. the example data generator's `start:`
+LOCAL_SETTINGS_FILE = "seeknal_project.local.yml"
 SOURCES_DIR = Path("seeknal") / "sources"
 TRANSFORMS_DIR = Path("seeknal") / "transforms"
 DEFAULT_DATABASE = "target/warehouse.duckdb"
@@ -40,9 +43,11 @@ PROJECT_FIELDS = (
 TRANSFORM_FIELDS = (
     "schedule", "timezone", "start", "end", "sql", "time_column", "depends_on", "batch_size",
     "lookback", "partition_tracking", "materialization", "engine", "dialect", "description",
-    "tags", "meta", "audits",
+    "tags", "meta", "audits", "verify",
 )
-SOURCE_FIELDS = ("table", "path", "format", "time_column", "description")
+SOURCE_FIELDS = ("table", "path", "format", "time_column", "description", "ready")
+#: the kinds of ``ready:`` a source takes (``watermark`` is the default with a time column)
+READY_KINDS = ("watermark", "always", "sql", "python")
 FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 
 #: a node name: letters, digits and underscores, not starting with a digit
@@ -81,6 +86,9 @@ class TransformNode:
     tags: tuple[str, ...] = ()
     #: checks an interval's rows must pass before it is recorded complete (audits.py)
     audits: tuple[Audit, ...] = ()
+    #: ``verify: 7d``: seconds before now whose completed intervals every run re-checks
+    #: for late data first (runner/verify.py); None: not verified on runs
+    verify: int | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -181,6 +189,21 @@ class TransformNode:
         return self.schedule is not None and self.materialization in INTERVAL_MATERIALIZATIONS
 
 
+@dataclass(frozen=True)
+class Ready:
+    """When a source's data for an interval is in (``ready:``): ``watermark`` (a row at or
+    after the interval's start; ``strict``: at or after its end, in ``column``), ``always``
+    (the clock alone), ``sql`` (``query`` returns one instant: complete up to it) or
+    ``python`` (``target`` is ``pkg.mod:func``, called with the source and the intervals,
+    returning the ready ones)."""
+
+    kind: str
+    column: str | None = None
+    strict: bool = False
+    query: str | None = None
+    target: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceNode:
     """An external input: a table in the project database, or Parquet/CSV files."""
@@ -192,8 +215,17 @@ class SourceNode:
     format: str | None = None
     time_column: str | None = None
     description: str | None = None
+    ready: Ready | None = None
 
     @property
     def id(self) -> str:
         return f"source.{self.name}"
+
+    @property
+    def readiness(self) -> Ready:
+        """``ready:`` as set, else the default: ``watermark`` on the time column, or
+        ``always`` for a source without one."""
+        if self.ready is not None:
+            return self.ready
+        return Ready("watermark", self.time_column) if self.time_column else Ready("always")
 

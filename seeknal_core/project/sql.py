@@ -18,13 +18,15 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import ProjectError
+from ..lexer import TEMPLATE_LEXEMES, LazyPattern
 
 DEFAULT_DIALECT = "duckdb"
 
 #: results worth keeping between processes (the load cache persists them):
 #: "scan": query key -> [refs, tables, time column]; "normalized": key -> normalised SQL;
 #: "tokens": key -> token digest
-MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}, "tokens": {}, "parse_error": {}}
+MEMO: dict[str, dict[str, Any]] = {"scan": {}, "normalized": {}, "tokens": {}, "parse_error": {},
+                                   "lineage": {}}
 #: keys of MEMO this process used (the cache keeps only these, so it does not grow)
 USED: dict[str, set[str]] = {name: set() for name in MEMO}
 
@@ -45,52 +47,6 @@ def analyse(sql: str) -> tuple[list[str], list[str], str | None]:
     return list(refs), list(tables), column
 
 
-class LazyPattern:
-    """A regular expression compiled on its first use: the scanners run only when the load
-    cache misses, and compiling them at import cost every process ~4 ms."""
-
-    __slots__ = ("_args", "_compiled")
-
-    def __init__(self, pattern: str, flags: int = 0) -> None:
-        self._args = (pattern, flags)
-        self._compiled: re.Pattern[str] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._compiled is None:
-            self._compiled = re.compile(*self._args)
-        return getattr(self._compiled, name)
-
-
-#: SQL's lexemes, the one lexer of the project: the scanners here (table references, the
-#: time column, ``ref()``) and the fingerprint (:mod:`.fingerprint`) read the same text the
-#: same way.  Every lexeme that could change meaning is one of its own (strings with their
-#: escapes and dollar quotes, numbers, runs of operator characters); ``jinja`` blocks only
-#: in a template (the scanners read SQL before rendering, the fingerprint after).  No two
-#: kinds start alike (``-``/``/`` are operators unless a comment starts), so the order only
-#: puts the commonest first.
-_LEXEMES = (
-    ("ws", r"\s+"),
-    ("word", r"(?![eE]')[A-Za-z_][A-Za-z0-9_$]*"),  # the commonest first; not an E'' string's E
-    ("comment", r"--[^\n]*|/\*.*?(?:\*/|\Z)"),
-    ("jinja", r"\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\}"),
-    ("str", r"[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_]\w*|)\$.*?\$(?P=tag)\$"),
-    ("dq", r'"(?:[^"]|"")*"'),
-    ("bq", r"`(?:[^`]|``)*`"),
-    ("num", r"0[xX][0-9A-Fa-f_]+|0[bB][01_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?"),
-    ("op", r"(?:[<>=!|&^~+*%:@#?]|-(?!-)|/(?!\*))+"),
-    ("other", r"."),
-)
-
-
-def _lexer(*, templates: bool) -> LazyPattern:
-    return LazyPattern("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _LEXEMES
-                                if templates or kind != "jinja"), re.DOTALL)
-
-
-#: lexemes of a template (Jinja blocks are lexemes of their own)
-TEMPLATE_LEXEMES = _lexer(templates=True)
-#: lexemes of rendered SQL
-SQL_LEXEMES = _lexer(templates=False)
 _REF = LazyPattern(r"""\bref\s*\(\s*(['"])(.*?)\1\s*\)""")
 _SPECIAL_FROM = {"EXTRACT", "TRIM", "SUBSTRING", "SUBSTR", "POSITION", "OVERLAY"}
 _NOT_ALIAS = {
@@ -395,6 +351,29 @@ def output_columns(sql: str) -> tuple[str, ...] | None:
             return None
         names.append(name)
     return tuple(names)
+
+
+def lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) -> list:
+    """``[outputs, lineage]`` of a query (``changes.column_lineage``; either None when not
+    known), read with ``schema`` (upstream table -> its output columns): memoised with the
+    load cache under the text and the schema, so a warm load parses nothing."""
+    import json
+
+    build = _sqlglot_build() + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return memoised("lineage", lambda n, s, d: _lineage(n, s, d, schema), name, sql, dialect, build)
+
+
+def _lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) -> list:
+    from .. import changes
+    from ..templating import placeholder_sql
+
+    try:
+        rendered = placeholder_sql(name, sql)
+    except ProjectError:
+        return [None, None]
+    query = changes.analyse(rendered, dialect, schema, text=rendered)
+    outputs = query.known_outputs
+    return [list(outputs) if outputs is not None else None, changes.column_lineage(query)]
 
 
 def parse_error(name: str, sql: str) -> str | None:

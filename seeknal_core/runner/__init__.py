@@ -10,11 +10,13 @@ from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, 
 from .execute import FLUSH_SECONDS, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
 from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run
+from .readiness import Mark, ReadinessError, Waiting, hold_back, source_watermarks
 from .restate import restate, restatement_impact
 
 __all__ = [
     "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
-    "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "Reason", "RunResult",
-    "apply_on_change", "changed_line", "execute", "node_bounds", "partition_interval", "plan",
-    "prepare", "restate", "restatement_impact", "run", "time_sources",
+    "Mark", "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "ReadinessError",
+    "Reason", "RunResult", "Waiting", "apply_on_change", "changed_line", "execute", "hold_back",
+    "node_bounds", "partition_interval", "plan",
+    "prepare", "restate", "restatement_impact", "run", "source_watermarks", "time_sources",
 ]

@@ -24,6 +24,7 @@ from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
 from .plan import NodePlan, Plan, partition_key
+from .verify import read_digests
 
 if TYPE_CHECKING:
     from ..state import StateStore
@@ -55,6 +56,8 @@ class NodeResult:
     #: one per audit per batch that ended checked: each committed batch (passed or warned,
     #: over the batch's range) and each isolated failed interval (the blocking failure)
     audit_results: list[AuditResult] = field(default_factory=list)
+    #: (name, type) of the written output's columns, when its engine says (``output_columns``)
+    columns: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[AuditResult]:
@@ -155,6 +158,8 @@ def execute(
                     failed_nodes[node_plan.node] = IntervalSet.from_pairs(p for p, _ in result.failures)
             else:
                 continue
+            if result.done or (node_plan.full_refresh and not result.failures):
+                result.columns = _output_columns(engines.for_node(node), node)
             progress.node_finished(result)
     except _Stop as stop:  # recorded once where it happened; nothing later could succeed
         stopped = str(stop)
@@ -163,6 +168,11 @@ def execute(
         if owned:
             engines.close()
     return RunResult(nodes=results, seconds=time.perf_counter() - t0, stopped=stopped)
+
+
+def _output_columns(engine: Engine, node) -> list[tuple[str, str]]:
+    describe = getattr(engine, "output_columns", None)
+    return list(describe(node)) if describe is not None else []
 
 
 class _Stop(Exception):
@@ -215,6 +225,7 @@ class _NodeRunner:
     def __init__(self, engine, store, project, node, node_plan, result, progress, origin, mode, run_id,
                  failed_nodes):
         self.engine, self.store, self.node, self.node_plan = engine, store, node, node_plan
+        self.project = project
         self.result, self.progress, self.origin, self.mode = result, progress, origin, mode
         self.run_id, self.failed_nodes = run_id, failed_nodes
         self.render = renderer(engine)
@@ -223,6 +234,12 @@ class _NodeRunner:
         self.upstream_done = {u: store.completed(u) for u in self.upstream
                               if project.nodes[u].is_incremental}
         self._unrecorded: dict[str, list] = {}  # origin -> [([(pair, rows)], seconds, keys)]
+        # input digests of intervals about to run, taken before their write (verify.py): one
+        # grouped query per source for the next DIGEST_AHEAD due intervals (with small
+        # batches) or per batch, read in the order batches come
+        self._digests: dict[Pair, dict] = {}
+        size = node_plan.batch_size
+        self._ahead = node_plan.due.batches(None if size is None else max(size, DIGEST_AHEAD))
         self._warnings: list[tuple[Pair, str, str]] = []  # (interval, origin, message), after completion
         self._last_flush = time.perf_counter()
 
@@ -253,6 +270,10 @@ class _NodeRunner:
         """Record the committed batches' completions: one state mutation per origin."""
         for origin, entries in self._unrecorded.items():
             per_interval = [item for e in entries for item in e[0]]
+            digests: dict[str, dict[int, tuple]] = {}
+            for pair, _ in per_interval:
+                for source, digest in self._digests.pop(pair, {}).items():
+                    digests.setdefault(source, {})[pair[0]] = digest
             try:
                 self.store.mark_complete(
                     self.node.name, IntervalSet.from_pairs(p for p, _ in per_interval),
@@ -260,7 +281,7 @@ class _NodeRunner:
                     duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
                     fingerprint=None if self.node_plan.definition_changed else self.node.fingerprint,
                     definition=None if self.node_plan.definition_changed else self.node.definition,
-                    interval_rows=per_interval)
+                    interval_rows=per_interval, digests=digests or None)
             except (SeeknalError, OSError) as exc:
                 first, last = from_epoch(per_interval[0][0][0]), from_epoch(per_interval[-1][0][1])
                 raise StateNotRecordedError(
@@ -285,8 +306,23 @@ class _NodeRunner:
         for reason, pairs in by_reason.items():
             self.store.mark_failed(self.node.name, IntervalSet.from_pairs(pairs),
                                    f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
+        self._read_digests(ready)
         for group in grid.batches(ready):
             self._write(group)
+
+    def _read_digests(self, ready: list[Pair]) -> None:
+        """Digests of ``ready`` (unless read ahead already), reading the due intervals ahead
+        in chunks; a source that cannot be read gives none (its intervals are unverifiable)."""
+        missing = [p for p in ready if p not in self._digests]
+        while missing and self._ahead is not None:
+            chunk = next(self._ahead, None)
+            if chunk is None:
+                self._ahead = None
+                break
+            self._digests.update(read_digests(self.engine, self.project, self.node.name, chunk)[0])
+            missing = [p for p in missing if p not in self._digests]
+        if missing:
+            self._digests.update(read_digests(self.engine, self.project, self.node.name, missing)[0])
 
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
@@ -406,6 +442,10 @@ def describe_failure(audit: Audit, rows: int, samples) -> str:
         text += f"; samples: {shown}"
     return text
 
+
+#: With small batches, input digests are read for this many due intervals at once (one
+#: grouped query per source), not per batch: ``batch_size: 1`` would pay a query per interval.
+DIGEST_AHEAD = 1000
 
 #: Completions of committed batches are written to the state store at most this often
 #: (group commit). Data always commits first, so a crash in between only re-runs those

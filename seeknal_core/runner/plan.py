@@ -7,7 +7,7 @@ are due and why (new, lookback, backfill, partition, restate, retry).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,9 @@ class NodePlan:
     full_refresh: bool = False
     notes: list[str] = field(default_factory=list)
     definition_changed: bool = False
+    #: intervals due by the clock but held back until a source's data is in
+    #: (``readiness.Waiting``, per source), set by the runner's door
+    waiting: list = field(default_factory=list)
 
     @property
     def intervals(self) -> list[Pair]:
@@ -70,6 +73,7 @@ class NodePlan:
             **due,
             "batches": self.batch_count(),
             "notes": list(self.notes),
+            "waiting": [w.to_dict(tz) for w in self.waiting],
         }
 
 
@@ -185,11 +189,41 @@ def undeclared_time_tables(project: Project, node: TransformNode) -> list[tuple[
     return [(t, column) for t in dict.fromkeys(table_references(node.sql)) if t.lower() not in known]
 
 
+def key_format(node: TransformNode) -> str:
+    """The strftime format of a scheduled node's partition keys: its tracking format, else
+    a date for daily-or-coarser grids and a date and hour-minute below."""
+    assert node.schedule is not None
+    return node.partition_format or ("%Y-%m-%d" if node.schedule.midnight_aligned else "%Y-%m-%d-%H:%M")
+
+
+def check_partition_keys(project: Project, names: Iterable[str], keys: Sequence[str]) -> None:
+    """Every key must name an interval of every selected scheduled node; a key that fits
+    only some of them is one line naming which nodes it fits (and the formats of the others),
+    so a project with hourly and daily nodes tells the user to select nodes."""
+    nodes = [project.nodes[n] for n in names if project.nodes[n].is_incremental]
+    for key in keys:
+        fits, misses = [], []
+        for node in nodes:
+            try:
+                dt.datetime.strptime(key.strip(), key_format(node))
+                fits.append(node.name)
+            except ValueError:
+                misses.append(node)
+        if misses and fits:
+            formats = ", ".join(f"{n.name} ({key_format(n)})" for n in misses[:5])
+            more = f" and {len(misses) - 5} more" if len(misses) > 5 else ""
+            raise PlanError(
+                f"partition key {key!r} fits the format of {', '.join(fits[:5])}"
+                f"{' and more' if len(fits) > 5 else ''} but not of {formats}{more}: select the "
+                f"nodes it fits (--node {','.join(fits[:5])}), and give the others keys in their "
+                "own format in a second command")
+
+
 def partition_interval(node: TransformNode, key: str) -> Pair:
-    """The interval a partition key names (the node's tracking format, else its key format)."""
+    """The interval a partition key names (in ``key_format(node)``)."""
     schedule = node.schedule
     assert schedule is not None
-    fmt = node.partition_format or ("%Y-%m-%d" if schedule.midnight_aligned else "%Y-%m-%d-%H:%M")
+    fmt = key_format(node)
     try:
         local = dt.datetime.strptime(key.strip(), fmt)
     except ValueError:
@@ -241,6 +275,7 @@ def plan(
         raise PlanError(f"batch size must be at least 1, got {batch_size}")
     names = project.topological_order(nodes)
     keys = [k for k in (partitions or ()) if k.strip()]
+    check_partition_keys(project, names, keys)
     explicit = [(to_epoch(a), to_epoch(b)) for a, b in (intervals or ())]
     has_range = start is not None or end is not None
     range_bounds(start, end, "UTC")  # an inverted range is an error even for an empty node list
@@ -338,8 +373,11 @@ def _after_last(node: TransformNode, node_plan: NodePlan, state: NodeState | Non
         if run is not None:
             wanted += _missing(schedule, state, *run, Reason.NEW)
     if node.lookback and last_end is not None:
-        back = _back(schedule, last_end, node.lookback)
-        wanted.append((back, schedule.tick_at_or_before(last_end), Reason.LOOKBACK))
+        top = schedule.tick_at_or_before(last_end)
+        floor = schedule.tick_at_or_after(lo) if lo is not None else done.pairs()[0][0]
+        back = _back(schedule, top, node.lookback, floor)
+        if back < top:
+            wanted.append((back, top, Reason.LOOKBACK))
     return wanted
 
 
@@ -384,10 +422,26 @@ def _utc(value: TimeLike) -> dt.datetime:
     return from_epoch(to_epoch(value))
 
 
-def _back(schedule: Schedule, t: int, n: int) -> int:
-    for _ in range(n):
-        t = schedule.tick_before(t)
-    return t
+def _back(schedule: Schedule, t: int, n: int, floor: int) -> int:
+    """The tick ``n`` intervals before the tick ``t``, but not before ``floor`` (the node's
+    first interval) nor more than ``MAX_INTERVALS`` back: a lookback longer than the
+    node's history re-runs its history, never intervals before its start."""
+    n = min(n, MAX_INTERVALS)
+    if n <= 0 or t <= floor:
+        return t
+    if schedule.period is not None:
+        return max(floor, t - n * schedule.period)
+    span = 2 * 86_400
+    while True:  # windows of ticks, doubling: the listed ticks stay near what is asked
+        lo = max(floor, t - span)
+        found = schedule.ticks(lo, t - 1)
+        if len(found) >= n:
+            return found[-n]
+        if lo == floor:
+            return floor
+        n -= len(found)
+        t = found[0] if found else t
+        span *= 2
 
 
 def partition_key(node: TransformNode, pair: Pair) -> str:

@@ -12,8 +12,9 @@ and execute.
 2. Start inference (``infer_starts``): a scheduled node without ``start:`` and nothing
    recorded starts at its sources' earliest time, recorded with ``set_inferred_start``.
 3. Planning (``plan.plan``, lookback included) over the state loaded once, here.
-4. (Per-source readiness goes between planning and execution: a step that holds
-   intervals back as waiting.)
+4. Readiness (``readiness.hold_back``): intervals whose sources' data is not in are
+   moved from ``NodePlan.due`` to ``NodePlan.waiting`` (one query per source), unless
+   ``ignore_readiness``.
 5. Execution (``execute.execute``), where audits run per batch.
 
 Notes come back as data (``Prepared.notes``, each ``NodePlan.notes``, ``RunResult.notes``);
@@ -32,6 +33,8 @@ from ..project import Project, SourceNode
 from ..timeutil import TimeLike, from_epoch, get_zone
 from .execute import Progress, RunResult, execute, plan_uses_database
 from .plan import Plan, plan, time_sources
+from .readiness import hold_back, needs_database
+from .verify import verify_windows
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
@@ -129,6 +132,7 @@ def prepare(
     dry_run: bool = False,
     engines: EnginePool | None = None,
     now: TimeLike | None = None,
+    ignore_readiness: bool = False,
     **plan_options: Any,
 ) -> Prepared:
     """The plan of a run with every policy applied (see the module's steps); a dry run
@@ -137,23 +141,29 @@ def prepare(
     ``engines``: the pool execution will use (start inference reads through it); without
     one, engines opened for inference are closed before returning.  ``plan_options`` go
     to ``plan.plan`` (``start``, ``end``, ``partitions``, ``intervals``, ``batch_size``,
-    ``include_open``)."""
+    ``include_open``); ``ignore_readiness`` runs what the clock made due, data or not."""
     names = None if nodes is None else list(nodes)
     notes = apply_on_change(project, store, names, now=now, dry_run=dry_run)
-    states = store.load()
     pool = engines if engines is not None else EnginePool(project)
     try:
+        if not dry_run:  # `verify: 7d`: late data in that window is restated before planning
+            notes += verify_windows(project, store, names, pool, now=now)
+        states = store.load()
         starts, inferred = infer_starts(project, states, names, pool,
                                         record=None if dry_run else store)
+        the_plan = plan(project, states, mode=mode, nodes=names, now=now, inferred_starts=starts,
+                        **plan_options)
+        for node_plan in the_plan.nodes:
+            if node_plan.node in inferred:
+                node_plan.notes.insert(0, inferred[node_plan.node])
+        if not ignore_readiness:
+            if engines is None:  # its own pool: the project file only when a readiness query reads it
+                due = [project.nodes[p.node] for p in the_plan.nodes if p.due]
+                pool.database = needs_database(project, due)
+            hold_back(project, the_plan, pool)
     finally:
         if engines is None:
             pool.close()
-    the_plan = plan(project, states, mode=mode, nodes=names, now=now, inferred_starts=starts,
-                    **plan_options)
-    for node_plan in the_plan.nodes:
-        if node_plan.node in inferred:
-            node_plan.notes.insert(0, inferred[node_plan.node])
-    # per-source readiness (the next step) goes here: hold intervals back as waiting
     return Prepared(plan=the_plan, notes=notes)
 
 

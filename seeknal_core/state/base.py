@@ -170,7 +170,15 @@ class StateStore(Protocol):
         fingerprint: str | None = None,
         interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
         definition: Mapping[str, Any] | None = None,
+        digests: Mapping[str, Mapping[int, Sequence[Any]]] | None = None,
     ) -> int: ...
+
+    def digests(self, node: str) -> dict[str, dict[int, tuple[int, int | None, str]]]:
+        """The node's input digests recorded with its completions: source -> interval start
+        (epoch seconds) -> (rows, newest time in epoch microseconds or None, checksum).  An
+        interval completed before digests existed has none (``seeknal intervals verify``
+        reports it as unverifiable)."""
+        ...
 
     def mark_complete_many(
         self,

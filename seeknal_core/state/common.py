@@ -19,6 +19,9 @@ from .base import MODES, Change, IntervalsLike, NodeState, Restatement, StateErr
 
 _US = dt.timedelta(microseconds=1)
 _NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+#: the instants a datetime can hold, in microseconds since the epoch
+_MIN_US = (dt.datetime.min - _NAIVE_EPOCH) // _US
+_MAX_US = (dt.datetime.max - _NAIVE_EPOCH) // _US
 
 
 # -- time text <-> integer microseconds, interval arguments ---------------------------------
@@ -44,6 +47,8 @@ def _parse_us(text: object, *, closed_end: bool = False) -> int:
     us = (value - EPOCH) // _US
     if closed_end and value.second == 59 and value.microsecond in (0, 999_000, 999_999):
         us += 1_000_000 - value.microsecond
+    if not _MIN_US <= us <= _MAX_US:  # a closed end of 9999-12-31T23:59:59 means year 10000
+        raise ValueError(f"{text!r} reaches past the last representable instant (9999-12-31)")
     return us
 
 
@@ -156,6 +161,8 @@ class Completion(NamedTuple):
     definition: dict[str, Any] | None
     by: str  # who resolves the restatements this completes
     record: dict[str, Any]  # the audit record, without revision and at
+    #: source -> interval start (epoch seconds) -> [rows, newest (epoch us) or None, checksum]
+    digests: dict[str, dict[int, tuple]] | None = None
 
 
 def _completion(
@@ -163,6 +170,7 @@ def _completion(
     duration: float | None, partition_keys: Iterable[str], fingerprint: str | None,
     definition: Mapping[str, Any] | None,
     interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
+    digests: Mapping[str, Mapping[int, Sequence[Any]]] | None = None,
 ) -> Completion:
     _check_node_name(node)
     _check_mode(origin)
@@ -182,7 +190,46 @@ def _completion(
         record["interval_rows"] = [[_fmt(seconds_to_micros(a)), _fmt(seconds_to_micros(b)), int(n)]
                                    for (a, b), n in interval_rows]
     by = origin if run_id is None else f"{origin}:{run_id}"
-    return Completion(node, done, keys, fingerprint, _check_definition(definition), by, record)
+    return Completion(node, done, keys, fingerprint, _check_definition(definition), by, record,
+                      check_digests(digests))
+
+
+def encode_digest(value: Sequence[Any]) -> str:
+    """A digest as the stores write it: ``"rows newest checksum"`` (``-`` for none), a string
+    because JSON writes and reads a short string per interval ~15x faster than a list."""
+    count, newest, checksum = value
+    return f"{count} {'-' if newest is None else newest} {checksum or '-'}"
+
+
+def decode_digest(text: str) -> tuple[int, int | None, str]:
+    """``encode_digest``'s inverse; ``ValueError`` on anything else."""
+    count, newest, checksum = str(text).split(" ")
+    return int(count), None if newest == "-" else int(newest), "" if checksum == "-" else checksum
+
+
+def check_digests(digests: Mapping[str, Mapping[int, Sequence[Any]]] | None
+                  ) -> dict[str, dict[int, tuple]] | None:
+    """Digests checked: source -> interval start (epoch seconds) -> ``(rows, newest (epoch
+    microseconds) or None, checksum text)``."""
+    if not digests:
+        return None
+    out: dict[str, dict[int, tuple]] = {}
+    for source, per_start in digests.items():
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"digest source must be a non-empty name, got {source!r}")
+        rows: dict[int, tuple] = {}
+        for start, value in per_start.items():
+            count, newest, checksum = value if len(value) == 3 else (None, None, None)
+            if isinstance(start, bool) or not isinstance(start, int) or isinstance(count, bool) \
+                    or not isinstance(count, int) or not (newest is None or isinstance(newest, int)) \
+                    or not isinstance(checksum, str):
+                raise ValueError(f"digest of {source!r} at {start!r} must be (rows, newest us or None, "
+                                 f"checksum text), got {value!r}")
+            if " " in checksum:
+                raise ValueError(f"digest checksum of {source!r} at {start} has a space: {checksum!r}")
+            rows[start] = (count, newest, checksum)
+        out[source] = rows
+    return out
 
 
 def _check_definition(definition: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -266,16 +313,20 @@ class StoreBase:
         fingerprint: str | None = None,
         interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
         definition: Mapping[str, Any] | None = None,
+        digests: Mapping[str, Mapping[int, Sequence[Any]]] | None = None,
     ) -> int:
         """Record intervals as done (call after the data is committed); returns the revision.
 
         Also clears those intervals from the failed list, resolves this node's pending
         restatements that are now fully completed, and adds ``partition_keys``;
         ``fingerprint`` and ``definition``, when given, replace the stored ones;
-        ``interval_rows`` (``((start_s, end_s), rows)`` per interval) goes into the audit record.
+        ``interval_rows`` (``((start_s, end_s), rows)`` per interval) goes into the audit record;
+        ``digests`` (source -> interval start in epoch seconds -> (rows, newest epoch us or
+        None, checksum)) replace the stored digests of those sources at those starts, in the
+        same commit (``digests()`` returns them; not in the audit record: they are large).
         """
         item = _completion(node, intervals, origin, run_id, rows, duration, partition_keys,
-                           fingerprint, definition, interval_rows)
+                           fingerprint, definition, interval_rows, digests)
         return self._apply_complete([item])
 
     def mark_complete_many(

@@ -30,6 +30,7 @@ from .common import (
     _fmt,
     _parse_us,
     _rows,
+    decode_digest,
 )
 from .records import (
     _entry,
@@ -393,6 +394,17 @@ class JsonStateFile:
                 return IntervalSet()
             return _set_of(*self._completed_arrays(name, raw))
 
+    def digests(self, node: str) -> dict[str, dict[int, tuple[int, int | None, str]]]:
+        """The node's input digests (``"digests"`` on its line, written only once it has
+        some: source -> "interval start in epoch seconds" -> "rows newest-us checksum")."""
+        with self._mutex:
+            raw = self._read()["nodes"].get(node) or {}
+            try:
+                return {source: {int(k): decode_digest(v) for k, v in per_start.items()}
+                        for source, per_start in (raw.get("digests") or {}).items()}
+            except (ValueError, TypeError, IndexError, AttributeError) as exc:
+                raise self._corrupt_on_disk(f"node {node!r}: digests: {exc}") from None
+
     def pending_restatements(self, node: str | None = None) -> list[Restatement]:
         """Restatements not yet resolved, oldest first, for one node or all."""
         with self._mutex:
@@ -528,4 +540,5 @@ class JsonStateFile:
             "revision": state.revision,
             "definition": state.definition,
             **inferred,  # only when inferred, as on the node's line
+            **({"digests": json.loads(json.dumps(raw["digests"]))} if raw.get("digests") else {}),
         }

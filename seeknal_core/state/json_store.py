@@ -75,6 +75,7 @@ from .common import (
     _pending_item,
     _resync,
     _rows,
+    encode_digest,
 )
 from .json_file import SCHEMA_VERSION, JsonStateFile, _set_of
 from .records import (
@@ -140,6 +141,17 @@ __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore"
 
 
 
+def _refuse_dangling_link(path: Path) -> None:
+    """A state path that is (or lies under) a link to nothing is refused: following it
+    would create the missing target's folders wherever the link points."""
+    for part in (path, *path.parents):
+        if os.path.islink(part) and not os.path.exists(part):
+            where = f"state file {path}" + ("" if part == path else f": its folder {part}")
+            raise StateError(
+                f"{where} is a link to {os.readlink(part)}, which does not "
+                "exist — restore what it points to, or remove the link to start an empty state")
+
+
 class JsonStateStore(JsonStateFile, LogTail, StoreBase):
     """State in one JSON file, audit in a JSON-lines file beside it (see the module doc).
 
@@ -155,6 +167,7 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
         durable: bool = True,
         lock_timeout: float = 60.0,
     ) -> None:
+        _refuse_dangling_link(Path(os.path.abspath(os.fspath(path))))
         self.path = Path(os.path.realpath(os.fspath(path)))
         self.log_path = (
             Path(os.path.abspath(os.fspath(log_path)))
@@ -349,6 +362,11 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 raw["last_run"] = now
                 if item.definition is not None:
                     raw["definition"] = item.definition
+                if item.digests:
+                    stored = raw.setdefault("digests", {})
+                    for source, per_start in item.digests.items():
+                        stored.setdefault(source, {}).update(
+                            (str(k), encode_digest(v)) for k, v in per_start.items())
                 entry = _stamped(item.record, now)
                 if resolved:
                     entry["resolved_restatements"] = [r["id"] for r in resolved]
@@ -571,6 +589,8 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                     node["definition"] = json.loads(json.dumps(raw["definition"]))
                 if raw.get("inferred_start") is not None:
                     node["inferred_start"] = raw["inferred_start"]
+                if raw.get("digests"):
+                    node["digests"] = json.loads(json.dumps(raw["digests"]))
                 nodes[name] = node
             self._replace_log(data["audit"])
             new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],

@@ -103,8 +103,34 @@ def open_destination(
         from . import DEFAULT_STATE_PATH
 
         target = Path(project_root) / (path or DEFAULT_STATE_PATH)
+        problem = _not_a_state_file(target)
+        if problem is not None:
+            raise StateError(f"--path {target} {problem}, not a seeknal state file: nothing was "
+                             "copied — give a new file's path (the copy needs an empty state)")
         return JsonStateStore(target)
     raise StateError(f"unknown state backend {to!r}: use {' or '.join(BACKENDS)}")
+
+
+def _not_a_state_file(path: Path) -> str | None:
+    """What an existing ``path`` is when it is not a JSON state document (None: it does
+    not exist, or it is one), read before anything is opened, locked or copied there."""
+    import json
+
+    if not path.exists():
+        return "is a link to nothing" if path.is_symlink() else None
+    if not path.is_file():
+        return "is a folder" if path.is_dir() else "is not a regular file"
+    try:
+        with path.open("rb") as handle:
+            if not handle.read(4096).lstrip()[:1] == b"{":
+                return "is another kind of file"
+            handle.seek(0)
+            doc = json.loads(handle.read())
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, RecursionError):
+        return "is JSON that does not parse"
+    return None if isinstance(doc, dict) and isinstance(doc.get("nodes"), dict) else "is other JSON"
 
 
 def same_store(a: StateStore, b: StateStore) -> bool:

@@ -88,7 +88,21 @@ _MIGRATION_4 = r"""
 COMMENT ON TABLE {s}.store IS 'seeknal state: the store-wide revision (one row)';
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4)
+#: input digests recorded with completions (``mark_complete(digests=)``): one row per node,
+#: source and interval start; ``checksum`` is the engine's text (``duckdb2.0:<hex>``)
+_MIGRATION_5 = r"""
+CREATE TABLE IF NOT EXISTS {s}.digests (
+    node text NOT NULL,
+    source text NOT NULL,
+    start_s bigint NOT NULL,
+    n bigint NOT NULL,
+    newest bigint,
+    checksum text NOT NULL,
+    PRIMARY KEY (node, source, start_s)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4, _MIGRATION_5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 FUNCTIONS = r"""
@@ -531,6 +545,18 @@ STATEMENTS = {
     "pending_node": "SELECT r.node, r.item FROM {s}.restatements AS r"
     " WHERE r.pending AND r.node = %s ORDER BY r.requested_at, r.seq",
     "mark_complete": "SELECT {s}.mark_complete(%s, %s::bigint[], %s::text[], %s, %s, %s::jsonb, %s::jsonb)",
+    # the completion and its digests in one statement (one transaction): the data-modifying
+    # WITH runs exactly once whether or not the function's result reads it
+    "mark_complete_digests": "WITH d AS (INSERT INTO {s}.digests AS d (node, source, start_s, n, newest,"
+    " checksum) SELECT %s, x.source, x.start_s, x.n, x.newest, x.checksum FROM unnest(%s::text[],"
+    " %s::bigint[], %s::bigint[], %s::bigint[], %s::text[]) AS x(source, start_s, n, newest, checksum)"
+    " ON CONFLICT (node, source, start_s) DO UPDATE SET n = excluded.n, newest = excluded.newest,"
+    " checksum = excluded.checksum)"
+    " SELECT {s}.mark_complete(%s, %s::bigint[], %s::text[], %s, %s, %s::jsonb, %s::jsonb)",
+    "digests": "SELECT source, start_s, n, newest, checksum FROM {s}.digests WHERE node = %s"
+    " ORDER BY source, start_s",
+    "all_digests": "SELECT node, source, start_s, n, newest, checksum FROM {s}.digests"
+    " ORDER BY node, source, start_s",
     "mark_complete_many": "SELECT {s}.mark_complete_many(%s::jsonb)",
     "mark_failed": "SELECT {s}.mark_failed(%s, %s::bigint[], %s, %s::jsonb)",
     "restate": "SELECT {s}.restate(%s::jsonb, %s, %s), (SELECT revision FROM {s}.store)",

@@ -43,7 +43,18 @@ from typing import Any
 
 from ..intervals import IntervalSet
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
-from .common import Completion, StoreBase, _dt, _fmt, _parse_us, _pending_item, _resync, _rows
+from .common import (
+    Completion,
+    StoreBase,
+    _dt,
+    _fmt,
+    _parse_us,
+    _pending_item,
+    _resync,
+    _rows,
+    decode_digest,
+    encode_digest,
+)
 from .postgres_sql import FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, STATEMENTS
 from .records import (
     KEEP_RESOLVED,
@@ -324,7 +335,19 @@ class PostgresStateStore(StoreBase):
         [i] = items
         definition = None if i.definition is None else self._json(i.definition)
         params = [i.node, _flat(i.done), i.keys, i.fingerprint, i.by, self._json(i.record), definition]
+        if i.digests:
+            rows = [(source, start, *value) for source, per in i.digests.items()
+                    for start, value in per.items()]
+            columns = [list(c) for c in zip(*rows)]
+            return self._run("mark_complete_digests", [i.node, *columns, *params], write=True)[0][0]
         return self._run("mark_complete", params, write=True)[0][0]
+
+    def digests(self, node: str) -> dict[str, dict[int, tuple[int, int | None, str]]]:
+        """The node's input digests (the ``digests`` table, migration 5)."""
+        out: dict[str, dict[int, tuple[int, int | None, str]]] = {}
+        for source, start, n, newest, checksum in self._run("digests", [node]):
+            out.setdefault(source, {})[start] = (n, newest, checksum)
+        return out
 
     def _apply_failed(
         self, node: str, pairs: list[tuple[int, int]], message: str, record: dict[str, Any]
@@ -414,6 +437,10 @@ class PostgresStateStore(StoreBase):
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     rows = conn.execute(self._sql["snapshot"]).fetchall()
                     audit = [canonical_record(r) for (r,) in conn.execute(self._sql["audit"])]
+                    digests: dict[str, dict[str, dict[str, str]]] = {}  # as the JSON store writes them
+                    for node, source, start, n, newest, checksum in conn.execute(self._sql["all_digests"]):
+                        digests.setdefault(node, {}).setdefault(source, {})[str(start)] = encode_digest(
+                            (n, newest, checksum))
             except self._pg.OperationalError as exc:
                 self._conn = None
                 raise self._failed(exc, lost=True, write=False) from None
@@ -437,6 +464,7 @@ class PostgresStateStore(StoreBase):
                 "revision": node_revision,
                 "definition": definition,
                 **({} if inferred is None else {"inferred_start": _fmt(inferred)}),
+                **({"digests": digests[name]} if name in digests else {}),
             }
         return {**export_header(), "revision": rows[0][0], "nodes": nodes, "audit": audit}
 
@@ -493,7 +521,15 @@ class PostgresStateStore(StoreBase):
                 span = IntervalSet(r.intervals)
                 restatements.append((r.id, name, _flat(span), r.pending, _parse_us(item["requested_at"]),
                                      self._json(dict(item))))
+        digests = [(name, source, int(start), *decode_digest(value)) for name, raw in data["nodes"].items()
+                   for source, per in (raw.get("digests") or {}).items() for start, value in per.items()]
         with conn.cursor() as cur:
+            if digests:
+                copy_sql = f"COPY {q}.digests (node, source, start_s, n, newest, checksum) FROM STDIN"
+                with cur.copy(copy_sql) as copy:
+                    copy.set_types(["text", "text", "int8", "int8", "int8", "text"])
+                    for row in digests:
+                        copy.write_row(row)
             cur.executemany(
                 f"INSERT INTO {q}.nodes (name, completed, partition_keys, fingerprint, last_run, revision,"
                 f" definition, inferred_start) VALUES (%s, {q}.mr(%s::bigint[]), %s::text[], %s,"

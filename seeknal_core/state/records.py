@@ -18,7 +18,18 @@ from typing import Any
 from ..intervals import IntervalSet
 from ..timeutil import EPOCH
 from .base import Change, Restatement, StateError
-from .common import _US, _check_node_name, _dt, _dt_or_none, _event, _fmt, _merge_pairs, _parse_us
+from .common import (
+    _US,
+    _check_node_name,
+    _dt,
+    _dt_or_none,
+    _event,
+    _fmt,
+    _merge_pairs,
+    _parse_us,
+    check_digests,
+    decode_digest,
+)
 
 #: Resolved restatements kept in the state file per node (older ones live in the audit log).
 KEEP_RESOLVED = 20
@@ -294,6 +305,9 @@ def check_export(data: object) -> dict[str, Any]:
                 _parse_us(raw["inferred_start"])
             if raw.get("definition") is not None and not isinstance(raw["definition"], Mapping):
                 raise TypeError("definition is not an object")
+            if raw.get("digests"):  # source -> "start seconds" -> "rows newest-us checksum"
+                check_digests({source: {int(k): decode_digest(v) for k, v in per.items()}
+                               for source, per in raw["digests"].items()})
             node_rev = raw.get("revision", 0)
             if not isinstance(node_rev, int) or not 0 <= node_rev <= revision:
                 raise ValueError(f"revision {node_rev!r} is not between 0 and {revision}")

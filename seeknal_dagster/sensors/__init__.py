@@ -4,10 +4,17 @@
     work done outside Dagster shows as materialised partitions; restated partitions show
     as not materialised until recomputed.  Runs by default (it only records events).
 ``seeknal_restatements`` (restatements.py)
-    pending restatements become runs of the restated partitions.  Stopped by default
-    (it launches runs), as Dagster's own schedules are.
+    restated partitions show Failed (one failing run per asset and range, with the
+    reason) until recomputed; under ``automation: schedules`` it also requests the
+    recompute.  Runs by default.
+``seeknal_automation`` (``build_automation_sensor``)
+    Dagster's automation-condition sensor over seeknal's assets, running by default, so
+    each finished interval is requested without a click.
 ``seeknal_checks`` (checks.py)
     the ``seeknal_in_sync`` check evaluations, runless.  Runs by default.
+``seeknal_late_data`` (late_data.py)
+    recent intervals whose source rows changed since they ran are restated (late data),
+    every ``late_data_interval_seconds``.  Runs by default (it only records restatements).
 
 The tick logic lives in plain functions (``reconcile_tick`` ...) that take a store and an
 instance, so tests drive them directly; each tick returns what it did as its result.
@@ -29,8 +36,13 @@ from ..schedules import build_jobs, job_names
 from ..translator import ProjectSpecs, SeeknalTranslator
 from .checks import checks_tick
 from .common import MAX_PARTITIONS_PER_TICK, dump_cursor, latest_materialization_times, load_cursor
+from .late_data import DEFAULT_WINDOW, LATE_DATA_SENSOR, late_data_tick
 from .reconcile import reconcile_tick, wipe_restated
 from .restatements import restatement_run_request, restatement_tick
+
+AUTOMATION_SENSOR = "seeknal_automation"
+#: how a pending restatement shows in Dagster: its partitions Failed, or only an observation
+RESTATEMENT_DISPLAYS = ("failed", "observation")
 
 
 def build_sensors(
@@ -41,15 +53,26 @@ def build_sensors(
     max_partitions_per_tick: int = MAX_PARTITIONS_PER_TICK,
     include_checks: bool = True,
     jobs: Sequence[dg.UnresolvedAssetJobDefinition] | None = None,
-    restatements_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    restatements_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     reconcile_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    late_data_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    late_data_interval_seconds: int = 3600,
+    late_data_window_seconds: int = DEFAULT_WINDOW,
+    restatement_display: str = "failed",
+    recompute_restatements: bool = False,
 ) -> list[dg.SensorDefinition]:
     """The reconciliation, restatement and (with ``include_checks``) checks sensors.
 
     The restatement sensor targets the partitioned jobs (``schedules.build_jobs``; pass
     the same ``jobs`` the schedules use), one per grid, as a sensor cannot target assets
-    of different grids.
+    of different grids.  ``restatement_display``: ``"failed"`` (restated partitions show
+    Failed until recomputed) or ``"observation"`` (no failing runs);
+    ``recompute_restatements``: the sensor also recomputes them (``automation:
+    schedules``; under automation conditions the assets' condition does).
     """
+    if restatement_display not in RESTATEMENT_DISPLAYS:
+        raise ValueError(f"restatement_display={restatement_display!r}: use "
+                         + " or ".join(repr(d) for d in RESTATEMENT_DISPLAYS))
     specs = as_specs(project, translator)
     project, keys = specs.project, specs.keys
     node_jobs = job_names(specs)
@@ -70,13 +93,14 @@ def build_sensors(
 
     def result(context: dg.SensorEvaluationContext, cursor, done: list[str], idle: str,
                **events: Any) -> dg.SensorResult:
-        """The tick's result says what it did (Dagster shows it as the tick's reason)."""
+        """What the tick did goes to its log; only a tick that did nothing carries a skip
+        reason (Dagster 1.13 files every tick without a run under "Skipped", so a reason
+        would read "skipped: reported 2412 partition(s)")."""
         for line in done:
             context.log.info(line)
-        summary = "; ".join(done) if done else idle
-        if events.get("run_requests"):
+        if done or any(events.values()):
             return dg.SensorResult(cursor=dump_cursor(cursor), **events)
-        return dg.SensorResult(cursor=dump_cursor(cursor), skip_reason=summary[:1000], **events)
+        return dg.SensorResult(cursor=dump_cursor(cursor), skip_reason=idle, **events)
 
     @sensor(RECONCILE_SENSOR, reconcile_status,
             "Reports intervals completed outside Dagster (seeknal CLI, manual completions) as "
@@ -92,13 +116,24 @@ def build_sensors(
                       asset_events=r.events)
 
     @sensor(RESTATEMENT_SENSOR, restatements_status,
-            "Turns pending seeknal restatements into runs of the restated partitions "
-            "and resolves them once re-materialised.", jobs=jobs)
+            "Shows restated partitions Failed, with the reason, until recomputed (one failing "
+            "run per asset and range, tagged seeknal/restatement)"
+            + ("; requests their recompute and resolves them once re-materialised."
+               if recompute_restatements else "; the automation condition recomputes them."), jobs=jobs)
     def restatements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        r = tick(restatement_tick, context, jobs=node_jobs)
+        r = tick(restatement_tick, context, jobs=node_jobs, display=restatement_display,
+                 recompute=recompute_restatements)
         return result(context, r.cursor, r.messages, "no restatement to request", run_requests=r.run_requests)
 
-    sensors = [reconcile, restatements]
+    @dg.sensor(name=LATE_DATA_SENSOR, minimum_interval_seconds=late_data_interval_seconds,
+               default_status=late_data_status,
+               description="Verifies recent intervals' input digests (each node's `verify:` window, "
+               "default 7 days) and restates those whose source rows changed since they ran.")
+    def late_data(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        r = tick(late_data_tick, context, window=late_data_window_seconds)
+        return result(context, r.cursor, r.messages, r.verification.summary())
+
+    sensors = [reconcile, restatements, late_data]
     if include_checks:
         @sensor(CHECKS_SENSOR, reconcile_status,
                 "Evaluates the seeknal_in_sync asset checks whenever state or "
@@ -107,15 +142,42 @@ def build_sensors(
             evaluations, cursor = tick(checks_tick, context)
             if not evaluations:
                 return dg.SkipReason("nothing changed")
-            return dg.SensorResult(asset_events=evaluations, cursor=dump_cursor(cursor),
-                                   skip_reason=f"evaluated {len(evaluations)} seeknal_in_sync check(s)")
+            context.log.info(f"evaluated {len(evaluations)} seeknal_in_sync check(s)")
+            return dg.SensorResult(asset_events=evaluations, cursor=dump_cursor(cursor))
 
         sensors.append(checks)
     return sensors
 
 
+def build_automation_sensor(
+    project: Project | ProjectSpecs | str | os.PathLike[str],
+    *,
+    translator: SeeknalTranslator | None = None,
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    use_user_code_server: bool = False,
+) -> dg.AutomationConditionSensorDefinition | None:
+    """seeknal's own automation-condition sensor over the assets that carry a condition,
+    running by default (Dagster's default one is stopped out of the box, so nothing
+    would ever be requested).  Its requests of several partitions become backfills that
+    follow each asset's backfill policy (a range in one run).  ``use_user_code_server``:
+    evaluate in the code location (needed when a condition is a custom Python class the
+    daemon cannot deserialise)."""
+    specs = as_specs(project, translator)
+    keys = [spec.key for spec in specs.specs.values() if spec.automation_condition is not None]
+    if not keys:
+        return None
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR, target=dg.AssetSelection.assets(*keys), default_status=default_status,
+        minimum_interval_seconds=minimum_interval_seconds,
+        **({"use_user_code_server": True} if use_user_code_server else {}),  # beta: warns when passed
+        description="Requests each finished interval of seeknal's incremental assets once its upstream "
+                    "intervals are complete, and recomputes restated (Failed) partitions.")
+
+
 __all__ = [
-    "CHECKS_SENSOR", "MAX_PARTITIONS_PER_TICK", "RECONCILE_SENSOR", "RESTATEMENT_SENSOR",
-    "build_sensors", "checks_tick", "latest_materialization_times", "reconcile_tick",
-    "restatement_run_request", "restatement_tick", "wipe_restated",
+    "AUTOMATION_SENSOR", "CHECKS_SENSOR", "LATE_DATA_SENSOR", "MAX_PARTITIONS_PER_TICK", "RECONCILE_SENSOR",
+    "RESTATEMENT_DISPLAYS", "RESTATEMENT_SENSOR", "build_automation_sensor", "build_sensors", "checks_tick",
+    "late_data_tick", "latest_materialization_times", "reconcile_tick", "restatement_run_request",
+    "restatement_tick", "wipe_restated",
 ]

@@ -1,8 +1,8 @@
 """``seeknal_checks``: the ``seeknal_in_sync`` check follows the truth without a run.
 
-Emits the check's evaluations (see checks.py) when a node's state revision or its
-asset's latest materialisation changes.  Cursor: ``{"seen": {node: [state_revision,
-materialization_storage_id]}}``.
+Emits the check's evaluations (see checks.py) when a node's state revision, its asset's
+latest materialisation or its definition changes.  Cursor: ``{"seen": {node:
+[state_revision, materialization_storage_id, fingerprint]}}``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def checks_tick(
     for name in names:
         entry = records.get(keys[name])
         signature = [states[name].revision if name in states else 0,
-                     (entry.last_materialization_storage_id if entry else None) or 0]
+                     (entry.last_materialization_storage_id if entry else None) or 0,
+                     project.nodes[name].fingerprint]
         if seen.get(name) == signature:
             continue
         evaluations.append(check_evaluation(sync_status(store, instance, project.nodes[name], keys[name]),

@@ -11,8 +11,9 @@
   not-materialised: an ``AssetObservation`` on the asset names reason, actor and time,
   then ``wipe_asset_partitions`` removes the restated partitions' materialisations that
   predate the restatement.  Open-source Dagster 1.13's event logs (sqlite, PostgreSQL)
-  raise ``NotImplementedError`` for a partition wipe; there the observation and the
-  failing ``seeknal_in_sync`` check carry the news.  It never touches another partition, another asset, a
+  raise ``NotImplementedError`` for a partition wipe; there the restatement sensor's
+  failing run shows the partitions Failed (restatements.py), and the failing
+  ``seeknal_in_sync`` check lists them.  It never touches another partition, another asset, a
   materialisation newer than the restatement, or the asset's observations and checks
   (those are not partition events).  Cursor key ``"wiped"``: restatement ids done.
 """
@@ -31,10 +32,16 @@ from seeknal_core.project import Project
 from seeknal_core.state import Change, StateStore
 from seeknal_core.timeutil import from_epoch, to_epoch
 
-from ..assets import asset_keys
+from ..assets import CODE_VERSION_TAG, asset_keys
 from ..checks import RECONCILE_SENSOR
 from ..partitions import keys_for_intervals, partitioned, partitions_def_for
 from .common import MAX_PARTITIONS_PER_TICK, ORIGIN_TAG, latest_materialization_times, tag_value
+
+#: the provenance tags Dagster writes on the materialisations it runs (dagster's
+#: ``data_version`` module; Dagster reads them back to decide staleness)
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version"
+INPUT_EVENT_TAG = "dagster/input_event_pointer"
 
 
 @dataclass
@@ -55,6 +62,7 @@ class _Reconciler:
         self._restated: dict[str, list[tuple[float, set[str]]]] = {}
         self._pending: dict[str, list[tuple[float, set[str]]]] = {}
         self._rows: dict[tuple[int, str], dict[str, int]] = {}
+        self._provenance: dict[str, dict[str, str]] = {}
 
     def tracked(self, node: str) -> bool:
         n = self.project.nodes.get(node)
@@ -106,6 +114,34 @@ class _Reconciler:
         if cache_key not in self._rows:
             self._rows[cache_key] = _rows_by_key(partitions_def_for(self.project.nodes[change.node]), change)
         return self._rows[cache_key]
+
+    def provenance(self, node: str) -> dict[str, str]:
+        """The input tags Dagster writes on a materialisation it runs (each dependency's
+        current data version and latest event), as of this report: without them Dagster
+        reads a reported partition as stale ("has a new dependency")."""
+        if node not in self._provenance:
+            tags: dict[str, str] = {}
+            for dep in self.project.nodes[node].depends_on:
+                if dep not in self.keys:
+                    continue
+                key = self.keys[dep]
+                record = self.instance.get_latest_data_version_record(key, dep in self.project.sources)
+                event = record and (record.event_log_entry.asset_materialization
+                                    or record.event_log_entry.asset_observation)
+                version = (event.tags or {}).get(DATA_VERSION_TAG) if event else None
+                tags[f"{INPUT_DATA_VERSION_TAG}/{key.to_user_string()}"] = version or "INITIAL"
+                tags[f"{INPUT_EVENT_TAG}/{key.to_user_string()}"] = (
+                    str(record.storage_id) if record else "NULL")
+            self._provenance[node] = tags
+        return self._provenance[node]
+
+    def code_version(self, change: Change) -> str | None:
+        """The definition the interval was computed with: the fingerprint its completion
+        recorded (a resync: the node's stored one)."""
+        value = change.details.get("fingerprint")
+        if isinstance(value, str) and value:
+            return value
+        return self.store.node(change.node).fingerprint if change.kind == "resync" else None
 
     def stale(self, node: str, candidates: dict[str, float]) -> set[str]:
         """Candidates whose newest Dagster materialisation predates their restatement."""
@@ -165,7 +201,8 @@ def reconcile_tick(
         for node, key, change in chosen:
             if (key not in candidates.get(node, ()) or key in stale[node]) and (node, key) not in seen:
                 seen.add((node, key))
-                events.append(_materialization(keys[node], key, change, rec.rows(change)))
+                events.append(_materialization(keys[node], key, change, rec.rows(change),
+                                               rec.code_version(change), rec.provenance(node)))
         if i < len(items):  # the budget ran out inside this group: resume here next tick
             return ReconcileResult(events, _cursor(wiped, revision=revision, group=group_revision, offset=i),
                                    done=False, messages=messages)
@@ -178,7 +215,11 @@ def _cursor(wiped: list[str], **position: int) -> dict[str, Any]:
 
 
 def _materialization(key: dg.AssetKey, partition: str, change: Change,
-                     rows: Mapping[str, int]) -> dg.AssetMaterialization:
+                     rows: Mapping[str, int], code_version: str | None = None,
+                     provenance: Mapping[str, str] | None = None) -> dg.AssetMaterialization:
+    """One partition completed outside Dagster, with the code version (``dagster/code_version``,
+    the tag Dagster reads for staleness) its interval was computed with and its inputs'
+    provenance, so Dagster marks it changed exactly when the definition changes."""
     origin = change.origin if change.kind == "complete" and change.origin else "seeknal"
     metadata: dict[str, Any] = {"seeknal/origin": origin, "seeknal/revision": change.revision}
     if partition in rows:
@@ -192,8 +233,12 @@ def _materialization(key: dg.AssetKey, partition: str, change: Change,
         metadata["seeknal/run_id"] = change.run_id
     if change.at is not None:
         metadata["seeknal/completed_at"] = change.at.isoformat()
+    tags = {ORIGIN_TAG: tag_value(origin)}
+    if code_version:
+        tags[CODE_VERSION_TAG] = code_version
+        tags.update(provenance or {})
     return dg.AssetMaterialization(
-        asset_key=key, partition=partition, metadata=metadata, tags={ORIGIN_TAG: tag_value(origin)},
+        asset_key=key, partition=partition, metadata=metadata, tags=tags,
         description=f"Completed outside Dagster (seeknal {origin}); reported by {RECONCILE_SENSOR}",
     )
 
@@ -248,8 +293,8 @@ def wipe_restated(
                 instance.wipe_asset_partitions(asset_key, stale)
         except NotImplementedError:  # open-source event logs (1.13) cannot wipe one partition
             messages.append(f"restatement {restatement.id} of {restatement.node}: recorded on the asset; "
-                            "this instance's event log cannot wipe partitions, so the seeknal_in_sync "
-                            f"check lists the {len(partitions)} restated partition(s)")
+                            "this instance's event log cannot wipe partitions: the seeknal_restatements "
+                            f"sensor shows the {len(partitions)} restated partition(s) Failed")
             continue
         messages.append(f"restatement {restatement.id} of {restatement.node}: {len(stale)} partition(s) "
                         "shown as not materialised until recomputed")

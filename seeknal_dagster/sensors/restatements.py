@@ -1,11 +1,22 @@
-"""``seeknal_restatements``: pending restatements become runs of the restated partitions.
+"""``seeknal_restatements``: restated partitions show Failed, then are recomputed.
 
-One run request per contiguous partition range; a restatement is resolved once a
-materialisation of every restated partition newer than the request is seen.  Cursor:
-``{"tracked": {id: {node, asset, ranges: [[first, last]], requested_at, attempt, sent_at,
-reason}}}``; a tracked restatement is never requested again while a run for it is queued
-or in flight, and is retried (new run keys) when its runs ended without the
-materialisation, up to three attempts.  Stopped by default: it launches runs.
+Display (``display="failed"``, the default): a new pending restatement becomes one run
+per contiguous partition range, tagged ``seeknal/restatement`` (id), ``seeknal/reason``
+and ``seeknal/actor``, whose asset step fails at once with ``restated: <reason>``
+(assets.py).  Open-source Dagster cannot wipe one partition, but it draws a partition
+whose latest planned run failed as Failed until its next materialisation: so the
+restated partitions read Failed, with the reason as the failure's message, and
+``AutomationCondition.execution_failed()`` matches them.  ``display="observation"`` runs
+nothing (the reconcile sensor's observation on the asset stays the only record).
+
+Recompute (``recompute=True``, for ``automation: schedules``; under automation
+conditions the assets' own condition requests failed partitions): once the display runs
+ended, one run request per contiguous range, tagged ``seeknal/recompute`` (id); a
+restatement is resolved once a materialisation of every restated partition newer than
+the request is seen.  Cursor: ``{"tracked": {id: {node, asset, ranges: [[first, last]],
+requested_at, attempt, sent_at, reason, [shown]}}}``; a tracked restatement is never
+requested again while a run for it is queued or in flight, and is retried (new run keys)
+when its runs ended without the materialisation, up to three attempts.
 """
 
 from __future__ import annotations
@@ -21,12 +32,16 @@ from seeknal_core.intervals import IntervalSet
 from seeknal_core.project import Project
 from seeknal_core.state import StateStore
 
-from ..assets import RESTATEMENT_TAG, asset_keys
+from ..assets import ACTOR_TAG, REASON_TAG, RESTATEMENT_TAG, asset_keys
 from ..partitions import keys_for_intervals, partitioned, partitions_def_for
 from ..schedules import job_names
 from .common import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, latest_materialization_times
 
 ATTEMPT_TAG = "seeknal/restatement_attempt"
+#: run tag naming the restatement a run recomputes (the display run carries RESTATEMENT_TAG)
+RECOMPUTE_TAG = "seeknal/recompute"
+#: display runs fail by design: Dagster must not retry them
+_NO_RETRIES = {"dagster/max_retries": "0"}
 
 
 @dataclass
@@ -60,17 +75,32 @@ def restatement_run_request(
     asset_key: dg.AssetKey, restatement_id: str, attempt: int, first: str, last: str, reason: str = "",
     job_name: str | None = None,
 ) -> dg.RunRequest:
-    """One run for one contiguous range: a partition key, or the range tags Dagster's
-    single-run backfills use (the asset reads the whole window at once)."""
-    tags = {RESTATEMENT_TAG: restatement_id, ATTEMPT_TAG: str(attempt)}
+    """One recompute run for one contiguous range: a partition key, or the range tags
+    Dagster's single-run backfills use (the asset reads the whole window at once)."""
+    tags = {RECOMPUTE_TAG: restatement_id, ATTEMPT_TAG: str(attempt)}
     if reason:
-        tags["seeknal/reason"] = reason[:200]
+        tags[REASON_TAG] = reason[:200]
     run_key = f"seeknal-restatement:{restatement_id}:{attempt}:{asset_key.to_user_string()}:{first}:{last}"
+    return _ranged(dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key], tags=tags),
+                   first, last)
+
+
+def display_run_request(asset_key: dg.AssetKey, restatement_id: str, first: str, last: str,
+                        reason: str, actor: str, job_name: str | None = None) -> dg.RunRequest:
+    """The run that shows one contiguous restated range Failed: its step fails with the
+    reason (assets.py), and Dagster does not retry it."""
+    tags = {RESTATEMENT_TAG: restatement_id, REASON_TAG: (reason or "no reason given")[:200],
+            ACTOR_TAG: actor[:200], **_NO_RETRIES}
+    run_key = f"seeknal-restated:{restatement_id}:{asset_key.to_user_string()}:{first}:{last}"
+    return _ranged(dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key], tags=tags),
+                   first, last)
+
+
+def _ranged(request: dg.RunRequest, first: str, last: str) -> dg.RunRequest:
     if first == last:
-        return dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key],
-                             partition_key=first, tags=tags)
-    tags.update({PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last})
-    return dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key], tags=tags)
+        return request.with_replaced_attrs(partition_key=first)
+    return request.with_replaced_attrs(
+        tags={**request.tags, PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last})
 
 
 def restatement_tick(
@@ -84,15 +114,19 @@ def restatement_tick(
     now: float | None = None,
     relaunch_after: float = 600.0,
     max_attempts: int = 3,
+    display: str = "failed",
+    recompute: bool = True,
 ) -> RestatementResult:
-    """One tick of the restatement sensor.
+    """One tick of the restatement sensor (see the module doc).
 
-    Tracked restatements are followed up first: resolved once every restated partition
-    has a materialisation newer than the request; left alone while a run for them is
-    queued or in flight (or was requested less than ``relaunch_after`` seconds ago and
-    has not appeared yet); requested again, up to ``max_attempts``, when their runs
-    ended without it.  New pending restatements are requested unless an upstream node
-    still has one pending (its data must be recomputed first).
+    A new pending restatement is shown (``display="failed"``: its display runs are
+    requested); with ``recompute``, tracked restatements are followed up: recomputed once
+    their display runs ended, resolved once every restated partition has a
+    materialisation newer than the request, left alone while a run for them is queued
+    or in flight (or was requested less than ``relaunch_after`` seconds ago and has not
+    appeared yet), requested again, up to ``max_attempts``, when their runs ended without
+    it.  Recomputes of nodes downstream of another pending restatement wait (upstream
+    data is recomputed first).
     """
     keys = keys or asset_keys(project)
     jobs = jobs if jobs is not None else job_names(project)
@@ -103,17 +137,37 @@ def restatement_tick(
     requests: list[dg.RunRequest] = []
     resolved: list[str] = []
     messages: list[str] = []
+    # upstream data is recomputed first: nodes downstream of a pending restatement wait
+    blocked = {d for r in pending.values() for d in project.downstream(r.node)}
 
     for rid, entry in list(tracked.items()):
         node = project.nodes.get(entry["node"])
         if node is None or not partitioned(node):
             del tracked[rid]
             continue
+        if rid not in pending and not recompute:
+            del tracked[rid]  # recomputed (by the automation condition, the CLI, a click)
+            continue
+        if not recompute:
+            continue
         pdef = partitions_def_for(node)
         asset_key = keys[node.name]
         partitions = _range_keys(pdef, entry["ranges"])
+        if entry.get("shown") == "requested":  # display runs first, then the recompute
+            shown = instance.get_runs(filters=dg.RunsFilter(tags={RESTATEMENT_TAG: rid}))
+            if any(not r.is_finished for r in shown) or (
+                    not shown and now - entry["sent_at"] < relaunch_after):
+                continue  # the display runs have not ended (or not appeared yet)
+            if node.name in blocked and rid in pending:
+                continue
+            entry.update(shown="done", sent_at=now)
+            requests += [restatement_run_request(asset_key, rid, entry["attempt"], a, b,
+                                                 entry.get("reason", ""), jobs.get(node.name))
+                         for a, b in entry["ranges"]]
+            messages.append(f"restatement {rid} of {node.name}: shown Failed; recompute requested")
+            continue
         seen = latest_materialization_times(instance, asset_key, partitions, after=entry["requested_at"])
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={RESTATEMENT_TAG: rid}))
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={RECOMPUTE_TAG: rid}))
         if len(seen) == len(set(partitions)):
             if rid in pending:
                 by = next((f"dagster:{r.run_id}" for r in runs if r.is_success), "dagster")
@@ -145,13 +199,12 @@ def restatement_tick(
         requests += [restatement_run_request(asset_key, rid, entry["attempt"], a, b, entry.get("reason", ""),
                                              jobs.get(node.name)) for a, b in entry["ranges"]]
 
-    # upstream data is recomputed first: nodes downstream of a pending restatement wait
-    blocked = {d for r in pending.values() for d in project.downstream(r.node)}
     for rid, restatement in pending.items():
         if rid in tracked:
             continue
         node = project.nodes[restatement.node]
-        if node.name in blocked:
+        show = display == "failed"
+        if not show and (not recompute or node.name in blocked):
             continue
         pdef = partitions_def_for(node)
         ranges = _ranges(pdef, keys_for_intervals(pdef, IntervalSet(restatement.intervals)))
@@ -163,7 +216,14 @@ def restatement_tick(
             "requested_at": restatement.requested_at.timestamp(), "attempt": 1, "sent_at": now,
             "reason": restatement.reason,
         }
-        requests += [restatement_run_request(keys[node.name], rid, 1, a, b, restatement.reason,
-                                             jobs.get(node.name)) for a, b in ranges]
-        messages.append(f"restatement {rid} of {node.name}: requested {len(ranges)} run(s)")
+        if show:
+            tracked[rid]["shown"] = "requested"
+            requests += [display_run_request(keys[node.name], rid, a, b, restatement.reason,
+                                             restatement.actor, jobs.get(node.name)) for a, b in ranges]
+            messages.append(f"restatement {rid} of {node.name}: {len(ranges)} run(s) show "
+                            f"{len(_range_keys(pdef, ranges))} partition(s) Failed until recomputed")
+        else:
+            requests += [restatement_run_request(keys[node.name], rid, 1, a, b, restatement.reason,
+                                                 jobs.get(node.name)) for a, b in ranges]
+            messages.append(f"restatement {rid} of {node.name}: requested {len(ranges)} run(s)")
     return RestatementResult(requests, {"tracked": tracked}, resolved, messages)

@@ -1,0 +1,265 @@
+"""The adapter in dagster-dbt's shape, on real Dagster, DuckDB and the ``dg`` CLI: the
+component's overridable ``execute``, ``translation`` and ``select``/``exclude`` in YAML,
+the typed ``SeeknalResource``, a translator ``build_definitions`` leaves alone, column
+lineage on specs (``seeknal plan``'s analysis; none for SQL it cannot analyse), the
+written table's schema on materializations, and ``dg scaffold``/``dg check`` output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+from test_dagster_assets import NODES, make_project, materializations, materialize
+from test_dagster_assets import instance as instance  # fixture
+from test_dagster_component import dg_cli, dg_project
+
+from seeknal_core import changes
+from seeknal_core.project import load_project
+from seeknal_dagster import SeeknalResource, SeeknalTranslator, build_definitions
+
+STAR = NODES + """
+copy:
+  sql: SELECT * FROM {{ ref('daily') }}
+raw_copy:
+  sql: SELECT * FROM raw
+"""
+
+RECORDING = '''\
+from pathlib import Path
+
+from seeknal_dagster import SeeknalProjectComponent
+
+
+class Recording(SeeknalProjectComponent):
+    """Writes each step's selection to a file around the default step."""
+
+    def execute(self, context, seeknal, step):
+        marker = Path(seeknal.project_dir) / "executed.txt"
+        marker.write_text(marker.read_text() if marker.exists() else "")
+        yield from step.run(context, seeknal)
+        with marker.open("a") as out:
+            out.write(",".join(step.selected(context)) + "\\n")
+'''
+
+
+@pytest.fixture(autouse=True)
+def fresh_dg_module():
+    """Each test's ``dg`` project is a fresh ``shop_dg`` package (not the previous test's)."""
+    def purge():
+        for name in [m for m in sys.modules if m == "shop_dg" or m.startswith("shop_dg.")]:
+            del sys.modules[name]
+    purge()
+    yield
+    purge()
+
+
+def defs_yaml(root: Path, body: str, name: str = "warehouse") -> None:
+    folder = root / "shop_dg" / "defs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "defs.yaml").write_text(textwrap.dedent(body))
+
+
+def test_component_execute_override_runs_each_step(tmp_path: Path, monkeypatch, instance) -> None:
+    root = dg_project(tmp_path / "shop")
+    monkeypatch.syspath_prepend(str(root))
+    (root / "shop_dg" / "components.py").write_text(RECORDING)
+    defs_yaml(root, """\
+        type: shop_dg.components.Recording
+        attributes:
+          project: "{{ context.project_root }}/seeknal_project"
+        """)
+    defs = dg.load_from_defs_folder(path_within_project=root)
+    materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-01-23:00")
+    materialize(defs, instance, "daily", partition="2024-01-01")
+    assert (root / "seeknal_project" / "executed.txt").read_text() == "hourly\ndaily\n"
+    assert len(instance.get_materialized_partitions(dg.AssetKey("daily"))) == 1
+
+
+def test_translation_and_selection_in_yaml(tmp_path: Path, monkeypatch) -> None:
+    root = dg_project(tmp_path / "shop")
+    monkeypatch.syspath_prepend(str(root))
+    defs_yaml(root, """\
+        type: seeknal_dagster.SeeknalProjectComponent
+        attributes:
+          project: "{{ context.project_root }}/seeknal_project"
+          select: ["tag:core", daily, summary]
+          exclude: [summary]
+          translation:
+            group_name: "g_{{ node.name }}"
+            tags: {team: data}
+            metadata: {owner_note: "{{ node.kind }} {{ node.name }}"}
+            key_prefix: [wh]
+        """)
+    graph = dg.load_from_defs_folder(path_within_project=root).resolve_asset_graph()
+    keys = set(graph.get_all_asset_keys())
+    assert keys == {dg.AssetKey(["wh", n]) for n in ("raw", "hourly", "daily")}
+    daily = graph.get(dg.AssetKey(["wh", "daily"]))
+    assert daily.group_name == "g_daily" and daily.tags["team"] == "data"
+    assert daily.metadata["owner_note"] == "transform daily"
+    assert daily.parent_keys == {dg.AssetKey(["wh", "hourly"])}  # deps follow translated keys
+    assert graph.get(dg.AssetKey(["wh", "hourly"])).tags["core"] == ""  # the node's own tags stay
+
+    defs_yaml(root, """\
+        type: seeknal_dagster.SeeknalProjectComponent
+        attributes:
+          project: "{{ context.project_root }}/seeknal_project"
+          select: ["tag:nope"]
+        """)
+    try:
+        dg.load_from_defs_folder(path_within_project=root)
+    except Exception as exc:  # noqa: BLE001 - Dagster wraps it; seeknal's line is the cause
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        assert "'tag:nope' matches no transform" in str(cause)
+    else:
+        raise AssertionError("a selection matching nothing loaded")
+
+
+def test_typed_resource_and_a_users_duckdb_resource(tmp_path: Path, instance) -> None:
+    root = make_project(tmp_path / "p")
+    defs = build_definitions(root)
+    assert isinstance(defs.resources["seeknal"], SeeknalResource)
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    assert all("seeknal" in a.required_resource_keys for a in assets)
+    # a user's own DuckDBResource, nested in the typed resource, is what the assets write through
+    moved = tmp_path / "elsewhere" / "warehouse.duckdb"
+    moved.parent.mkdir()
+    (root / "target" / "warehouse.duckdb").rename(moved)
+    mine = DuckDBResource(database=str(moved))
+    defs = build_definitions(root, duckdb=mine)
+    assert defs.resources["seeknal"].duckdb is mine and defs.resources["duckdb"] is mine
+    materialize(defs, instance, "hourly", partition="2024-01-01-05:00")
+    import duckdb
+    with duckdb.connect(str(moved), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM hourly").fetchone()[0] == 1
+    assert not (root / "target" / "warehouse.duckdb").exists()
+
+
+def test_build_definitions_leaves_the_translator_untouched(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p")
+    translator = SeeknalTranslator(key_prefix="x")
+    before = dict(vars(translator))
+    graph = build_definitions(root, translator=translator, automation="schedules").resolve_asset_graph()
+    assert vars(translator) == before and translator.automation is True
+    assert graph.get(dg.AssetKey(["x", "daily"])).automation_condition is None
+    graph = build_definitions(root, translator=translator).resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["x", "daily"])).automation_condition is not None
+
+
+def plan_lineage(root: Path, name: str) -> dict | None:
+    """``seeknal plan``'s analysis of a node (its normalised SQL, its upstream transforms'
+    output columns as the schema), as column -> {table: columns}."""
+    project = load_project(root)
+    schema = {}
+    for upstream in project.upstream(name):
+        node = project.nodes[upstream]
+        outputs = changes.analyse(node.normalized_sql, node.dialect).known_outputs
+        if outputs is not None:
+            schema[upstream] = outputs
+    node = project.nodes[name]
+    return changes.column_lineage(changes.analyse(node.normalized_sql, node.dialect, schema))
+
+
+def spec_lineage(graph, key: str) -> dict | None:
+    value = graph.get(dg.AssetKey(key)).metadata.get("dagster/column_lineage")
+    if value is None:
+        return None
+    out: dict = {}
+    for column, deps in value.deps_by_column.items():
+        for dep in deps:
+            out.setdefault(column, {}).setdefault(dep.asset_key.path[-1], []).append(dep.column_name)
+    return out
+
+
+def test_column_lineage_is_plans_and_absent_when_sql_is_not_analysable(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", STAR)
+    graph = build_definitions(root).resolve_asset_graph()
+    daily = spec_lineage(graph, "daily")
+    assert daily == {"day": {"hourly": ["hour"]}, "n": {"hourly": ["hour", "n"]},
+                     "v": {"hourly": ["hour", "v"]}}
+    assert daily == plan_lineage(root, "daily")
+    assert spec_lineage(graph, "summary") == {"n": {"daily": ["n"]}}  # count(*) reads no column
+    # `*` over a transform whose columns are known: expanded
+    assert spec_lineage(graph, "copy") == plan_lineage(root, "copy") == {
+        "day": {"daily": ["day"]}, "n": {"daily": ["n"]}, "v": {"daily": ["v"]}}
+    # `sum(v) AS v` shadows the column it reads (sqlglot cannot qualify it); `*` over a source
+    # whose columns no query states: no lineage rather than a guess
+    assert plan_lineage(root, "hourly") is None and spec_lineage(graph, "hourly") is None
+    assert plan_lineage(root, "raw_copy") is None and spec_lineage(graph, "raw_copy") is None
+
+
+def test_warm_load_parses_no_sql(tmp_path: Path) -> None:
+    """Lineage comes from the load cache on a warm load: sqlglot is not even imported."""
+    root = make_project(tmp_path / "p")
+    code = ("import sys; from seeknal_dagster import build_definitions; "
+            f"build_definitions({str(root)!r}).resolve_asset_graph(); print('sqlglot' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cold = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert cold.stdout.split() == ["True"], cold.stderr[-2000:]
+    assert warm.stdout.split() == ["False"], warm.stderr[-2000:]
+
+
+def test_materialization_carries_the_written_tables_schema(tmp_path: Path, instance) -> None:
+    root = make_project(tmp_path / "p")
+    defs = build_definitions(root)
+    materialize(defs, instance, "hourly", first="2024-01-01-00:00", last="2024-01-01-23:00")
+    result = materialize(defs, instance, "daily", partition="2024-01-01")
+    [mat] = materializations(result, "daily")
+    schema = mat.metadata["dagster/column_schema"].schema
+    assert [(c.name, c.type) for c in schema.columns] == [("day", "TIMESTAMP"), ("n", "HUGEINT"),
+                                                         ("v", "HUGEINT")]
+    summary = materializations(materialize(defs, instance, "summary"), "summary")[0]
+    assert [c.name for c in summary.metadata["dagster/column_schema"].schema.columns] == ["days", "n"]
+
+
+def test_dg_scaffold_finds_the_seeknal_project_and_dg_check_loads_it(tmp_path: Path) -> None:
+    root = dg_project(tmp_path / "shop")
+    (root / "seeknal_project").rename(root / "warehouse")  # not where a template would guess
+    scaffold = dg_cli(root, "scaffold", "defs", "seeknal_dagster.SeeknalProjectComponent", "shop")
+    assert scaffold.returncode == 0, scaffold.stdout[-2000:] + scaffold.stderr[-2000:]
+    text = (root / "shop_dg" / "defs" / "shop" / "defs.yaml").read_text()
+    assert 'project: "{{ context.project_root }}/warehouse"' in text
+    assert "# select:" in text and "# translation:" in text and "# automation:" in text
+    check = dg_cli(root, "check", "defs")
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+
+
+def test_dg_check_defs_ends_with_seeknals_line(tmp_path: Path) -> None:
+    root = dg_project(tmp_path / "shop")
+    defs_yaml(root, """\
+        type: seeknal_dagster.SeeknalProjectComponent
+        attributes:
+          project: "{{ context.project_root }}/nowhere"
+        """)
+    check = dg_cli(root, "check", "defs")
+    assert check.returncode != 0
+    last = check.stdout.strip().splitlines()[-1]
+    assert last.endswith("does not exist — create it with `seeknal init` or pass the right --project-path")
+    assert "defs.yaml" in last and "nowhere" in last
+
+
+@pytest.mark.parametrize(("sql", "schema"), [
+    ("SELECT t, n FROM raw WHERE t >= TIMESTAMP '2024-01-01'", {}),
+    ("SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS n FROM hourly "
+     "WHERE hour >= TIMESTAMP '2024-01-01' GROUP BY ALL", {"hourly": ("hour", "n")}),
+    ("SELECT h.a AS a, d.b + h.c AS x FROM h JOIN d ON h.k = d.k WHERE d.z > 1 GROUP BY 1, 2 "
+     "HAVING count(*) > 1", {"h": ("a", "c", "k"), "d": ("b", "k", "z")}),
+    ("SELECT a, b AS bb FROM h JOIN d USING (k) WHERE z > 1", {"h": ("a", "k"), "d": ("b", "k", "z")}),
+    ("SELECT upper(name) AS name, amount * 2 AS amt FROM orders "
+     "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts) = 1", {"orders": ("name", "amount", "id", "ts")}),
+    ("SELECT * FROM daily", {"daily": ("day", "n")}),
+])
+def test_lineage_of_one_scope_equals_a_reduction_per_column(sql: str, schema: dict) -> None:
+    """The one-scope shortcut gives what reducing the query to each column gives."""
+    query = changes.analyse(sql, "duckdb", schema)
+    per_column = {column: {t: sorted(cols) for t, cols in sorted(changes.reads(query, [column]).items()) if cols}
+                  for column in query.known_outputs}
+    assert changes.column_lineage(query) == per_column
