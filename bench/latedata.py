@@ -108,14 +108,14 @@ def state_cost(hours: int = 8760, repeat: int = 20) -> tuple[int, int, float, fl
             store = JsonStateStore(folder / "run_state.json")
             per = {t0 + 3600 * i: (27_398, (t0 + 3600 * i + 3599) * 1_000_000, "duckdb2.0:fe859304c54cdb9a")
                    for i in range(hours)}
-            store.mark_complete("hourly", IntervalSet.from_epoch_pairs([(t0, t0 + 3600 * hours)]), digests={"raw": per} if digests else None)
+            store.mark_complete("hourly", IntervalSet.from_pairs([(t0, t0 + 3600 * hours)]), digests={"raw": per} if digests else None)
             sizes.append((folder / "run_state.json").stat().st_size)
             spent = []
             for i in range(repeat):
                 a = t0 + 3600 * (hours + i)
                 extra = {"raw": {a: (1, a * 1_000_000, "duckdb2.0:01")}} if digests else None
                 t = time.perf_counter()
-                store.mark_complete("hourly", IntervalSet.from_epoch_pairs([(a, a + 3600)]), digests=extra)
+                store.mark_complete("hourly", IntervalSet.from_pairs([(a, a + 3600)]), digests=extra)
                 spent.append(time.perf_counter() - t)
             times.append(statistics.median(spent))
             store.close()

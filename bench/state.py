@@ -81,7 +81,7 @@ def small_mutations(root: Path, n: int = 10_000, rounds: int = 50) -> None:
     """n completions per store, in `rounds` rounds interleaved with the baselines."""
     durable = JsonStateStore(root / "durable" / "run_state.json")
     fast = JsonStateStore(root / "fast" / "run_state.json", durable=False)
-    sets = [IntervalSet.from_epoch_pairs([(T0 + i * HOUR, T0 + (i + 1) * HOUR)]) for i in range(n)]
+    sets = [IntervalSet.from_pairs([(T0 + i * HOUR, T0 + (i + 1) * HOUR)]) for i in range(n)]
     per = n // rounds
     base_reps = 20
     samples: dict[str, list[float]] = {k: [] for k in
@@ -161,7 +161,7 @@ def big_store(root: Path) -> None:
     row("completed(one node), new process", cold, load_s, "json.load", "s")
 
     def gap(k: int) -> IntervalSet:
-        return IntervalSet.from_epoch_pairs([(T0 - (10 + 2 * k) * HOUR, T0 - (9 + 2 * k) * HOUR)])
+        return IntervalSet.from_pairs([(T0 - (10 + 2 * k) * HOUR, T0 - (9 + 2 * k) * HOUR)])
 
     first, _ = timed(lambda: store.mark_complete("node_042", gap(0)))
     row("mutation of it, first (writes every node)", first, dump_s, "json.dump", "s")
@@ -181,7 +181,7 @@ def hourly_size(root: Path) -> tuple[int, int, int, int]:
     store = JsonStateStore(root / "size" / "run_state.json", durable=False)
     for chunk in range(0, hours, 24 * 30):  # backfilled in 30-day runs
         pairs = [(T0 + h * HOUR, T0 + (h + 1) * HOUR) for h in range(chunk, min(hours, chunk + 720))]
-        store.mark_complete("clicks_hourly", IntervalSet.from_epoch_pairs(pairs), origin="backfill")
+        store.mark_complete("clicks_hourly", IntervalSet.from_pairs(pairs), origin="backfill")
     node = json.loads(store.path.read_bytes())["nodes"]["clicks_hourly"]
     base = dt.datetime.fromtimestamp(T0, dt.UTC).replace(tzinfo=None)
     listed = [[(base + dt.timedelta(hours=h)).isoformat(),

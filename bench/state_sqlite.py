@@ -55,10 +55,10 @@ def sqlite_complete(con: sqlite3.Connection, node: str, start: int, end: int) ->
     con.execute("BEGIN IMMEDIATE")
     revision = con.execute("SELECT revision FROM store").fetchone()[0] + 1
     row = con.execute("SELECT completed FROM nodes WHERE name = ?", [node]).fetchone()
-    done = IntervalSet.from_epoch_pairs(json.loads(row[0]) if row else [])
-    done = done.union(IntervalSet.from_epoch_pairs([(start, end)]))
+    done = IntervalSet.from_pairs(json.loads(row[0]) if row else [])
+    done = done.union(IntervalSet.from_pairs([(start, end)]))
     con.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?)",
-                [node, json.dumps(done.epoch_pairs()), revision])
+                [node, json.dumps(done.pairs()), revision])
     con.execute("INSERT INTO audit VALUES (?, ?, ?)",
                 [revision, node, json.dumps({"event": "complete", "intervals": [[start, end]]})])
     con.execute("UPDATE store SET revision = ?", [revision])
@@ -75,7 +75,7 @@ def mutations(root: Path, n: int = 2_000, rounds: int = 20) -> dict[str, float]:
     for r in range(rounds):
         hours = range(r * per, (r + 1) * per)
         for key, fn in (
-            ("json", lambda h: ours.mark_complete("orders", IntervalSet.from_epoch_pairs(
+            ("json", lambda h: ours.mark_complete("orders", IntervalSet.from_pairs(
                 [(T0 + h * HOUR, T0 + (h + 1) * HOUR)]))),
             ("full", lambda h: sqlite_complete(full, "orders", T0 + h * HOUR, T0 + (h + 1) * HOUR)),
             ("normal", lambda h: sqlite_complete(normal, "orders", T0 + h * HOUR, T0 + (h + 1) * HOUR)),
@@ -92,7 +92,7 @@ def loads(root: Path, nodes: int = 3_000) -> dict[str, float]:
     store = JsonStateStore(path, durable=False)
     pairs = {f"node_{i:04d}": [(T0 + 2 * k * HOUR, T0 + (2 * k + 1) * HOUR) for k in range(50)]
              for i in range(nodes)}
-    store.mark_complete_many({k: IntervalSet.from_epoch_pairs(v) for k, v in pairs.items()})
+    store.mark_complete_many({k: IntervalSet.from_pairs(v) for k, v in pairs.items()})
     con = sqlite_open(root / "load.db", "FULL")
     con.execute("BEGIN")
     con.executemany("INSERT INTO nodes VALUES (?, ?, 1)", [(k, json.dumps(v)) for k, v in pairs.items()])
@@ -106,7 +106,7 @@ def loads(root: Path, nodes: int = 3_000) -> dict[str, float]:
         assert len(state) == nodes
         t0 = time.perf_counter()
         con = sqlite3.connect(root / "load.db")
-        rows = {name: IntervalSet.from_epoch_pairs(json.loads(text))
+        rows = {name: IntervalSet.from_pairs(json.loads(text))
                 for name, text in con.execute("SELECT name, completed FROM nodes")}
         con.close()
         best["sqlite"] = min(best["sqlite"], time.perf_counter() - t0)
@@ -128,7 +128,7 @@ h = 0
 while True:
     h += 1
     if kind == "json":
-        store.mark_complete("n%d" % (h % 7), IntervalSet.from_epoch_pairs([(T0 + h * HOUR, T0 + h * HOUR + 60)]))
+        store.mark_complete("n%d" % (h % 7), IntervalSet.from_pairs([(T0 + h * HOUR, T0 + h * HOUR + 60)]))
     else:
         sqlite_complete(store, "n%d" % (h % 7), T0 + h * HOUR, T0 + h * HOUR + 60)
 """

@@ -1,4 +1,4 @@
-"""Errors a user can cause and fix.
+"""Errors a user can cause and fix, and the did-you-mean hint their messages end with.
 
 Every ``SeeknalError`` carries one line that names the thing at fault and the fix;
 the CLI prints it without a traceback and exits non-zero.  Bugs stay ordinary
@@ -6,6 +6,16 @@ exceptions so they keep their tracebacks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` — did you mean 'x'?`` for the closest candidate, or an empty string."""
+    import difflib  # only for an error message
+
+    match = difflib.get_close_matches(str(word), sorted(candidates), n=1, cutoff=0.6)
+    return f" — did you mean '{match[0]}'?" if match else ""
 
 
 class SeeknalError(Exception):

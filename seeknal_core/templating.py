@@ -22,16 +22,29 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, NoReturn
 
-from .errors import ProjectError, SeeknalError
-from .project import TransformNode, did_you_mean, split_id
-from .project.sql import one_query
+from .errors import ProjectError, SeeknalError, did_you_mean
+from .lexer import one_query
 from .timeutil import get_zone, to_utc
 
 if TYPE_CHECKING:
     import jinja2
 
+    from .project import TransformNode
+
 VARIABLES = ("start", "end", "start_date", "end_date", "start_ts", "end_ts", "ref", "this")
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
+
+
+#: the kinds a node id may name before its dot (``ref('transform.x')``)
+_PREFIXES = ("transform", "source")
+
+
+def split_id(name_or_id: str) -> tuple[str | None, str]:
+    """``'transform.x'`` -> ``('transform', 'x')``; ``'x'`` -> ``(None, 'x')``."""
+    kind, dot, rest = str(name_or_id).partition(".")
+    if dot and kind in _PREFIXES:
+        return kind, rest
+    return None, str(name_or_id)
 
 
 def quote_identifier(name: str) -> str:

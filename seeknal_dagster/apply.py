@@ -19,7 +19,7 @@ from pydantic import Field
 from seeknal_core.engines import ENGINES
 from seeknal_core.errors import SeeknalError
 from seeknal_core.project import Project
-from seeknal_core.runner import changes
+from seeknal_core.runner import changes, policy
 from seeknal_core.state import StateError
 from seeknal_core.timeutil import from_epoch
 
@@ -75,7 +75,7 @@ def build_apply_job(project: Project, *, pool: str | None = POOL) -> dg.JobDefin
                     context.log.info("No definition changed: nothing recorded.")
                     return
                 options: dict[str, Any] = {"now": plan.now}
-                result = changes.apply_changes(
+                result = policy.apply_changes(
                     project, store, plan, reason=config.reason, run=config.run,
                     engine_options=_database_options(seeknal), origin="dagster",
                     run_id=context.run_id, options=options)

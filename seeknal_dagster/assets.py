@@ -25,7 +25,7 @@ from typing import Any
 
 import dagster as dg
 
-from seeknal_core import runner
+from seeknal_core import grid, runner
 from seeknal_core.engines import engine_kind, uses_database
 from seeknal_core.errors import SeeknalError
 from seeknal_core.intervals import Pair
@@ -110,8 +110,7 @@ def window_pairs(node: TransformNode, start: dt.datetime, end: dt.datetime) -> l
             f"node '{node.name}': partition window {start.isoformat()} .. {end.isoformat()} is "
             f"not on the schedule {schedule.cron!r} ({node.timezone}) — reload the code location"
         )
-    ticks = schedule.ticks(lo, hi)
-    return list(zip(ticks, ticks[1:]))
+    return list(grid.expand(schedule, lo, hi))
 
 
 def plan_intervals(node: TransformNode, pairs: Sequence[Pair]) -> dict[str, Any]:

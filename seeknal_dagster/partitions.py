@@ -28,8 +28,9 @@ from functools import lru_cache
 
 from dagster import TimeWindow, TimeWindowPartitionsDefinition
 
+from seeknal_core import grid
 from seeknal_core.errors import SeeknalError
-from seeknal_core.intervals import Interval, IntervalCalculator, IntervalSet
+from seeknal_core.intervals import Interval, IntervalSet
 from seeknal_core.project import TransformNode
 from seeknal_core.schedule import Schedule
 from seeknal_core.timeutil import EPOCH, UTC, TimeLike, format_local, get_zone, to_utc
@@ -39,8 +40,6 @@ __all__ = [
     "check_partitions_def",
     "interval_for_key",
     "interval_for_time_window",
-    "intervals_for_key_range",
-    "key_for_interval",
     "keys_for_intervals",
     "partition_format",
     "partitioned",
@@ -56,10 +55,6 @@ _SECOND = dt.timedelta(seconds=1)
 
 class PartitionsError(SeeknalError, ValueError):
     """A schedule that cannot be expressed as Dagster partitions, or a key/interval that is no partition."""
-
-
-class _KeyCollision(PartitionsError):
-    """Two windows format to the same key: a finer key format may fix it."""
 
 
 _lock = threading.Lock()
@@ -133,20 +128,16 @@ def partitions_def_for(
 
 
 def _build(schedule: Schedule, first: int, last: int | None, label: str) -> TimeWindowPartitionsDefinition:
-    """Build and check; put the UTC offset in every key only if keys would otherwise collide."""
+    """Build and check (Dagster suffixes a repeated wall time's key with its offset itself,
+    so keys of one format never collide; the check says so if a version stops doing it)."""
     # a naive wall time keeps fold=1 (the later of two equal wall times) and Dagster's
     # start.replace(tzinfo=...) preserves it, so a start on a fall-back night is exact
     wall = lambda t: dt.datetime.fromtimestamp(t, get_zone(schedule.timezone)).replace(tzinfo=None)
-    start, end = wall(first), (None if last is None else wall(last))
-    make = lambda fmt: TimeWindowPartitionsDefinition(
-        cron_schedule=schedule.cron, timezone=schedule.timezone, start=start, end=end, fmt=fmt, end_offset=0
+    pdef = TimeWindowPartitionsDefinition(
+        cron_schedule=schedule.cron, timezone=schedule.timezone, start=wall(first),
+        end=None if last is None else wall(last), fmt=partition_format(schedule), end_offset=0,
     )
-    pdef = make(partition_format(schedule))
-    try:
-        check_partitions_def(pdef, schedule, label=label)
-    except _KeyCollision:
-        pdef = make(partition_format(schedule) + "%z")
-        check_partitions_def(pdef, schedule, label=label)
+    check_partitions_def(pdef, schedule, label=label)
     return pdef
 
 
@@ -257,13 +248,13 @@ def _check_span(
 ) -> None:
     zone = get_zone(schedule.timezone)
     ticks = schedule.ticks(lo, hi)
-    ours = list(zip(ticks, ticks[1:]))
+    ours = grid.pairs(ticks)
     pair = lambda w: (round(w.start.timestamp()), round(w.end.timestamp()))
     try:
         keys = list(pdef.get_partition_keys_in_time_window(TimeWindow(_aware(lo), _aware(hi))))
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
-            raise _KeyCollision(
+            raise PartitionsError(
                 f"{what}: two partitions share the key {dup!r} (format {pdef.fmt!r}), so Dagster "
                 f"cannot tell them apart; {_fix(schedule)}"
             )
@@ -334,44 +325,6 @@ def interval_for_key(pdef: TimeWindowPartitionsDefinition, key: str) -> Interval
     _schedule_of(pdef)
     _require_key(pdef, key)
     return interval_for_time_window(pdef.time_window_for_partition_key(key))
-
-
-def intervals_for_key_range(
-    pdef: TimeWindowPartitionsDefinition, start_key: str, end_key: str
-) -> list[Interval]:
-    """The contiguous intervals from ``start_key``'s window through ``end_key``'s (inclusive)."""
-    schedule = _schedule_of(pdef)
-    first = interval_for_key(pdef, start_key)
-    last = interval_for_key(pdef, end_key)
-    if last.start < first.start:
-        raise PartitionsError(
-            f"partition key range {start_key!r}..{end_key!r} is reversed: the start key must not be "
-            "after the end key"
-        )
-    return IntervalCalculator(schedule).get_intervals(first.start, last.end)
-
-
-def key_for_interval(pdef: TimeWindowPartitionsDefinition, interval: Interval | tuple) -> str:
-    """The key of the one partition whose window is exactly ``interval``."""
-    schedule = _schedule_of(pdef)
-    iv = interval if isinstance(interval, Interval) else Interval(*interval)
-    a = schedule.tick_at_or_before((iv.start - EPOCH) // dt.timedelta(seconds=1))
-    b = schedule.tick_after(a)
-    if (iv.start, iv.end) != (_aware(a), _aware(b)):
-        zone = get_zone(schedule.timezone)
-        raise PartitionsError(
-            f"interval [{format_local(iv.start, zone)}, {format_local(iv.end, zone)}) is not one "
-            f"partition of {_describe(pdef)}: the partition containing its start is "
-            f"[{format_local(_aware(a), zone)}, {format_local(_aware(b), zone)})"
-        )
-    keys = pdef.get_partition_keys_in_time_window(TimeWindow(iv.start, iv.end))
-    if len(keys) != 1:  # only if Dagster left seeknal's grid outside the checked sample
-        raise PartitionsError(
-            f"interval {iv!r} maps to {len(keys)} partitions of {_describe(pdef)}, not one: "
-            f"{_fix(schedule)}"
-        )
-    _require_key(pdef, keys[0])
-    return keys[0]
 
 
 def keys_for_intervals(pdef: TimeWindowPartitionsDefinition, intervals: Iterable[object]) -> list[str]:

@@ -12,6 +12,7 @@ import time
 
 from test_cli import EVENTS_FLOW, HOURLY, SUMMARY, invoke, make_project
 
+from seeknal_core import grid
 from seeknal_core.cli import progress, render
 from seeknal_core.cli.common import Session
 from seeknal_core.intervals import IntervalSet
@@ -56,7 +57,7 @@ def iso(t: int) -> str:
 
 
 def test_annotations_follow_the_latest_completion():
-    completed = IntervalSet.from_epoch_pairs([(JAN1, JAN1 + 6 * DAY)])
+    completed = IntervalSet.from_pairs([(JAN1, JAN1 + 6 * DAY)])
     history = [
         {"event": "complete", "mode": "run", "intervals": [[iso(JAN1), iso(JAN1 + 4 * DAY)]]},
         {"event": "restate", "intervals": [[iso(JAN1 + DAY), iso(JAN1 + 2 * DAY)]]},
@@ -225,7 +226,7 @@ def test_listing_cuts_runs_at_the_ticks_of_irregular_grids():
     """New York days are 23 and 25 hours around DST: one line per local day, counted alike."""
     ny = node("@daily", "America/New_York")
     mar9, mar12 = 1709960400, 1710216000  # 2024-03-09 and 2024-03-12, 00:00 New York
-    assert render.count_in(mar9, mar12, ny) == 3
+    assert grid.count(ny.schedule, mar9, mar12) == 3
     assert [render.span(a, b, ny) for a, b, _, _ in render.listed([(mar9, mar12, "")], ny)] == [
         "2024-03-09 to 2024-03-10", "2024-03-10 to 2024-03-11", "2024-03-11 to 2024-03-12"]
     assert list(render.listed([(mar9, mar12, "x")], ny, "runs")) == [(mar9, mar12, "x", 3)]
@@ -264,5 +265,5 @@ def test_the_coverage_bar_starts_at_the_first_whole_interval():
         spec = dataclasses.replace(spec, start=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
         lo, hi = node_range(spec, IntervalSet(), now)
         assert lo == first
-        done = IntervalSet.from_epoch_pairs([(lo, hi)])
+        done = IntervalSet.from_pairs([(lo, hi)])
         assert set(cells(lo, hi, 60, done, IntervalSet(), IntervalSet())) == {"completed"}

@@ -22,8 +22,6 @@ from seeknal_dagster.partitions import (  # noqa: E402
     check_partitions_def,
     interval_for_key,
     interval_for_time_window,
-    intervals_for_key_range,
-    key_for_interval,
     keys_for_intervals,
     partitions_def_for,
 )
@@ -127,26 +125,6 @@ def test_a_key_format_that_merges_windows_is_refused():
         interval_for_key(coarse, "2024-01-01")
 
 
-def test_colliding_keys_fall_back_to_a_format_with_the_utc_offset(monkeypatch):
-    """Dagster 1.13 never needs it (it suffixes repeated wall times itself); should a
-    version stop doing so, keys carry the offset instead of merging two hours."""
-    import seeknal_dagster.partitions as partitions
-
-    real = partitions.check_partitions_def
-
-    def strict(pdef, *args, **kwargs):
-        if "%z" not in pdef.fmt:
-            raise partitions._KeyCollision("two partitions share a key")
-        return real(pdef, *args, **kwargs)
-
-    monkeypatch.setattr(partitions, "check_partitions_def", strict)
-    monkeypatch.setattr(partitions, "_defs", {})  # another test may have cached this definition
-    pdef = partitions_def_for(node(schedule="@hourly", timezone="America/New_York", start=dt.date(2024, 11, 2)))
-    assert pdef.fmt == "%Y-%m-%d-%H:%M%z"
-    assert pdef.get_first_partition_key() == "2024-11-02-00:00-0400"
-    assert key_for_interval(pdef, (D(2024, 11, 3, 6), D(2024, 11, 3, 7))) == "2024-11-03-01:00-0500"
-
-
 def test_a_definition_built_elsewhere_is_checked_and_translated():
     pdef = dagster.TimeWindowPartitionsDefinition(
         cron_schedule="0 * * * *", timezone="Europe/Berlin", start=dt.datetime(2024, 10, 26),
@@ -175,8 +153,6 @@ def test_keys_to_intervals_to_keys_round_trip(schedule, tz):
     assert keys == window(pdef, intervals[0].start, intervals[-1].end)
     assert len(keys) == len(set(keys)) == len(intervals)
     assert [interval_for_key(pdef, k) for k in keys] == intervals
-    assert [key_for_interval(pdef, iv) for iv in intervals] == keys
-    assert intervals_for_key_range(pdef, keys[0], keys[-1]) == intervals
 
 
 def test_new_york_fall_back_day_has_25_distinct_hourly_keys():
@@ -210,22 +186,6 @@ def test_new_york_spring_forward_day_has_23_keys_and_no_0200():
         interval_for_key(pdef, "2024-03-10-02:00")
 
 
-def test_a_key_range_maps_to_the_contiguous_intervals():
-    pdef = partitions_def_for(node(schedule="@hourly", timezone="America/New_York"))
-    got = intervals_for_key_range(pdef, "2024-11-02-23:00", "2024-11-03-03:00")
-    assert got == [Interval(D(2024, 11, 3, h), D(2024, 11, 3, h + 1)) for h in range(3, 9)]  # both 01:00s
-    assert all(a.end == b.start for a, b in zip(got, got[1:]))
-    assert intervals_for_key_range(pdef, "2024-11-03-01:00-0500", "2024-11-03-01:00-0500") == [
-        Interval(D(2024, 11, 3, 6), D(2024, 11, 3, 7))
-    ]
-    daily = partitions_def_for(node())
-    assert intervals_for_key_range(daily, "2024-01-30", "2024-02-02") == [
-        Interval(D(2024, 1, d), D(2024, 1, d) + dt.timedelta(days=1)) for d in (30, 31)
-    ] + [Interval(D(2024, 2, d), D(2024, 2, d + 1)) for d in (1, 2)]
-    with pytest.raises(PartitionsError, match="'2024-02-02'..'2024-01-30' is reversed"):
-        intervals_for_key_range(daily, "2024-02-02", "2024-01-30")
-
-
 @pytest.mark.parametrize(
     "key,expected",
     [("garbage", "keys look like '2024-01-01-00:00'"),
@@ -245,18 +205,6 @@ def test_interval_for_time_window_is_utc_and_half_open():
     tw = dagster.TimeWindow(dt.datetime(2024, 11, 3, 1, tzinfo=NY), dt.datetime(2024, 11, 3, 2, tzinfo=NY))
     assert interval_for_time_window(tw) == Interval(D(2024, 11, 3, 5), D(2024, 11, 3, 7))  # 2 real hours
     assert interval_for_time_window(tw).start.tzinfo is UTC
-
-
-def test_key_for_interval_needs_exactly_one_window():
-    pdef = partitions_def_for(node(schedule="@hourly"))
-    assert key_for_interval(pdef, (D(2024, 1, 1, 5), D(2024, 1, 1, 6))) == "2024-01-01-05:00"
-    with pytest.raises(PartitionsError, match=r"is not one partition.*containing its start is "
-                                              r"\[2024-01-01 05:00, 2024-01-01 06:00\)"):
-        key_for_interval(pdef, Interval(D(2024, 1, 1, 5), D(2024, 1, 1, 7)))
-    with pytest.raises(PartitionsError, match="is not one partition"):
-        key_for_interval(pdef, Interval(D(2024, 1, 1, 5, 30), D(2024, 1, 1, 6, 30)))
-    with pytest.raises(PartitionsError, match="does not exist"):  # before the first partition
-        key_for_interval(pdef, Interval(D(2023, 1, 1), D(2023, 1, 1, 1)))
 
 
 def test_keys_for_intervals_reports_only_fully_covered_existing_windows():

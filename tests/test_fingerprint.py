@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cli import seeknal
 from test_plan import NODES, chain, edit_hourly, plan_json, run
 
-from seeknal_core.project import TransformNode, load_project
+from seeknal_core.project import TransformNode, load_project, strip_comments, table_references
+from seeknal_core.project.fingerprint import tokens
 from seeknal_core.state import open_store
 
 LATER = "2024-02-13T00:00:00Z"  # after NOW (2024-02-10): every node has new intervals
@@ -46,6 +49,36 @@ def test_tokens_see_literals_numbers_and_operators_but_not_case_or_quotes():
     for sql in different:
         assert node(sql).fingerprint != base.fingerprint, sql
     assert len({node(sql).fingerprint for sql in different}) == len(different)
+
+
+#: literals whose text looks like comments, quotes or a FROM: one lexeme each, for the
+#: scanners (table references) and the fingerprint alike
+TRICKY = ["$$ -- x $$", "$t$ FROM other $t$", "$$ /* $$", "'--'", "'it''s /*'", "E'it\\'s -- no'",
+          "e'\\\\'", "'$$'", "$a$ $b$ $a$", "1e5", "0x1F"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(TRICKY), min_size=1, max_size=4),
+       st.sampled_from(["events", '"Events"', "s.events", "`ev``ents`"]))
+def test_scanners_and_fingerprint_read_one_lexer(literals, table):
+    """``SELECT <literals> FROM <table>``: the table is the one reference, nothing of a
+    literal is a comment to strip_comments, and each literal is one fingerprint token."""
+    select = ", ".join(f"{lit} AS c{i}" for i, lit in enumerate(literals))
+    sql = f"SELECT {select} FROM {table} WHERE x > 0 -- the end"
+    name = {"events": "events", '"Events"': "Events", "s.events": "events", "`ev``ents`": "ev`ents"}[table]
+    assert table_references(sql) == [name]
+    assert all(lit in strip_comments(sql) for lit in literals)
+    assert "-- the end" not in strip_comments(sql)
+    values = [t.split(":", 2)[2] for t in tokens(sql)]
+    assert all(lit in values for lit in literals)
+
+
+def test_dollar_quoted_comment_markers_hide_no_table():
+    """They used to disagree: the scanner read ``-- x $$ AS c FROM events`` as a comment."""
+    sql = "SELECT $$ -- x $$ AS c FROM events"
+    assert table_references(sql) == ["events"]
+    assert node(sql).fingerprint != node("SELECT $$ -- y $$ AS c FROM events").fingerprint
+    assert node(sql).fingerprint == node("select $$ -- x $$ as c\nfrom events").fingerprint
 
 
 def test_fingerprints_and_dagster_code_versions_need_no_parse(tmp_path):

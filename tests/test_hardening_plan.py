@@ -15,7 +15,7 @@ from test_cli import make_project, seeknal, state_bytes
 from test_plan import HOURLY, READERS, edit_hourly
 
 from seeknal_core.project import load_project
-from seeknal_core.runner import changes
+from seeknal_core.runner import changes, policy
 from seeknal_core.state import open_store
 
 NOW = "2024-01-10T00:00:00Z"
@@ -199,7 +199,7 @@ def test_apply_changes_runs_what_is_pending(tmp_path, filtered):
     store = open_store(project.root, project.state_config)
     plan = changes.change_plan(project, store, now=NOW)
     assert not plan.changed and sum(map(len, plan.pending.values())) == 235
-    result = changes.apply_changes(project, store, plan, options={"now": NOW})
+    result = policy.apply_changes(project, store, plan, options={"now": NOW})
     store.close()
     assert result.run is not None and result.run.ok and result.run.intervals == 235
     assert tables(root) == filtered

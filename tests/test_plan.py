@@ -14,7 +14,7 @@ import duckdb
 from test_cli import make_project, seeknal, state_bytes
 
 from seeknal_core.project import load_project
-from seeknal_core.runner import changes
+from seeknal_core.runner import changes, policy
 from seeknal_core.state import open_store
 
 NOW = "2024-02-10T00:00:00Z"
@@ -251,5 +251,5 @@ def test_python_api_plan_as_data(tmp_path):
     assert [n.node for n in plan.changed] == ["hourly"]
     assert plan.entry("daily").upstream == ("hourly",) and plan.entry("daily").affected_columns == ("revenue",)
     assert plan.entry("daily_users").restate == []
-    result = changes.apply_changes(project, store, plan, options={"now": NOW})
+    result = policy.apply_changes(project, store, plan, options={"now": NOW})
     assert set(result.restated) == {"hourly", "daily", "weekly"} and result.run.ok

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import HOURLY, make_project
 
-from seeknal_core.intervals import IntervalSet, coalesce, pending_index_runs
+from seeknal_core import grid
+from seeknal_core.intervals import IntervalSet
 from seeknal_core.runner import Reason
-from seeknal_core.runner.due import Due, count_intervals, expand, uncovered_runs
+from seeknal_core.runner.due import Due
 from seeknal_core.schedule import Schedule
 
 JAN1 = 1704067200  # 2024-01-01T00:00:00Z
@@ -32,9 +33,28 @@ def per_interval(schedule: Schedule, wanted: list[tuple[int, int, Reason]]) -> d
     for a, b, reason in wanted:
         ticks = schedule.ticks(a, b)
         for pair in zip(ticks, ticks[1:]):
-            if pair not in due or reason.outranks(due[pair]):
+            if pair not in due or outranks(reason, due[pair]):
                 due[pair] = reason
     return due
+
+
+def outranks(reason: Reason, other: Reason) -> bool:
+    """``Reason`` is declared weakest first: a later (or the same) one replaces an earlier."""
+    order = list(Reason)
+    return order.index(reason) >= order.index(other)
+
+
+def uncovered_listed(ticks: list[int], done: IntervalSet) -> list[tuple[int, int]]:
+    """The grid listed interval by interval: those no member covers whole, fused into runs."""
+    out: list[tuple[int, int]] = []
+    for a, b in zip(ticks, ticks[1:]):
+        if done.covers(a, b):
+            continue
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 @st.composite
@@ -63,10 +83,10 @@ def test_runs_read_like_the_per_interval_plan(case, batch_size):
         assert due.reasons_within(*pair) == {reason}
     for (_, b, r1, _), (c, _, r2, _) in zip(due.runs, due.runs[1:]):
         assert b <= c and not (b == c and r1 == r2)  # disjoint, sorted, touching ones of a reason fused
-    assert [run.count for run in due.runs] == [count_intervals(schedule, a, b) for a, b, _, _ in due.runs]
+    assert [run.count for run in due.runs] == [grid.count(schedule, a, b) for a, b, _, _ in due.runs]
     pairs = sorted(expected)
-    old_batches = [[p] for p in pairs if expected[p] == Reason.RETRY] + coalesce(
-        [p for p in pairs if expected[p] != Reason.RETRY], batch_size)
+    old_batches = [[p] for p in pairs if expected[p] == Reason.RETRY] + list(grid.batches(
+        [p for p in pairs if expected[p] != Reason.RETRY], batch_size))
     assert list(due.batches(batch_size)) == old_batches
     assert due.batch_count(batch_size) == len(old_batches)
     assert due.reason_counts() == {r: list(expected.values()).count(r) for r in set(expected.values())}
@@ -81,7 +101,7 @@ def test_only_grid_intervals_of_a_run_are_keys():
         assert pair not in due and due.get(pair) is None
     assert Due.from_mapping(daily, {(JAN1, JAN1 + 86_400): "retry"}).runs == [
         (JAN1, JAN1 + 86_400, Reason.RETRY, 1)]
-    assert list(expand(Schedule("0 9 * * 1-5"), JAN1 + 9 * 3600, JAN1 + 4 * 86_400 + 9 * 3600)) == [
+    assert list(grid.expand(Schedule("0 9 * * 1-5"), JAN1 + 9 * 3600, JAN1 + 4 * 86_400 + 9 * 3600)) == [
         (JAN1 + 9 * 3600 + k * 86_400, JAN1 + 9 * 3600 + (k + 1) * 86_400) for k in range(4)]  # Mon-Fri
 
 
@@ -110,8 +130,12 @@ def done_sets(draw):
 def test_uncovered_runs_follow_the_gaps_like_the_listed_grid(case):
     schedule, done, lo, hi = case
     ticks = schedule.ticks(lo, hi)
-    listed = [(ticks[i], ticks[j]) for i, j in pending_index_runs(ticks, done)] if len(ticks) > 1 else []
-    assert uncovered_runs(schedule, done, lo, hi) == listed
+    listed = uncovered_listed(ticks, done)
+    assert grid.uncovered(schedule, done.micros(), lo, hi) == listed
+    assert grid.uncovered(schedule, done.micros(), lo, hi, ticks) == listed  # placed by bisection
+    assert grid.fuse(listed) == listed
+    assert sum(grid.count(schedule, a, b) for a, b in listed) == sum(
+        len(list(grid.expand(schedule, a, b))) for a, b in listed)
 
 
 def test_a_century_of_hourly_intervals_plans_in_memory_proportional_to_its_runs(tmp_path):

@@ -40,7 +40,7 @@ def _overlaps(pairs: Sequence[Pair], ends: Sequence[int], lo: int, hi: int) -> b
 def cells(lo: int, hi: int, width: int, completed: IntervalSet, failed: IntervalSet,
           restating: IntervalSet) -> list[str]:
     """The category of each of ``width`` equal slices of [lo, hi)."""
-    done, bad, again = completed.epoch_pairs(), failed.epoch_pairs(), restating.epoch_pairs()
+    done, bad, again = completed.pairs(), failed.pairs(), restating.pairs()
     done_starts = [a for a, _ in done]
     bad_ends, again_ends = [b for _, b in bad], [b for _, b in again]
     out = []
@@ -64,7 +64,7 @@ def node_range(spec: TransformNode, completed: IntervalSet, now: dt.datetime) ->
     after the start date: the slice before it is no interval, so not "missing")."""
     if spec.schedule is None:
         return None
-    pairs = completed.epoch_pairs()
+    pairs = completed.pairs()
     starts = [spec.schedule.tick_at_or_after(to_epoch(spec.start))] if spec.start is not None else []
     lo = min(starts + [pairs[0][0]] if pairs else starts, default=None)
     if lo is None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..intervals import IntervalCalculator, IntervalSet, Pair
+from ..reasons import Reason
 from ..timeutil import end_bound, from_epoch, get_zone, to_epoch, to_utc
 from . import render
 from .common import (
@@ -235,7 +236,7 @@ def pending_command(node: str | None, start: str | None, end: str | None, last: 
         for waiting in node_plan.waiting:
             why = f" (waiting for {waiting.source}" + (
                 f": {waiting.mark.text(spec.timezone)})" if waiting.mark.text(spec.timezone) else ")")
-            held = [(a, b, "waiting") for a, b, _, _ in waiting.due.runs]
+            held = [(a, b, Reason.WAITING) for a, b, _, _ in waiting.due.runs]
             out += [f"{indent}{render.span(a, b, spec)}{render.counted(count)}{why}"
                     for a, b, _, count in render.listed(held, spec, listing)]
         out += [f"  {node_plan.node}: note: {note}" for note in node_plan.notes]
@@ -268,8 +269,10 @@ def _unknown_starts(sess: Session, node_plans: list) -> None:
     from ..runner import time_sources
 
     for node_plan in node_plans:
+        if not any(note.startswith("no start:") for note in node_plan.notes):
+            continue
         sources = time_sources(sess.project, node_plan.node)
-        if sources and any(note.startswith("no start:") for note in node_plan.notes):
+        if sources:
             names = ", ".join(source for source, _ in sources)
             node_plan.notes = [f"start unknown until the first `seeknal run` infers it from {names}"
                                if note.startswith("no start:") else note for note in node_plan.notes]

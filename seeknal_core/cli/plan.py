@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .. import grid
 from . import render
 from .common import CliError, Session, check_date, project_option, session
 
@@ -184,7 +185,7 @@ def _entry_json(sess: Session, entry: NodeChange) -> dict:
         "what": list(sql.parts) if sql else [],
         "diff": entry.diff, "grid": entry.grid_note,
         "upstream": list(entry.upstream), "affected_columns": list(entry.affected_columns),
-        "restate": [render.interval_dict(a, b, node) for a, b in render.runs(entry.restate)],
+        "restate": [render.interval_dict(a, b, node) for a, b in grid.fuse(entry.restate)],
         "restate_intervals": len(entry.restate), "notes": list(entry.notes),
     }
 

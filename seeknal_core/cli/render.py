@@ -15,17 +15,12 @@ from typing import Any
 
 import click
 
-from ..intervals import IntervalSet, Pair, runs
+from .. import grid
+from ..intervals import IntervalSet, Pair
 from ..project import TransformNode
+from ..reasons import Mode
 from ..timeutil import UTC, format_local, from_epoch, get_zone, to_utc
 
-#: completion mode (audit log) -> annotation shown by `intervals show`
-ANNOTATIONS = {"backfill": "backfilled", "restate": "restated", "manual": "manual", "dagster": "dagster"}
-#: why the runner planned an interval -> how a "Processing ..." line names it
-REASON_WORDS = {
-    "new": "new", "backfill": "missing", "restate": "restated", "retry": "failed",
-    "lookback": "lookback", "partition": "partition",
-}
 MAX_RUNS_SHOWN = 3
 #: a node with at most this many intervals to list gets one line per interval (`--each`/`--runs`)
 SHORT_LIST = 24
@@ -57,36 +52,11 @@ def span(a: dt.datetime | int, b: dt.datetime | int, node: TransformNode) -> str
 
 def spans_text(pairs: Iterable[Pair], node: TransformNode, limit: int = MAX_RUNS_SHOWN) -> str:
     """The runs of ``pairs`` as text, at most ``limit`` of them, then ``+N more ranges``."""
-    merged = runs(pairs)
+    merged = grid.fuse(pairs)
     text = ", ".join(span(a, b, node) for a, b in merged[:limit])
     if len(merged) > limit:
         text += f", +{len(merged) - limit} more range{'s' if len(merged) - limit > 1 else ''}"
     return text
-
-
-def intervals_in(a: int, b: int, node: TransformNode) -> Iterator[Pair]:
-    """The node's schedule intervals making up the run [a, b), one by one (a run that is not
-    on the node's grid, from an old definition, is cut at the ticks inside it)."""
-    sched = node.schedule
-    if sched is None:
-        yield (a, b)
-        return
-    period = sched.period
-    on_grid = period is not None and sched.tick_at_or_before(a) == a
-    inner = range(a + period, b, period) if on_grid else sched.ticks(a + 1, b - 1)
-    previous = a
-    for t in inner:
-        yield (previous, t)
-        previous = t
-    yield (previous, b)
-
-
-def count_in(a: int, b: int, node: TransformNode) -> int:
-    """How many schedule intervals the run [a, b) holds, without listing them on regular grids."""
-    sched = node.schedule
-    if sched is not None and sched.period and sched.tick_at_or_before(a) == a:
-        return max(1, -(-(b - a) // sched.period))
-    return sum(1 for _ in intervals_in(a, b, node))
 
 
 def listed(runs_: Sequence[tuple[int, int, Any]], node: TransformNode,
@@ -94,11 +64,13 @@ def listed(runs_: Sequence[tuple[int, int, Any]], node: TransformNode,
     """(start, end, tag, count) lines for runs of tagged intervals: one line per interval when
     the node has at most ``SHORT_LIST`` of them (or ``listing == "each"``), else one per run
     (``listing == "runs"`` forces that)."""
-    counts = [count_in(a, b, node) for a, b, _tag in runs_]
+    sched = node.schedule
+    assert sched is not None  # tagged runs are a scheduled node's
+    counts = [grid.count(sched, a, b) for a, b, _tag in runs_]
     each = listing == "each" or (listing is None and sum(counts) <= SHORT_LIST)
     for (a, b, tag), count in zip(runs_, counts):
         if each and count > 1:
-            yield from ((x, y, tag, 1) for x, y in intervals_in(a, b, node))
+            yield from ((x, y, tag, 1) for x, y in grid.expand(sched, a, b))
         else:
             yield a, b, tag, count
 
@@ -145,10 +117,9 @@ def describe_due(due: Mapping[Pair, str], node: TransformNode, verb: str = "Proc
     total = len(due)
     where = spans_text(due.spans(), node)
     if len(counts) == 1:
-        word = REASON_WORDS.get(next(iter(counts)), next(iter(counts)))
+        word = next(iter(counts)).word
         return f"{verb} {total} {word} interval{'' if total == 1 else 's'} ({where})"
-    parts = ", ".join(f"{n} {REASON_WORDS.get(r, r)}" for r, n in sorted(counts.items(),
-                                                                     key=lambda kv: -kv[1]))
+    parts = ", ".join(f"{n} {r.word}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return f"{verb} {plural(total, 'interval')}: {parts} ({where})"
 
 
@@ -229,7 +200,8 @@ def audit_runs(failures: Iterable[tuple[Pair, Any, str]], node: TransformNode
                 groups.append([item])
         for group in groups:
             a, b = group[0][0][0], group[-1][0][1]
-            count = sum(count_in(x, y, node) for (x, y), _, _ in group)
+            count = (sum(grid.count(node.schedule, x, y) for (x, y), _, _ in group) if node.schedule
+                     else len(group))
             if len(group) == 1:
                 message = group[0][2]
             elif _AUDIT_COUNT.match(group[0][2]):
@@ -248,7 +220,7 @@ def capped(lines: list[str], hint: str, limit: int = MAX_AUDIT_RUNS, indent: str
 
 
 def annotation(mode: str) -> str:
-    word = ANNOTATIONS.get(mode)
+    word = Mode(mode).shown if Mode.known(mode) else ""
     return f" ({word})" if word else ""
 
 

@@ -6,9 +6,9 @@ rows (re-running an interval never duplicates data).  The runner talks to engine
 through this protocol and the three error classes below, so it never imports duckdb or
 pyspark and a new engine plugs in here.
 
-Intervals cross this boundary as integer epoch seconds ``(start, end)``, half-open and
-contiguous (each batch's ``end`` is the next one's ``start``), as everywhere inside the
-core; engines build datetimes or literals from them at their own edge.
+Intervals cross this boundary as integer epoch seconds ``(start, end)``, half-open, one
+batch's intervals contiguous (each interval's ``end`` is the next one's ``start``), as
+everywhere inside the core; engines build datetimes or literals from them at their own edge.
 
 A write is stage -> audit -> commit: ``stage`` computes a batch and holds its rows where
 only the engine sees them (DuckDB: inside the open transaction; Spark: under a staging

@@ -17,7 +17,8 @@ duckdb, jinja2 or sqlglot while loading: the CLI loads projects for quick comman
 (``seeknal intervals``) that must stay cheap.
 """
 
-from ..errors import ProjectError
+from ..errors import ProjectError, did_you_mean
+from ..templating import split_id
 from .graph import Project
 from .loader import declared_names, find_root, load_project, node_files, read_yaml
 from .nodes import (
@@ -34,8 +35,6 @@ from .nodes import (
     Ready,
     SourceNode,
     TransformNode,
-    did_you_mean,
-    split_id,
 )
 from .sql import (
     DEFAULT_DIALECT,

@@ -12,8 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..engines import DEFAULT_ENGINE, ENGINES
-from ..errors import ProjectError
+from ..errors import ProjectError, did_you_mean
 from ..schedule import Schedule
+from ..templating import split_id
 from ..timeutil import get_zone, to_utc
 from .audits import KINDS as AUDIT_KINDS
 from .audits import Audit
@@ -28,8 +29,6 @@ from .nodes import (
     Ready,
     SourceNode,
     TransformNode,
-    did_you_mean,
-    split_id,
 )
 from .sql import DEFAULT_DIALECT, analyse, output_columns, parse_error
 

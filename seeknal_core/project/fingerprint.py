@@ -17,28 +17,12 @@ An edit the lexer sees but a parser would not (``a b`` -> ``a AS b``) changes th
 
 from __future__ import annotations
 
-import re
-
 from ..errors import ProjectError
-from .sql import DEFAULT_DIALECT, LazyPattern, _memo, text_key
+from ..lexer import SQL_LEXEMES
+from .sql import DEFAULT_DIALECT, memoised, text_key
 
 #: bump when the digest of some SQL would change: part of the load cache's key
 VERSION = "tokens-1"
-
-_LEXEME = LazyPattern(
-    r"""
-      (?P<ws>\s+)
-    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-    | (?P<str>[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_]\w*|)\$.*?\$(?P=tag)\$)
-    | (?P<dq>"(?:[^"]|"")*")
-    | (?P<bq>`(?:[^`]|``)*`)
-    | (?P<num>0[xX][0-9A-Fa-f_]+|0[bB][01_]+|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?)
-    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-    | (?P<op>(?:[<>=!|&^~+*%:@#?]|-(?!-)|/(?!\*))+)
-    | (?P<other>.)
-    """,
-    re.DOTALL | re.VERBOSE,
-)
 
 #: words whose case never matters (SQL syntax and common type names; a function name is
 #: any word before ``(``).  A word missing here only makes a case edit count as a change.
@@ -59,7 +43,7 @@ KEYWORDS = frozenset("""
 def token_digest(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
     """A digest of the node's SQL (Jinja rendered with placeholders) as tokens; memoised,
     and kept by the load cache."""
-    return _memo("tokens", _digest, name, sql, dialect, VERSION)
+    return memoised("tokens", _digest, name, sql, dialect, VERSION)
 
 
 def _digest(name: str, sql: str, dialect: str) -> str:
@@ -81,7 +65,7 @@ def tokens(text: str) -> list[str]:
     """The tokens of ``text`` as ``kind:length:text`` (unambiguous when joined), trailing
     semicolons left out; ``~`` before a token that touches the previous one where a
     space would change how they read."""
-    lexemes = [(m.lastgroup, m.group()) for m in _LEXEME.finditer(text)]
+    lexemes = [(m.lastgroup, m.group()) for m in SQL_LEXEMES.finditer(text)]
     out: list[str] = []
     previous, touching = "", False
     for i, (kind, value) in enumerate(lexemes):

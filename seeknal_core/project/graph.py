@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 from collections.abc import Iterable
+from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 from ..engines import DEFAULT_ENGINE
-from ..errors import ProjectError
-from .nodes import DEFAULT_DATABASE, DEFAULT_STATE, SourceNode, TransformNode, did_you_mean, split_id
+from ..errors import ProjectError, did_you_mean
+from ..templating import split_id
+from .nodes import DEFAULT_DATABASE, DEFAULT_STATE, SourceNode, TransformNode
 from .sql import DEFAULT_DIALECT
 
 
@@ -63,6 +65,14 @@ class Project:
     def __repr__(self) -> str:
         return (f"Project({self.name!r}, root={str(self.root)!r}, nodes={len(self.nodes)}, "
                 f"sources={len(self.sources)})")
+
+    @cached_property
+    def relation_names(self) -> frozenset[str]:
+        """Lower-case names the SQL of a node can read as part of the project: transforms,
+        sources and the sources' tables (computed once: start inference asks per node)."""
+        names = {n.lower() for n in (*self.sources, *self.nodes)}
+        names.update(s.table.lower() for s in self.sources.values() if s.table)
+        return frozenset(names)
 
     def with_nodes(self, nodes: dict[str, TransformNode]) -> Project:
         """A copy with the same settings whose transforms are ``nodes`` (graph rebuilt)."""

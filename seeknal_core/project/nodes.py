@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -52,23 +52,6 @@ FILE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": 
 
 #: a node name: letters, digits and underscores, not starting with a digit
 NODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_PREFIXES = {"transform": "transform", "source": "source"}
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """`` — did you mean 'x'?`` for the closest candidate, or an empty string."""
-    import difflib  # only for an error message
-
-    match = difflib.get_close_matches(str(word), sorted(candidates), n=1, cutoff=0.6)
-    return f" — did you mean '{match[0]}'?" if match else ""
-
-
-def split_id(name_or_id: str) -> tuple[str | None, str]:
-    """``'transform.x'`` -> ``('transform', 'x')``; ``'x'`` -> ``(None, 'x')``."""
-    kind, dot, rest = str(name_or_id).partition(".")
-    if dot and kind in _PREFIXES:
-        return kind, rest
-    return None, str(name_or_id)
 
 
 def _sha256(*parts: str) -> str:

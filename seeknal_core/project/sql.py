@@ -5,7 +5,8 @@ Dependencies and the time column come from a small tokenizer, not from sqlglot: 
 project loads on every command, and the tokenizer takes 0.07 ms a query where sqlglot
 (with the Jinja rendering it needs) takes 1.6 ms plus 0.12 s to import (measured on
 1,000 typical queries), so 3,000 nodes would cost 5 s instead of 0.2 s.  sqlglot
-serves :func:`normalize_sql`, which runs only when a fingerprint is asked for.
+serves :func:`normalize_sql`, the definition state records and change plans diff; it runs
+only when a definition is recorded or compared, never for a fingerprint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import ProjectError
+from ..lexer import TEMPLATE_LEXEMES, LazyPattern
 
 DEFAULT_DIALECT = "duckdb"
 
@@ -45,36 +47,6 @@ def analyse(sql: str) -> tuple[list[str], list[str], str | None]:
     return list(refs), list(tables), column
 
 
-class LazyPattern:
-    """A regular expression compiled on its first use: the scanners run only when the load
-    cache misses, and compiling them at import cost every process ~4 ms."""
-
-    __slots__ = ("_args", "_compiled")
-
-    def __init__(self, pattern: str, flags: int = 0) -> None:
-        self._args = (pattern, flags)
-        self._compiled: re.Pattern[str] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._compiled is None:
-            self._compiled = re.compile(*self._args)
-        return getattr(self._compiled, name)
-
-
-_TOKEN = LazyPattern(
-    r"""
-      (?P<ws>\s+)
-    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-    | (?P<jinja>\{\{.*?\}\}|\{%.*?%\}|\{\#.*?\#\})
-    | (?P<str>'(?:[^']|'')*')
-    | (?P<dq>"(?:[^"]|"")*")
-    | (?P<bq>`[^`]*`)
-    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-    | (?P<punct>[(),.;])
-    | (?P<other>.)
-    """,
-    re.DOTALL | re.VERBOSE,
-)
 _REF = LazyPattern(r"""\bref\s*\(\s*(['"])(.*?)\1\s*\)""")
 _SPECIAL_FROM = {"EXTRACT", "TRIM", "SUBSTRING", "SUBSTR", "POSITION", "OVERLAY"}
 _NOT_ALIAS = {
@@ -98,7 +70,7 @@ def _scan(sql: str) -> tuple[list[tuple[str, str]], str]:
     Cached per SQL text, so reloading an unchanged project does not rescan.
     """
     tokens, text = [], []
-    for m in _TOKEN.finditer(sql):
+    for m in TEMPLATE_LEXEMES.finditer(sql):
         kind, value = m.lastgroup, m.group()
         if kind == "comment":
             text.append(" ")
@@ -113,27 +85,6 @@ def _tokens(sql: str) -> list[tuple[str, str]]:
     return _scan(sql)[0]
 
 
-def one_query(sql: str) -> str:
-    """``sql`` as engines wrap it (``SELECT * FROM (<sql>) AS q``): without final ``;``
-    (also ones followed by comments), and ending in a newline when its last line ends in
-    a ``--`` comment, which would otherwise swallow the wrapper's closing parenthesis.
-    Other SQL comes back unchanged."""
-    if ";" not in sql and "--" not in sql:
-        return sql
-    while True:
-        last = end = None
-        for m in _TOKEN.finditer(sql):
-            end = m
-            if m.lastgroup not in ("ws", "comment"):
-                last = m
-        if last is None or last.group() != ";":
-            break
-        sql = sql[:last.start()] + sql[last.end():]
-    if end is not None and end.lastgroup == "comment" and end.group().startswith("--"):
-        sql += "\n"
-    return sql
-
-
 def strip_comments(sql: str) -> str:
     """The SQL with ``--`` and ``/* */`` comments blanked; string literals kept."""
     return _scan(sql)[1]
@@ -145,7 +96,7 @@ def _ident(kind: str, text: str) -> str | None:
     if kind == "dq":
         return text[1:-1].replace('""', '"')
     if kind == "bq":
-        return text[1:-1]
+        return text[1:-1].replace("``", "`")
     return None
 
 
@@ -303,7 +254,7 @@ def _sqlglot_build() -> str:
     return f"{info.st_mtime_ns}:{info.st_size}" if info else "?"
 
 
-def _memo(table: str, compute, name: str, sql: str, dialect: str, build: str) -> str:
+def memoised(table: str, compute, name: str, sql: str, dialect: str, build: str) -> str:
     """``compute(name, sql, dialect)``, memoised in ``MEMO[table]`` (kept by the load cache)
     under the text and ``build`` (what else the result depends on)."""
     key = text_key(name, dialect, sql, build)
@@ -316,7 +267,7 @@ def _memo(table: str, compute, name: str, sql: str, dialect: str, build: str) ->
 
 def normalize_sql(name: str, sql: str, dialect: str = DEFAULT_DIALECT) -> str:
     """The node's SQL, Jinja rendered with placeholders, as sqlglot pretty-prints it."""
-    return _memo("normalized", _normalize, name, sql, dialect, _sqlglot_build())
+    return memoised("normalized", _normalize, name, sql, dialect, _sqlglot_build())
 
 
 def _normalize(name: str, sql: str, dialect: str) -> str:
@@ -409,7 +360,7 @@ def lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) -> 
     import json
 
     build = _sqlglot_build() + json.dumps(schema, sort_keys=True, separators=(",", ":"))
-    return _memo("lineage", lambda n, s, d: _lineage(n, s, d, schema), name, sql, dialect, build)
+    return memoised("lineage", lambda n, s, d: _lineage(n, s, d, schema), name, sql, dialect, build)
 
 
 def _lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) -> list:
@@ -429,7 +380,7 @@ def parse_error(name: str, sql: str) -> str | None:
     """DuckDB's parser's complaint about ``sql`` (Jinja rendered with placeholders; a
     custom audit's query), or ``None``: memoised with the load cache, so only a new or
     edited query pays for importing duckdb."""
-    return _memo("parse_error", _parse_error, name, sql, "duckdb", "") or None
+    return memoised("parse_error", _parse_error, name, sql, "duckdb", "") or None
 
 
 def _parse_error(name: str, sql: str, _dialect: str) -> str:

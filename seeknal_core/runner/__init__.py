@@ -6,7 +6,6 @@ records state after the data commits; ``restate`` records which intervals must b
 recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``run``.
 """
 
-from ..intervals import coalesce
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
 from .execute import FLUSH_SECONDS, WHOLE_TABLE, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
@@ -17,7 +16,7 @@ from .restate import restate, restatement_impact
 __all__ = [
     "CHANGED_NOTE", "FLUSH_SECONDS", "MAX_INTERVALS", "WAITING_FOR_UPSTREAM", "DefinitionsChanged", "Mode",
     "Mark", "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "ReadinessError",
-    "Reason", "RunResult", "WHOLE_TABLE", "Waiting", "apply_on_change", "changed_line", "coalesce", "execute",
+    "Reason", "RunResult", "WHOLE_TABLE", "Waiting", "apply_on_change", "changed_line", "execute",
     "hold_back", "node_bounds", "partition_interval", "plan",
     "prepare", "restate", "restatement_impact", "run", "source_watermarks", "time_sources",
 ]

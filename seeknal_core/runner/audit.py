@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import grid
 from ..engines import Engine, open_engine
-from ..intervals import IntervalSet, runs
+from ..intervals import IntervalSet
 from ..project import Project
 from ..project.audits import Audit
 from ..timeutil import TimeLike, from_epoch, to_epoch
 from .common import Pair, PlanError
-from .due import expand
 from .execute import WHOLE_TABLE, describe_failure
 from .plan import node_bounds, range_bounds
 from .restate import restate
@@ -101,14 +101,14 @@ def audit_completed(
             lo, hi = range_bounds(start, end, node.timezone)
             _, limit = node_bounds(node, now_s)
             hi = limit if hi is None else min(hi, limit)
-            pairs = [p for a, b in completed.pairs() for p in expand(node.schedule, a, b)
+            pairs = [p for a, b in completed.pairs() for p in grid.expand(node.schedule, a, b)
                      if (lo is None or p[1] > lo) and p[0] < hi]
             if not pairs:
                 continue
             kind = node.engine
             if not hasattr(engine_for(kind), "audit_intervals"):
                 raise PlanError(f"node '{node.name}': engine '{kind}' cannot audit completed intervals yet")
-            for a, b in runs(pairs):
+            for a, b in grid.fuse(pairs):
                 members = [p for p in pairs if a <= p[0] and p[1] <= b]
                 report.runs.append((a, b))
                 report.intervals += len(members)

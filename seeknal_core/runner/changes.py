@@ -8,10 +8,10 @@ none of the changed columns is not affected; a non-breaking change restates only
 node itself).  A schedule or timezone change keeps completed ranges: on the new grid
 only intervals that history covers partly are recomputed.
 
-``apply_changes`` records the restatements and the new definitions and runs them; it is
-a plain function so the CLI (``seeknal plan --apply``), ``on_change: apply`` and an
-orchestrator's job share it.  The runner keeps the recorded definition until a plan is
-applied, so a change stays visible however many runs pass.  Recording is one store
+``record_changes`` records the restatements and the new definitions (the door's
+``policy.apply_changes`` then runs them), so the CLI (``seeknal plan --apply``),
+``on_change: apply`` and an orchestrator's job share it.  The runner keeps the recorded
+definition until a plan is applied, so a change stays visible however many runs pass.  Recording is one store
 mutation (``StateStore.record_plan``): a crash leaves the whole plan recorded or none of
 it, and a changed node's pending restatements count as changed rows for its readers, so
 a plan made after an older, partly recorded apply still restates them.  Every changed
@@ -22,9 +22,9 @@ anything is recorded.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
@@ -35,7 +35,7 @@ from .plan import grid_pairs, node_bounds
 if TYPE_CHECKING:
     from .. import changes as sql_changes
     from ..state import NodeState, StateStore
-    from .execute import Progress, RunResult
+    from .execute import RunResult
 
 #: the definition fields a plan compares, in the order it reports them
 FIELDS = ("sql", "schedule", "timezone", "time_column", "materialization", "engine", "audits")
@@ -175,7 +175,7 @@ def change_plan(
         entry.restate = own
         effects[name] = effect
         waiting = _pending_span(state)  # restated, not recomputed: changed rows for readers too
-        spans[name] = None if not node.is_incremental else IntervalSet.from_epoch_pairs(own).union(waiting)
+        spans[name] = None if not node.is_incremental else IntervalSet.from_pairs(own).union(waiting)
         if node.is_incremental and waiting and (scope is None or name in scope):
             pairs = grid_pairs(node.schedule, waiting, node_bounds(node, now_s)[1])
             pending = [p for p in pairs if not done.covers(*p)]
@@ -337,9 +337,9 @@ def record_changes(project: Project, store: StateStore, plan: ChangePlan, *, rea
     readers = {n.node: n.restate for n in plan.nodes if n.restate and n.node not in direct}
     groups = []
     if direct:
-        groups.append(({n: IntervalSet.from_epoch_pairs(p) for n, p in direct.items()}, why))
+        groups.append(({n: IntervalSet.from_pairs(p) for n, p in direct.items()}, why))
     if readers:
-        groups.append(({n: IntervalSet.from_epoch_pairs(p) for n, p in readers.items()},
+        groups.append(({n: IntervalSet.from_pairs(p) for n, p in readers.items()},
                        f"{why} (downstream of {', '.join(n.node for n in plan.changed)})"))
     definitions = {n.node: (project.nodes[n.node].fingerprint, project.nodes[n.node].definition)
                    for n in plan.changed}
@@ -353,35 +353,3 @@ def rerun_nodes(result: ApplyResult) -> list[str]:
     """The nodes a run after ``record_changes`` must visit: the restated ones and those
     with restatements still pending from before."""
     return list(dict.fromkeys([*result.restated, *result.pending]))
-
-
-def apply_changes(
-    project: Project,
-    store: StateStore,
-    plan: ChangePlan | None = None,
-    *,
-    reason: str | None = None,
-    actor: str | None = None,
-    run: bool = True,
-    engine: Any = None,
-    engine_options: Any = None,
-    progress: Progress | None = None,
-    origin: str | None = None,
-    run_id: str | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> ApplyResult:
-    """Record a change plan (default: the current one) and run what it restated.
-
-    The entry point for any driver (the CLI, an orchestrator's job): the run goes through
-    the runner's one door (``policy.run``): ``options`` go to its plan (``now``,
-    ``batch_size``, ...), ``engine``/``engine_options`` to its engines."""
-    from .policy import run as run_door
-
-    opts = dict(options or {})
-    plan = plan or change_plan(project, store, now=opts.get("now"))
-    result = record_changes(project, store, plan, reason=reason, actor=actor)
-    if run and rerun_nodes(result):
-        result.run = run_door(project, store, mode="run", nodes=rerun_nodes(result), engine=engine,
-                              engine_options=engine_options, progress=progress, origin=origin,
-                              run_id=run_id, **opts)
-    return result

@@ -12,14 +12,9 @@ from bisect import bisect_right
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import NamedTuple
 
-from ..intervals import IntervalSet
-from ..intervals import runs as contiguous_runs
+from .. import grid
 from ..schedule import Schedule
 from .common import Pair, Reason
-
-#: seconds of grid listed at a time when a schedule has no fixed period (a year of hours)
-_CHUNK = 366 * 86_400
-_US_PER_S = 1_000_000
 
 
 class Run(NamedTuple):
@@ -29,70 +24,6 @@ class Run(NamedTuple):
     end: int
     reason: Reason
     count: int
-
-
-# -- the grid, run by run -------------------------------------------------------------------
-def count_intervals(schedule: Schedule, start: int, end: int) -> int:
-    """How many grid intervals lie between the ticks ``start`` and ``end``: arithmetic on a
-    fixed period, else ticks counted a year at a time (never all listed at once)."""
-    if end <= start:
-        return 0
-    if schedule.period is not None:
-        return (end - start) // schedule.period
-    count = 0
-    for lo in range(start, end, _CHUNK):
-        count += len(schedule.ticks(lo, min(lo + _CHUNK, end) - 1))
-    return count
-
-
-def expand(schedule: Schedule, start: int, end: int) -> Iterator[Pair]:
-    """The grid intervals between the ticks ``start`` and ``end``, one by one."""
-    if schedule.period is not None:
-        period = schedule.period
-        for t in range(start, end, period):
-            yield t, t + period
-        return
-    previous = start
-    for lo in range(start + 1, end + 1, _CHUNK):
-        for t in schedule.ticks(lo, min(lo + _CHUNK - 1, end)):
-            yield previous, t
-            previous = t
-
-
-def covering_run(schedule: Schedule, lo: int, hi: int) -> Pair | None:
-    """The ticks bounding every grid interval that overlaps [lo, hi), or None if hi <= lo."""
-    if hi <= lo:
-        return None
-    return schedule.tick_at_or_before(lo), schedule.tick_at_or_after(hi)
-
-
-def uncovered_runs(schedule: Schedule, done: IntervalSet, lo: int, hi: int) -> list[Pair]:
-    """Runs of the grid intervals between the ticks ``lo`` and ``hi`` that no member of
-    ``done`` covers whole.  Such an interval overlaps a gap of ``done``, so each gap gives the
-    run of grid intervals around it: the work follows the gaps, not the grid."""
-    if hi <= lo:
-        return []
-    starts, ends = done.micros()
-    first = bisect_right(ends, lo * _US_PER_S)  # members ending after lo
-    gaps: list[tuple[int, int]] = []  # microseconds
-    cursor = lo * _US_PER_S
-    for s, e in zip(starts[first:], ends[first:]):
-        if s >= hi * _US_PER_S:
-            break
-        if s > cursor:
-            gaps.append((cursor, s))
-        cursor = e  # members are disjoint and sorted: each ends after the one before
-    if cursor < hi * _US_PER_S:
-        gaps.append((cursor, hi * _US_PER_S))
-    out: list[Pair] = []
-    for gap_start, gap_end in gaps:  # the intervals holding the gap's first and last instants
-        a = max(lo, schedule.tick_at_or_before(gap_start // _US_PER_S))
-        b = min(hi, schedule.tick_at_or_after(-(-gap_end // _US_PER_S)))
-        if out and out[-1][1] >= a:  # two gaps in one interval, or in neighbours
-            out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
 
 
 # -- merging ----------------------------------------------------------------------------------
@@ -108,7 +39,7 @@ def merge(schedule: Schedule, runs: Iterable[tuple[int, int, Reason]]) -> list[R
             pieces[-1] = (pieces[-1][0], b, reason)
         else:
             pieces.append((a, b, reason))
-    return [Run(a, b, reason, count_intervals(schedule, a, b)) for a, b, reason in pieces]
+    return [Run(a, b, reason, grid.count(schedule, a, b)) for a, b, reason in pieces]
 
 
 def _strongest(runs: list[tuple[int, int, Reason]]) -> Iterator[tuple[int, int, Reason]]:
@@ -157,7 +88,7 @@ class Due(Mapping[Pair, Reason]):
 
     def spans(self) -> list[Pair]:
         """The runs with touching ones fused whatever their reason: what a batch may span."""
-        return contiguous_runs((run.start, run.end) for run in self.runs)
+        return grid.fuse((run.start, run.end) for run in self.runs)
 
     def reason_counts(self) -> dict[Reason, int]:
         counts: dict[Reason, int] = {}
@@ -186,14 +117,7 @@ class Due(Mapping[Pair, Reason]):
                 for pair in self._expand(run.start, run.end):
                     yield [pair]
         for a, b in Due(self.schedule, self._without_retries()).spans():
-            batch: list[Pair] = []
-            for pair in self._expand(a, b):
-                batch.append(pair)
-                if batch_size is not None and len(batch) == batch_size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+            yield from grid.batches(self._expand(a, b), batch_size)
 
     def batch_count(self, batch_size: int | None) -> int:
         """``len(list(self.batches(batch_size)))``, from the runs alone."""
@@ -201,14 +125,14 @@ class Due(Mapping[Pair, Reason]):
         rest = Due(self.schedule, self._without_retries())
         if batch_size is None:
             return retries + len(rest.spans())
-        return retries + sum(-(-count_intervals(rest.schedule, a, b) // batch_size) for a, b in rest.spans())
+        return retries + sum(-(-grid.count(rest.schedule, a, b) // batch_size) for a, b in rest.spans())
 
     def _without_retries(self) -> list[Run]:
         return [run for run in self.runs if run.reason != Reason.RETRY]
 
     def _expand(self, start: int, end: int) -> Iterator[Pair]:
         assert self.schedule is not None
-        return expand(self.schedule, start, end)
+        return grid.expand(self.schedule, start, end)
 
     # -- the mapping: one entry per interval --------------------------------------------------
     def __len__(self) -> int:

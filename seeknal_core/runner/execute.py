@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import grid
 from ..engines import BatchError, Engine, EnginePool, QueryError, ResourceError, uses_database
 from ..engines.base import Outcome
 from ..errors import SeeknalError, StateNotRecordedError
-from ..intervals import IntervalSet, coalesce
+from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..project.audits import Audit, AuditResult
+from ..reasons import Mode, recorded_mode
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
@@ -27,8 +29,6 @@ from .verify import read_digests
 if TYPE_CHECKING:
     from ..state import StateStore
 
-#: the audit-log mode recorded for a completed interval, by why it ran
-_ORIGIN = {"restate": "restate", "backfill": "backfill", "partition": "backfill"}
 
 class Progress:
     """Callbacks during execution; the default does nothing."""
@@ -157,7 +157,7 @@ def execute(
                 finally:
                     runner.flush()
                 if result.failures:
-                    failed_nodes[node_plan.node] = IntervalSet.from_epoch_pairs(p for p, _ in result.failures)
+                    failed_nodes[node_plan.node] = IntervalSet.from_pairs(p for p, _ in result.failures)
             else:
                 continue
             if result.done or (node_plan.full_refresh and not result.failures):
@@ -227,7 +227,7 @@ def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) 
             result.audit_results.extend(AuditResult(a.name, WHOLE_TABLE, a.blocking, n, samples)
                                         for a, (n, samples) in exc.checked)
         failed_nodes[node.name] = None  # the whole table failed
-        store.record_execution(node.name, (), mode=_mode(mode), status="failed", error=error,
+        store.record_execution(node.name, (), mode=Mode.of_plan(mode), status="failed", error=error,
                                run_id=run_id, duration=time.perf_counter() - t)
         progress.batch_finished(node.name, [], 0, time.perf_counter() - t, error)
         if isinstance(exc, ResourceError):
@@ -235,12 +235,12 @@ def _refresh(engine, store, node, result, progress, mode, run_id, failed_nodes) 
         return
     seconds = time.perf_counter() - t
     result.rows, result.batches, result.seconds = rows, 1, seconds
-    store.record_execution(node.name, (), mode=_mode(mode), status="success", rows=rows,
+    store.record_execution(node.name, (), mode=Mode.of_plan(mode), status="success", rows=rows,
                            duration=seconds, run_id=run_id)
     for audit, (n, samples) in checked:
         result.audit_results.append(AuditResult(audit.name, WHOLE_TABLE, audit.blocking, n, samples))
         if n:  # a failed warning, after the success it qualifies
-            store.record_execution(node.name, (), mode=_mode(mode), status="warning",
+            store.record_execution(node.name, (), mode=Mode.of_plan(mode), status="warning",
                                    error=describe_failure(audit, n, samples), run_id=run_id)
     progress.batch_finished(node.name, [], rows, seconds)
 
@@ -261,10 +261,6 @@ def audited(staged, audits: tuple[Audit, ...]) -> list[tuple[Audit, Outcome]]:
         staged.rollback()
         raise
     return checked
-
-
-def _mode(mode: str) -> str:
-    return mode if mode in ("run", "backfill", "restate", "manual", "dagster") else "run"
 
 
 class _NodeRunner:
@@ -325,7 +321,7 @@ class _NodeRunner:
                     digests.setdefault(source, {})[pair[0]] = digest
             try:
                 self.store.mark_complete(
-                    self.node.name, IntervalSet.from_epoch_pairs(p for p, _ in per_interval),
+                    self.node.name, IntervalSet.from_pairs(p for p, _ in per_interval),
                     origin=origin, run_id=self.run_id, rows=sum(n for _, n in per_interval),
                     duration=sum(e[1] for e in entries), partition_keys=[k for e in entries for k in e[2]],
                     fingerprint=None if self.node_plan.definition_changed else self.node.fingerprint,
@@ -353,10 +349,10 @@ class _NodeRunner:
         for pair, reason in blocked:
             by_reason.setdefault(reason, []).append(pair)
         for reason, pairs in by_reason.items():
-            self.store.mark_failed(self.node.name, IntervalSet.from_epoch_pairs(pairs),
+            self.store.mark_failed(self.node.name, IntervalSet.from_pairs(pairs),
                                    f"skipped: {reason}", origin=self._origin(pairs), run_id=self.run_id)
         self._read_digests(ready)
-        for group in coalesce(ready, None):
+        for group in grid.batches(ready):
             self._write(group)
 
     def _read_digests(self, ready: list[Pair]) -> None:
@@ -376,11 +372,7 @@ class _NodeRunner:
     def _origin(self, group: list[Pair]) -> str:
         if self.origin:
             return self.origin
-        reasons = self.node_plan.due.reasons_within(group[0][0], group[-1][1])
-        for reason in ("restate", "backfill", "partition"):
-            if reason in reasons:
-                return _ORIGIN[reason]
-        return _mode(self.mode)
+        return recorded_mode(self.node_plan.due.reasons_within(group[0][0], group[-1][1]), self.mode)
 
     def _write(self, group: list[Pair]) -> None:
         node = self.node

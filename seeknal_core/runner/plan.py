@@ -11,13 +11,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import grid
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..project.sql import infer_time_column, table_references
+from ..reasons import PLAN_MODES
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
 from .common import MAX_INTERVALS, Mode, Pair, PlanError, Reason
-from .due import Due, Run, covering_run, expand, uncovered_runs
+from .due import Due, Run
 
 if TYPE_CHECKING:
     from ..state import NodeState
@@ -113,37 +115,26 @@ def _sized(schedule: Schedule, lo: int, hi: int) -> Pair | None:
 
 def overlapping_run(schedule: Schedule, lo: int, hi: int) -> Pair | None:
     """The run of every grid interval that overlaps [lo, hi), whole (None if hi <= lo)."""
-    run = covering_run(schedule, lo, hi)
+    run = grid.covering(schedule, lo, hi)
     return None if run is None else _sized(schedule, *run)
 
 
 def overlapping_pairs(schedule: Schedule, lo: int, hi: int) -> list[Pair]:
     """Every interval of the grid that overlaps [lo, hi), whole."""
     run = overlapping_run(schedule, lo, hi)
-    return [] if run is None else list(expand(schedule, *run))
+    return [] if run is None else list(grid.expand(schedule, *run))
 
 
 def grid_runs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
     """Runs of the grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
     last = schedule.tick_at_or_before(limit)
-    out: list[Pair] = []
-    for a, b in intervals.pairs():
-        run = overlapping_run(schedule, a, min(b, limit))
-        if run is None:
-            continue
-        start, end = run[0], min(run[1], last)
-        if end <= start:
-            continue
-        if out and out[-1][1] >= start:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
+    runs = (overlapping_run(schedule, a, min(b, limit)) for a, b in intervals.pairs())
+    return grid.fuse((a, min(b, last)) for a, b in filter(None, runs) if min(b, last) > a)
 
 
 def grid_pairs(schedule: Schedule, intervals: IntervalSet, limit: int) -> list[Pair]:
     """Grid intervals overlapping any member of ``intervals``, ending by ``limit``."""
-    return [pair for a, b in grid_runs(schedule, intervals, limit) for pair in expand(schedule, a, b)]
+    return [pair for a, b in grid_runs(schedule, intervals, limit) for pair in grid.expand(schedule, a, b)]
 
 
 def node_bounds(node: TransformNode, now_s: int, include_open: bool = False,
@@ -194,8 +185,7 @@ def undeclared_time_tables(project: Project, node: TransformNode) -> list[tuple[
     column = infer_time_column(node.sql)
     if column is None:
         return []
-    known = {n.lower() for n in (*project.sources, *project.nodes)}
-    known.update(s.table.lower() for s in project.sources.values() if s.table)
+    known = project.relation_names
     return [(t, column) for t in dict.fromkeys(table_references(node.sql)) if t.lower() not in known]
 
 
@@ -276,7 +266,7 @@ def plan(
     inferred by the caller) or else at the inferred start its state records.
     Policies (``on_change``, start inference) are the caller's: ``runner.prepare``.
     """
-    if mode not in tuple(Mode):
+    if mode not in PLAN_MODES:
         raise PlanError(f"unknown run mode {mode!r}: use run, backfill or restate")
     mode = Mode(mode)
     now_dt = dt.datetime.now(UTC) if now is None else _utc(now)
@@ -415,7 +405,7 @@ def _redo(schedule: Schedule, state: NodeState, hi: int,
 def _missing(schedule: Schedule, state: NodeState | None, lo: int, hi: int, reason: Reason) -> Wanted:
     """The runs between the ticks ``lo`` and ``hi`` not completed, due for ``reason``."""
     done = state.completed if state else IntervalSet()
-    return [(a, b, reason) for a, b in uncovered_runs(schedule, done, lo, hi)]
+    return [(a, b, reason) for a, b in grid.uncovered(schedule, done.micros(), lo, hi)]
 
 
 def range_bounds(start: TimeLike | None, end: TimeLike | None,

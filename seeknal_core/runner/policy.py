@@ -38,6 +38,7 @@ from .verify import verify_windows
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
+    from .changes import ApplyResult, ChangePlan
 
 
 class DefinitionsChanged(SeeknalError):
@@ -66,11 +67,11 @@ def apply_on_change(project: Project, store: StateStore, nodes: Iterable[str] | 
     raise ``DefinitionsChanged`` (``fail``), record their change plan (``apply``: its
     restatements are then due), or nothing (``warn``, and any dry run: the planner notes
     each changed node).  Returns the notes of what it did."""
-    from . import changes
-
     policy = project.on_change
     if policy == "warn" or dry_run:
         return []
+    from . import changes  # only a project with on_change: apply pays for it
+
     nodes = None if nodes is None else list(nodes)
     selected = set(project.topological_order(nodes))
     changed = [n for n in changes.changed_nodes(project, store) if n in selected]
@@ -197,5 +198,40 @@ def run(
     return result
 
 
-__all__ = ["DefinitionsChanged", "Prepared", "apply_on_change", "changed_line", "infer_starts",
-           "prepare", "run"]
+_door = run  # apply_changes' argument ``run`` (whether to run) hides the function
+
+
+def apply_changes(
+    project: Project,
+    store: StateStore,
+    plan: ChangePlan | None = None,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+    run: bool = True,
+    engine: Any = None,
+    engine_options: Any = None,
+    progress: Progress | None = None,
+    origin: str | None = None,
+    run_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> ApplyResult:
+    """Record a change plan (default: the current one) and run what it restated.
+
+    The entry point for any driver (the CLI, an orchestrator's job): the run goes through
+    the door (``run``): ``options`` go to its plan (``now``,
+    ``batch_size``, ...), ``engine``/``engine_options`` to its engines."""
+    from . import changes
+
+    opts = dict(options or {})
+    plan = plan or changes.change_plan(project, store, now=opts.get("now"))
+    result = changes.record_changes(project, store, plan, reason=reason, actor=actor)
+    if run and changes.rerun_nodes(result):
+        result.run = _door(project, store, mode="run", nodes=changes.rerun_nodes(result), engine=engine,
+                           engine_options=engine_options, progress=progress, origin=origin,
+                           run_id=run_id, **opts)
+    return result
+
+
+__all__ = ["DefinitionsChanged", "Prepared", "apply_changes", "apply_on_change", "changed_line",
+           "infer_starts", "prepare", "run"]

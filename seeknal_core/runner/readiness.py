@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from ..engines import EngineError, EnginePool, engine_kind
 from ..errors import ProjectError, SeeknalError
 from ..intervals import IntervalSet
+from ..reasons import Reason
 from ..timeutil import from_epoch, get_zone, to_epoch
 from .common import Pair
 from .due import Due
@@ -95,7 +96,7 @@ class Waiting:
 
     def to_dict(self, timezone: str) -> dict:
         instant = self.mark.instant
-        return {"source": self.source, "reason": "waiting", "count": self.count, "ready": self.mark.kind,
+        return {"source": self.source, "reason": Reason.WAITING, "count": self.count, "ready": self.mark.kind,
                 "watermark": None if instant is None else from_epoch(instant).isoformat(),
                 "local_watermark": None if instant is None
                 else from_epoch(instant).astimezone(get_zone(timezone)).isoformat()}
@@ -209,7 +210,7 @@ def hold_back(project: Project, the_plan: Plan, engines: EnginePool) -> Watermar
             held_up = by_name.get(upstream)
             if held_up is None or not held_up.waiting or not node_plan.due:
                 continue
-            spans = IntervalSet.from_epoch_pairs(
+            spans = IntervalSet.from_pairs(
                 pair for waiting in held_up.waiting for pair in waiting.due.spans())
             kept, held = _split(node_plan.due, lambda pair, spans=spans: not spans.overlaps(
                 (from_epoch(pair[0]), from_epoch(pair[1]))))

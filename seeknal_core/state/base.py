@@ -16,10 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import SeeknalError
 from ..intervals import Interval, IntervalSet
+from ..reasons import Mode
 
-#: How an interval came to be computed; the audit log keeps it so a CLI can annotate
-#: completed intervals ``(backfilled)``, ``(restated)`` or ``(manual)``.
-MODES = ("run", "backfill", "restate", "manual", "dagster")
+#: How an interval came to be computed (``reasons.Mode``); the audit log keeps it so a CLI
+#: can annotate completed intervals ``(backfilled)``, ``(restated)`` or ``(manual)``.
+MODES = tuple(Mode)
 
 #: ``Change.kind`` values.  ``resync`` means "the journal does not reach back to the
 #: revision you asked about; here is the node's whole completed set instead".
