@@ -171,5 +171,18 @@ class Engine(Protocol):
     # and its nodes' intervals are unverifiable (``seeknal intervals verify``).
 
 
+
+def publish(staged: Staged) -> list[int]:
+    """``stage`` then ``commit`` with no audit (``Engine.write_intervals``): the staged rows
+    are published, or rolled back if publishing fails; rows per interval."""
+    try:
+        staged.commit()
+    except BaseException:
+        staged.rollback()
+        raise
+    return staged.rows
+
+
 __all__ = ["BatchError", "Digest", "Engine", "EngineError", "Outcome", "Pair", "QueryError", "ResourceError",
+           "publish",
            "Staged"]

@@ -35,7 +35,7 @@ from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggrega
 from ..templating import quote_identifier as q
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, DATASET, output_layout
-from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError
+from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError, publish
 from .digest import Buckets
 
 #: errors in the SQL itself: every interval of a batch fails the same way
@@ -295,13 +295,7 @@ class DuckDBEngine:
         """Replace the node's rows for the contiguous ``intervals``; rows per interval.
 
         ``stage`` then ``commit``: one transaction (rolled back on any error)."""
-        staged = self.stage(node, sql, intervals, partition_keys)
-        try:
-            staged.commit()
-        except BaseException:
-            staged.rollback()
-            raise
-        return staged.rows
+        return publish(self.stage(node, sql, intervals, partition_keys))
 
     def stage(
         self,
@@ -885,7 +879,7 @@ class _TableStaged:
         self.engine._rollback()
 
 
-class _ReplacedTable:
+class _ReplacedTable(_TableStaged):
     """A table node's new table inside its open transaction (or, for ``audit_table``, the
     published one): no intervals, the whole table is what its audits check."""
 
@@ -898,21 +892,9 @@ class _ReplacedTable:
     def keyed_relation(self) -> str:
         return self.relation
 
-    def check(self, audits: Sequence[Audit]) -> list[Outcome]:
-        return self.engine.check_staged(self, audits)
-
     def commit(self) -> None:
-        engine = self.engine
-        try:
-            with engine._writing(self.node):
-                engine.con.execute("COMMIT")
-        except BaseException:
-            engine._rollback()
-            raise
-        engine._table_kinds.pop(self.node.name, None)
-
-    def rollback(self) -> None:
-        self.engine._rollback()
+        super().commit()
+        self.engine._table_kinds.pop(self.node.name, None)
 
 
 class _ParquetStaged:

@@ -35,7 +35,7 @@ from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggrega
 from ..templating import quote_identifier
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, output_layout
-from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError
+from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError, publish
 from .digest import Buckets
 from .spark_sql import Columns, render_spark_sql, transpile
 from .spark_sql import spark_identifier as q
@@ -374,13 +374,7 @@ class SparkEngine:
     ) -> list[int]:
         """Replace the node's partition directories for ``intervals`` with the rows of the
         batch's query that fall inside them; rows per interval (stage, then commit)."""
-        staged = self.stage(node, sql, intervals, partition_keys)
-        try:
-            staged.commit()
-        except BaseException:
-            staged.rollback()
-            raise
-        return staged.rows
+        return publish(self.stage(node, sql, intervals, partition_keys))
 
     def stage(
         self,
