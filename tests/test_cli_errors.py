@@ -150,4 +150,7 @@ def test_a_node_without_start_is_noted_not_run(tmp_path):
     pending = invoke(root, "intervals", "pending")
     assert pending.output.startswith("Pending intervals (0)\n  events_flow: note: start unknown until the first `seeknal run`")
     ranged = invoke(root, "intervals", "pending", "--start", "2024-01-02")
-    assert ranged.output == "Pending intervals (2):\n  2024-01-02 to 2024-01-03\n  2024-01-03 to 2024-01-04\n"
+    # the range is pending, and waits: the source has no rows yet (readiness)
+    assert ranged.output == ("Pending intervals (2):\n"
+                             "  2024-01-02 to 2024-01-03 (waiting for raw_events: no data yet)\n"
+                             "  2024-01-03 to 2024-01-04 (waiting for raw_events: no data yet)\n")
