@@ -36,7 +36,7 @@ from seeknal_core.timeutil import from_epoch, to_epoch
 from .audits import audit_check_specs, audit_events
 from .partitions import partitioned
 from .resource import SeeknalResource
-from .translator import ProjectSpecs, SeeknalTranslator, project_specs, slug
+from .translator import RESTATEMENT_TAG, ProjectSpecs, SeeknalTranslator, project_specs, slug
 
 #: Dagster concurrency pool every writing asset joins (``dagster instance concurrency set
 #: seeknal_duckdb 1``): DuckDB lets one process at a time write a database file.
@@ -52,10 +52,6 @@ DUCKDB_RESOURCE_KEY = "duckdb"
 #: the event tag Dagster reads a materialisation's code version from (for staleness); set
 #: on the materialisations the step logs itself, as Dagster sets it on its own
 CODE_VERSION_TAG = "dagster/code_version"
-#: Run tag naming the restatement a run shows: its step fails with the reason, so Dagster
-#: draws the restated partitions Failed until recomputed (sensors/restatements.py).
-#: Run-failure sensors filter these runs out by this tag.
-RESTATEMENT_TAG = "seeknal/restatement"
 REASON_TAG = "seeknal/reason"
 ACTOR_TAG = "seeknal/actor"
 

@@ -89,11 +89,11 @@ def build_definitions(
     jobs = build_jobs(specs) if (schedules or sensors) else []
     spark = _pyspark_resource(project)
     watermarks = build_watermarks_sensor(specs)  # None: no source declares readiness
-    # one automation sensor; evaluated in the code location when a condition reads readiness
-    # (a custom condition, ``readiness.InputsReady``, the daemon cannot deserialise)
+    # one automation sensor, evaluated in the code location: the conditions hold custom
+    # parts (``RestatedShownFailed``, readiness's ``InputsReady``) the daemon cannot deserialise
     automation_sensor = build_automation_sensor(
         specs, minimum_interval_seconds=sensor_interval_seconds,
-        use_user_code_server=watermarks is not None) if translator.automation else None
+        use_user_code_server=True) if translator.automation else None
     duckdb = duckdb or DuckDBResource(database=str(database))
     return dg.Definitions(
         assets=build_assets(

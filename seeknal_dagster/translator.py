@@ -30,6 +30,11 @@ from seeknal_core.schedule import Schedule
 from .partitions import PartitionsError, partitioned, partitions_def_for
 from .readiness import with_inputs_ready
 
+#: Run tag naming the restatement a run shows: its step fails with the reason, so Dagster
+#: draws the restated partitions Failed until recomputed (sensors/restatements.py).
+#: Run-failure sensors filter these runs out by this tag.
+RESTATEMENT_TAG = "seeknal/restatement"
+
 _SLUG = re.compile(r"[^a-z0-9]+")
 _YEAR_S = 366 * 86_400
 
@@ -278,15 +283,47 @@ _BY_TIME_WINDOW = dg.TimeWindowPartitionMapping()
 @functools.lru_cache(maxsize=1)
 def _interval_due() -> dg.AutomationCondition:
     """A finished interval to request: the latest one while missing (and not failed: a
-    failed run is not retried every tick), or one that newly failed (a restatement's
-    display run), once; never while it is in progress or was just requested."""
+    failed run is not retried every tick), or one a restatement's display run shows Failed
+    (its latest run is that run: once recomputed, or failed for real, it is not); never
+    while it is in progress or was just requested.  Stateless, so it holds however the
+    sensor is evaluated (in the code location, where readiness's condition needs it)."""
     c = dg.AutomationCondition
     latest_missing = (c.in_latest_time_window() & c.missing() & ~c.execution_failed()).with_label(
         "latest finished interval missing")
-    newly_failed = c.execution_failed().newly_true().since_last_handled().with_label(
-        "failed or restated since last requested")
-    return ((latest_missing | newly_failed).with_label("finished interval to compute")
+    restated = (c.execution_failed() & RestatedShownFailed()).with_label(
+        "restated, shown Failed until recomputed")
+    return ((latest_missing | restated).with_label("finished interval to compute")
             & ~c.in_progress() & ~c.newly_requested())
+
+
+class RestatedShownFailed(dg.AutomationCondition):
+    """The partitions whose latest planned run is a restatement's display run (tagged
+    ``seeknal/restatement``): Failed because they were restated, not because a query
+    failed.  Read from the instance per candidate, so put it after ``execution_failed()``
+    (an ``&`` narrows the candidates to the failed partitions first)."""
+
+    @property
+    def name(self) -> str:
+        return "restated_shown_failed"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        candidates, pdef = context.candidate_subset, context.partitions_def
+        if pdef is None or candidates.is_empty:
+            return dg.AutomationResult(true_subset=context.get_empty_subset(), context=context)
+        instance = context.asset_graph_view.instance
+        tags_of: dict[str, Mapping[str, str]] = {}
+        restated = []
+        for key in candidates.expensively_compute_partition_keys():
+            info = instance.get_latest_planned_materialization_info(context.key, key)
+            if info is None:
+                continue
+            if info.run_id not in tags_of:
+                run = instance.get_run_by_id(info.run_id)
+                tags_of[info.run_id] = run.tags if run is not None else {}
+            if RESTATEMENT_TAG in tags_of[info.run_id]:
+                restated.append(key)
+        true_subset = context.asset_graph_view.get_subset_from_partition_keys(context.key, pdef, restated)
+        return dg.AutomationResult(true_subset=true_subset, context=context)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -114,6 +114,10 @@ def launched_backfill_id(data: dict[str, Any]) -> str:
 STALL_SECONDS = 600.0
 
 
+#: the automation sensor's per-tick log lines, which say nothing about progress
+HEARTBEAT = ("Prefetching asset records", "Done prefetching asset records")
+
+
 class Progress:
     """Fails a wait only when nothing has moved for ``stall`` seconds, never at a fixed deadline."""
 
@@ -198,6 +202,15 @@ class DagsterDev:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def activity(self) -> int:
+        """Log lines that tell of work: the automation sensor writes two lines every tick
+        whether or not anything moves, so they would make a stalled wait look busy forever."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(1 for line in text.splitlines() if not any(h in line for h in HEARTBEAT))
+
     def graphql(self, query: str, variables: dict[str, Any] | None = None, timeout: float = 30.0) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         request = urllib.request.Request(f"{self.url}/graphql", data=body,
@@ -214,7 +227,7 @@ class DagsterDev:
         progress = Progress("dagster dev start", timeout)
         last = "no answer"
         while True:
-            size = self.log_path.stat().st_size if self.log_path.exists() else 0
+            size = self.activity()
             progress.observe((last, size), "\n" + self.log_tail())
             assert self.alive(), f"dagster dev exited ({self.proc.returncode}):\n{self.log_tail()}"
             try:
@@ -247,7 +260,7 @@ class DagsterDev:
             runs = self.graphql(BACKFILL_RUNS, {"backfillId": backfill_id})["runsOrError"].get("results", [])
             stats = [self.graphql(ASSET_PARTITION_STATS, {"assetKey": {"path": [a]}})["assetNodeOrError"]
                      .get("partitionStats") for a in assets]
-            size = self.log_path.stat().st_size if self.log_path.exists() else 0
+            size = self.activity()
             progress.observe((backfill["status"], sorted((r["runId"], r["status"]) for r in runs), stats, size),
                              "\n" + self.log_tail())
             time.sleep(1.0)

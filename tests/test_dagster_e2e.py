@@ -92,7 +92,7 @@ def wait_for(server, what: str, look: Callable[[], Any], ready: Callable[[Any], 
         found = look()
         if ready(found):
             return found
-        size = server.log_path.stat().st_size if server.log_path.exists() else 0
+        size = server.activity()
         progress.observe((repr(found), size), "\n" + server.log_tail())
         time.sleep(1.0)
 
