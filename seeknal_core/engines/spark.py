@@ -734,14 +734,7 @@ class SparkReplaced:
         final = self.engine.dataset_dir(self.node.name)
         aside = self.folder.with_name(self.folder.name + "-replaced")
         try:
-            if final.exists():
-                os.rename(final, aside)
-            try:
-                os.rename(self.folder, final)
-            except OSError:
-                if aside.exists():  # put the old table back
-                    os.rename(aside, final)
-                raise
+            swap_in(self.folder, final, aside)
         except OSError as exc:
             raise ResourceError(f"cannot publish {final}: {exc.strerror or exc}") from None
         finally:
@@ -755,6 +748,23 @@ class SparkReplaced:
         if self._columns is not None:
             self.engine.drop_views(self.relation)
             self._columns = None
+
+
+
+def swap_in(new: Path, final: Path, old: Path) -> None:
+    """Publish ``new`` (when it exists) as ``final``: the previous ``final`` is renamed to
+    ``old`` first (the caller deletes it) and put back if the second rename fails; two
+    renames on one filesystem, so readers see the old directory or the new one."""
+    if final.exists():
+        old.parent.mkdir(exist_ok=True)
+        os.rename(final, old)
+    if new.exists():
+        try:
+            os.rename(new, final)
+        except OSError:
+            if old.exists():
+                os.rename(old, final)
+            raise
 
 
 class SparkStaged:
@@ -860,17 +870,7 @@ class SparkStaged:
         try:
             for v in self.values:
                 new, final = self.staging / f"{PARTITION}={v}", folder / f"{PARTITION}={v}"
-                old = aside / f"{PARTITION}={v}"
-                if final.exists():
-                    aside.mkdir(exist_ok=True)
-                    os.rename(final, old)
-                if new.exists():
-                    try:
-                        os.rename(new, final)
-                    except OSError:
-                        if old.exists():  # put the old rows back
-                            os.rename(old, final)
-                        raise
+                swap_in(new, final, aside / f"{PARTITION}={v}")
         except OSError as exc:
             raise ResourceError(f"cannot publish {folder}: {exc.strerror or exc}") from None
         finally:
