@@ -614,13 +614,18 @@ class SparkEngine:
         """``max(column)`` of the source as epoch seconds (its readiness watermark)."""
         return self._extreme("max", source, column, timezone)
 
+    def _source_column(self, source: SourceNode, column: str):
+        """(the source's DataFrame, its field ``column``, matched case-insensitively);
+        a missing column is the project's error, named once here."""
+        df = self.relation(source.name)
+        found = {f.name.lower(): f for f in df.schema.fields}.get(column.lower())
+        if found is None:
+            raise ProjectError(f"source '{source.name}': no column '{column}'")
+        return df, found
+
     def _extreme(self, func: str, source: SourceNode, column: str, timezone: str | None) -> int | None:
         try:
-            df = self.relation(source.name)
-            fields = {f.name.lower(): f for f in df.schema.fields}
-            found = fields.get(column.lower())
-            if found is None:
-                raise ProjectError(f"source '{source.name}': no column '{column}'")
+            df, found = self._source_column(source, column)
             kind = found.dataType.typeName()
             if kind not in ("timestamp", "timestamp_ntz", "date"):
                 raise ProjectError(f"source '{source.name}': column '{column}' is not a date or timestamp")
@@ -657,11 +662,7 @@ class SparkEngine:
         if not intervals:
             return {}
         try:
-            df = self.relation(source.name)
-            fields = {f.name.lower(): f for f in df.schema.fields}
-            found = fields.get(column.lower())
-            if found is None:
-                raise ProjectError(f"source '{source.name}': no column '{column}'")
+            df, found = self._source_column(source, column)
             # the session's zone is UTC: TIMESTAMP is an instant, NTZ and DATE wall clock
             buckets = Buckets(intervals, found.dataType.typeName() == "timestamp",
                               timezone or self.project.timezone)
