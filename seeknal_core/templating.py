@@ -194,7 +194,7 @@ def _template(sql: str):
     return _simple(text) or _jinja_template(text)
 
 
-def _where(node: TransformNode) -> str:
+def where(node: TransformNode) -> str:
     return f"node '{node.name}'" + (f" ({node.path})" if node.path else "")
 
 
@@ -208,7 +208,7 @@ def compile_sql(node: TransformNode) -> jinja2.Template | _SimpleTemplate:
         if not isinstance(exc, jinja2.TemplateSyntaxError):
             raise
         raise ProjectError(
-            f"{_where(node)}: SQL template error on line {exc.lineno}: {exc.message}"
+            f"{where(node)}: SQL template error on line {exc.lineno}: {exc.message}"
         ) from None
 
 
@@ -254,7 +254,7 @@ def render_sql(
         target = allowed.get(split_id(str(name))[1].lower())
         if target is None:
             raise ProjectError(
-                f"{_where(node)}: ref('{name}') is not one of its dependencies"
+                f"{where(node)}: ref('{name}') is not one of its dependencies"
                 + (did_you_mean(name, node.depends_on) or
                    " — list it in depends_on or use a literal ref('name')")
             )
@@ -282,8 +282,8 @@ def _raise_template_error(node: TransformNode, exc: Exception) -> NoReturn:
             hint = " — the node has no interval here (set a schedule, or pass start and end)"
         else:
             hint = did_you_mean(name, VARIABLES) or f" — available: {', '.join(VARIABLES)}"
-        raise ProjectError(f"{_where(node)}: undefined template variable '{name}'{hint}") from None
-    raise ProjectError(f"{_where(node)}: SQL template error: {template_problem(exc)}") from None
+        raise ProjectError(f"{where(node)}: undefined template variable '{name}'{hint}") from None
+    raise ProjectError(f"{where(node)}: SQL template error: {template_problem(exc)}") from None
 
 
 def template_problem(exc: BaseException) -> str:

@@ -173,6 +173,32 @@ def test_a_template_error_stops_plan_and_apply_before_anything_is_recorded(tmp_p
     assert "hourly" in tables(root) and state_bytes(root) == before
 
 
+def test_sql_that_does_not_parse_stops_plan_and_apply_before_anything_is_recorded(tmp_path):
+    """Rendering is not enough: SQL the engine cannot parse is refused while planning too."""
+    root = chain(tmp_path / "p")
+    edit_hourly(root, "AND v > 0", "AND v > 0 AND (v")
+    before = state_bytes(root)
+    for args in (("plan",), ("plan", "--apply"), ("plan", "--json")):
+        done = cli(root, *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("Error: node 'hourly'") and "does not parse" in lines[0], lines
+        assert "nothing was recorded" in lines[0]
+        assert state_bytes(root) == before, args
+
+
+def test_syntax_checks_parse_only():
+    """The DuckDB parser check binds nothing: unknown tables pass, broken SQL and two
+    statements do not."""
+    from seeknal_core.engines.duckdb import syntax_error
+
+    assert syntax_error("SELECT x FROM no_such_table WHERE y > 1") is None
+    why = syntax_error("SELECT sum(x FROM t")
+    assert why is not None and "syntax error" in why and "line 1" in why
+    assert "2 statements" in syntax_error("SELECT 1; SELECT 2")
+
+
 # -- 4. a crash after recording -------------------------------------------------------------------------
 def test_plan_apply_after_a_crash_in_its_run_says_what_is_pending_and_runs_it(tmp_path, filtered):
     root = chain(tmp_path / "p")

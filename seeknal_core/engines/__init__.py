@@ -52,7 +52,10 @@ class EngineKind:
     node uses the file, else none, so they run in parallel); ``dagster_kinds``: the kinds
     Dagster shows; ``session_resource``: the Dagster resource whose session it computes in
     (handed to the engine as ``session=``); ``run_per_range``: starting it costs seconds,
-    so a Dagster backfill gives it one run per range rather than one per partition.
+    so a Dagster backfill gives it one run per range rather than one per partition;
+    ``syntax``: "module:function" returning why one rendered query does not parse (None
+    when it does), without a session or a database, so a plan refuses broken SQL before it
+    records anything (None: the engine has no parser that cheap; its SQL is checked when run).
     """
 
     name: str
@@ -63,6 +66,7 @@ class EngineKind:
     dagster_kinds: tuple[str, ...] = ("sql",)
     session_resource: str | None = None
     run_per_range: bool = False
+    syntax: str | None = None
 
 
 #: engine name (what ``engine:`` selects) -> its capabilities; the first is the default
@@ -81,7 +85,8 @@ def register(kind: EngineKind) -> EngineKind:
 
 register(EngineKind("duckdb", "seeknal_core.engines.duckdb:DuckDBEngine",
                     outputs={"incremental": DATABASE, "table": DATABASE, "parquet": FILES},
-                    reads_database=True, dagster_kinds=("duckdb", "sql")))
+                    reads_database=True, dagster_kinds=("duckdb", "sql"),
+                    syntax="seeknal_core.engines.duckdb:syntax_error"))
 register(EngineKind("spark", "seeknal_core.engines.spark:SparkEngine",
                     outputs={"incremental": DATASET, "table": DATASET, "parquet": DATASET},
                     pool="seeknal_spark", dagster_kinds=("spark", "sql"), session_resource="pyspark",
@@ -97,6 +102,16 @@ def engine_kind(name: str) -> EngineKind:
     if kind is None:
         raise ProjectError(f"unknown engine {name!r}: use one of {', '.join(sorted(ENGINES))}")
     return kind
+
+
+def syntax_error(node: TransformNode, sql: str) -> str | None:
+    """Why ``sql`` (the node's rendered query) does not parse in its engine, or None (also
+    when the engine offers no cheap parser: ``EngineKind.syntax``)."""
+    target = engine_kind(node.engine).syntax
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)(sql)
 
 
 def output_layout(node: TransformNode) -> str:

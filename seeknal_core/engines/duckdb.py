@@ -67,6 +67,20 @@ def engine_error(exc: duckdb.Error, where: Path) -> EngineError:
     return BatchError(text)
 
 
+def syntax_error(sql: str) -> str | None:
+    """Why DuckDB's parser refuses ``sql`` (its message and line), or None: parsed only,
+    nothing bound or run, so no database is needed (``EngineKind.syntax``)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        first, *rest = str(exc).strip().splitlines() or [type(exc).__name__]
+        line = next((r.split(":", 1)[0].strip() for r in rest if r.strip().startswith("LINE ")), "")
+        return " ".join(first.split()) + (f" ({line.lower()} of its SQL)" if line else "")
+    if len(statements) != 1:
+        return f"it holds {len(statements)} statements: a node's SQL is one query"
+    return None
+
+
 def open_error(path: Path, exc: BaseException) -> SeeknalError:
     """Why the database file cannot be opened; the concurrency hint only for a lock."""
     first = (str(exc).splitlines() or [type(exc).__name__])[0]

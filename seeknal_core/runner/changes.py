@@ -15,8 +15,8 @@ definition until a plan is applied, so a change stays visible however many runs 
 mutation (``StateStore.record_plan``): a crash leaves the whole plan recorded or none of
 it, and a changed node's pending restatements count as changed rows for its readers, so
 a plan made after an older, partly recorded apply still restates them.  Every changed
-node's SQL is rendered while planning, so a template error stops the plan before
-anything is recorded.
+node's SQL is rendered and parsed while planning, so a template or syntax error stops
+the plan before anything is recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import ProjectError
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
 from ..timeutil import UTC, TimeLike, from_epoch, to_epoch
@@ -194,21 +195,27 @@ def _pending_span(state: NodeState | None) -> IntervalSet:
 
 
 def check_renders(project: Project, plan: ChangePlan) -> None:
-    """Render every changed node's SQL (its first restated interval, or the latest one) so a
-    template error is a ``ProjectError`` while planning, before anything is recorded."""
-    from ..templating import render_sql
+    """Render and parse every changed node's SQL (its first restated interval, or the
+    latest one), so a template error or SQL its engine cannot parse is a ``ProjectError``
+    while planning, before anything is recorded."""
+    from ..engines import syntax_error
+    from ..templating import render_sql, where
 
     for entry in plan.changed:
         node = project.nodes[entry.node]
         if not node.is_incremental:
-            render_sql(node, None, None)
-            continue
-        if entry.restate:
-            a, b = entry.restate[0]
+            sql = render_sql(node, None, None)
         else:
-            b = node.schedule.tick_at_or_before(to_epoch(plan.now))
-            a = node.schedule.tick_before(b)
-        render_sql(node, from_epoch(a), from_epoch(b))
+            if entry.restate:
+                a, b = entry.restate[0]
+            else:
+                b = node.schedule.tick_at_or_before(to_epoch(plan.now))
+                a = node.schedule.tick_before(b)
+            sql = render_sql(node, from_epoch(a), from_epoch(b))
+        why = syntax_error(node, sql)
+        if why:
+            raise ProjectError(f"{where(node)}: its SQL does not parse: {why} — fix the SQL; "
+                               "nothing was recorded")
 
 
 class _Analyses:
