@@ -79,16 +79,20 @@ def build_definitions(
     if automation not in ("conditions", "schedules", "none"):
         raise ValueError(f"automation={automation!r}: use 'conditions', 'schedules' or 'none'")
     project = as_project(project_path)
+    if database_path is not None:  # a copy: the sensors read the file the assets write
+        project = project.with_database(project.root / Path(database_path))
     translator = translator or SeeknalTranslator()
     if translator.automation != (automation == "conditions"):
         translator = copy.copy(translator)
         translator.automation = automation == "conditions"
     specs = project_specs(project, translator, nodes=nodes)  # once: every builder below reads these
-    database = project.database_path if database_path is None else project.root / Path(database_path)
+    database = project.database_path
     schedules = automation == "schedules"
     jobs = build_jobs(specs) if (schedules or sensors) else []
     spark = _pyspark_resource(project)
-    watermarks = build_watermarks_sensor(specs)  # None: no source declares readiness
+    # None: no source declares readiness.  The automation conditions read its observations
+    # (a source never observed is not ready), so it comes with them even when sensors=False
+    watermarks = build_watermarks_sensor(specs)
     # one automation sensor, evaluated in the code location: the conditions hold custom
     # parts (``RestatedShownFailed``, readiness's ``InputsReady``) the daemon cannot deserialise
     automation_sensor = build_automation_sensor(
@@ -107,7 +111,7 @@ def build_definitions(
             specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
             jobs=jobs or None, restatement_display=restatement_display, recompute_restatements=schedules,
-        ) if sensors else []), *([watermarks] if watermarks and sensors else []),
+        ) if sensors else []), *([watermarks] if watermarks and (sensors or translator.automation) else []),
             *([automation_sensor] if automation_sensor else [])],
         jobs=[*jobs, build_apply_job(project, pool=pool)] if apply_job else jobs,
         schedules=build_schedules(specs, jobs=jobs, default_status=schedule_status) if schedules else [],

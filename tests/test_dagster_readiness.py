@@ -46,6 +46,30 @@ def test_watermark_is_observed_on_the_source_asset(tmp_path: Path, instance: dg.
     assert _observe(defs, instance, first.cursor).asset_events == []  # unchanged watermark: nothing recorded again
 
 
+def test_the_watermark_is_read_from_the_database_the_assets_write(tmp_path: Path,
+                                                                    instance: dg.DagsterInstance):
+    """``database_path=`` moves the sensor's reads too, not only the assets' writes."""
+    import duckdb
+
+    root = make_project(tmp_path / "p", DAILY, days=4)
+    other = tmp_path / "elsewhere.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE raw AS SELECT TIMESTAMP '2024-01-02 07:00' AS ts, 1 AS v")
+    con.close()
+    [event] = _observe(build_definitions(root, database_path=other), instance).asset_events
+    assert event.metadata[WATERMARK_KEY].value == "2024-01-02T07:00:00+00:00"
+
+
+def test_the_watermarks_sensor_comes_with_automation_even_without_the_other_sensors(tmp_path: Path):
+    """The conditions treat a never-observed source as not ready: without the sensor they
+    would never request anything."""
+    root = make_project(tmp_path / "p", DAILY, days=4)
+    names = {s.name for s in build_definitions(root, sensors=False).sensors}
+    assert WATERMARKS_SENSOR in names
+    names = {s.name for s in build_definitions(root, sensors=False, automation="none").sensors}
+    assert WATERMARKS_SENSOR not in names
+
+
 def test_automation_does_not_request_a_partition_whose_data_is_not_in(tmp_path: Path,
                                                                         instance: dg.DagsterInstance):
     root = make_project(tmp_path / "p", DAILY, days=4)

@@ -84,6 +84,13 @@ class Project:
             dialect=self.dialect, on_change=self.on_change,
         )
 
+    def with_database(self, path: str | Path) -> Project:
+        """A copy whose DuckDB file is ``path`` (a door's ``database_path`` override), so
+        everything that reads the file through the project reads that one."""
+        copy = self.with_nodes(self.nodes)
+        copy.database_path = Path(path).resolve()
+        return copy
+
     def _lookup(self, name_or_id: str) -> TransformNode | SourceNode | None:
         kind, name = split_id(name_or_id)
         tables = {"transform": (self.nodes,), "source": (self.sources,)}.get(
