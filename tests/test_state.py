@@ -24,7 +24,9 @@ from seeknal_core.state import (
     StateStore,
     open_store,
 )
-from seeknal_core.state import json_store as js
+from seeknal_core.state.audit_log import LOG_TAIL_RECORDS
+from seeknal_core.state.common import fmt_us, parse_us
+from seeknal_core.state.records import KEEP_RESOLVED
 
 UTC = dt.UTC
 SEED = {
@@ -388,12 +390,12 @@ def test_restatement_lifecycle(store, monkeypatch):
 
 def test_resolved_restatements_are_pruned_but_pending_kept(store):
     store.mark_complete("n", days(1, 2))
-    for _ in range(js.KEEP_RESOLVED + 5):
+    for _ in range(KEEP_RESOLVED + 5):
         store.restate({"n": days(1, 2)}, "again")
         store.mark_complete("n", days(1, 2))
     pending = store.restate({"n": days(1, 2)}, "last")[0]
     items = store.node("n").restatements
-    assert len(items) == js.KEEP_RESOLVED + 1
+    assert len(items) == KEEP_RESOLVED + 1
     assert items[-1].id == pending.id and items[-1].pending
 
 
@@ -453,14 +455,14 @@ def test_changes_since_resyncs_when_the_journal_cannot_answer(json_store):
     store = json_store
     store.mark_complete("a", days(1, 2))
     store.mark_complete("b", days(2, 3))
-    for i in range(js.LOG_TAIL_RECORDS + 2):
+    for i in range(LOG_TAIL_RECORDS + 2):
         store.mark_complete("a", Interval(d(3, i), d(3, i + 1)))
     last = store.revision
     store.log_path.unlink()
     resync = store.changes_since(0)
     assert {c.kind for c in resync} == {"resync"}
     assert {c.node: c.intervals for c in resync} == {
-        "a": IntervalSet([days(1, 2), Interval(d(3), d(3, js.LOG_TAIL_RECORDS + 2))]),
+        "a": IntervalSet([days(1, 2), Interval(d(3), d(3, LOG_TAIL_RECORDS + 2))]),
         "b": IntervalSet([days(2, 3)])}
     assert all(c.revision == last for c in resync)
     # the latest revisions are still known from the state file's log_tail
@@ -489,10 +491,10 @@ def test_a_lost_log_line_is_served_and_repaired(tmp_path):
 
 def test_log_tail_is_bounded_and_the_log_gets_every_record(json_store):
     store = json_store
-    for i in range(js.LOG_TAIL_RECORDS * 3 + 5):
+    for i in range(LOG_TAIL_RECORDS * 3 + 5):
         store.mark_complete("n", Interval(d(1) + dt.timedelta(hours=i),
                                           d(1) + dt.timedelta(hours=i + 1)))
-        assert 1 <= len(json.loads(store.path.read_text())["log_tail"]) <= js.LOG_TAIL_RECORDS
+        assert 1 <= len(json.loads(store.path.read_text())["log_tail"]) <= LOG_TAIL_RECORDS
     assert [r["revision"] for r in log_records(store)] == list(range(1, store.revision + 1))
     assert len(store.completed("n")) == 1
 
@@ -560,7 +562,7 @@ def test_random_updates_match_the_interval_algebra(store_factory):
     if store_factory.backend != "json":
         return
     rows = json.loads(store.path.read_text())["nodes"]["n"]["completed_intervals"]
-    assert rows == [[js._fmt(js._parse_us(a)), js._fmt(js._parse_us(b))] for a, b in rows]
+    assert rows == [[fmt_us(parse_us(a)), fmt_us(parse_us(b))] for a, b in rows]
     assert IntervalSet([tuple(r) for r in rows]) == expected and len(rows) == len(expected)
 
 

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from test_cli import EVENTS_FLOW, invoke, make_project
 
-from seeknal_core import Interval
+from seeknal_core import Interval, IntervalSet
 from seeknal_core.cli import cli
 from seeknal_core.state import JsonStateStore, PostgresStateStore, StateError
-from seeknal_core.state import json_store as js
 from seeknal_core.state.migrate import copy_state, redact_dsn, state_block
+from seeknal_core.state.records import KEEP_RESOLVED
 
 UTC = dt.UTC
 
@@ -33,7 +33,7 @@ def fill(store) -> None:
     store.mark_failed("orders", Interval(d(4), d(4, 12)), "boom again", duration=0.5)
     store.mark_complete("orders", Interval(d(5), d(6)), origin="run")
     store.record_execution("orders", Interval(d(6), d(7)), mode="run", status="skipped")
-    for _ in range(js.KEEP_RESOLVED + 2):  # more resolved restatements than a node keeps
+    for _ in range(KEEP_RESOLVED + 2):  # more resolved restatements than a node keeps
         store.restate({"orders": Interval(d(1), d(2))}, "again", actor="ci")
         store.mark_complete("orders", Interval(d(1), d(2)), origin="restate")
     store.restate({"orders": Interval(d(2), d(3)), "daily": Interval(d(1), d(2))}, "bad upstream",
@@ -68,7 +68,7 @@ def snapshot(store) -> dict:
 def test_json_to_postgres_to_json_loses_nothing(tmp_path, pg_dsn, pg_schema):
     first = JsonStateStore(tmp_path / "a" / "run_state.json", durable=False)
     fill(first)
-    assert len(first.node("orders").restatements) == js.KEEP_RESOLVED + 1  # pruned + one pending
+    assert len(first.node("orders").restatements) == KEEP_RESOLVED + 1  # pruned + one pending
     pg = PostgresStateStore(pg_dsn, schema=pg_schema)
     report = copy_state(first, pg)
     assert (report.nodes, report.revision) == (2, first.revision)
@@ -163,7 +163,7 @@ def test_state_migrate_command_end_to_end(tmp_path, pg_dsn, pg_schema):
     run = _cli(root, "run", env=env, now="2024-01-06T06:00:00Z")
     assert run.exit_code == 0, run.output
     pg = PostgresStateStore(pg_dsn, schema=pg_schema)
-    assert pg.completed("events_flow") == js._as_set(Interval(d(1), d(6)))
+    assert pg.completed("events_flow") == IntervalSet([Interval(d(1), d(6))])
     assert json.loads(_cli(root, "intervals", "list", "events_flow", "--json", env=env).stdout) != \
         json.loads(listed)
 

@@ -15,8 +15,8 @@ from test_state_workers import start_and_join
 
 from seeknal_core import Interval, IntervalSet
 from seeknal_core.state import PostgresStateStore, StateError
-from seeknal_core.state import json_store as js
 from seeknal_core.state import postgres_store as ps
+from seeknal_core.state.common import fmt_us
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 PROCS, MUTATIONS = 8, 120
@@ -202,7 +202,7 @@ def test_sql_time_text_matches_the_json_store(pg_dsn, pg_schema):
         rows = conn.execute(
             f'SELECT x, "{pg_schema}".fmt("{pg_schema}".ts(x)), "{pg_schema}".us("{pg_schema}".ts(x))'
             " FROM unnest(%s::bigint[]) AS x", [values]).fetchall()
-    assert [(x, js._fmt(x), x) for x in values] == rows
+    assert [(x, fmt_us(x), x) for x in values] == rows
     store.close()
 
 
