@@ -26,17 +26,17 @@ def d(day: int, hour: int = 0, us: int = 0) -> dt.datetime:
 
 def fill(store) -> None:
     """A store with every kind of record: the thing a migration must not lose."""
-    store.mark_complete("orders", Interval(d(1), d(3)), origin="backfill", run_id="r1", rows=10,
+    store.mark_complete("orders", [Interval(d(1), d(3))], origin="backfill", run_id="r1", rows=10,
                         duration=1.25, partition_keys=["2024-01-01", "2024-01-02"], fingerprint="fp-a")
-    store.mark_complete("orders", Interval(d(3), d(3, 5, 250)), origin="manual")
+    store.mark_complete("orders", [Interval(d(3), d(3, 5, 250))], origin="manual")
     store.mark_failed("orders", [Interval(d(4), d(5)), Interval(d(5), d(6))], "boom", run_id="r2")
-    store.mark_failed("orders", Interval(d(4), d(4, 12)), "boom again", duration=0.5)
-    store.mark_complete("orders", Interval(d(5), d(6)), origin="run")
-    store.record_execution("orders", Interval(d(6), d(7)), mode="run", status="skipped")
+    store.mark_failed("orders", [Interval(d(4), d(4, 12))], "boom again", duration=0.5)
+    store.mark_complete("orders", [Interval(d(5), d(6))], origin="run")
+    store.record_execution("orders", [Interval(d(6), d(7))], mode="run", status="skipped")
     for _ in range(KEEP_RESOLVED + 2):  # more resolved restatements than a node keeps
-        store.restate({"orders": Interval(d(1), d(2))}, "again", actor="ci")
-        store.mark_complete("orders", Interval(d(1), d(2)), origin="restate")
-    store.restate({"orders": Interval(d(2), d(3)), "daily": Interval(d(1), d(2))}, "bad upstream",
+        store.restate({"orders": [Interval(d(1), d(2))]}, "again", actor="ci")
+        store.mark_complete("orders", [Interval(d(1), d(2))], origin="restate")
+    store.restate({"orders": [Interval(d(2), d(3))], "daily": [Interval(d(1), d(2))]}, "bad upstream",
                   actor="alice")
     store.resolve_restatement(store.pending_restatements("daily")[0].id, by="bob")
     store.mark_complete("daily", (), partition_keys=["a", "b", "é"])
@@ -45,7 +45,7 @@ def fill(store) -> None:
     store.set_fingerprint("daily", "fp-d2")
     store.set_fingerprint("daily", "fp-d3", definition={"sql": "SELECT 1", "schedule": "@daily",
                                                         "engine": "duckdb", "time_column": None})
-    store.mark_complete_many({"orders": Interval(d(8), d(9)), "daily": Interval(d(2), d(3))},
+    store.mark_complete_many({"orders": [Interval(d(8), d(9))], "daily": [Interval(d(2), d(3))]},
                              origin="manual")
     store.set_inferred_start("daily", int(d(1).timestamp()))  # a node without `start:`
 
@@ -88,14 +88,14 @@ def test_json_to_postgres_to_json_loses_nothing(tmp_path, pg_dsn, pg_schema):
     # the copies carry on from the same revision: a sensor cursor stays valid
     revision = expected["revision"]
     for store in (pg, back):
-        assert store.mark_complete("orders", Interval(d(9), d(10)), run_id="after") == revision + 1
+        assert store.mark_complete("orders", [Interval(d(9), d(10))], run_id="after") == revision + 1
         assert [(c.revision, c.run_id) for c in store.changes_since(revision)] == [(revision + 1, "after")]
     pg.close()
 
 
 def test_import_needs_an_empty_destination_and_a_valid_document(store_factory, tmp_path):
     store = store_factory()
-    store.mark_complete("n", Interval(d(1), d(2)))
+    store.mark_complete("n", [Interval(d(1), d(2))])
     data = store.export()
     with pytest.raises(StateError, match=r"already holds state \(revision 1\)") as info:
         store.import_(data)

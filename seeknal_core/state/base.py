@@ -34,9 +34,11 @@ CHANGE_KINDS = (
     "resync",
 )
 
-#: What ``intervals`` arguments accept: an Interval, a ``(start, end)`` pair of
-#: datetimes/dates/ISO strings, an IntervalSet, or an iterable of intervals/pairs.
-IntervalsLike = Interval | IntervalSet | tuple | Iterable[Any]
+#: What ``intervals`` arguments take: an IntervalSet (what the runner passes) or ``(start,
+#: end)`` pairs of aware datetimes (an ``Interval`` is one; a bound is read as ``Interval``
+#: reads it).  One interval is a list of one pair: a bare pair is refused, not guessed at.
+#: Time text with the seed format's closed ends is read from stored files only (``records.parse_rows``).
+IntervalsLike = IntervalSet | Iterable[tuple[dt.datetime, dt.datetime]]
 
 
 class StateError(SeeknalError):
@@ -142,7 +144,7 @@ class StateStore(Protocol):
     """What the runner, CLI and Dagster adapter need from a state backend.
 
     Every mutation is atomic, bumps ``revision`` by one and writes audit records;
-    ``intervals`` arguments accept anything in ``IntervalsLike``.  ``export()`` and
+    ``intervals`` arguments are ``IntervalsLike``.  ``export()`` and
     ``import_()`` move a whole store (state and audit history) between backends.
     """
 

@@ -90,23 +90,13 @@ def merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[i
 
 
 def _as_set(value: IntervalsLike) -> IntervalSet:
-    if isinstance(value, IntervalSet):
-        return value
-    if isinstance(value, Interval):
-        return IntervalSet([value])
-    if _is_pair(value):
-        return IntervalSet([tuple(value)])  # type: ignore[arg-type]
-    return IntervalSet(list(value))  # type: ignore[arg-type]
+    """An ``intervals`` argument as a merged IntervalSet."""
+    return value if isinstance(value, IntervalSet) else IntervalSet(_pair_list(value))
 
 
 def _as_pairs(value: IntervalsLike) -> list[tuple[int, int]]:
     """Intervals as microsecond pairs, keeping touching ones apart (failures are per interval)."""
-    if isinstance(value, IntervalSet):
-        items: list[Any] = list(value)
-    elif isinstance(value, Interval) or _is_pair(value):
-        items = [value]
-    else:
-        items = list(value)  # type: ignore[arg-type]
+    items = list(value) if isinstance(value, IntervalSet) else _pair_list(value)
     pairs = []
     for item in items:
         iv = item if isinstance(item, Interval) else Interval(*item)
@@ -114,12 +104,14 @@ def _as_pairs(value: IntervalsLike) -> list[tuple[int, int]]:
     return merge_pairs(pairs, touching=False)
 
 
-def _is_pair(value: object) -> bool:
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (str, dt.date)) for v in value)
-    )
+def _pair_list(value: Iterable[tuple[dt.datetime, dt.datetime]]) -> list[tuple[Any, Any]]:
+    """The ``(start, end)`` pairs of an ``intervals`` argument that is not an IntervalSet;
+    one bare pair (an ``Interval`` too) is refused rather than read as two intervals."""
+    items = list(value)
+    if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+        raise TypeError(f"intervals must be an IntervalSet or a list of (start, end) pairs, got {value!r}"
+                        + (": wrap one interval in a list" if len(items) == 2 else ""))
+    return items
 
 
 def check_node_name(node: object) -> str:
