@@ -26,7 +26,7 @@ from seeknal_core.state import (
 )
 from seeknal_core.state.audit_log import LOG_TAIL_RECORDS
 from seeknal_core.state.common import fmt_us, parse_us
-from seeknal_core.state.records import KEEP_RESOLVED
+from seeknal_core.state.records import KEEP_RESOLVED, export_header
 
 UTC = dt.UTC
 SEED = {
@@ -178,7 +178,6 @@ def _every_operation(store: JsonStateStore) -> list:
         lambda: store.resolve_restatement("nope"),
         lambda: store.pending_restatements(),
         lambda: store.set_fingerprint("a", "f"),
-        lambda: store.remove_partition_keys("a", ["k"]),
         lambda: store.record_execution("a", [days(1, 2)], status="skipped"),
         lambda: store.changes_since(0),
         lambda: store.history("a"),
@@ -408,11 +407,23 @@ def test_resolved_restatements_are_pruned_but_pending_kept(store):
     assert items[-1].id == pending.id and items[-1].pending
 
 
+def test_a_partitions_removed_record_of_an_older_seeknal_stays_readable(store):
+    """``remove_partition_keys`` left the contract (no caller); journals written before it did
+    keep their ``partitions_removed`` records, and both backends still read them."""
+    record = {"revision": 1, "at": "2024-01-01T00:00:00Z", "event": "partitions_removed", "node": "n",
+              "partition_keys": ["a"]}
+    store.import_({**export_header(), "revision": 1, "nodes": {"n": {"partition_keys": ["b"], "revision": 1}},
+                   "audit": [record]})
+    [change] = store.changes_since(0)
+    assert (change.kind, change.node, change.details["partition_keys"]) == ("partitions_removed", "n", ["a"])
+    assert store.history("n") == [record] and store.node("n").partition_keys == {"b"}
+    assert not hasattr(store, "remove_partition_keys")
+
+
 def test_partition_keys_and_fingerprint(store):
-    store.mark_complete("n", (), partition_keys=["a", "b", "c"])
-    rev = store.remove_partition_keys("n", ["b", "zz"])
+    store.mark_complete("n", (), partition_keys=["a", "c"])
+    store.mark_complete("n", (), partition_keys=["c"])
     assert store.node("n").partition_keys == {"a", "c"}
-    assert store.remove_partition_keys("n", ["zz"]) == rev, "nothing removed: no revision"
     rev = store.set_fingerprint("n", "h1")
     assert store.set_fingerprint("n", "h1") == rev, "unchanged: no revision"
     assert store.set_fingerprint("n", "h2") == rev + 1
@@ -746,7 +757,7 @@ def test_state_files_sharing_a_folder_keep_their_own_logs(tmp_path):
     assert (a.log_path, b.log_path) == (shared / "a_state.log.jsonl", shared / "b_state.log.jsonl")
     for i in range(12):  # interleaved, past the log's group commit
         a.mark_complete("orders", [days(1 + i, 2 + i)])
-        b.mark_complete("orders" if i % 2 else "users", days(1 + i, 2 + i), origin="backfill")
+        b.mark_complete("orders" if i % 2 else "users", [days(1 + i, 2 + i)], origin="backfill")
     b.mark_failed("users", [days(20, 21)], "boom")
     assert [r["mode"] for r in a.history("orders")] == ["run"] * 12
     assert {r["mode"] for r in b.history("orders")} == {"backfill"}
@@ -778,7 +789,7 @@ def test_a_log_shared_by_two_state_files_is_left_alone(tmp_path):
     b = JsonStateStore(folder / "b_state.json", legacy, durable=False)
     for i in range(12):
         a.mark_complete("orders", [days(1 + i, 2 + i)])
-        b.mark_complete("orders", days(1, 2 + i), origin="backfill")
+        b.mark_complete("orders", [days(1, 2 + i)], origin="backfill")
     a.close()
     b.close()
     before = legacy.read_bytes()

@@ -53,8 +53,6 @@ def operations(store: JsonStateStore) -> None:
     [pending] = store.pending_restatements("orders")
     store.resolve_restatement(pending.id, by="bob")
     store.resolve_restatement(pending.id, by="bob")  # idempotent: no change
-    store.remove_partition_keys("orders", ["2024-01-02", "2024-09-09"])
-    store.remove_partition_keys("orders", ["2024-09-09"])  # nothing to remove: no change
     store.set_fingerprint("orders", "fp-b")
     store.set_fingerprint("orders", "fp-b")  # unchanged: no change
     store.set_fingerprint("events", "fp-e")

@@ -40,7 +40,6 @@ def fill(store) -> None:
                   actor="alice")
     store.resolve_restatement(store.pending_restatements("daily")[0].id, by="bob")
     store.mark_complete("daily", (), partition_keys=["a", "b", "é"])
-    store.remove_partition_keys("daily", ["b"])
     store.set_fingerprint("daily", "fp-d")
     store.set_fingerprint("daily", "fp-d2")
     store.set_fingerprint("daily", "fp-d3", definition={"sql": "SELECT 1", "schedule": "@daily",

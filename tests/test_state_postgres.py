@@ -156,6 +156,28 @@ def test_a_version_1_schema_is_upgraded_in_place(pg_dsn, pg_schema):
     assert signatures == 1, "the replaced signature is dropped, not left as an overload"
 
 
+def test_a_version_5_schema_loses_the_remove_partition_keys_function(pg_dsn, pg_schema):
+    """Migration 6 drops the function of the method that left the store contract."""
+    PostgresStateStore(pg_dsn, schema=pg_schema).connect().close()
+    q = f'"{pg_schema}"'
+
+    def functions(conn) -> int:
+        return conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'remove_partition_keys'"
+                            " AND pronamespace = %s::regnamespace", [pg_schema]).fetchone()[0]
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as version 5 left it
+        conn.execute(f"DELETE FROM {q}.schema_version WHERE version > 5;"
+                     f" CREATE FUNCTION {q}.remove_partition_keys(p_node text, p_keys text[]) RETURNS bigint"
+                     " LANGUAGE sql AS 'SELECT 0::bigint'")
+        assert functions(conn) == 1
+    store = PostgresStateStore(pg_dsn, schema=pg_schema)
+    assert store.mark_complete("n", [hour(0)]) == 1
+    store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert functions(conn) == 0
+        assert conn.execute(f"SELECT max(version) FROM {q}.schema_version").fetchone()[0] == 6 == ps.SCHEMA_VERSION
+
+
 def test_a_schema_from_a_newer_seeknal_is_refused(pg_dsn, pg_schema):
     PostgresStateStore(pg_dsn, schema=pg_schema).connect().close()
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

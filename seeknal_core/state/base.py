@@ -23,7 +23,9 @@ from ..reasons import Mode
 MODES = tuple(Mode)
 
 #: ``Change.kind`` values.  ``resync`` means "the journal does not reach back to the
-#: revision you asked about; here is the node's whole completed set instead".
+#: revision you asked about; here is the node's whole completed set instead";
+#: ``partitions_removed`` is only in journals written before ``remove_partition_keys`` left
+#: the contract (docs/architecture.md, State).
 CHANGE_KINDS = (
     "complete",
     "fail",
@@ -223,8 +225,6 @@ class StateStore(Protocol):
     def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement: ...
 
     def pending_restatements(self, node: str | None = None) -> list[Restatement]: ...
-
-    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int: ...
 
     def set_fingerprint(
         self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None

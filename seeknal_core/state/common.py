@@ -445,14 +445,6 @@ class StoreBase:
         """The restatement, resolved now or before; None when there is no such id."""
         raise NotImplementedError
 
-    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int:
-        """Forget completed partition keys (e.g. before re-running them); returns the revision."""
-        check_node_name(node)
-        return self._apply_remove_keys(node, sorted({str(k) for k in keys}))
-
-    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
-        raise NotImplementedError
-
     def set_fingerprint(
         self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None
     ) -> int:

@@ -454,20 +454,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
 
         return self._mutate(apply)[1]
 
-    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
-        drop = set(keys)
-
-        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
-            raw = doc["nodes"].get(node)
-            present = sorted(drop.intersection(raw.get("partition_keys", []))) if raw else []
-            if not present:
-                return [], None
-            raw = self._node_for_write(doc, node, revision)
-            raw["partition_keys"] = sorted(set(raw["partition_keys"]) - drop)
-            return [audit_entry("partitions_removed", node, now, partition_keys=present)], None
-
-        return self._mutate(apply)[0]
-
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
             record = self._fingerprint_in(doc, node, fingerprint, definition, now, revision)

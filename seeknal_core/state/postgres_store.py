@@ -379,9 +379,6 @@ class PostgresStateStore(StoreBase):
         found = self._run("resolve", [str(restatement_id), by], write=True)[0][0]
         return None if found is None else parse_restatement(found["node"], found["item"])
 
-    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
-        return self._run("remove_keys", [node, keys], write=True)[0][0]
-
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         params = [node, fingerprint, None if definition is None else self._json(definition)]
         return self._run("fingerprint", params, write=True)[0][0]
