@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,9 @@ from test_cli import EVENTS_FLOW, invoke, make_project
 
 from seeknal_core import Interval, IntervalSet
 from seeknal_core.cli import cli
-from seeknal_core.state import JsonStateStore, PostgresStateStore, StateError
-from seeknal_core.state.migrate import copy_state, redact_dsn, state_block
+from seeknal_core.state import JsonStateStore, PostgresStateStore, StateError, open_store
+from seeknal_core.state.migrate import copy_state, describe, open_destination, same_store, state_block
+from seeknal_core.state.postgres_store import redact_dsn
 from seeknal_core.state.records import KEEP_RESOLVED
 
 UTC = dt.UTC
@@ -127,6 +131,52 @@ def test_redacted_dsn_and_state_block(tmp_path):
     assert block == "state:\n  backend: postgres\n  dsn: postgresql://bob@db/s\n  schema: team"
     block = state_block(JsonStateStore(tmp_path / "target" / "s.json"), tmp_path)
     assert block == "state:\n  backend: json\n  path: target/s.json"
+
+
+def test_one_backend_registry_serves_open_store_migrate_and_the_cli(tmp_path, monkeypatch):
+    """Every entry of BACKENDS is a ``--to`` choice, opens from its ``state:`` options, and
+    its store's printed ``state:`` block opens the same store again."""
+    import yaml
+
+    from seeknal_core.cli.state import migrate_command
+    from seeknal_core.state.backends import BACKENDS
+
+    monkeypatch.delenv("SEEKNAL_STATE_DSN", raising=False)
+    [to] = [p for p in migrate_command.params if p.name == "to"]
+    assert list(to.type.choices) == list(BACKENDS) == ["json", "postgres"]
+    options = {"json": {"path": "target/s.json"}, "postgres": {"dsn": "postgresql://bob@db/s", "schema": "team"}}
+    for name, entry in BACKENDS.items():
+        store = open_store(tmp_path, {"backend": name, **options[name]})
+        assert isinstance(store, entry.store_class())
+        again = open_store(tmp_path, yaml.safe_load(state_block(store, tmp_path))["state"])
+        assert describe(again) == describe(store) and same_store(again, store)
+        dest = open_destination(tmp_path, name, **options[name])
+        assert describe(dest) == describe(store)
+        for opened in (store, again, dest):
+            opened.close()
+    assert not same_store(open_store(tmp_path), open_store(tmp_path, {"backend": "postgres"}))
+
+
+@pytest.mark.parametrize("to,flags,message", [
+    ("json", {"dsn": "postgresql://db/s"}, "--dsn is for --to postgres; --to json takes --path"),
+    ("json", {"dsn": "x", "schema": "y"}, "--dsn and --schema are for --to postgres; --to json takes --path"),
+    ("postgres", {"path": "s.json", "dsn": "x"}, "--path is for --to json; --to postgres takes --dsn and --schema"),
+    ("postgres", {}, "--to postgres needs --dsn"),
+    ("mongo", {}, "unknown state backend 'mongo'"),
+])
+def test_a_destination_with_another_backends_options_is_refused(tmp_path, to, flags, message):
+    with pytest.raises(StateError, match=re.escape(message)):
+        open_destination(tmp_path, to, **flags)
+    assert list(tmp_path.iterdir()) == [], "nothing was created"
+
+
+def test_importing_the_state_package_imports_no_store_module():
+    """The CLI's ``--to`` choices read the registry at start-up: naming the backends is cheap."""
+    code = ("import sys, seeknal_core.state as s; bad = [m for m in sys.modules if m.startswith("
+            "('seeknal_core.state.json', 'seeknal_core.state.postgres', 'psycopg'))]; print(bad);"
+            "sys.exit(1 if bad else 0 if s.JsonStateStore.__name__ == 'JsonStateStore' else 2)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _cli(root: Path, *args: str, env: dict | None = None, now: str = "2024-01-04T06:00:00Z"):

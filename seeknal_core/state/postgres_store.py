@@ -40,6 +40,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..intervals import IntervalSet
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
@@ -66,7 +67,7 @@ from .records import (
     parse_rows,
 )
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStateStore"]
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStateStore", "has_password", "redact_dsn"]
 
 DEFAULT_SCHEMA = "seeknal"
 #: Oldest server version with multiranges (``tstzmultirange``, ``range_agg``).
@@ -88,6 +89,30 @@ def _from_flat(bounds: list[int]) -> IntervalSet:
 
 def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` without its password (URL or ``key=value`` form): what may be printed or written
+    into ``seeknal_project.yml``."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if k != "password"])
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params.pop("password", None)
+    return make_conninfo(**params)
+
+
+def has_password(dsn: str) -> bool:
+    """Whether ``dsn`` carries a password (``redact_dsn`` leaves it out of what it prints)."""
+    return bool(dsn) and redact_dsn(dsn) != dsn
 
 
 class PostgresStateStore(StoreBase):
