@@ -98,45 +98,6 @@ __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore"
            "default_log_path"]
 
 
-
-
-
-# -- interval rows <-> merged microsecond arrays ------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- the audit log ------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _refuse_dangling_link(path: Path) -> None:
     """A state path that is (or lies under) a link to nothing is refused: following it
     would create the missing target's folders wherever the link points."""
@@ -226,29 +187,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                         pass
             self._sig = None
 
-    # -- reading ---------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-    # -- public reads ------------------------------------------------------------------------
-
-
-
-
-
-
-
     # -- writing -----------------------------------------------------------------------------
 
     @contextmanager
@@ -324,18 +262,9 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             self._append_log(encoded, new_revision)
             return new_revision, result
 
-
-
-
-
-
-
-
     def _sweep_temp_files(self) -> None:
         """Delete temp files of writers that died mid-write (safe: we hold the lock)."""
         self._swept = sweep_temp_files(self.path)
-
-
 
     # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
@@ -526,7 +455,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             out += [r for r in audit_log.unlogged(tail, last, count) if r.get("node") == node]
         return out if limit is None else out[-limit:] if limit > 0 else []
 
-
     # -- export / import ---------------------------------------------------------------------
 
     def export(self) -> dict[str, Any]:
@@ -543,8 +471,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 _, last, count = audit_log.scan(self.log_path, after=doc["revision"], block=4096)
                 audit += audit_log.unlogged(list(doc.get("log_tail") or []), last, count)
                 return {**export_header(), "revision": doc["revision"], "nodes": nodes, "audit": audit}
-
-
 
     def import_(self, data: Mapping[str, Any]) -> int:
         """Load an ``export()`` into this store, which must be empty; returns its revision.
@@ -595,39 +521,3 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             raise StateError(
                 f"cannot write audit log {self.log_path}: {exc.strerror or exc}; nothing was imported"
             ) from None
-
-
-# -- log naming -------------------------------------------------------------------------------
-
-
-
-
-
-
-
-# -- helpers on raw node records ------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- export documents ------------------------------------------------------------------------
-
-
-
-
-
-
