@@ -77,14 +77,14 @@ def test_record_plan_is_one_call_with_the_revisions_and_audit_of_the_separate_ca
     store.set_fingerprint("b1", "same")
     store.set_fingerprint("b2", "same")
     before = store.revision
-    store.restate({"a1": day1}, "definition changed", actor="ann")
+    store.restate({"a1": [day1]}, "definition changed", actor="ann")
     store.restate({"b1": [day1, day2]}, "definition changed (downstream of a1)", actor="ann")
     store.set_fingerprint("a1", "new", definition={"sql": "SELECT 2"})
     store.set_fingerprint("b1", "same")  # unchanged: no revision
     separate = store.revision
     assert separate == before + 3
     revision = store.record_plan(
-        [({"a2": day1}, "definition changed"), ({"b2": [day1, day2]}, "definition changed (downstream of a1)")],
+        [({"a2": [day1]}, "definition changed"), ({"b2": [day1, day2]}, "definition changed (downstream of a1)")],
         {"a2": ("new", {"sql": "SELECT 2"}), "b2": ("same", None)}, actor="ann")
     assert revision == store.revision == separate + 3
     audit = store.export()["audit"]

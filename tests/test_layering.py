@@ -154,3 +154,47 @@ def test_the_checks_see_an_upward_import_and_a_cycle():
         raise AssertionError("the cycle templating -> project.nodes -> ... -> templating was not found")
     except graphlib.CycleError:
         pass
+
+
+# -- a name imported from another module is public ------------------------------------------------
+STATE = CORE / "state"
+
+
+def private_imports(source: str, path: pathlib.Path) -> list[str]:
+    """Underscore names ``source`` (the file at ``path``) takes from other modules: ``from m import
+    _x``, and ``m._x`` where ``m`` is a module it imported (``from . import m``, ``import a.m as m``)."""
+    tree = ast.parse(source)
+    modules: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            folder = path.parent
+            for _ in range(node.level - 1):
+                folder = folder.parent
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{path.name}:{node.lineno} from {'.' * node.level}{node.module or ''} "
+                                 f"import {alias.name}")
+                where = folder / (node.module or "").replace(".", "/") / alias.name if node.level else None
+                if where is not None and (where.with_suffix(".py").exists() or where.is_dir()):
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(a.asname for a in node.names if a.asname)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_state_module_imports_a_private_name_of_another():
+    """What one state module takes from another is public (named without an underscore), so the
+    backends' shared helpers are a contract, not reach-ins."""
+    found = [hit for path in sorted(STATE.glob("*.py")) for hit in private_imports(path.read_text(), path)]
+    assert not found, "private names imported across modules (make them public):\n" + "\n".join(found)
+
+
+def test_the_private_import_check_sees_both_forms():
+    source = "from .common import _fmt, fmt_us\nfrom . import records\nx = records._entry\ny = records.entry\n"
+    assert private_imports(source, STATE / "json_file.py") == [
+        "json_file.py:1 from .common import _fmt", "json_file.py:3 records._entry"]

@@ -79,7 +79,7 @@ def test_writer_killed_at_random_points_never_leaves_an_unreadable_file(tmp_path
 
     # the next writer repairs the audit log: every revision is there, whole
     store = JsonStateStore(path)
-    store.mark_complete("after", hour(0))
+    store.mark_complete("after", [hour(0)])
     lines = store.log_path.read_text().splitlines()
     revisions = set()
     for line in lines:

@@ -43,18 +43,16 @@ def operations(store: JsonStateStore) -> None:
     """Every kind of mutation, enough of them to flush the log's group commit twice."""
     store.mark_complete("orders", [(d(1), d(2)), (d(2), d(3))], run_id="r1", rows=10,
                         duration=1.5, partition_keys=["2024-01-01", "2024-01-02"], fingerprint="fp-a")
-    store.mark_complete("users", Interval(d(1), d(5)), origin="backfill", rows=40, duration=2.0)
+    store.mark_complete("users", [Interval(d(1), d(5))], origin="backfill", rows=40, duration=2.0)
     store.mark_failed("orders", [(d(3), d(4)), (d(5), d(6))], "boom", run_id="r2", duration=0.25)
     store.mark_failed("orders", [(d(3, 12), d(5, 12))], "again", origin="dagster", run_id="r3")
     store.mark_complete("orders", [(d(3), d(4))], run_id="r4", rows=5, duration=0.5)
-    store.restate({"orders": [(d(1), d(3))], "users": Interval(d(2), d(4))}, "late data", actor="ana")
+    store.restate({"orders": [(d(1), d(3))], "users": [Interval(d(2), d(4))]}, "late data", actor="ana")
     store.mark_complete("users", [(d(2), d(3))], origin="restate", rows=7)
     store.mark_complete("users", [(d(3), d(4))], origin="restate", rows=8)  # resolves users'
     [pending] = store.pending_restatements("orders")
     store.resolve_restatement(pending.id, by="bob")
     store.resolve_restatement(pending.id, by="bob")  # idempotent: no change
-    store.remove_partition_keys("orders", ["2024-01-02", "2024-09-09"])
-    store.remove_partition_keys("orders", ["2024-09-09"])  # nothing to remove: no change
     store.set_fingerprint("orders", "fp-b")
     store.set_fingerprint("orders", "fp-b")  # unchanged: no change
     store.set_fingerprint("events", "fp-e")

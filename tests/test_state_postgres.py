@@ -15,8 +15,8 @@ from test_state_workers import start_and_join
 
 from seeknal_core import Interval, IntervalSet
 from seeknal_core.state import PostgresStateStore, StateError
-from seeknal_core.state import json_store as js
 from seeknal_core.state import postgres_store as ps
+from seeknal_core.state.common import fmt_us
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 PROCS, MUTATIONS = 8, 120
@@ -34,14 +34,14 @@ def pg_writer(dsn: str, schema: str, proc: int, count: int, gate) -> None:
     gate.wait()
     for j in range(count):
         if j % 10 == 9:
-            store.mark_failed(f"own_{proc}", hour(j), f"boom {proc}/{j}")
+            store.mark_failed(f"own_{proc}", [hour(j)], f"boom {proc}/{j}")
         elif j % 20 == 4:
-            store.restate({"shared": hour((proc + j) % SHARED_HOURS)}, f"fix {proc}/{j}", actor=f"w{proc}")
+            store.restate({"shared": [hour((proc + j) % SHARED_HOURS)]}, f"fix {proc}/{j}", actor=f"w{proc}")
         elif j % 2:
-            store.mark_complete("shared", hour((proc * 7 + j) % SHARED_HOURS), origin="backfill",
+            store.mark_complete("shared", [hour((proc * 7 + j) % SHARED_HOURS)], origin="backfill",
                                 run_id=f"{proc}-{j}")
         else:
-            store.mark_complete("shared", hour(1000 + 2 * (proc * count + j)), run_id=f"{proc}-{j}")
+            store.mark_complete("shared", [hour(1000 + 2 * (proc * count + j))], run_id=f"{proc}-{j}")
     store.close()
 
 
@@ -133,7 +133,7 @@ def test_schema_is_created_once_even_by_concurrent_first_users(pg_dsn, pg_schema
 
 def test_a_version_1_schema_is_upgraded_in_place(pg_dsn, pg_schema):
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
-    store.mark_complete("n", hour(0), fingerprint="h1")
+    store.mark_complete("n", [hour(0)], fingerprint="h1")
     store.close()
     q = f'"{pg_schema}"'
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to what version 1 had
@@ -146,7 +146,7 @@ def test_a_version_1_schema_is_upgraded_in_place(pg_dsn, pg_schema):
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
     assert store.node("n").completed == IntervalSet([hour(0)]) and store.node("n").definition is None
     assert store.set_fingerprint("n", "h2", definition={"sql": "SELECT 2"}) == 2
-    assert store.mark_complete_many({"n": hour(1), "m": hour(2)}) == 4
+    assert store.mark_complete_many({"n": [hour(1)], "m": [hour(2)]}) == 4
     assert store.node("n").definition == {"sql": "SELECT 2"}
     store.close()
     with psycopg.connect(pg_dsn) as conn:
@@ -154,6 +154,28 @@ def test_a_version_1_schema_is_upgraded_in_place(pg_dsn, pg_schema):
             "SELECT count(*) FROM pg_proc WHERE proname = 'set_fingerprint' AND pronamespace = %s::regnamespace",
             [pg_schema]).fetchone()[0]
     assert signatures == 1, "the replaced signature is dropped, not left as an overload"
+
+
+def test_a_version_5_schema_loses_the_remove_partition_keys_function(pg_dsn, pg_schema):
+    """Migration 6 drops the function of the method that left the store contract."""
+    PostgresStateStore(pg_dsn, schema=pg_schema).connect().close()
+    q = f'"{pg_schema}"'
+
+    def functions(conn) -> int:
+        return conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'remove_partition_keys'"
+                            " AND pronamespace = %s::regnamespace", [pg_schema]).fetchone()[0]
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as version 5 left it
+        conn.execute(f"DELETE FROM {q}.schema_version WHERE version > 5;"
+                     f" CREATE FUNCTION {q}.remove_partition_keys(p_node text, p_keys text[]) RETURNS bigint"
+                     " LANGUAGE sql AS 'SELECT 0::bigint'")
+        assert functions(conn) == 1
+    store = PostgresStateStore(pg_dsn, schema=pg_schema)
+    assert store.mark_complete("n", [hour(0)]) == 1
+    store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert functions(conn) == 0
+        assert conn.execute(f"SELECT max(version) FROM {q}.schema_version").fetchone()[0] == 6 == ps.SCHEMA_VERSION
 
 
 def test_a_schema_from_a_newer_seeknal_is_refused(pg_dsn, pg_schema):
@@ -167,16 +189,16 @@ def test_a_schema_from_a_newer_seeknal_is_refused(pg_dsn, pg_schema):
 
 def test_a_failed_mutation_rolls_back_its_revision(pg_dsn, pg_schema, monkeypatch):
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
-    store.mark_complete("n", hour(0))
+    store.mark_complete("n", [hour(0)])
     fixed = uuid.UUID(int=7)
     monkeypatch.setattr(ps.uuid, "uuid4", lambda: fixed)
-    store.restate({"n": hour(0)}, "first")
+    store.restate({"n": [hour(0)]}, "first")
     with pytest.raises(psycopg.errors.UniqueViolation):  # the same restatement id again
-        store.restate({"n": hour(0), "m": hour(1)}, "second")
+        store.restate({"n": [hour(0)], "m": [hour(1)]}, "second")
     assert store.revision == 2, "the failed transaction gave its revision back"
     assert store.node("m").revision == 0 and store.completed("n") == IntervalSet()
     monkeypatch.undo()
-    assert store.mark_complete("n", hour(0)) == 3
+    assert store.mark_complete("n", [hour(0)]) == 3
     assert [c.revision for c in store.changes_since(0)] == [1, 2, 3, 3]  # complete + resolve
     store.close()
 
@@ -184,7 +206,7 @@ def test_a_failed_mutation_rolls_back_its_revision(pg_dsn, pg_schema, monkeypatc
 def test_changes_since_resyncs_when_audit_rows_are_gone(pg_dsn, pg_schema):
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
     for i in range(4):
-        store.mark_complete("a", hour(i))
+        store.mark_complete("a", [hour(i)])
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f'DELETE FROM "{pg_schema}".audit WHERE revision = 2')
     assert [c.revision for c in store.changes_since(2)] == [3, 4]
@@ -202,13 +224,13 @@ def test_sql_time_text_matches_the_json_store(pg_dsn, pg_schema):
         rows = conn.execute(
             f'SELECT x, "{pg_schema}".fmt("{pg_schema}".ts(x)), "{pg_schema}".us("{pg_schema}".ts(x))'
             " FROM unnest(%s::bigint[]) AS x", [values]).fetchall()
-    assert [(x, js._fmt(x), x) for x in values] == rows
+    assert [(x, fmt_us(x), x) for x in values] == rows
     store.close()
 
 
 def test_a_lost_connection_is_retried_for_reads_and_reported_for_writes(pg_dsn, pg_schema):
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
-    store.mark_complete("n", hour(0))
+    store.mark_complete("n", [hour(0)])
 
     def kill_backend():
         pid = store._conn.info.backend_pid
@@ -219,19 +241,19 @@ def test_a_lost_connection_is_retried_for_reads_and_reported_for_writes(pg_dsn, 
     assert store.completed("n") == IntervalSet([hour(0)]), "a read reconnects once"
     kill_backend()
     with pytest.raises(StateError, match="may or may not be recorded") as info:
-        store.mark_complete("n", hour(1))
+        store.mark_complete("n", [hour(1)])
     assert "\n" not in str(info.value) and "127.0.0.1" in str(info.value)
-    assert store.mark_complete("n", hour(1)) == 2, "the next call reconnects"
+    assert store.mark_complete("n", [hour(1)]) == 2, "the next call reconnects"
     store.close()
 
 
 def _child_uses_store(store: PostgresStateStore, out) -> None:
-    out.put(store.mark_complete("n", hour(5)))
+    out.put(store.mark_complete("n", [hour(5)]))
 
 
 def test_a_forked_child_opens_its_own_connection(pg_dsn, pg_schema):
     store = PostgresStateStore(pg_dsn, schema=pg_schema)
-    store.mark_complete("n", hour(0))
+    store.mark_complete("n", [hour(0)])
     parent_pid = store._conn.info.backend_pid
     ctx = mp.get_context("fork")
     out = ctx.Queue()
@@ -240,19 +262,19 @@ def test_a_forked_child_opens_its_own_connection(pg_dsn, pg_schema):
     child.join(30)
     assert child.exitcode == 0 and out.get(timeout=5) == 2
     assert store._conn.info.backend_pid == parent_pid
-    assert store.mark_complete("n", hour(6)) == 3, "the parent's connection still works"
+    assert store.mark_complete("n", [hour(6)]) == 3, "the parent's connection still works"
     assert store.completed("n") == IntervalSet([hour(0), hour(5), hour(6)])
     store.close()
 
 
 def test_a_writer_waits_for_the_lock_at_most_lock_timeout(pg_dsn, pg_schema):
     store = PostgresStateStore(pg_dsn, schema=pg_schema, lock_timeout=0.2)
-    store.mark_complete("n", hour(0))
+    store.mark_complete("n", [hour(0)])
     with psycopg.connect(pg_dsn) as other:  # another writer, mid-transaction
         other.execute(f'SELECT revision FROM "{pg_schema}".store FOR UPDATE')
         with pytest.raises(StateError, match=r"timed out after 0.2s waiting for the state lock") as info:
-            store.mark_complete("n", hour(1))
+            store.mark_complete("n", [hour(1)])
         assert "\n" not in str(info.value)
         assert store.revision == 1 and store.completed("n") == IntervalSet([hour(0)]), "reads do not wait"
-    assert store.mark_complete("n", hour(1)) == 2, "no revision was used up"
+    assert store.mark_complete("n", [hour(1)]) == 2, "no revision was used up"
     store.close()

@@ -35,9 +35,9 @@ def writer(path: str, proc: int, count: int, start_gate) -> None:
     for j in range(count):
         i = 2 * (proc * count + j)
         if j % 10 == 9:
-            store.mark_failed(f"own_{proc}", hour(i), f"boom {proc}/{j}")
+            store.mark_failed(f"own_{proc}", [hour(i)], f"boom {proc}/{j}")
         else:
-            store.mark_complete("shared", hour(i), origin="backfill", run_id=f"{proc}-{j}")
+            store.mark_complete("shared", [hour(i)], origin="backfill", run_id=f"{proc}-{j}")
 
 
 def looping_writer(path: str, acked, started) -> None:
@@ -49,10 +49,10 @@ def looping_writer(path: str, acked, started) -> None:
         i = rng.randrange(0, 24 * 365)
         kind = rng.random()
         if kind < 0.7:
-            rev = store.mark_complete(f"n{i % 5}", hour(i), origin="run", rows=i)
+            rev = store.mark_complete(f"n{i % 5}", [hour(i)], origin="run", rows=i)
         elif kind < 0.9:
-            rev = store.mark_failed(f"n{i % 5}", hour(i), "boom")
+            rev = store.mark_failed(f"n{i % 5}", [hour(i)], "boom")
         else:
-            store.restate({f"n{i % 5}": hour(i), "down": hour(i)}, "killed-writer test")
+            store.restate({f"n{i % 5}": [hour(i)], "down": [hour(i)]}, "killed-writer test")
             rev = store.revision
         acked.value = rev

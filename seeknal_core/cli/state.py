@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ..state.backends import BACKENDS
 from .common import project_option, session
 
 
@@ -16,7 +17,7 @@ def state() -> None:
 
 
 @state.command("migrate", short_help="Copy the state to PostgreSQL or a JSON file.")
-@click.option("--to", "to", type=click.Choice(["postgres", "json"]), required=True,
+@click.option("--to", "to", type=click.Choice(list(BACKENDS)), required=True,
               help="The backend to copy into (it must be empty).")
 @click.option("--dsn", metavar="DSN",
               help="For --to postgres: postgresql://user@host:5432/dbname (password via PGPASSWORD "
@@ -34,6 +35,7 @@ def migrate_command(to: str, dsn: str | None, schema: str | None, path: str | No
     section to put in seeknal_project.yml.  Stop every writer (runs, Dagster) first.
     """
     from ..state import DSN_VARIABLE, migrate
+    from ..state.postgres_store import has_password
 
     sess = session()
     source = sess.store
@@ -50,7 +52,7 @@ def migrate_command(to: str, dsn: str | None, schema: str | None, path: str | No
     click.echo(migrate.state_block(target, sess.project.root))
     click.echo("")
     if to == "postgres":
-        if dsn and migrate.has_password(dsn):
+        if dsn and has_password(dsn):
             click.echo("(The password is left out: give it with PGPASSWORD or ~/.pgpass.)")
         click.echo(f"or set {DSN_VARIABLE} in the environment of every seeknal and Dagster process.")
     elif os.environ.get(DSN_VARIABLE, "").strip():

@@ -2,6 +2,9 @@
 
 ``open_store(project_root, config)`` is the one entry point the runner, CLI and
 Dagster adapter use, so the backend is a configuration choice, not a code change.
+The backends are listed once, in ``backends.BACKENDS``; their store classes
+(``JsonStateStore``, ``PostgresStateStore``) are imported on first use, so that naming
+the backends costs no store import.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .backends import BACKENDS, DEFAULT_STATE_PATH, backend
 from .base import (
     CHANGE_KINDS,
     MODES,
@@ -23,10 +27,13 @@ from .base import (
     StateStore,
     default_actor,
 )
-from .json_store import SCHEMA_VERSION, JsonStateStore
-from .postgres_store import PostgresStateStore  # psycopg itself is imported on first use
+
+if TYPE_CHECKING:
+    from .json_store import SCHEMA_VERSION, JsonStateStore
+    from .postgres_store import PostgresStateStore
 
 __all__ = [
+    "BACKENDS",
     "CHANGE_KINDS",
     "DEFAULT_STATE_PATH",
     "DSN_VARIABLE",
@@ -45,12 +52,23 @@ __all__ = [
     "open_store",
 ]
 
-DEFAULT_STATE_PATH = "target/run_state.json"
-_JSON_OPTIONS = ("path", "log_path", "durable", "lock_timeout")
-_POSTGRES_OPTIONS = ("dsn", "schema", "connect_timeout", "lock_timeout")
 #: A PostgreSQL DSN here selects the postgres backend whatever ``seeknal_project.yml`` says
 #: (deployments set it; the password can stay in ``$PGPASSWORD`` or ``~/.pgpass``).
 DSN_VARIABLE = "SEEKNAL_STATE_DSN"
+
+#: names this package exports from a store module, imported when first asked for
+_LAZY = {"JsonStateStore": "json_store", "SCHEMA_VERSION": "json_store",
+         "PostgresStateStore": "postgres_store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_store(
@@ -61,43 +79,25 @@ def open_store(
     ``config`` is the project's ``state:`` section: ``backend`` (default ``json``) and,
     for ``json``, ``path`` / ``log_path`` (relative to the project root), ``durable``
     and ``lock_timeout``; for ``postgres``, ``dsn``, ``schema`` (default ``seeknal``),
-    ``connect_timeout`` and ``lock_timeout``.  ``$SEEKNAL_STATE_DSN``, when set, selects
-    ``postgres`` with that DSN (keeping the file's ``schema`` when it configures postgres).
+    ``connect_timeout`` and ``lock_timeout`` (``backends.BACKENDS`` lists them).
+    ``$SEEKNAL_STATE_DSN``, when set, selects ``postgres`` with that DSN (keeping the
+    file's ``schema`` when it configures postgres).
     """
     options = dict(config or {})
-    backend = str(options.pop("backend", None) or "json").strip().lower()
-    root = Path(project_root)
+    name = str(options.pop("backend", None) or "json").strip().lower()
     env_dsn = os.environ.get(DSN_VARIABLE, "").strip()
     if env_dsn:
-        if backend not in ("postgres", "postgresql"):
-            options = {}  # the file's JSON options do not apply to the override
-        backend = "postgres"
+        postgres = BACKENDS["postgres"]
+        if name not in (postgres.name, *postgres.aliases):
+            options = {}  # the file's options do not apply to the override
+        name = postgres.name
         options["dsn"] = env_dsn
-    if backend == "json":
-        unknown = sorted(set(options) - set(_JSON_OPTIONS))
-        if unknown:
-            raise StateError(
-                f"unknown state option(s) {', '.join(unknown)} for backend 'json': "
-                f"use {', '.join(_JSON_OPTIONS)}"
-            )
-        log_path = options.get("log_path")
-        return JsonStateStore(
-            root / str(options.get("path") or DEFAULT_STATE_PATH),
-            None if log_path is None else root / str(log_path),
-            durable=bool(options.get("durable", True)),
-            lock_timeout=float(options.get("lock_timeout", 60.0)),
+    chosen = backend(name)
+    unknown = sorted(set(options) - set(chosen.options))
+    if unknown:
+        raise StateError(
+            f"unknown state option(s) {', '.join(unknown)} for backend {chosen.name!r}: "
+            f"use {', '.join(chosen.options)}"
         )
-    if backend in ("postgres", "postgresql"):
-        unknown = sorted(set(options) - set(_POSTGRES_OPTIONS))
-        if unknown:
-            raise StateError(
-                f"unknown state option(s) {', '.join(unknown)} for backend 'postgres': "
-                f"use {', '.join(_POSTGRES_OPTIONS)}"
-            )
-        return PostgresStateStore(
-            str(options.get("dsn") or ""),
-            schema=str(options.get("schema") or "seeknal"),
-            connect_timeout=float(options.get("connect_timeout", 10.0)),
-            lock_timeout=float(options.get("lock_timeout", 60.0)),
-        )
-    raise StateError(f"unknown state backend {backend!r}: use 'json' (the default) or 'postgres'")
+    return chosen.open(Path(project_root), options)
+

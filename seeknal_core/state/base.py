@@ -23,7 +23,9 @@ from ..reasons import Mode
 MODES = tuple(Mode)
 
 #: ``Change.kind`` values.  ``resync`` means "the journal does not reach back to the
-#: revision you asked about; here is the node's whole completed set instead".
+#: revision you asked about; here is the node's whole completed set instead";
+#: ``partitions_removed`` is only in journals written before ``remove_partition_keys`` left
+#: the contract (docs/architecture.md, State).
 CHANGE_KINDS = (
     "complete",
     "fail",
@@ -34,9 +36,11 @@ CHANGE_KINDS = (
     "resync",
 )
 
-#: What ``intervals`` arguments accept: an Interval, a ``(start, end)`` pair of
-#: datetimes/dates/ISO strings, an IntervalSet, or an iterable of intervals/pairs.
-IntervalsLike = Interval | IntervalSet | tuple | Iterable[Any]
+#: What ``intervals`` arguments take: an IntervalSet (what the runner passes) or ``(start,
+#: end)`` pairs of aware datetimes (an ``Interval`` is one; a bound is read as ``Interval``
+#: reads it).  One interval is a list of one pair: a bare pair is refused, not guessed at.
+#: Time text with the seed format's closed ends is read from stored files only (``records.parse_rows``).
+IntervalsLike = IntervalSet | Iterable[tuple[dt.datetime, dt.datetime]]
 
 
 class StateError(SeeknalError):
@@ -142,7 +146,7 @@ class StateStore(Protocol):
     """What the runner, CLI and Dagster adapter need from a state backend.
 
     Every mutation is atomic, bumps ``revision`` by one and writes audit records;
-    ``intervals`` arguments accept anything in ``IntervalsLike``.  ``export()`` and
+    ``intervals`` arguments are ``IntervalsLike``.  ``export()`` and
     ``import_()`` move a whole store (state and audit history) between backends.
     """
 
@@ -221,8 +225,6 @@ class StateStore(Protocol):
     def resolve_restatement(self, restatement_id: str, *, by: str | None = None) -> Restatement: ...
 
     def pending_restatements(self, node: str | None = None) -> list[Restatement]: ...
-
-    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int: ...
 
     def set_fingerprint(
         self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None

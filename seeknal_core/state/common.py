@@ -27,12 +27,12 @@ _MAX_US = (dt.datetime.max - _NAIVE_EPOCH) // _US
 # -- time text <-> integer microseconds, interval arguments ---------------------------------
 
 
-def _fmt(us: int) -> str:
+def fmt_us(us: int) -> str:
     """Canonical UTC text of an instant: ``2024-01-01T00:00:00Z`` (microseconds when set)."""
     return (_NAIVE_EPOCH + dt.timedelta(microseconds=us)).isoformat() + "Z"
 
 
-def _parse_us(text: object, *, closed_end: bool = False) -> int:
+def parse_us(text: object, *, closed_end: bool = False) -> int:
     """Microseconds since the epoch of an ISO string; naive means UTC.
 
     ``closed_end`` applies the legacy rule: an end one tick before a whole second that
@@ -52,23 +52,32 @@ def _parse_us(text: object, *, closed_end: bool = False) -> int:
     return us
 
 
-def _now_us() -> int:
+def fmt_dt(value: dt.datetime) -> str:
+    """``fmt_us`` of an aware datetime (exports write NodeState's datetimes as stored text)."""
+    return fmt_us((value - EPOCH) // _US)
+
+
+def now_us() -> int:
+    """The clock in microseconds: what stores stamp ``at``, ``updated_at`` and ``last_run`` with."""
     return (dt.datetime.now(UTC) - EPOCH) // _US
 
 
-def _dt(us: int) -> dt.datetime:
+def dt_of_us(us: int) -> dt.datetime:
+    """The aware UTC datetime of microseconds since the epoch (stored bounds -> ``NodeState``)."""
     return EPOCH + dt.timedelta(microseconds=us)
 
 
-def _dt_or_none(text: object) -> dt.datetime | None:
-    return None if text is None else _dt(_parse_us(text))
+def parse_dt_or_none(text: object) -> dt.datetime | None:
+    """A stored optional time text (``last_run``, ``resolved_at``) as a datetime, None kept."""
+    return None if text is None else dt_of_us(parse_us(text))
 
 
-def _rows(starts: list[int], ends: list[int]) -> list[list[str]]:
-    return [[_fmt(s), _fmt(e)] for s, e in zip(starts, ends)]
+def format_rows(starts: list[int], ends: list[int]) -> list[list[str]]:
+    """Microsecond bounds as the ``[[start, end], ...]`` text rows both stores write."""
+    return [[fmt_us(s), fmt_us(e)] for s, e in zip(starts, ends)]
 
 
-def _merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[int, int]]:
+def merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[int, int]]:
     """Sort and merge overlapping pairs (and touching ones when ``touching``)."""
     out: list[tuple[int, int]] = []
     for s, e in sorted(pairs):
@@ -81,39 +90,32 @@ def _merge_pairs(pairs: list[tuple[int, int]], *, touching: bool) -> list[tuple[
 
 
 def _as_set(value: IntervalsLike) -> IntervalSet:
-    if isinstance(value, IntervalSet):
-        return value
-    if isinstance(value, Interval):
-        return IntervalSet([value])
-    if _is_pair(value):
-        return IntervalSet([tuple(value)])  # type: ignore[arg-type]
-    return IntervalSet(list(value))  # type: ignore[arg-type]
+    """An ``intervals`` argument as a merged IntervalSet."""
+    return value if isinstance(value, IntervalSet) else IntervalSet(_pair_list(value))
 
 
 def _as_pairs(value: IntervalsLike) -> list[tuple[int, int]]:
     """Intervals as microsecond pairs, keeping touching ones apart (failures are per interval)."""
-    if isinstance(value, IntervalSet):
-        items: list[Any] = list(value)
-    elif isinstance(value, Interval) or _is_pair(value):
-        items = [value]
-    else:
-        items = list(value)  # type: ignore[arg-type]
+    items = list(value) if isinstance(value, IntervalSet) else _pair_list(value)
     pairs = []
     for item in items:
         iv = item if isinstance(item, Interval) else Interval(*item)
         pairs.append(((iv.start - EPOCH) // _US, (iv.end - EPOCH) // _US))
-    return _merge_pairs(pairs, touching=False)
+    return merge_pairs(pairs, touching=False)
 
 
-def _is_pair(value: object) -> bool:
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (str, dt.date)) for v in value)
-    )
+def _pair_list(value: Iterable[tuple[dt.datetime, dt.datetime]]) -> list[tuple[Any, Any]]:
+    """The ``(start, end)`` pairs of an ``intervals`` argument that is not an IntervalSet;
+    one bare pair (an ``Interval`` too) is refused rather than read as two intervals."""
+    items = list(value)
+    if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+        raise TypeError(f"intervals must be an IntervalSet or a list of (start, end) pairs, got {value!r}"
+                        + (": wrap one interval in a list" if len(items) == 2 else ""))
+    return items
 
 
-def _check_node_name(node: object) -> str:
+def check_node_name(node: object) -> str:
+    """A node name as every mutation and an imported export must have it: non-empty text."""
     if not isinstance(node, str) or not node.strip():
         raise ValueError(f"node name must be a non-empty string, got {node!r}")
     return node
@@ -128,12 +130,12 @@ def _check_mode(mode: str) -> str:
 # -- records --------------------------------------------------------------------------------
 
 
-def _event(event: str, node: str, **fields: Any) -> dict[str, Any]:
+def event_record(event: str, node: str, **fields: Any) -> dict[str, Any]:
     """An audit record without ``revision`` and ``at`` (added when the change commits)."""
     return {"event": event, "node": node, **fields}
 
 
-def _pending_item(
+def pending_item(
     restatement_id: str, rows: list[list[str]], reason: str, actor: str, at: str
 ) -> dict[str, Any]:
     """A new restatement as both backends store it."""
@@ -143,7 +145,7 @@ def _pending_item(
     }
 
 
-def _resync(revision: int, nodes: Mapping[str, NodeState]) -> list[Change]:
+def resync_changes(revision: int, nodes: Mapping[str, NodeState]) -> list[Change]:
     """Every node as one ``resync`` change holding its whole completed set."""
     return [
         Change(revision, name, "resync", state.completed, details={"event": "resync"})
@@ -172,14 +174,14 @@ def _completion(
     interval_rows: Iterable[tuple[tuple[int, int], int]] | None = None,
     digests: Mapping[str, Mapping[int, Sequence[Any]]] | None = None,
 ) -> Completion:
-    _check_node_name(node)
+    check_node_name(node)
     _check_mode(origin)
     done = _as_set(intervals)
     keys = sorted({str(k) for k in partition_keys})
     if not done and not keys:
         raise ValueError("mark_complete needs intervals or partition_keys")
-    record = _event(
-        "complete", node, intervals=_rows(*done.micros()), mode=origin,
+    record = event_record(
+        "complete", node, intervals=format_rows(*done.micros()), mode=origin,
         status="success", rows=rows, duration=duration, error=None, run_id=run_id,
     )
     if keys:
@@ -187,7 +189,7 @@ def _completion(
     if fingerprint is not None:
         record["fingerprint"] = fingerprint
     if interval_rows is not None:
-        record["interval_rows"] = [[_fmt(seconds_to_micros(a)), _fmt(seconds_to_micros(b)), int(n)]
+        record["interval_rows"] = [[fmt_us(seconds_to_micros(a)), fmt_us(seconds_to_micros(b)), int(n)]
                                    for (a, b), n in interval_rows]
     by = origin if run_id is None else f"{origin}:{run_id}"
     return Completion(node, done, keys, fingerprint, _check_definition(definition), by, record,
@@ -253,7 +255,7 @@ def _restatement_request(nodes: Mapping[str, IntervalsLike], reason: str
         raise StateError("a restatement needs at least one node and its intervals")
     wanted: dict[str, IntervalSet] = {}
     for name, intervals in nodes.items():
-        _check_node_name(name)
+        check_node_name(name)
         wanted[name] = _as_set(intervals)
         if not wanted[name]:
             raise StateError(f"restatement of node {name!r} has no intervals")
@@ -263,7 +265,7 @@ def _restatement_request(nodes: Mapping[str, IntervalsLike], reason: str
 def _fingerprint_request(node: str, fingerprint: str, definition: Mapping[str, Any] | None
                          ) -> tuple[str, str, dict[str, Any] | None]:
     """A ``set_fingerprint`` call's arguments, checked."""
-    _check_node_name(node)
+    check_node_name(node)
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ValueError("fingerprint must be a non-empty string")
     return node, fingerprint, _check_definition(definition)
@@ -370,14 +372,14 @@ class StoreBase:
 
         Completed intervals stay completed: a failed re-run leaves the old data in place.
         """
-        _check_node_name(node)
+        check_node_name(node)
         _check_mode(origin)
         pairs = _as_pairs(intervals)
         if not pairs:
             raise ValueError("mark_failed needs at least one interval")
         message = str(error)
-        record = _event(
-            "fail", node, intervals=[[_fmt(s), _fmt(e)] for s, e in pairs], mode=origin,
+        record = event_record(
+            "fail", node, intervals=[[fmt_us(s), fmt_us(e)] for s, e in pairs], mode=origin,
             status="failed", rows=None, duration=duration, error=message, run_id=run_id,
         )
         return self._apply_failed(node, pairs, message, record)
@@ -443,14 +445,6 @@ class StoreBase:
         """The restatement, resolved now or before; None when there is no such id."""
         raise NotImplementedError
 
-    def remove_partition_keys(self, node: str, keys: Iterable[str]) -> int:
-        """Forget completed partition keys (e.g. before re-running them); returns the revision."""
-        _check_node_name(node)
-        return self._apply_remove_keys(node, sorted({str(k) for k in keys}))
-
-    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
-        raise NotImplementedError
-
     def set_fingerprint(
         self, node: str, fingerprint: str, *, definition: Mapping[str, Any] | None = None
     ) -> int:
@@ -468,7 +462,7 @@ class StoreBase:
     def set_inferred_start(self, node: str, epoch_seconds: int) -> int:
         """Record the start inferred for a node without ``start:`` (its sources' earliest
         time), so later runs plan from it without querying; returns the revision."""
-        _check_node_name(node)
+        check_node_name(node)
         if isinstance(epoch_seconds, bool) or not isinstance(epoch_seconds, int):
             raise ValueError(f"inferred start must be epoch seconds (int), got {epoch_seconds!r}")
         return self._apply_inferred_start(node, epoch_seconds)
@@ -489,11 +483,11 @@ class StoreBase:
         run_id: str | None = None,
     ) -> None:
         """Audit-only record of an execution that changes no state (skipped, cancelled...)."""
-        _check_node_name(node)
+        check_node_name(node)
         _check_mode(mode)
         ivs = _as_set(intervals)
-        self._apply_execution(node, _event(
-            "execution", node, intervals=_rows(*ivs.micros()), mode=mode, status=status,
+        self._apply_execution(node, event_record(
+            "execution", node, intervals=format_rows(*ivs.micros()), mode=mode, status=status,
             rows=rows, duration=duration, error=error, run_id=run_id,
         ))
 

@@ -25,20 +25,20 @@ from ..timeutil import UTC
 from . import audit_log
 from .base import FailedInterval, NodeState, Restatement, StateError
 from .common import (
-    _dt,
-    _dt_or_none,
-    _fmt,
-    _parse_us,
-    _rows,
     decode_digest,
+    dt_of_us,
+    fmt_dt,
+    fmt_us,
+    format_rows,
+    parse_dt_or_none,
+    parse_us,
 )
 from .records import (
-    _entry,
-    _failed_pairs,
-    _fmt_dt,
-    _Memo,
-    _parse_rows,
-    _restatement,
+    ParseMemo,
+    audit_entry,
+    failed_pairs,
+    parse_restatement,
+    parse_rows,
 )
 
 SCHEMA_VERSION = 1
@@ -105,7 +105,7 @@ class JsonStateFile:
         self._mode = 0o644
         self._lines: dict[str, bytes] = {}  # serialised node lines still valid
         self._sets: dict[str, tuple[list[int], list[int]]] = {}  # parsed completed intervals
-        self._memo: dict[str, int] = _Memo()
+        self._memo: dict[str, int] = ParseMemo()
         self._checked: set[str] = set()  # nodes whose records were validated for writing
         self._legacy = False
         self._log_ok: int | None = None  # a revision whose audit records are known logged
@@ -199,10 +199,10 @@ class JsonStateFile:
         if self._legacy:
             try:
                 for name, node in doc["nodes"].items():
-                    starts, ends, _ = _parse_rows(
+                    starts, ends, _ = parse_rows(
                         node.get("completed_intervals", []), self._memo, legacy=True
                     )
-                    node["completed_intervals"] = _rows(starts, ends)
+                    node["completed_intervals"] = format_rows(starts, ends)
                     self._sets[name] = (starts, ends)
             except (ValueError, TypeError) as exc:
                 self._invalidate()
@@ -308,11 +308,11 @@ class JsonStateFile:
         if arrays is None:
             rows = node.get("completed_intervals", [])
             try:
-                starts, ends, aligned = _parse_rows(rows, self._memo)
+                starts, ends, aligned = parse_rows(rows, self._memo)
             except (ValueError, TypeError) as exc:
                 raise self._corrupt_on_disk(f"node {name!r}: completed_intervals: {exc}") from None
             if not aligned:  # hand-edited or unmerged: keep rows 1:1 with the arrays
-                node["completed_intervals"] = _rows(starts, ends)
+                node["completed_intervals"] = format_rows(starts, ends)
                 self._lines.pop(name, None)
             arrays = self._sets[name] = (starts, ends)
         return arrays
@@ -329,15 +329,15 @@ class JsonStateFile:
         try:
             failed = [
                 FailedInterval(
-                    start=_dt(_parse_us(f["start"])),
-                    end=_dt(_parse_us(f["end"])),
+                    start=dt_of_us(parse_us(f["start"])),
+                    end=dt_of_us(parse_us(f["end"])),
                     error=str(f.get("error", "")),
                     attempts=int(f.get("attempts", 1)),
-                    last_attempt=_dt(_parse_us(f["last_attempt"])),
+                    last_attempt=dt_of_us(parse_us(f["last_attempt"])),
                 )
                 for f in node.get("failed_intervals", [])
             ]
-            restatements = [_restatement(name, r) for r in node.get("restatements", [])]
+            restatements = [parse_restatement(name, r) for r in node.get("restatements", [])]
             keys = node.get("partition_keys", [])
             if not isinstance(keys, list):
                 raise TypeError("partition_keys is not a list")
@@ -352,10 +352,10 @@ class JsonStateFile:
                 restatements=restatements,
                 partition_keys=set(keys),
                 fingerprint=None if fingerprint is None else str(fingerprint),
-                last_run=_dt_or_none(node.get("last_run")),
+                last_run=parse_dt_or_none(node.get("last_run")),
                 revision=int(node.get("revision", 0)),
                 definition=definition,
-                inferred_start=_dt_or_none(node.get("inferred_start")),
+                inferred_start=parse_dt_or_none(node.get("inferred_start")),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise self._corrupt_on_disk(f"node {name!r}: {type(exc).__name__}: {exc}") from None
@@ -419,7 +419,7 @@ class JsonStateFile:
 
     def _parse_restatement(self, node: str, raw: Mapping[str, Any]) -> Restatement:
         try:
-            return _restatement(node, raw)
+            return parse_restatement(node, raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise self._corrupt_on_disk(f"node {node!r}: restatement: {exc}") from None
 
@@ -427,9 +427,9 @@ class JsonStateFile:
         """``set_inferred_start``: an ``inferred_start`` key on the node's line, written only
         once inferred, so older lines stay as they are (``_mutate`` is the store's)."""
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
-            value = _fmt(epoch_seconds * 1_000_000)
+            value = fmt_us(epoch_seconds * 1_000_000)
             self._node_for_write(doc, node, revision)["inferred_start"] = value
-            return [_entry("inferred_start", node, now, inferred_start=value)], None
+            return [audit_entry("inferred_start", node, now, inferred_start=value)], None
 
         return self._mutate(apply)[0]  # type: ignore[attr-defined]
 
@@ -462,9 +462,9 @@ class JsonStateFile:
     def _check_records(self, name: str, node: dict[str, Any]) -> None:
         """Validate the small records a mutation edits, so a bad file fails as ``corrupt``."""
         try:
-            _failed_pairs(node["failed_intervals"])
+            failed_pairs(node["failed_intervals"])
             for item in node["restatements"]:
-                _restatement(name, item)
+                parse_restatement(name, item)
             if not isinstance(node["partition_keys"], list):
                 raise TypeError("partition_keys is not a list")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -488,7 +488,7 @@ class JsonStateFile:
         starts, ends = self._sets[name] = updated.micros()
         rows = node["completed_intervals"]
         stop = len(starts) - suffix
-        middle = _rows(starts[prefix:stop], ends[prefix:stop])
+        middle = format_rows(starts[prefix:stop], ends[prefix:stop])
         node["completed_intervals"] = rows[:prefix] + middle + rows[len(rows) - suffix :]
 
     def _render(self, doc: dict[str, Any]) -> bytes:
@@ -525,18 +525,18 @@ class JsonStateFile:
 
     def _export_node(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
         state = self._node_state(name, raw)  # validates: a bad record fails as "corrupt"
-        inferred = {} if state.inferred_start is None else {"inferred_start": _fmt_dt(state.inferred_start)}
+        inferred = {} if state.inferred_start is None else {"inferred_start": fmt_dt(state.inferred_start)}
         return {
-            "completed_intervals": _rows(*state.completed.micros()),
+            "completed_intervals": format_rows(*state.completed.micros()),
             "failed_intervals": [
-                {"start": _fmt_dt(f.start), "end": _fmt_dt(f.end), "error": f.error,
-                 "attempts": f.attempts, "last_attempt": _fmt_dt(f.last_attempt)}
+                {"start": fmt_dt(f.start), "end": fmt_dt(f.end), "error": f.error,
+                 "attempts": f.attempts, "last_attempt": fmt_dt(f.last_attempt)}
                 for f in sorted(state.failed, key=lambda f: f.start)
             ],
             "restatements": json.loads(json.dumps(raw.get("restatements", []))),  # a deep copy
             "partition_keys": sorted(state.partition_keys),
             "fingerprint": state.fingerprint,
-            "last_run": None if state.last_run is None else _fmt_dt(state.last_run),
+            "last_run": None if state.last_run is None else fmt_dt(state.last_run),
             "revision": state.revision,
             "definition": state.definition,
             **inferred,  # only when inferred, as on the node's line

@@ -58,7 +58,6 @@ from . import audit_log
 from .audit_log import (
     DEFAULT_STATE_NAME,
     LEGACY_LOG_NAME,
-    LOG_TAIL_RECORDS,  # noqa: F401 - tests reach it here
     AuditLog,
     LogTail,
     default_log_path,
@@ -68,77 +67,35 @@ from .base import Change, Restatement, StateError
 from .common import (
     Completion,
     StoreBase,
-    _as_set,  # noqa: F401 - tests reach it here
-    _fmt,
-    _now_us,
-    _parse_us,  # noqa: F401 - tests reach it here
-    _pending_item,
-    _resync,
-    _rows,
     encode_digest,
+    fmt_us,
+    format_rows,
+    now_us,
+    pending_item,
+    resync_changes,
 )
-from .json_file import SCHEMA_VERSION, JsonStateFile, _set_of
+from .json_file import SCHEMA_VERSION, JsonStateFile
 from .records import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
-    KEEP_RESOLVED,  # noqa: F401 - tests reach it here
-    _change,
-    _entry,
-    _failed_pairs,
-    _failed_row,
-    _prune_resolved,
-    _resolve_covered,
-    _resolve_record,
-    _restatement,
-    _stamped,
-    _subtract_failed,
     add_failure,
+    audit_entry,
     canonical_record,
     check_export,
     export_header,
+    failed_pairs,
+    failed_row,
+    parse_change,
+    parse_restatement,
+    prune_resolved,
+    resolve_covered,
+    resolve_record,
+    stamped,
+    subtract_failed,
 )
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "SCHEMA_VERSION", "JsonStateStore", "check_export",
            "default_log_path"]
-
-
-
-
-
-# -- interval rows <-> merged microsecond arrays ------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- the audit log ------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _refuse_dangling_link(path: Path) -> None:
@@ -230,29 +187,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                         pass
             self._sig = None
 
-    # -- reading ---------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-    # -- public reads ------------------------------------------------------------------------
-
-
-
-
-
-
-
     # -- writing -----------------------------------------------------------------------------
 
     @contextmanager
@@ -308,7 +242,7 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
         per node of a ``mark_complete_many``); the store takes the last record's revision.
         """
         with self._locked() as doc:
-            now = _fmt(_now_us())
+            now = fmt_us(now_us())
             new_revision = doc["revision"] + 1
             records, result = apply(doc, now, new_revision)
             if not records:
@@ -328,18 +262,9 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             self._append_log(encoded, new_revision)
             return new_revision, result
 
-
-
-
-
-
-
-
     def _sweep_temp_files(self) -> None:
         """Delete temp files of writers that died mid-write (safe: we hold the lock)."""
         self._swept = sweep_temp_files(self.path)
-
-
 
     # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
@@ -352,9 +277,9 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             for at, item in enumerate(items, start=revision):
                 raw = self._node_for_write(doc, item.node, at)
                 self._update_completed(item.node, raw, item.done, add=True)
-                raw["failed_intervals"] = _subtract_failed(raw["failed_intervals"], item.done)
+                raw["failed_intervals"] = subtract_failed(raw["failed_intervals"], item.done)
                 starts, ends = self._completed_arrays(item.node, raw)
-                resolved = _resolve_covered(raw, starts, ends, now, item.by)
+                resolved = resolve_covered(raw, starts, ends, now, item.by)
                 if item.keys:
                     raw["partition_keys"] = sorted(set(raw["partition_keys"]).union(item.keys))
                 if item.fingerprint is not None:
@@ -367,10 +292,10 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                     for source, per_start in item.digests.items():
                         stored.setdefault(source, {}).update(
                             (str(k), encode_digest(v)) for k, v in per_start.items())
-                entry = _stamped(item.record, now)
+                entry = stamped(item.record, now)
                 if resolved:
                     entry["resolved_restatements"] = [r["id"] for r in resolved]
-                group = [entry] + [_resolve_record(item.node, r, now) for r in resolved]
+                group = [entry] + [resolve_record(item.node, r, now) for r in resolved]
                 for record in group:
                     record["revision"] = at
                 records += group
@@ -383,14 +308,14 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
     ) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
             raw = self._node_for_write(doc, node, revision)
-            failed = _failed_pairs(raw["failed_intervals"])
+            failed = failed_pairs(raw["failed_intervals"])
             attempts = 0
             for s, e in pairs:
                 failed, count = add_failure(failed, s, e, message, now)
                 attempts = max(attempts, count)
-            raw["failed_intervals"] = [_failed_row(s, e, rec) for s, e, rec in failed]
+            raw["failed_intervals"] = [failed_row(s, e, rec) for s, e, rec in failed]
             raw["last_run"] = now
-            return [{**_stamped(record, now), "attempts": attempts}], None
+            return [{**stamped(record, now), "attempts": attempts}], None
 
         return self._mutate(apply)[0]
 
@@ -409,17 +334,17 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
         for name, change in wanted.items():
             raw = self._node_for_write(doc, name, revision)
             starts, ends = self._completed_arrays(name, raw)
-            removed = _set_of(starts, ends).intersection(change)
+            removed = IntervalSet.from_micros(starts, ends, merged=True).intersection(change)
             self._update_completed(name, raw, change, add=False)
-            rows = _rows(*change.micros())
-            item = _pending_item(uuid.uuid4().hex[:12], rows, reason, actor, now)
+            rows = format_rows(*change.micros())
+            item = pending_item(uuid.uuid4().hex[:12], rows, reason, actor, now)
             raw["restatements"].append(item)
-            records.append(_entry(
+            records.append(audit_entry(
                 "restate", name, now, intervals=rows, reason=reason, actor=actor,
                 restatement_id=item["id"],
-                removed=_rows(*removed.micros()),
+                removed=format_rows(*removed.micros()),
             ))
-            created.append(_restatement(name, item))
+            created.append(parse_restatement(name, item))
         return records, created
 
     def _apply_plan(
@@ -449,28 +374,14 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                     if item.get("id") != restatement_id:
                         continue
                     if item.get("status") != "pending":
-                        return [], _restatement(name, item)
+                        return [], parse_restatement(name, item)
                     node = self._node_for_write(doc, name, revision)
                     item.update(status="resolved", resolved_at=now, resolved_by=by)
-                    _prune_resolved(node)
-                    return [_resolve_record(name, item, now)], _restatement(name, item)
+                    prune_resolved(node)
+                    return [resolve_record(name, item, now)], parse_restatement(name, item)
             return [], None
 
         return self._mutate(apply)[1]
-
-    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
-        drop = set(keys)
-
-        def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
-            raw = doc["nodes"].get(node)
-            present = sorted(drop.intersection(raw.get("partition_keys", []))) if raw else []
-            if not present:
-                return [], None
-            raw = self._node_for_write(doc, node, revision)
-            raw["partition_keys"] = sorted(set(raw["partition_keys"]) - drop)
-            return [_entry("partitions_removed", node, now, partition_keys=present)], None
-
-        return self._mutate(apply)[0]
 
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         def apply(doc: dict[str, Any], now: str, revision: int) -> tuple[list, None]:
@@ -488,14 +399,14 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             return None
         raw = self._node_for_write(doc, node, revision)
         raw["fingerprint"] = fingerprint
-        record = _entry("fingerprint", node, now, fingerprint=fingerprint, previous=old)
+        record = audit_entry("fingerprint", node, now, fingerprint=fingerprint, previous=old)
         if definition is not None:
             raw["definition"] = record["definition"] = definition
         return record
 
     def _apply_execution(self, node: str, record: dict[str, Any]) -> None:
         with self._locked() as doc:
-            entry = _stamped(record, _fmt(_now_us()))
+            entry = stamped(record, fmt_us(now_us()))
             entry["revision"] = doc["revision"]
             self._append_log([json.dumps(entry, ensure_ascii=False).encode()], doc["revision"])
 
@@ -529,10 +440,10 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
         ]
         if len({r["revision"] for r in records}) != current - revision:
             return self._resync()
-        return [_change(r) for r in records]
+        return [parse_change(r) for r in records]
 
     def _resync(self) -> list[Change]:
-        return _resync(self.revision, self.load())
+        return resync_changes(self.revision, self.load())
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records of one node, oldest first (the last ``limit`` when given)."""
@@ -543,7 +454,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             _, last, count = audit_log.scan(self.log_path, after=tail[-1]["revision"], block=4096)
             out += [r for r in audit_log.unlogged(tail, last, count) if r.get("node") == node]
         return out if limit is None else out[-limit:] if limit > 0 else []
-
 
     # -- export / import ---------------------------------------------------------------------
 
@@ -561,8 +471,6 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 _, last, count = audit_log.scan(self.log_path, after=doc["revision"], block=4096)
                 audit += audit_log.unlogged(list(doc.get("log_tail") or []), last, count)
                 return {**export_header(), "revision": doc["revision"], "nodes": nodes, "audit": audit}
-
-
 
     def import_(self, data: Mapping[str, Any]) -> int:
         """Load an ``export()`` into this store, which must be empty; returns its revision.
@@ -594,7 +502,7 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
                 nodes[name] = node
             self._replace_log(data["audit"])
             new = {"schema_version": SCHEMA_VERSION, "revision": data["revision"],
-                   "updated_at": _fmt(_now_us()), "nodes": nodes, "log_tail": []}
+                   "updated_at": fmt_us(now_us()), "nodes": nodes, "log_tail": []}
             self._invalidate()
             self._doc = new
             self._write_state(self._render(new))
@@ -613,39 +521,3 @@ class JsonStateStore(JsonStateFile, LogTail, StoreBase):
             raise StateError(
                 f"cannot write audit log {self.log_path}: {exc.strerror or exc}; nothing was imported"
             ) from None
-
-
-# -- log naming -------------------------------------------------------------------------------
-
-
-
-
-
-
-
-# -- helpers on raw node records ------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- export documents ------------------------------------------------------------------------
-
-
-
-
-
-

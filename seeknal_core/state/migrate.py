@@ -15,15 +15,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .backends import BACKENDS, backend, backend_of
 from .base import StateError, StateStore
-from .json_store import JsonStateStore
-from .postgres_store import DEFAULT_SCHEMA, PostgresStateStore
 
-__all__ = ["CopyReport", "copy_state", "describe", "open_destination", "redact_dsn", "state_block"]
-
-BACKENDS = ("postgres", "json")
+__all__ = ["CopyReport", "copy_state", "describe", "open_destination", "state_block"]
 
 
 @dataclass(frozen=True)
@@ -88,106 +84,44 @@ def open_destination(
     schema: str | None = None,
     path: str | os.PathLike[str] | None = None,
 ) -> StateStore:
-    """The store to copy into: ``postgres`` (needs ``dsn``) or ``json`` (``path``, default
-    ``target/run_state.json``, relative to the project)."""
-    if to == "postgres":
-        if path is not None:
-            raise StateError("--path is for --to json; PostgreSQL takes --dsn (and --schema)")
-        if not dsn:
-            raise StateError("--to postgres needs --dsn postgresql://user@host:5432/dbname "
-                             "(keep the password in PGPASSWORD or ~/.pgpass)")
-        return PostgresStateStore(dsn, schema=schema or DEFAULT_SCHEMA)
-    if to == "json":
-        if dsn is not None or schema is not None:
-            raise StateError("--dsn and --schema are for --to postgres; JSON takes --path")
-        from . import DEFAULT_STATE_PATH
-
-        target = Path(project_root) / (path or DEFAULT_STATE_PATH)
-        problem = _not_a_state_file(target)
-        if problem is not None:
-            raise StateError(f"--path {target} {problem}, not a seeknal state file: nothing was "
-                             "copied — give a new file's path (the copy needs an empty state)")
-        return JsonStateStore(target)
-    raise StateError(f"unknown state backend {to!r}: use {' or '.join(BACKENDS)}")
-
-
-def _not_a_state_file(path: Path) -> str | None:
-    """What an existing ``path`` is when it is not a JSON state document (None: it does
-    not exist, or it is one), read before anything is opened, locked or copied there."""
-    import json
-
-    if not path.exists():
-        return "is a link to nothing" if path.is_symlink() else None
-    if not path.is_file():
-        return "is a folder" if path.is_dir() else "is not a regular file"
-    try:
-        with path.open("rb") as handle:
-            if not handle.read(4096).lstrip()[:1] == b"{":
-                return "is another kind of file"
-            handle.seek(0)
-            doc = json.loads(handle.read())
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    except (ValueError, RecursionError):
-        return "is JSON that does not parse"
-    return None if isinstance(doc, dict) and isinstance(doc.get("nodes"), dict) else "is other JSON"
+    """The store to copy into, of backend ``to`` (``backends.BACKENDS``): ``postgres`` needs
+    ``dsn``; ``json`` takes ``path`` (default ``target/run_state.json``, relative to the
+    project).  Checked before anything is opened, locked or copied there."""
+    chosen = backend(to)
+    given = {k: v for k, v in (("dsn", dsn), ("schema", schema), ("path", path)) if v is not None}
+    foreign = [k for k in given if k not in chosen.migrate_options]
+    if foreign:
+        owners = " or ".join(b.name for b in BACKENDS.values() if set(foreign) & set(b.migrate_options))
+        flags = " and ".join(f"--{k}" for k in foreign)
+        takes = " and ".join(f"--{k}" for k in chosen.migrate_options) or "no option"
+        raise StateError(f"{flags} {'is' if len(foreign) == 1 else 'are'} for --to {owners}; "
+                         f"--to {chosen.name} takes {takes}")
+    root = Path(project_root)
+    chosen.check_destination(root, given)
+    return chosen.open(root, given)
 
 
 def same_store(a: StateStore, b: StateStore) -> bool:
-    if isinstance(a, JsonStateStore) and isinstance(b, JsonStateStore):
-        return a.path == b.path or a.log_path == b.log_path
-    if isinstance(a, PostgresStateStore) and isinstance(b, PostgresStateStore):
-        return (a.where, a.schema) == (b.where, b.schema)
-    return False
+    """Whether ``a`` and ``b`` keep anything in the same place (a copy would read its own writes)."""
+    kind = backend_of(a)
+    return kind is not None and kind is backend_of(b) and bool(kind.places(a) & kind.places(b))
 
 
 def describe(store: StateStore) -> str:
     """A short, password-free name of a store for messages."""
-    if isinstance(store, JsonStateStore):
-        return str(store.path)
-    if isinstance(store, PostgresStateStore):
-        return f"PostgreSQL {store.where} (schema {store.schema})"
-    return repr(store)
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` without its password (URL or ``key=value`` form)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            netloc = f"{userinfo.split(':', 1)[0]}@{host}"
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                           if k != "password"])
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    params.pop("password", None)
-    return make_conninfo(**params)
-
-
-def has_password(dsn: str) -> bool:
-    return bool(dsn) and redact_dsn(dsn) != dsn
+    kind = backend_of(store)
+    return repr(store) if kind is None else kind.describe(store)
 
 
 def state_block(store: StateStore, project_root: str | os.PathLike[str] | None = None) -> str:
     """The ``state:`` section of ``seeknal_project.yml`` that selects ``store``."""
-    if isinstance(store, PostgresStateStore):
-        lines = ["state:", "  backend: postgres", f"  dsn: {_yaml(redact_dsn(store.dsn))}"]
-        if store.schema != DEFAULT_SCHEMA:
-            lines.append(f"  schema: {store.schema}")
-        return "\n".join(lines)
-    if isinstance(store, JsonStateStore):
-        path: Path | str = store.path
-        if project_root is not None:
-            try:
-                path = store.path.relative_to(Path(project_root).resolve())
-            except ValueError:
-                pass
-        return "\n".join(["state:", "  backend: json", f"  path: {_yaml(str(path))}"])
-    raise TypeError(f"no state: block for {store!r}")
+    kind = backend_of(store)
+    if kind is None:
+        raise TypeError(f"no state: block for {store!r}")
+    root = None if project_root is None else Path(project_root)
+    options = kind.config(store, root)
+    lines = ["state:", f"  backend: {kind.name}", *(f"  {k}: {_yaml(v)}" for k, v in options.items())]
+    return "\n".join(lines)
 
 
 def _yaml(text: str) -> str:

@@ -102,7 +102,14 @@ CREATE TABLE IF NOT EXISTS {s}.digests (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4, _MIGRATION_5)
+#: ``remove_partition_keys`` left the store contract (no caller: partition keys are only ever
+#: added, by completions): its function goes; ``partitions_removed`` audit records stay readable
+_MIGRATION_6 = r"""
+DROP FUNCTION IF EXISTS {s}.remove_partition_keys(text, text[]);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4, _MIGRATION_5,
+                               _MIGRATION_6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 FUNCTIONS = r"""
@@ -375,38 +382,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION {s}.remove_partition_keys(p_node text, p_keys text[])
-RETURNS bigint
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    v_rev bigint;
-    v_now timestamptz;
-    v_present text[];
-BEGIN
-    SELECT s.revision INTO v_rev FROM {s}.store AS s FOR UPDATE;
-    SELECT ARRAY(SELECT k FROM unnest(n.partition_keys) AS k WHERE k = ANY (p_keys)
-                 GROUP BY k ORDER BY k COLLATE "C")
-    INTO v_present FROM {s}.nodes AS n WHERE n.name = p_node;
-    IF coalesce(cardinality(v_present), 0) = 0 THEN
-        RETURN v_rev;
-    END IF;
-    v_rev := v_rev + 1;
-    v_now := clock_timestamp();
-    UPDATE {s}.store SET revision = v_rev, updated_at = v_now;
-    UPDATE {s}.nodes AS n
-    SET partition_keys = ARRAY(SELECT k FROM unnest(n.partition_keys) AS k WHERE NOT (k = ANY (p_keys))
-                               GROUP BY k ORDER BY k COLLATE "C"),
-        revision = v_rev
-    WHERE n.name = p_node;
-    INSERT INTO {s}.audit (revision, node, event, at, record)
-    VALUES (v_rev, p_node, 'partitions_removed', v_now, jsonb_build_object(
-        'revision', v_rev, 'at', {s}.fmt(v_now), 'event', 'partitions_removed', 'node', p_node,
-        'partition_keys', to_jsonb(v_present)));
-    RETURN v_rev;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION {s}.set_fingerprint(p_node text, p_fingerprint text, p_definition jsonb)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -562,7 +537,6 @@ STATEMENTS = {
     "restate": "SELECT {s}.restate(%s::jsonb, %s, %s), (SELECT revision FROM {s}.store)",
     "record_plan": "SELECT {s}.record_plan(%s::jsonb, %s, %s::jsonb)",
     "resolve": "SELECT {s}.resolve_restatement(%s, %s)",
-    "remove_keys": "SELECT {s}.remove_partition_keys(%s, %s::text[])",
     "fingerprint": "SELECT {s}.set_fingerprint(%s, %s, %s::jsonb)",
     "inferred_start": "SELECT {s}.set_inferred_start(%s, %s)",
     "execution": "INSERT INTO {s}.audit (revision, node, event, at, record)"

@@ -40,33 +40,34 @@ import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..intervals import IntervalSet
 from .base import Change, FailedInterval, NodeState, Restatement, StateError
 from .common import (
     Completion,
     StoreBase,
-    _dt,
-    _fmt,
-    _parse_us,
-    _pending_item,
-    _resync,
-    _rows,
     decode_digest,
+    dt_of_us,
     encode_digest,
+    fmt_us,
+    format_rows,
+    parse_us,
+    pending_item,
+    resync_changes,
 )
 from .postgres_sql import FUNCTIONS, MIGRATIONS, SCHEMA_VERSION, STATEMENTS
 from .records import (
     KEEP_RESOLVED,
-    _change,
-    _parse_rows,
-    _restatement,
     canonical_record,
     check_export,
     export_header,
+    parse_change,
+    parse_restatement,
+    parse_rows,
 )
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStateStore"]
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStateStore", "has_password", "redact_dsn"]
 
 DEFAULT_SCHEMA = "seeknal"
 #: Oldest server version with multiranges (``tstzmultirange``, ``range_agg``).
@@ -88,6 +89,30 @@ def _from_flat(bounds: list[int]) -> IntervalSet:
 
 def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` without its password (URL or ``key=value`` form): what may be printed or written
+    into ``seeknal_project.yml``."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if k != "password"])
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params.pop("password", None)
+    return make_conninfo(**params)
+
+
+def has_password(dsn: str) -> bool:
+    """Whether ``dsn`` carries a password (``redact_dsn`` leaves it out of what it prints)."""
+    return bool(dsn) and redact_dsn(dsn) != dsn
 
 
 class PostgresStateStore(StoreBase):
@@ -320,7 +345,7 @@ class PostgresStateStore(StoreBase):
     def pending_restatements(self, node: str | None = None) -> list[Restatement]:
         """Restatements not yet resolved, oldest first, for one node or all."""
         rows = self._run("pending_all") if node is None else self._run("pending_node", [node])
-        return [_restatement(name, item) for name, item in rows]
+        return [parse_restatement(name, item) for name, item in rows]
 
     # -- mutations (argument checks and audit records: ``StoreBase``) --------------------------
 
@@ -361,7 +386,7 @@ class PostgresStateStore(StoreBase):
         items = _restate_items(wanted)
         at = self._run("restate", [self._json(items), reason, actor], write=True)[0][0]
         return [
-            _restatement(item["node"], _pending_item(item["id"], item["rows"], reason, actor, at))
+            parse_restatement(item["node"], pending_item(item["id"], item["rows"], reason, actor, at))
             for item in items
         ]
 
@@ -377,10 +402,7 @@ class PostgresStateStore(StoreBase):
 
     def _apply_resolve(self, restatement_id: str, by: str) -> Restatement | None:
         found = self._run("resolve", [str(restatement_id), by], write=True)[0][0]
-        return None if found is None else _restatement(found["node"], found["item"])
-
-    def _apply_remove_keys(self, node: str, keys: list[str]) -> int:
-        return self._run("remove_keys", [node, keys], write=True)[0][0]
+        return None if found is None else parse_restatement(found["node"], found["item"])
 
     def _apply_fingerprint(self, node: str, fingerprint: str, definition: dict[str, Any] | None) -> int:
         params = [node, fingerprint, None if definition is None else self._json(definition)]
@@ -411,10 +433,10 @@ class PostgresStateStore(StoreBase):
         records = [record for _, record in rows if record is not None]
         if len({r["revision"] for r in records}) != current - revision:
             return self._resync()
-        return [_change(canonical_record(r)) for r in records]
+        return [parse_change(canonical_record(r)) for r in records]
 
     def _resync(self) -> list[Change]:
-        return _resync(*self._snapshot())
+        return resync_changes(*self._snapshot())
 
     def history(self, node: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records of one node, oldest first (the last ``limit`` when given)."""
@@ -451,19 +473,19 @@ class PostgresStateStore(StoreBase):
             name, bounds, keys, fingerprint, last_run, node_revision, definition, failed, items, inferred = (
                 row[1:])
             nodes[name] = {
-                "completed_intervals": _rows(bounds[0::2], bounds[1::2]),
+                "completed_intervals": format_rows(bounds[0::2], bounds[1::2]),
                 "failed_intervals": [
-                    {"start": _fmt(s), "end": _fmt(e), "error": err, "attempts": n,
-                     "last_attempt": _fmt(la)}
+                    {"start": fmt_us(s), "end": fmt_us(e), "error": err, "attempts": n,
+                     "last_attempt": fmt_us(la)}
                     for s, e, err, n, la in failed
                 ],
                 "restatements": items,
                 "partition_keys": sorted(set(keys)),
                 "fingerprint": fingerprint,
-                "last_run": None if last_run is None else _fmt(last_run),
+                "last_run": None if last_run is None else fmt_us(last_run),
                 "revision": node_revision,
                 "definition": definition,
-                **({} if inferred is None else {"inferred_start": _fmt(inferred)}),
+                **({} if inferred is None else {"inferred_start": fmt_us(inferred)}),
                 **({"digests": digests[name]} if name in digests else {}),
             }
         return {**export_header(), "revision": rows[0][0], "nodes": nodes, "audit": audit}
@@ -505,21 +527,21 @@ class PostgresStateStore(StoreBase):
         q = self._q
         nodes, failed, restatements = [], [], []
         for name, raw in data["nodes"].items():
-            starts, ends, _ = _parse_rows(raw.get("completed_intervals") or [], {})
+            starts, ends, _ = parse_rows(raw.get("completed_intervals") or [], {})
             last_run = raw.get("last_run")
             definition, inferred = raw.get("definition"), raw.get("inferred_start")
             nodes.append((name, _flat(IntervalSet.from_micros(starts, ends, merged=True)),
                           sorted(set(raw.get("partition_keys") or [])), raw.get("fingerprint"),
-                          None if last_run is None else _parse_us(last_run), int(raw.get("revision", 0)),
+                          None if last_run is None else parse_us(last_run), int(raw.get("revision", 0)),
                           None if definition is None else self._json(dict(definition)),
-                          None if inferred is None else _parse_us(inferred)))
+                          None if inferred is None else parse_us(inferred)))
             for f in raw.get("failed_intervals") or []:
-                failed.append((name, _parse_us(f["start"]), _parse_us(f["end"]), str(f.get("error", "")),
-                               int(f.get("attempts", 1)), _parse_us(f["last_attempt"])))
+                failed.append((name, parse_us(f["start"]), parse_us(f["end"]), str(f.get("error", "")),
+                               int(f.get("attempts", 1)), parse_us(f["last_attempt"])))
             for item in raw.get("restatements") or []:
-                r = _restatement(name, item)  # validates
+                r = parse_restatement(name, item)  # validates
                 span = IntervalSet(r.intervals)
-                restatements.append((r.id, name, _flat(span), r.pending, _parse_us(item["requested_at"]),
+                restatements.append((r.id, name, _flat(span), r.pending, parse_us(item["requested_at"]),
                                      self._json(dict(item))))
         digests = [(name, source, int(start), *decode_digest(value)) for name, raw in data["nodes"].items()
                    for source, per in (raw.get("digests") or {}).items() for start, value in per.items()]
@@ -546,7 +568,7 @@ class PostgresStateStore(StoreBase):
                 for record in data["audit"]:
                     at = record.get("at")
                     try:
-                        when = None if at is None else _dt(_parse_us(at))
+                        when = None if at is None else dt_of_us(parse_us(at))
                     except (TypeError, ValueError):
                         when = None
                     copy.write_row((record["revision"], str(record.get("node", "")),
@@ -561,7 +583,7 @@ class PostgresStateStore(StoreBase):
 
 def _restate_items(wanted: dict[str, IntervalSet]) -> list[dict[str, Any]]:
     """The ``restate`` function's items: per node a new id, its rows and flat bounds."""
-    return [{"node": name, "id": uuid.uuid4().hex[:12], "rows": _rows(*change.micros()),
+    return [{"node": name, "id": uuid.uuid4().hex[:12], "rows": format_rows(*change.micros()),
              "bounds": _flat(change)} for name, change in wanted.items()]
 
 
@@ -570,12 +592,13 @@ def _node_state(row: tuple) -> NodeState:
     return NodeState(
         name=name,
         completed=_from_flat(bounds),
-        failed=[FailedInterval(_dt(s), _dt(e), err, n, _dt(la)) for s, e, err, n, la in failed],
-        restatements=[_restatement(name, item) for item in items],
+        failed=[FailedInterval(dt_of_us(s), dt_of_us(e), err, n, dt_of_us(la))
+                for s, e, err, n, la in failed],
+        restatements=[parse_restatement(name, item) for item in items],
         partition_keys=set(keys),
         fingerprint=fingerprint,
-        last_run=None if last_run is None else _dt(last_run),
+        last_run=None if last_run is None else dt_of_us(last_run),
         revision=revision,
         definition=definition,
-        inferred_start=None if inferred is None else _dt(inferred),
+        inferred_start=None if inferred is None else dt_of_us(inferred),
     )

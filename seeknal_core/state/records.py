@@ -9,26 +9,23 @@ resolves, how an audit record's keys are ordered, what a valid export looks like
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from itertools import chain, islice
 from operator import lt
 from typing import Any
 
 from ..intervals import IntervalSet
-from ..timeutil import EPOCH
 from .base import Change, Restatement, StateError
 from .common import (
-    _US,
-    _check_node_name,
-    _dt,
-    _dt_or_none,
-    _event,
-    _fmt,
-    _merge_pairs,
-    _parse_us,
     check_digests,
+    check_node_name,
     decode_digest,
+    dt_of_us,
+    event_record,
+    fmt_us,
+    merge_pairs,
+    parse_dt_or_none,
+    parse_us,
 )
 
 #: Resolved restatements kept in the state file per node (older ones live in the audit log).
@@ -42,7 +39,7 @@ EXPORT_FORMAT = "seeknal-state-export"
 EXPORT_VERSION = 1
 
 
-def _parse_rows(
+def parse_rows(
     rows: object, memo: dict[str, int], *, legacy: bool = False
 ) -> tuple[list[int], list[int], bool]:
     """Parse ``[[start, end], ...]`` into merged arrays; ``aligned`` means rows map 1:1.
@@ -69,10 +66,10 @@ def _parse_rows(
         a, b = row
         s = memo.get(a) if type(a) is str else None
         if s is None:
-            s = memo[a] = _parse_us(a)
+            s = memo[a] = parse_us(a)
         e = end_memo.get(b) if type(b) is str else None
         if e is None:
-            e = end_memo[b] = _parse_us(b, closed_end=legacy)
+            e = end_memo[b] = parse_us(b, closed_end=legacy)
         if s >= e:
             raise ValueError(f"interval [{a}, {b}) does not end after it starts")
         if prev is not None and s <= prev:
@@ -81,17 +78,18 @@ def _parse_rows(
         starts.append(s)
         ends.append(e)
     if not aligned:
-        merged = _merge_pairs(list(zip(starts, ends)), touching=True)
+        merged = merge_pairs(list(zip(starts, ends)), touching=True)
         starts = [s for s, _ in merged]
         ends = [e for _, e in merged]
     return starts, ends, aligned
 
 
-class _Memo(dict):
-    """ISO text -> microseconds; a lookup miss parses (``dict.__getitem__`` stays in C)."""
+class ParseMemo(dict):
+    """ISO text -> microseconds; a lookup miss parses (``dict.__getitem__`` stays in C), so
+    ``parse_rows`` of a whole file parses each shared grid boundary once."""
 
     def __missing__(self, text: str) -> int:
-        value = self[text] = _parse_us(text)
+        value = self[text] = parse_us(text)
         return value
 
 
@@ -110,10 +108,10 @@ def _parse_rows_fast(
         if set(map(len, rows)) != {2}:
             return None
         flat = list(chain.from_iterable(rows))
-        if isinstance(memo, _Memo):  # misses are parsed by __missing__, inline
+        if isinstance(memo, ParseMemo):  # misses are parsed by __missing__, inline
             values = list(map(memo.__getitem__, flat))
         else:
-            values = [memo[t] if t in memo else memo.setdefault(t, _parse_us(t)) for t in flat]
+            values = [memo[t] if t in memo else memo.setdefault(t, parse_us(t)) for t in flat]
     except (TypeError, ValueError):
         return None
     starts, ends = values[0::2], values[1::2]
@@ -121,18 +119,18 @@ def _parse_rows_fast(
         return None  # an empty or reversed interval: let the loop name it
     aligned = all(map(lt, ends, islice(starts, 1, None)))
     if not aligned:
-        merged = _merge_pairs(list(zip(starts, ends)), touching=True)
+        merged = merge_pairs(list(zip(starts, ends)), touching=True)
         starts = [s for s, _ in merged]
         ends = [e for _, e in merged]
     return starts, ends, aligned
 
 
-def _entry(event: str, node: str, at: str, **fields: Any) -> dict[str, Any]:
+def audit_entry(event: str, node: str, at: str, **fields: Any) -> dict[str, Any]:
     """An audit record; ``revision`` comes first so readers can skip lines cheaply."""
-    return _stamped(_event(event, node, **fields), at)
+    return stamped(event_record(event, node, **fields), at)
 
 
-def _stamped(record: dict[str, Any], at: str) -> dict[str, Any]:
+def stamped(record: dict[str, Any], at: str) -> dict[str, Any]:
     """``record`` with ``revision`` (set on commit) and ``at`` in front."""
     return {"revision": None, "at": at, **record}
 
@@ -160,9 +158,10 @@ def canonical_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _change(record: Mapping[str, Any]) -> Change:
+def parse_change(record: Mapping[str, Any]) -> Change:
+    """An audit record as the journal entry ``changes_since`` returns (both stores' journals)."""
     rows = record.get("intervals") or []
-    starts, ends, _ = _parse_rows(rows, {})
+    starts, ends, _ = parse_rows(rows, {})
     at = record.get("at")
     return Change(
         revision=record["revision"],
@@ -171,34 +170,36 @@ def _change(record: Mapping[str, Any]) -> Change:
         intervals=IntervalSet.from_micros(starts, ends, merged=True),
         origin=record.get("mode") or record.get("resolved_by") or record.get("actor"),
         run_id=record.get("run_id"),
-        at=_dt_or_none(at),
+        at=parse_dt_or_none(at),
         details=dict(record),
     )
 
 
-def _restatement(node: str, raw: Mapping[str, Any]) -> Restatement:
-    starts, ends, _ = _parse_rows(raw["intervals"], {})
+def parse_restatement(node: str, raw: Mapping[str, Any]) -> Restatement:
+    """A stored restatement item (a JSON node's list, a PostgreSQL ``item`` column) as a ``Restatement``."""
+    starts, ends, _ = parse_rows(raw["intervals"], {})
     return Restatement(
         id=str(raw["id"]),
         node=node,
         intervals=list(IntervalSet.from_micros(starts, ends, merged=True)),
         reason=str(raw.get("reason", "")),
         actor=str(raw.get("actor", "")),
-        requested_at=_dt(_parse_us(raw["requested_at"])),
+        requested_at=dt_of_us(parse_us(raw["requested_at"])),
         status=str(raw.get("status", "pending")),
-        resolved_at=_dt_or_none(raw.get("resolved_at")),
+        resolved_at=parse_dt_or_none(raw.get("resolved_at")),
         resolved_by=raw.get("resolved_by"),
     )
 
 
-def _resolve_record(node: str, item: Mapping[str, Any], now: str) -> dict[str, Any]:
-    return _entry(
+def resolve_record(node: str, item: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """The ``resolve`` audit record of a restatement item just resolved."""
+    return audit_entry(
         "resolve", node, now, intervals=item["intervals"], restatement_id=item["id"],
         resolved_by=item["resolved_by"], reason=item.get("reason"),
     )
 
 
-def _resolve_covered(
+def resolve_covered(
     raw: dict[str, Any], starts: list[int], ends: list[int], now: str, by: str
 ) -> list[dict[str, Any]]:
     """Resolve pending restatements whose intervals are now all completed."""
@@ -207,16 +208,16 @@ def _resolve_covered(
     for item in raw["restatements"]:
         if item.get("status") != "pending":
             continue
-        r_starts, r_ends, _ = _parse_rows(item["intervals"], {})
+        r_starts, r_ends, _ = parse_rows(item["intervals"], {})
         if all(done.covers_us(s, e) for s, e in zip(r_starts, r_ends)):
             item.update(status="resolved", resolved_at=now, resolved_by=by)
             resolved.append(item)
     if resolved:
-        _prune_resolved(raw)
+        prune_resolved(raw)
     return resolved
 
 
-def _prune_resolved(raw: dict[str, Any]) -> None:
+def prune_resolved(raw: dict[str, Any]) -> None:
     """Keep pending restatements and the latest resolved ones; the log keeps the rest."""
     items = raw["restatements"]
     resolved = [i for i in items if i.get("status") != "pending"]
@@ -225,11 +226,12 @@ def _prune_resolved(raw: dict[str, Any]) -> None:
         raw["restatements"] = [i for i in items if id(i) not in drop]
 
 
-def _failed_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+def failed_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    """Stored failure rows as ``(start_us, end_us, record)``, the form ``add_failure`` edits."""
     return [
         (
-            _parse_us(r["start"]),
-            _parse_us(r["end"]),
+            parse_us(r["start"]),
+            parse_us(r["end"]),
             {"error": r.get("error", ""), "attempts": int(r.get("attempts", 1)),
              "last_attempt": r.get("last_attempt")},
         )
@@ -237,28 +239,26 @@ def _failed_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, 
     ]
 
 
-def _failed_row(s: int, e: int, rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"start": _fmt(s), "end": _fmt(e), "error": rec["error"],
+def failed_row(s: int, e: int, rec: Mapping[str, Any]) -> dict[str, Any]:
+    """``failed_pairs``' inverse: one failure as the row the JSON file stores."""
+    return {"start": fmt_us(s), "end": fmt_us(e), "error": rec["error"],
             "attempts": rec["attempts"], "last_attempt": rec["last_attempt"]}
 
 
-def _subtract_failed(rows: list[dict[str, Any]], done: IntervalSet) -> list[dict[str, Any]]:
+def subtract_failed(rows: list[dict[str, Any]], done: IntervalSet) -> list[dict[str, Any]]:
     """Failed records minus completed intervals; a partly completed failure keeps its rest."""
     if not rows:
         return rows
     out = []
-    for s, e, rec in _failed_pairs(rows):
+    for s, e, rec in failed_pairs(rows):
         left = IntervalSet.from_micros([s], [e], merged=True).difference(done)
-        out += [_failed_row(a, b, rec) for a, b in zip(*left.micros())]
+        out += [failed_row(a, b, rec) for a, b in zip(*left.micros())]
     return out
 
 
 def export_header() -> dict[str, Any]:
+    """The ``format`` and ``version`` every ``export()`` document starts with."""
     return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
-
-
-def _fmt_dt(value: dt.datetime) -> str:
-    return _fmt((value - EPOCH) // _US)
 
 
 def check_export(data: object) -> dict[str, Any]:
@@ -286,23 +286,23 @@ def check_export(data: object) -> dict[str, Any]:
             raise bad(f"audit record {record!r:.80} has no revision between 0 and {revision}")
     for name, raw in nodes.items():
         try:
-            _check_node_name(name)
+            check_node_name(name)
             if not isinstance(raw, Mapping):
                 raise TypeError("not an object")
-            _parse_rows(raw.get("completed_intervals") or [], {})
-            _failed_pairs(list(raw.get("failed_intervals") or []))
+            parse_rows(raw.get("completed_intervals") or [], {})
+            failed_pairs(list(raw.get("failed_intervals") or []))
             for f in raw.get("failed_intervals") or []:
-                _parse_us(f["last_attempt"])
+                parse_us(f["last_attempt"])
             for item in raw.get("restatements") or []:
-                _restatement(name, item)
-                _parse_us(item["requested_at"])
+                parse_restatement(name, item)
+                parse_us(item["requested_at"])
             keys = raw.get("partition_keys") or []
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
                 raise TypeError("partition_keys is not a list of strings")
             if raw.get("last_run") is not None:
-                _parse_us(raw["last_run"])
+                parse_us(raw["last_run"])
             if raw.get("inferred_start") is not None:
-                _parse_us(raw["inferred_start"])
+                parse_us(raw["inferred_start"])
             if raw.get("definition") is not None and not isinstance(raw["definition"], Mapping):
                 raise TypeError("definition is not an object")
             if raw.get("digests"):  # source -> "start seconds" -> "rows newest-us checksum"
