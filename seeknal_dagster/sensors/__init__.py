@@ -17,7 +17,8 @@
     every ``late_data_interval_seconds``.  Runs by default (it only records restatements).
 
 The tick logic lives in plain functions (``reconcile_tick`` ...) that take a store and an
-instance, so tests drive them directly; each tick returns what it did as its result.
+instance (and the translator, whose ``get_partitions_def`` gives each node's partitions),
+so tests drive them directly; each tick returns what it did as its result.
 """
 
 from __future__ import annotations
