@@ -26,11 +26,16 @@ from typing import Any
 
 import dagster as dg
 
-# the target of an evaluation: Dagster's AssetCheckResult fills it for one partition key;
-# evaluations for each partition of a range must name it themselves (the class is not
-# re-exported at the top level in 1.13)
+# -- the one name seeknal takes from a private Dagster module ---------------------------------
+# An evaluation's target (``dg.AssetCheckEvaluation(target_materialization_data=...)``, a
+# documented argument): Dagster counts a verdict only when it is about the partition's
+# latest materialization.  ``dg.AssetCheckResult`` fills it, but only for a run's single
+# partition key; the evaluations of each partition of a range must build it themselves,
+# and ``dagster`` 1.13 exports neither its class nor a public way to build one.  Only
+# ``check_target`` uses it.  tests/test_dagster_adapter_shape.py fails when Dagster moves
+# or renames it, changes the argument's type, or exports it (then use ``dg.<name>``).
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
+    AssetCheckEvaluationTargetMaterializationData as CheckTarget,
 )
 
 from seeknal_core.errors import ProjectError
@@ -163,7 +168,7 @@ def _covering(keyed: Sequence[tuple[Pair, str]], results: Iterable[AuditResult]
 
 
 def _latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str | None]
-                             ) -> dict[str | None, AssetCheckEvaluationTargetMaterializationData]:
+                             ) -> dict[str | None, CheckTarget]:
     """The latest materialization of each partition (what its check result is about):
     one query for the run's own (the newest), one more per partition not among them."""
     wanted = list(dict.fromkeys(partitions))
@@ -171,7 +176,7 @@ def _latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey, par
         return {}
     if wanted == [None]:
         records = instance.fetch_materializations(key, limit=1).records
-        return {None: _target(records[0])} if records else {}
+        return {None: check_target(records[0])} if records else {}
     found: dict[str | None, Any] = {}
     for record in instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=wanted), limit=len(wanted)).records:
@@ -182,12 +187,13 @@ def _latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey, par
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
             if records:
                 found[partition] = records[0]
-    return {p: _target(r) for p, r in found.items()}
+    return {p: check_target(r) for p, r in found.items()}
 
 
-def _target(record) -> AssetCheckEvaluationTargetMaterializationData:
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+def check_target(record: dg.EventLogRecord) -> CheckTarget:
+    """A check evaluation's target: the materialization ``record`` (what
+    ``dg.AssetCheckResult`` fills in for a single-partition run)."""
+    return CheckTarget(storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
 
 
 def _span(interval: Pair) -> str:
@@ -207,4 +213,4 @@ def _metadata(result: AuditResult) -> dict[str, Any]:
     return meta
 
 
-__all__ = ["audit_check_specs", "audit_events", "check_name"]
+__all__ = ["CheckTarget", "audit_check_specs", "audit_events", "check_name", "check_target"]

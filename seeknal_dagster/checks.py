@@ -27,7 +27,7 @@ from seeknal_core.project import Project, TransformNode
 from seeknal_core.state import StateStore
 
 from .assets import as_specs, state_store
-from .partitions import keys_for_intervals, partitions_def_for
+from .partitions import keys_for_intervals
 from .translator import ProjectSpecs, SeeknalTranslator
 
 CHECK_NAME = "seeknal_in_sync"
@@ -119,10 +119,12 @@ def _short(keys: list[str], n: int = 5) -> str:
 
 
 def sync_status(
-    store: StateStore, instance: dg.DagsterInstance, node: TransformNode, asset_key: dg.AssetKey
+    store: StateStore, instance: dg.DagsterInstance, node: TransformNode, asset_key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition | None = None,
 ) -> SyncStatus:
-    """Compare one node's state with the instance's materialised partitions."""
-    pdef = partitions_def_for(node)
+    """Compare one node's state with the instance's materialised partitions
+    (``partitions_def``: the asset's; default the default translator's)."""
+    pdef = partitions_def or SeeknalTranslator().get_partitions_def(node)
     state = store.node(node.name)
     completed = set(keys_for_intervals(pdef, state.completed))
     restated = set(keys_for_intervals(
@@ -176,9 +178,11 @@ def build_asset_checks(
         ) for key in nodes],
     )
     def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        pdefs = {spec.key: spec.partitions_def for spec in specs.specs.values()}  # the assets' own
         with state_store(project) as store:
             for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
-                status = sync_status(store, context.instance, nodes[check_key.asset_key], check_key.asset_key)
+                status = sync_status(store, context.instance, nodes[check_key.asset_key], check_key.asset_key,
+                                     partitions_def=pdefs[check_key.asset_key])
                 yield dg.AssetCheckResult(
                     asset_key=check_key.asset_key, check_name=CHECK_NAME,
                     passed=status.passed, severity=dg.AssetCheckSeverity.ERROR,

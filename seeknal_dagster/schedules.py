@@ -6,11 +6,17 @@ partition that just ended (``end_offset=0``), so a daily node runs its day at mi
 its timezone, a ``0 2 * * 0`` node its week on Sunday 02:00.  Schedules are the
 alternative to the assets' automation conditions (the default, see translator.py); the
 restatement sensor targets the jobs either way.
+
+Jobs and schedules are annotated with this module's ``AssetJob``/``AssetJobSchedule``:
+what ``dg.define_asset_job`` and ``dg.build_schedule_from_partitioned_job`` return are
+resolved against the assets when ``Definitions`` load, and ``dagster`` does not export
+their classes (seeknal names only what ``dagster`` exports, tests/test_dagster_adapter_shape.py).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, TypeAlias
 
 import dagster as dg
 
@@ -24,6 +30,11 @@ _PRESET_NAMES: dict[str, str] = {}
 for _name, _cron in PRESETS.items():  # first name wins: daily, not midnight
     _PRESET_NAMES.setdefault(_cron, _name)
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+#: a partitioned asset job, as ``dg.define_asset_job`` returns it (resolved at load)
+AssetJob: TypeAlias = Any
+#: its schedule, as ``dg.build_schedule_from_partitioned_job`` returns it (resolved at load)
+AssetJobSchedule: TypeAlias = Any
 
 
 def cron_label(cron: str) -> str:
@@ -71,7 +82,7 @@ def job_names(project: Project | ProjectSpecs) -> dict[str, str]:
 
 def build_jobs(
     project: Project | ProjectSpecs | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
-) -> list[dg.UnresolvedAssetJobDefinition]:
+) -> list[AssetJob]:
     """One partitioned asset job per distinct partitions definition, in dependency order."""
     specs = as_specs(project, translator)
     members: dict[str, list[str]] = {}
@@ -91,13 +102,13 @@ def build_schedules(
     project: Project | ProjectSpecs | str | os.PathLike[str],
     *,
     translator: SeeknalTranslator | None = None,
-    jobs: list[dg.UnresolvedAssetJobDefinition] | None = None,
+    jobs: list[AssetJob] | None = None,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
-) -> list[dg.ScheduleDefinition | dg.UnresolvedPartitionedAssetScheduleDefinition]:
+) -> list[AssetJobSchedule]:
     """A schedule per partitioned job (``build_jobs``), named like it; stopped by default."""
     jobs = jobs if jobs is not None else build_jobs(project, translator=translator)
     return [dg.build_schedule_from_partitioned_job(job, name=job.name, default_status=default_status)
             for job in jobs]
 
 
-__all__ = ["build_jobs", "build_schedules", "cron_label", "job_names"]
+__all__ = ["AssetJob", "AssetJobSchedule", "build_jobs", "build_schedules", "cron_label", "job_names"]

@@ -2,14 +2,19 @@
 component's overridable ``execute``, ``translation`` and ``select``/``exclude`` in YAML,
 the typed ``SeeknalResource``, a translator ``build_definitions`` leaves alone, column
 lineage on specs (``seeknal plan``'s analysis; none for SQL it cannot analyse), the
-written table's schema on materializations, and ``dg scaffold``/``dg check`` output."""
+written table's schema on materializations, ``dg scaffold``/``dg check`` output, sensors
+that read the translator's partitions, and only names ``dagster`` exports."""
 
 from __future__ import annotations
 
+import ast
+import datetime as dt
+import importlib
 import os
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
 
 import dagster as dg
@@ -18,10 +23,16 @@ from dagster_duckdb import DuckDBResource
 from test_dagster_assets import NODES, make_project, materializations, materialize
 from test_dagster_assets import instance as instance  # fixture
 from test_dagster_component import dg_cli, dg_project
+from test_dagster_sensors import Daemon, statuses
+from test_runner import open_all
 
-from seeknal_core import changes
+import seeknal_dagster
+from seeknal_core import changes, runner
 from seeknal_core.project import load_project
-from seeknal_dagster import SeeknalResource, SeeknalTranslator, build_definitions
+from seeknal_dagster import SeeknalResource, SeeknalTranslator, build_definitions, partitions
+from seeknal_dagster.audits import CheckTarget
+
+PACKAGE = Path(seeknal_dagster.__file__).parent
 
 STAR = NODES + """
 copy:
@@ -263,3 +274,107 @@ def test_lineage_of_one_scope_equals_a_reduction_per_column(sql: str, schema: di
     per_column = {column: {t: sorted(cols) for t, cols in sorted(changes.reads(query, [column]).items()) if cols}
                   for column in query.known_outputs}
     assert changes.column_lineage(query) == per_column
+
+
+# -- partitions come from the translator only ---------------------------------------------
+class FromSecondDay(SeeknalTranslator):
+    """Partitions that begin a day after the project's start: what every sensor must follow."""
+
+    def get_partitions_def(self, node):
+        pdef = super().get_partitions_def(node)
+        return pdef and partitions.partitions_def_for(node, start="2024-01-02")
+
+
+def test_sensors_and_checks_read_the_translators_partitions(tmp_path: Path, instance) -> None:
+    root = make_project(tmp_path / "p")
+    defs = build_definitions(root, translator=FromSecondDay())
+    assert defs.resolve_assets_def("hourly").partitions_def.get_first_partition_key() == "2024-01-02-00:00"
+    project, store = open_all(root)
+    utc = dt.UTC
+    assert runner.run(project, store, nodes=["hourly"], start=dt.datetime(2024, 1, 1, tzinfo=utc),
+                      end=dt.datetime(2024, 1, 3, tzinfo=utc), mode="backfill").ok  # 48 hours, CLI-style
+    daemon = Daemon(defs, instance)
+    reported = daemon.tick("seeknal_reconcile").asset_events
+    assert sorted(e.partition for e in reported) == [f"2024-01-02-{h:02d}:00" for h in range(24)]
+    [check] = [e for e in daemon.tick("seeknal_checks").asset_events if e.asset_key == dg.AssetKey("hourly")]
+    assert check.passed, check.description  # the first day is no partition of this asset: not "only in seeknal"
+    executed = dg.materialize(  # the same check as an @asset_check in a run
+        list(defs.assets) + list(defs.asset_checks), instance=instance, resources=defs.resources,
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("hourly"), "seeknal_in_sync")))
+    [evaluation] = executed.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["in_sync_count"].value == 24, evaluation.description
+
+    runner.restate(project, store, ["hourly"], dt.datetime(2024, 1, 1, 20, tzinfo=utc),
+                   dt.datetime(2024, 1, 2, 2, tzinfo=utc), reason="late data")
+    [show] = daemon.tick("seeknal_restatements").run_requests
+    assert show.partition_key_range == dg.PartitionKeyRange("2024-01-02-00:00", "2024-01-02-01:00")
+    daemon.launch(show, ok=False)
+    failed = {k for k, v in statuses(defs, instance, dg.AssetKey("hourly")).items() if v == "FAILED"}
+    assert failed == {"2024-01-02-00:00", "2024-01-02-01:00"}
+
+
+def package_trees() -> dict[str, ast.Module]:
+    return {p.relative_to(PACKAGE).as_posix(): ast.parse(p.read_text(), str(p))
+            for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_only_the_translator_builds_partitions_from_a_node() -> None:
+    """``partitions_def_for`` (a node's schedule as partitions) is called by the translator's
+    getter alone; sensors, checks and schedules read ``get_partitions_def`` or the specs."""
+    users = {name for name, tree in package_trees().items() for n in ast.walk(tree)
+             if (isinstance(n, ast.Name) and n.id == "partitions_def_for")
+             or (isinstance(n, ast.Attribute) and n.attr == "partitions_def_for")
+             or (isinstance(n, ast.alias) and n.name == "partitions_def_for")}
+    assert users == {"translator.py"}, f"partitions_def_for used outside the translator: {sorted(users)}"
+
+
+#: the one private Dagster name seeknal_dagster imports (audits.py says why)
+PRIVATE = {("audits.py", "dagster._core.definitions.asset_checks.asset_check_evaluation",
+            "AssetCheckEvaluationTargetMaterializationData")}
+
+
+def dagster_names(tree: ast.Module) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(module, name) pairs a file takes from ``dagster*`` packages: imported, or read as an
+    attribute of an imported module (``dg.X``, annotations included); and private imports."""
+    used, private = set(), set()
+    modules = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                if a.name.split(".")[0].startswith("dagster"):
+                    modules[a.asname or a.name] = a.name
+                    if any(part.startswith("_") for part in a.name.split(".")):
+                        private.add((a.name, ""))
+        elif isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0].startswith("dagster"):
+            for a in n.names:
+                if any(part.startswith("_") for part in n.module.split(".")):
+                    private.add((n.module, a.name))
+                else:
+                    used.add((n.module, a.name))
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules:
+            used.add((modules[n.value.id], n.attr))
+    return used, private
+
+
+def test_seeknal_dagster_names_only_what_dagster_exports() -> None:
+    missing, private = [], set()
+    for name, tree in package_trees().items():
+        used, hidden = dagster_names(tree)
+        private |= {(name, module, attr) for module, attr in hidden}
+        for module, attr in sorted(used):
+            exported = importlib.import_module(module)
+            if attr.startswith("_") or attr not in dir(exported):
+                missing.append(f"{name}: {module}.{attr}")
+    assert not missing, f"names the dagster packages do not export: {missing}"
+    assert private == PRIVATE, f"private Dagster imports: {sorted(private - PRIVATE)} (use the public API)"
+
+
+def test_the_private_check_target_is_where_audits_py_takes_it_from() -> None:
+    """Fails loudly when Dagster moves, renames or exports the evaluation target's class."""
+    hint = typing.get_type_hints(dg.AssetCheckEvaluation)["target_materialization_data"]
+    assert set(typing.get_args(hint)) == {CheckTarget, type(None)}, hint
+    assert {"storage_id", "run_id", "timestamp"} <= set(typing.get_type_hints(CheckTarget))
+    exported = [n for n in dir(dg) if getattr(dg, n) is CheckTarget]
+    assert not exported, (f"dagster now exports the check target as dg.{exported[0]}: use it in "
+                          "seeknal_dagster/audits.py and drop PRIVATE")

@@ -17,7 +17,8 @@
     every ``late_data_interval_seconds``.  Runs by default (it only records restatements).
 
 The tick logic lives in plain functions (``reconcile_tick`` ...) that take a store and an
-instance, so tests drive them directly; each tick returns what it did as its result.
+instance (and the translator, whose ``get_partitions_def`` gives each node's partitions),
+so tests drive them directly; each tick returns what it did as its result.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from seeknal_core.project import Project
 
 from ..assets import as_specs, state_store
 from ..checks import CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR
-from ..schedules import build_jobs, job_names
+from ..schedules import AssetJob, build_jobs, job_names
 from ..translator import ProjectSpecs, SeeknalTranslator
 from .checks import checks_tick
 from .common import MAX_PARTITIONS_PER_TICK, dump_cursor, latest_materialization_times, load_cursor
@@ -52,7 +53,7 @@ def build_sensors(
     minimum_interval_seconds: int = 30,
     max_partitions_per_tick: int = MAX_PARTITIONS_PER_TICK,
     include_checks: bool = True,
-    jobs: Sequence[dg.UnresolvedAssetJobDefinition] | None = None,
+    jobs: Sequence[AssetJob] | None = None,
     restatements_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     reconcile_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     late_data_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
@@ -107,7 +108,7 @@ def build_sensors(
             "materialisations of their partitions, and shows restated partitions as not "
             "materialised until recomputed.")
     def reconcile(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        r = tick(reconcile_tick, context, limit=max_partitions_per_tick)
+        r = tick(reconcile_tick, context, limit=max_partitions_per_tick, translator=specs.translator)
         done = list(r.messages)
         if r.events:
             done.append(f"reported {len(r.events)} partition(s) completed outside Dagster"
@@ -122,7 +123,7 @@ def build_sensors(
                if recompute_restatements else "; the automation condition recomputes them."), jobs=jobs)
     def restatements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         r = tick(restatement_tick, context, jobs=node_jobs, display=restatement_display,
-                 recompute=recompute_restatements)
+                 recompute=recompute_restatements, translator=specs.translator)
         return result(context, r.cursor, r.messages, "no restatement to request", run_requests=r.run_requests)
 
     @dg.sensor(name=LATE_DATA_SENSOR, minimum_interval_seconds=late_data_interval_seconds,
@@ -139,7 +140,7 @@ def build_sensors(
                 "Evaluates the seeknal_in_sync asset checks whenever state or "
                 "materialisations change.")
         def checks(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-            evaluations, cursor = tick(checks_tick, context)
+            evaluations, cursor = tick(checks_tick, context, translator=specs.translator)
             if not evaluations:
                 return dg.SkipReason("nothing changed")
             context.log.info(f"evaluated {len(evaluations)} seeknal_in_sync check(s)")

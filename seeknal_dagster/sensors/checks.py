@@ -17,7 +17,8 @@ from seeknal_core.state import StateStore
 
 from ..assets import asset_keys
 from ..checks import check_evaluation, sync_status
-from ..partitions import partitioned
+from ..translator import SeeknalTranslator
+from .common import NodePartitions
 
 
 def checks_tick(
@@ -27,11 +28,14 @@ def checks_tick(
     cursor: Mapping[str, Any],
     *,
     keys: Mapping[str, dg.AssetKey] | None = None,
+    translator: SeeknalTranslator | None = None,
 ) -> tuple[list[dg.AssetCheckEvaluation], dict[str, Any]]:
-    """Evaluate ``seeknal_in_sync`` for each node whose inputs changed since the last tick."""
-    keys = keys or asset_keys(project)
+    """Evaluate ``seeknal_in_sync`` for each node whose inputs changed since the last tick
+    (each partitioned asset's, as ``translator`` builds its partitions)."""
+    keys = keys or asset_keys(project, translator)
+    pdef_of = NodePartitions(project, translator)
     seen: dict[str, Any] = dict(cursor.get("seen") or {})
-    names = [n for n in project.topological_order() if partitioned(project.nodes[n]) and n in keys]
+    names = [n for n in project.topological_order() if n in keys and pdef_of(n) is not None]
     states = store.load()
     records = {r.asset_entry.asset_key: r.asset_entry
                for r in instance.get_asset_records([keys[n] for n in names])}
@@ -43,8 +47,8 @@ def checks_tick(
                      project.nodes[name].fingerprint]
         if seen.get(name) == signature:
             continue
-        evaluations.append(check_evaluation(sync_status(store, instance, project.nodes[name], keys[name]),
-                                            keys[name]))
+        status = sync_status(store, instance, project.nodes[name], keys[name], partitions_def=pdef_of(name))
+        evaluations.append(check_evaluation(status, keys[name]))
         seen[name] = signature
     return evaluations, {"seen": seen}
 

@@ -1,5 +1,6 @@
 """What the seeknal sensors share: JSON cursors, the newest materialisation per partition,
-and the run tags of a partition-range run."""
+each node's partitions as the translator builds them, and the run tags of a
+partition-range run."""
 
 from __future__ import annotations
 
@@ -9,12 +10,32 @@ from typing import Any
 
 import dagster as dg
 
+from seeknal_core.project import Project
+
+from ..translator import SeeknalTranslator
+
 #: The run tags Dagster's single-run backfills use for a partition range (documented in
 #: Dagster's "Partitioned assets > backfills"; tests compare them with Dagster's own).
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 ORIGIN_TAG = "seeknal/origin"
 MAX_PARTITIONS_PER_TICK = 5_000
+
+
+class NodePartitions:
+    """Each node's partitions definition from the translator's ``get_partitions_def`` (the
+    one place partitions are built from a node, so a sensor reads what the asset has),
+    memoised for one tick; None for a node whose asset is unpartitioned."""
+
+    def __init__(self, project: Project, translator: SeeknalTranslator | None = None):
+        self.project, self.translator = project, translator or SeeknalTranslator()
+        self._defs: dict[str, dg.TimeWindowPartitionsDefinition | None] = {}
+
+    def __call__(self, name: str) -> dg.TimeWindowPartitionsDefinition | None:
+        if name not in self._defs:
+            node = self.project.nodes.get(name)
+            self._defs[name] = None if node is None else self.translator.get_partitions_def(node)
+        return self._defs[name]
 
 
 def load_cursor(text: str | None) -> dict[str, Any]:

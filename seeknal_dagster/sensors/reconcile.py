@@ -34,8 +34,15 @@ from seeknal_core.timeutil import from_epoch, to_epoch
 
 from ..assets import CODE_VERSION_TAG, asset_keys
 from ..checks import RECONCILE_SENSOR
-from ..partitions import keys_for_intervals, partitioned, partitions_def_for
-from .common import MAX_PARTITIONS_PER_TICK, ORIGIN_TAG, latest_materialization_times, tag_value
+from ..partitions import keys_for_intervals
+from ..translator import SeeknalTranslator
+from .common import (
+    MAX_PARTITIONS_PER_TICK,
+    ORIGIN_TAG,
+    NodePartitions,
+    latest_materialization_times,
+    tag_value,
+)
 
 #: the provenance tags Dagster writes on the materialisations it runs (dagster's
 #: ``data_version`` module; Dagster reads them back to decide staleness)
@@ -53,11 +60,13 @@ class ReconcileResult:
 
 
 class _Reconciler:
-    """Per-tick caches: materialised partitions per asset, restatements per node."""
+    """Per-tick caches: partitions per node, materialised partitions per asset, restatements
+    per node."""
 
     def __init__(self, project: Project, store: StateStore, instance: dg.DagsterInstance,
-                 keys: Mapping[str, dg.AssetKey]):
+                 keys: Mapping[str, dg.AssetKey], partitions: NodePartitions):
         self.project, self.store, self.instance, self.keys = project, store, instance, keys
+        self.pdef = partitions
         self._materialized: dict[str, set[str]] = {}
         self._restated: dict[str, list[tuple[float, set[str]]]] = {}
         self._pending: dict[str, list[tuple[float, set[str]]]] = {}
@@ -65,8 +74,7 @@ class _Reconciler:
         self._provenance: dict[str, dict[str, str]] = {}
 
     def tracked(self, node: str) -> bool:
-        n = self.project.nodes.get(node)
-        return n is not None and partitioned(n) and node in self.keys
+        return node in self.keys and self.pdef(node) is not None
 
     def materialized(self, node: str) -> set[str]:
         if node not in self._materialized:
@@ -79,8 +87,8 @@ class _Reconciler:
         for change in changes:
             if not self.tracked(change.node) or not self._reportable(change):
                 continue
-            pdef = partitions_def_for(self.project.nodes[change.node])
-            out += [(change.node, key, change) for key in keys_for_intervals(pdef, change.intervals)]
+            out += [(change.node, key, change) for key in keys_for_intervals(self.pdef(change.node),
+                                                                              change.intervals)]
         return out
 
     @staticmethod
@@ -90,7 +98,7 @@ class _Reconciler:
     def restated_before(self, node: str, key: str, at: float) -> float | None:
         """When the newest restatement covering ``key`` requested before ``at`` was made."""
         if node not in self._restated:
-            pdef = partitions_def_for(self.project.nodes[node])
+            pdef = self.pdef(node)
             self._restated[node] = [
                 (r.requested_at.timestamp(), set(keys_for_intervals(pdef, IntervalSet(r.intervals))))
                 for r in self.store.node(node).restatements
@@ -101,7 +109,7 @@ class _Reconciler:
     def restated_after(self, node: str, key: str, change: Change) -> bool:
         """A pending restatement of ``key`` was requested after this completion."""
         if node not in self._pending:
-            pdef = partitions_def_for(self.project.nodes[node])
+            pdef = self.pdef(node)
             self._pending[node] = [
                 (r.requested_at.timestamp(), set(keys_for_intervals(pdef, IntervalSet(r.intervals))))
                 for r in self.store.node(node).pending_restatements]
@@ -112,7 +120,7 @@ class _Reconciler:
         """Rows per partition of one completion record (parsed once per change)."""
         cache_key = (change.revision, change.node)
         if cache_key not in self._rows:
-            self._rows[cache_key] = _rows_by_key(partitions_def_for(self.project.nodes[change.node]), change)
+            self._rows[cache_key] = _rows_by_key(self.pdef(change.node), change)
         return self._rows[cache_key]
 
     def provenance(self, node: str) -> dict[str, str]:
@@ -159,18 +167,22 @@ def reconcile_tick(
     *,
     keys: Mapping[str, dg.AssetKey] | None = None,
     limit: int = MAX_PARTITIONS_PER_TICK,
+    translator: SeeknalTranslator | None = None,
 ) -> ReconcileResult:
     """One tick of the reconciliation sensor (see the module doc for the cursor).
 
     A partition is reported when the completion came from outside Dagster and Dagster
     does not show it materialised — or shows only a materialisation older than a
-    restatement of it (the CLI recomputed restated data).
+    restatement of it (the CLI recomputed restated data).  ``translator``: the one the
+    assets were built with (its ``get_partitions_def`` gives each node's partitions).
     """
-    keys = keys or asset_keys(project)
-    wiped, messages = wipe_restated(project, store, instance, keys, cursor.get("wiped") or ())
+    keys = keys or asset_keys(project, translator)
+    partitions = NodePartitions(project, translator)
+    wiped, messages = wipe_restated(project, store, instance, keys, cursor.get("wiped") or (),
+                                    partitions=partitions)
     revision = int(cursor.get("revision", 0))
     resume_group, resume_at = int(cursor.get("group", -1)), int(cursor.get("offset", 0))
-    rec = _Reconciler(project, store, instance, keys)
+    rec = _Reconciler(project, store, instance, keys, partitions)
     events: list[dg.AssetMaterialization] = []
     seen: set[tuple[str, str]] = set()  # never twice in one tick, whatever the journal says
     for group_revision, group_iter in itertools.groupby(store.changes_since(revision),
@@ -178,8 +190,8 @@ def reconcile_tick(
         group = list(group_iter)
         for change in group:  # restated in this batch: a later completion is news again
             if change.kind == "restate" and rec.tracked(change.node):
-                pdef = partitions_def_for(project.nodes[change.node])
-                rec.materialized(change.node).difference_update(keys_for_intervals(pdef, change.intervals))
+                rec.materialized(change.node).difference_update(
+                    keys_for_intervals(rec.pdef(change.node), change.intervals))
         items = rec.items(group)
         i = resume_at if group_revision == resume_group else 0
         candidates: dict[str, dict[str, float]] = {}
@@ -260,17 +272,18 @@ def _parse(text: str):
 # -- restated partitions: not materialised until recomputed ----------------------------------
 def wipe_restated(
     project: Project, store: StateStore, instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey],
-    done: Sequence[str] = (),
+    done: Sequence[str] = (), *, translator: SeeknalTranslator | None = None,
+    partitions: NodePartitions | None = None,
 ) -> tuple[list[str], list[str]]:
     """Observe then wipe each pending restatement not yet handled; (ids handled, messages)."""
+    pdef_of = partitions or NodePartitions(project, translator)
     handled, messages = [], []
-    pending = [r for r in store.pending_restatements()
-               if r.node in keys and r.node in project.nodes and partitioned(project.nodes[r.node])]
+    pending = [r for r in store.pending_restatements() if r.node in keys and pdef_of(r.node) is not None]
     for restatement in pending:
         handled.append(restatement.id)
         if restatement.id in done:
             continue
-        pdef = partitions_def_for(project.nodes[restatement.node])
+        pdef = pdef_of(restatement.node)
         asset_key = keys[restatement.node]
         partitions = keys_for_intervals(pdef, IntervalSet(restatement.intervals))
         at = restatement.requested_at.timestamp()

@@ -33,9 +33,15 @@ from seeknal_core.project import Project
 from seeknal_core.state import StateStore
 
 from ..assets import ACTOR_TAG, REASON_TAG, RESTATEMENT_TAG, asset_keys
-from ..partitions import keys_for_intervals, partitioned, partitions_def_for
+from ..partitions import keys_for_intervals
 from ..schedules import job_names
-from .common import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, latest_materialization_times
+from ..translator import SeeknalTranslator
+from .common import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    NodePartitions,
+    latest_materialization_times,
+)
 
 ATTEMPT_TAG = "seeknal/restatement_attempt"
 #: run tag naming the restatement a run recomputes (the display run carries RESTATEMENT_TAG)
@@ -116,6 +122,7 @@ def restatement_tick(
     max_attempts: int = 3,
     display: str = "failed",
     recompute: bool = True,
+    translator: SeeknalTranslator | None = None,
 ) -> RestatementResult:
     """One tick of the restatement sensor (see the module doc).
 
@@ -126,14 +133,16 @@ def restatement_tick(
     or in flight (or was requested less than ``relaunch_after`` seconds ago and has not
     appeared yet), requested again, up to ``max_attempts``, when their runs ended without
     it.  Recomputes of nodes downstream of another pending restatement wait (upstream
-    data is recomputed first).
+    data is recomputed first).  ``translator``: the one the assets were built with (its
+    ``get_partitions_def`` gives each node's partitions).
     """
-    keys = keys or asset_keys(project)
+    keys = keys or asset_keys(project, translator)
+    pdef_of = NodePartitions(project, translator)
     jobs = jobs if jobs is not None else job_names(project)
     now = time.time() if now is None else now
     tracked: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (cursor.get("tracked") or {}).items()}
     pending = {r.id: r for r in store.pending_restatements()
-               if r.node in keys and r.node in project.nodes and partitioned(project.nodes[r.node])}
+               if r.node in keys and pdef_of(r.node) is not None}
     requests: list[dg.RunRequest] = []
     resolved: list[str] = []
     messages: list[str] = []
@@ -142,7 +151,8 @@ def restatement_tick(
 
     for rid, entry in list(tracked.items()):
         node = project.nodes.get(entry["node"])
-        if node is None or not partitioned(node):
+        pdef = pdef_of(entry["node"])
+        if pdef is None:
             del tracked[rid]
             continue
         if rid not in pending and not recompute:
@@ -150,7 +160,6 @@ def restatement_tick(
             continue
         if not recompute:
             continue
-        pdef = partitions_def_for(node)
         asset_key = keys[node.name]
         partitions = _range_keys(pdef, entry["ranges"])
         if entry.get("shown") == "requested":  # display runs first, then the recompute
@@ -206,7 +215,7 @@ def restatement_tick(
         show = display == "failed"
         if not show and (not recompute or node.name in blocked):
             continue
-        pdef = partitions_def_for(node)
+        pdef = pdef_of(node.name)
         ranges = _ranges(pdef, keys_for_intervals(pdef, IntervalSet(restatement.intervals)))
         if not ranges:
             messages.append(f"restatement {rid} of {node.name}: no Dagster partition covers it")
