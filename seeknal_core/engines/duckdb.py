@@ -153,6 +153,7 @@ class DuckDBEngine:
         self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
         self._described: dict[str, list] = {}  # source relation -> DESCRIBE rows (digests)
         self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
+        self._aggregates: dict[tuple, tuple] = {}  # (node, interval column) -> (audits, SQL parts)
         self._register_sources()
 
     def close(self) -> None:
@@ -552,7 +553,7 @@ class DuckDBEngine:
                         raise QueryError(f"audit '{a.name}': the node's rows have no column '{column}'{hint}")
             self._audit_columns_ok.add(node.name)
         if built:
-            query = aggregate_sql([a for _, a in built], relation, interval_column)
+            query = relation.join(self._aggregate_parts(node, audits, interval_column))
             try:
                 counts = self.con.execute(query).fetchone()
             except duckdb.Error as exc:  # the transaction is aborted: no query can say which
@@ -580,6 +581,18 @@ class DuckDBEngine:
                     out[i] = (n, self._samples(query) if n else ())
                 except duckdb.Error as exc:
                     raise self._audit_error(node, a, exc) from None
+
+    def _aggregate_parts(self, node: TransformNode, audits: Sequence[Audit],
+                         interval_column: str | None) -> list[str]:
+        """``audits.aggregate_sql`` of the node's built-in audits split where the audited
+        relation goes: rendered once per run (only the relation changes between batches)."""
+        key = (node.name, interval_column)
+        cached = self._aggregates.get(key)
+        if cached is None or cached[0] is not audits:
+            built = [a for a in audits if a.kind in ROW_KINDS or a.kind == "unique"]
+            cached = self._aggregates[key] = (audits, aggregate_sql(built, _RELATION, interval_column)
+                                              .split(_RELATION))
+        return cached[1]
 
     def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
                         intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
@@ -846,6 +859,9 @@ class DuckDBEngine:
             raise engine_error(exc, self._where()) from None
         return buckets.fold(groups, DUCKDB_DIGEST_KIND)
 
+
+#: where the audited relation goes in a rendered audit query (no SQL contains it)
+_RELATION = "\x00relation\x00"
 
 #: the kind of DuckDB's digest checksums (``hash`` may change with DuckDB's version)
 DUCKDB_DIGEST_KIND = "duckdb" + ".".join(duckdb.__version__.split(".")[:2])
