@@ -46,9 +46,9 @@ class UndigestedEngine(DuckDBEngine):
 
 
 def backfill_digests(root: Path, batch_size: int | None, digests: bool) -> float:
-    elapsed, _, store = backfill(root, batch_size, None if digests else UndigestedEngine)
-    assert bool(store.digests("daily_stats")) == digests
-    return elapsed
+    done = backfill(root, batch_size, None if digests else UndigestedEngine)
+    assert bool(done.store.digests("daily_stats")) == digests
+    return done.seconds
 
 
 def verify_once(root: Path) -> float:

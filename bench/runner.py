@@ -72,10 +72,10 @@ class UncountedEngine(DuckDBEngine):
 
 
 def ours(root: Path, batch_size: int | None, counted: bool = True) -> float:
-    elapsed, result, _ = backfill(root, batch_size, None if counted else UncountedEngine)
+    done = backfill(root, batch_size, None if counted else UncountedEngine)
     if counted:
-        assert sum(n for _, n in result.nodes[0].interval_rows) == result.rows, result
-    return elapsed
+        assert sum(n for _, n in done.result.nodes[0].interval_rows) == done.result.rows, done.result
+    return done.seconds
 
 
 def check_equal(root: Path, baseline: str) -> None:

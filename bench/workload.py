@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -100,11 +101,18 @@ def reset(root: Path) -> None:
         (root / "target" / name).unlink(missing_ok=True)
 
 
-def backfill(root: Path, batch_size: int | None = None, engine_class: type | None = None):
-    """Seconds of one in-process backfill of the 365 days (project load included), the
-    run's result and its state store; ``engine_class``: a DuckDBEngine variant to run
-    on (the baseline of a cost measured by switching one capability off)."""
-    t = time.perf_counter()
+class Backfill(NamedTuple):
+    seconds: float  # wall
+    cpu: float  # CPU seconds of this process (DuckDB's threads included)
+    result: Any  # runner.RunResult
+    store: Any  # the run's state store
+
+
+def backfill(root: Path, batch_size: int | None = None, engine_class: type | None = None) -> Backfill:
+    """One in-process backfill of the 365 days (project load included); ``engine_class``:
+    a DuckDBEngine variant to run on (the baseline of a cost measured by switching one
+    capability off)."""
+    t, cpu = time.perf_counter(), time.process_time()
     project = load_project(root)
     store = open_store(project.root, project.state_config)
     engine = engine_class(project) if engine_class else None
@@ -113,9 +121,9 @@ def backfill(root: Path, batch_size: int | None = None, engine_class: type | Non
     finally:
         if engine is not None:
             engine.close()
-    elapsed = time.perf_counter() - t
+    done = Backfill(time.perf_counter() - t, time.process_time() - cpu, result, store)
     assert result.ok and result.intervals == 365, result
-    return elapsed, result, store
+    return done
 
 
 def process(args: list[str]) -> tuple[float, float]:
