@@ -13,15 +13,14 @@
 (d) the JSON state with a year of hourly digests of one source: its size, and one durable
     ``mark_complete`` on that node (its line is re-serialised) with vs without them.
 
+The workload and its timing: bench/workload.py.
+
 Run: .venv/bin/python bench/latedata.py [--rows N] [--repeat N]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,17 +29,14 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runner import make_project, reset  # noqa: E402
+from workload import NOW, SEEKNAL, Best, arguments, backfill, process, project_dir, report, reset  # noqa: E402
 
-from seeknal_core import runner  # noqa: E402
 from seeknal_core.engines.duckdb import DuckDBEngine  # noqa: E402
 from seeknal_core.project import load_project  # noqa: E402
 from seeknal_core.runner.verify import verify  # noqa: E402
 from seeknal_core.state import open_store  # noqa: E402
 
-NOW = "2024-01-01T00:00:00Z"
 PLAIN = "SELECT date_trunc('day', event_time), count(*) FROM events GROUP BY 1"
-SEEKNAL = str(Path(sys.executable).with_name("seeknal"))
 
 
 class UndigestedEngine(DuckDBEngine):
@@ -49,20 +45,10 @@ class UndigestedEngine(DuckDBEngine):
     digests = None
 
 
-def backfill(root: Path, batch_size: int | None, digests: bool) -> float:
-    t = time.perf_counter()
-    project = load_project(root)
-    store = open_store(project.root, project.state_config)
-    engine = None if digests else UndigestedEngine(project)
-    try:
-        result = runner.run(project, store, mode="backfill", now=NOW, batch_size=batch_size, engine=engine)
-    finally:
-        if engine is not None:
-            engine.close()
-    elapsed = time.perf_counter() - t
-    assert result.ok and result.intervals == 365, result
-    assert bool(store.digests("daily_stats")) == digests
-    return elapsed
+def backfill_digests(root: Path, batch_size: int | None, digests: bool) -> float:
+    done = backfill(root, batch_size, None if digests else UndigestedEngine)
+    assert bool(done.store.digests("daily_stats")) == digests
+    return done.seconds
 
 
 def verify_once(root: Path) -> float:
@@ -81,15 +67,6 @@ def plain_query(root: Path) -> float:
     assert len(con.execute(PLAIN).fetchall()) == 365
     con.close()
     return time.perf_counter() - t
-
-
-def process(args: list[str]) -> float:
-    t = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "SEEKNAL_NOW": NOW})
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return elapsed
 
 
 def state_cost(hours: int = 8760, repeat: int = 20) -> tuple[int, int, float, float]:
@@ -125,32 +102,23 @@ def state_cost(hours: int = 8760, repeat: int = 20) -> tuple[int, int, float, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="seeknal-bench-latedata-"))
-    try:
-        t = time.perf_counter()
-        make_project(root, args.rows)
-        print(f"generated {args.rows:,} events over 365 days in {time.perf_counter() - t:.1f} s")
-        best = {k: float("inf") for k in ("plain", "digests", "plain1", "digests1", "verify", "query",
-                                          "verify_p", "query_p")}
+    args = arguments()
+    with project_dir("seeknal-bench-latedata-", args.rows) as root:
+        best = Best()
         db = str(root / "target" / "warehouse.duckdb")
         for _ in range(args.repeat):  # interleaved, best of N: the machine is noisy
             for key, size, digests in (("plain", None, False), ("digests", None, True),
                                        ("plain1", 1, False), ("digests1", 1, True)):
                 reset(root)
-                best[key] = min(best[key], backfill(root, size, digests))
+                best.add(key, backfill_digests(root, size, digests))
             # the last backfill recorded digests of all 365 days
-            best["verify"] = min(best["verify"], verify_once(root))
-            best["query"] = min(best["query"], plain_query(root))
-            best["verify_p"] = min(best["verify_p"], process(
-                [SEEKNAL, "intervals", "verify", "--project-path", str(root)]))
-            best["query_p"] = min(best["query_p"], process(
+            best.add("verify", verify_once(root))
+            best.add("query", plain_query(root))
+            best.add("verify_p", process([SEEKNAL, "intervals", "verify", "--project-path", str(root)])[0])
+            best.add("query_p", process(
                 [sys.executable, "-c", f"import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
-                 f"print(len(con.execute({PLAIN!r}).fetchall()))", db]))
-        rows = [
+                 f"print(len(con.execute({PLAIN!r}).fetchall()))", db])[0])
+        report([
             ("(a) backfill without digests, default batching", best["plain"], None, None),
             ("(a) backfill with digests, default batching", best["digests"], best["digests"] / best["plain"], 1.1),
             ("(a) backfill without digests, batch_size: 1", best["plain1"], None, None),
@@ -159,20 +127,13 @@ def main() -> None:
             ("(b) verify over 365 completed days", best["verify"], best["verify"] / best["query"], 1.5),
             ("(c) python -c: the plain query", best["query_p"], None, None),
             ("(c) seeknal intervals verify (process)", best["verify_p"], best["verify_p"] / best["query_p"], 1.5),
-        ]
-        print(f"{'variant':52} {'seconds':>8} {'ratio':>7} {'target':>7}")
-        for label, seconds, ratio, target in rows:
-            r = f"{ratio:6.2f}x" if ratio else ""
-            tgt = f"<={target}x {'ok' if ratio <= target else 'MISSED'}" if target else ""
-            print(f"{label:52} {seconds:8.3f} {r:>7} {tgt}")
+        ], 52)
         state = root / "target" / "run_state.json"
         print(f"state file with 365 daily digests of one source: {state.stat().st_size:,} bytes")
         plain_size, digest_size, plain_t, digest_t = state_cost()
         print(f"(d) a year of hourly digests of one source: state file {plain_size:,} -> {digest_size:,} bytes; "
               f"one mark_complete on that node {plain_t * 1e3:.2f} ms -> {digest_t * 1e3:.2f} ms "
               f"({digest_t / plain_t:.2f}x)")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

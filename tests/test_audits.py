@@ -171,6 +171,45 @@ def test_one_bad_day_in_a_30_day_batch_is_isolated_and_readers_wait(tmp_path):
     assert not states["weekly_reader"].completed.covers(*day_pair(17))
 
 
+def test_prepared_audits_follow_a_rolled_back_table_and_leave_a_callers_connection(tmp_path):
+    """A table batch's built-in audits run as one statement prepared per run and engine:
+    it still checks the right rows after the first batch, which created the table, rolled
+    back and the table was created again; an engine on a caller's connection leaves no
+    prepared statement behind."""
+    from seeknal_core.engines.duckdb import DuckDBEngine
+
+    root = make_project(tmp_path, """
+        - not_null: [day, k]
+        - unique: [day, k]
+        - accepted_range: {column: v, min: 0}
+    """)
+    sql(root, "INSERT INTO bad VALUES (DATE '2024-01-01', 'dup'), (DATE '2024-01-05', 'negative')")
+    project = load_project(root)
+    store = open_store(project.root, project.state_config)
+    con = duckdb.connect(str(root / "target" / "warehouse.duckdb"))
+    try:
+        for fixed in (False, True):
+            engine = DuckDBEngine(project, connection=con)
+            result = runner.run(project, store, now="2024-01-07", engine=engine)
+            engine.close()
+            assert con.execute("SELECT name FROM duckdb_prepared_statements()").fetchall() == []
+            node = result.nodes[0]
+            if fixed:
+                assert result.ok and sorted(node.done) == [day_pair(1), day_pair(5)]
+                break
+            # one batch of the 6 days (it creates the table), rolled back, halved down to the bad days
+            errors = dict(node.failures)
+            assert sorted(errors) == [day_pair(1), day_pair(5)]
+            assert "audit unique failed: 6 rows" in errors[day_pair(1)]
+            assert "audit accepted_range failed: 3 rows" in errors[day_pair(5)]
+            assert sorted(node.done) == [day_pair(d) for d in (2, 3, 4, 6)]
+            assert con.execute("SELECT count(*) FROM daily").fetchone() == (12,)
+            con.execute("DELETE FROM bad")
+    finally:
+        con.close()
+        store.close()
+
+
 def test_non_blocking_failure_completes_with_a_warning_everywhere(tmp_path):
     root = make_project(tmp_path, """
         - accepted_range: {column: v, min: 0}

@@ -167,11 +167,19 @@ class DuckDBEngine:
         self._bounds: list[str] = []  # temp tables of interval starts (audits), dropped after use
         self._described: dict[str, list] = {}  # source relation -> DESCRIBE rows (digests)
         self._audit_columns_ok: set[str] = set()  # nodes whose audits' columns were found
+        # (node, interval column) -> (audits, their aggregate's SQL parts, prepared statements)
+        self._aggregates: dict[tuple, tuple] = {}
+        self._prepared: list[str] = []  # names of the statements prepared on the connection
         self._register_sources()
 
     def close(self) -> None:
         if self._owned:
             self.con.close()
+            return
+        for name in self._prepared:  # a caller's connection outlives this engine
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"DEALLOCATE {name}")
+        self._prepared.clear()
 
     def __enter__(self) -> DuckDBEngine:
         return self
@@ -566,9 +574,8 @@ class DuckDBEngine:
                         raise QueryError(f"audit '{a.name}': the node's rows have no column '{column}'{hint}")
             self._audit_columns_ok.add(node.name)
         if built:
-            query = aggregate_sql([a for _, a in built], relation, interval_column)
             try:
-                counts = self.con.execute(query).fetchone()
+                counts = self._aggregate_counts(staged, audits, relation, interval_column)
             except duckdb.Error as exc:  # the transaction is aborted: no query can say which
                 if len(built) == 1:
                     raise self._audit_error(node, built[0][1], exc) from None
@@ -594,6 +601,36 @@ class DuckDBEngine:
                     out[i] = (n, self._samples(query) if n else ())
                 except duckdb.Error as exc:
                     raise self._audit_error(node, a, exc) from None
+
+    def _aggregate_counts(self, staged: _TableStaged | _ParquetStaged | _ReplacedTable,
+                          audits: Sequence[Audit], relation: str, interval_column: str | None) -> tuple:
+        """The built-in audits' offending-row counts (``audits.aggregate_sql``, rendered once
+        per node and run).  A table batch over one range, the usual case, runs a statement
+        prepared once per node and run with the range's bounds as its parameters: DuckDB
+        neither parses nor optimises it again per batch, and still prunes the table's row
+        groups by the bounds; other relations (files, rows placed in intervals) run the
+        query rendered for them."""
+        node = staged.node
+        key = (node.name, interval_column)
+        cached = self._aggregates.get(key)
+        if cached is None or cached[0] is not audits:
+            built = [a for a in audits if a.kind in ROW_KINDS or a.kind == "unique"]
+            cached = self._aggregates[key] = (audits, aggregate_sql(built, _RELATION, interval_column)
+                                              .split(_RELATION), {})
+        _, parts, prepared = cached
+        if type(staged) is not _TableStaged or interval_column is not None:
+            return self.con.execute(relation.join(parts)).fetchone()
+        column, sql_type, text = self._time_terms(node, None)
+        name = prepared.get((column, sql_type))
+        if name is None:  # the time column's type picks the predicate: one statement per type
+            name = f"_seeknal_audits_{uuid.uuid4().hex[:12]}"
+            rows = (f"(SELECT * FROM {q(node.name)} WHERE {column} >= CAST($1 AS {sql_type}) "
+                    f"AND {column} < CAST($2 AS {sql_type}))")
+            self.con.execute(f"PREPARE {name} AS {rows.join(parts)}")
+            prepared[(column, sql_type)] = name
+            self._prepared.append(name)
+        lo, hi = (_sql_literal(text(t)) for t in (staged.intervals[0][0], staged.intervals[-1][1]))
+        return self.con.execute(f"EXECUTE {name}({lo}, {hi})").fetchone()
 
     def audit_intervals(self, node: TransformNode, audits: Sequence[Audit],
                         intervals: Sequence[Pair]) -> list[dict[Pair, Outcome]]:
@@ -860,6 +897,9 @@ class DuckDBEngine:
             raise engine_error(exc, self._where()) from None
         return buckets.fold(groups, DUCKDB_DIGEST_KIND)
 
+
+#: where the audited relation goes in a rendered audit query (no SQL contains it)
+_RELATION = "\x00relation\x00"
 
 #: the kind of DuckDB's digest checksums (``hash`` may change with DuckDB's version)
 DUCKDB_DIGEST_KIND = "duckdb" + ".".join(duckdb.__version__.split(".")[:2])

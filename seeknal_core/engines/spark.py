@@ -32,7 +32,6 @@ from ..durable import FileMutex
 from ..errors import ProjectError
 from ..project import Project, SourceNode, TransformNode
 from ..project.audits import INTERVAL_COLUMN, ROW_KINDS, SAMPLES, Audit, aggregate_sql
-from ..templating import quote_identifier
 from ..timeutil import from_epoch, get_zone, to_epoch
 from . import DATABASE, output_layout
 from .base import BatchError, Digest, EngineError, Outcome, Pair, QueryError, ResourceError, publish
@@ -815,7 +814,8 @@ class SparkStaged:
             out.update((i, (0, ())) for i, _ in built)
             built = []
         custom = [(i, a) for i, a in enumerate(audits) if a.kind == "sql"]
-        aggregate, built = self._aggregate(built)
+        # one scan: the row-wise counts ride on the first unique audit's GROUP BY
+        aggregate = aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN)
         parts = [f"({aggregate}) AS b"] if aggregate else []
         parts += [f"(SELECT count(*) FROM ({self._query(a)}) AS s) AS c{i}" for i, a in custom]
         if parts:
@@ -834,25 +834,6 @@ class SparkStaged:
                 out[i] = (len(bad), tuple({"interval": from_epoch(self.intervals[k][0]).isoformat(),
                                            "rows": self.rows[k]} for k in bad[:SAMPLES]))
         return [out[i] for i in range(len(audits))]
-
-    def _aggregate(self, built: list[tuple[int, Audit]]) -> tuple[str | None, list[tuple[int, Audit]]]:
-        """One aggregate counting the offending rows of the row-wise and ``unique`` audits
-        (DuckDB SQL; its columns in the order of the list returned with it).  With a
-        ``unique`` audit the row-wise counts ride on its GROUP BY (one scan and one shuffle
-        for all of them); other ``unique`` audits are subqueries (``audits.aggregate_sql``)."""
-        first = next(((i, a) for i, a in built if a.kind == "unique"), None)
-        if first is None:
-            return aggregate_sql([a for _, a in built], self.keyed, INTERVAL_COLUMN), built
-        rowwise = [(i, a) for i, a in built if a.kind in ROW_KINDS]
-        others = [(i, a) for i, a in built if a.kind == "unique" and i != first[0]]
-        keys = ", ".join(quote_identifier(c) for c in (*first[1].columns, INTERVAL_COLUMN))
-        inner = ", ".join(["count(*) AS _seeknal_n"] + [
-            f"count(*) FILTER (WHERE {a.predicate()}) AS _seeknal_r{k}" for k, (_, a) in enumerate(rowwise)])
-        outer = ["coalesce(sum(_seeknal_n) FILTER (WHERE _seeknal_n > 1), 0)"]
-        outer += [f"sum(_seeknal_r{k})" for k in range(len(rowwise))]
-        outer += [f"({a.duplicates_sql(self.keyed, INTERVAL_COLUMN)})" for _, a in others]
-        grouped = f"SELECT {inner} FROM {self.keyed} AS t GROUP BY {keys}"
-        return f"SELECT {', '.join(outer)} FROM ({grouped}) AS g", [first, *rowwise, *others]
 
     def _query(self, audit: Audit) -> str:
         """The audit's offending rows among the staged ones (DuckDB SQL)."""

@@ -168,19 +168,33 @@ class Audit:
 
 
 def aggregate_sql(audits: Sequence[Audit], relation: str, interval_column: str | None = None) -> str | None:
-    """One query counting the offending rows of every row-wise and ``unique`` audit in
-    ``audits`` (one column each, in order) in a single scan of ``relation`` plus one
-    GROUP BY per ``unique``; ``None`` when none of them is of those kinds.  Samples are
-    fetched only for the audits that fail (:meth:`Audit.query` with ``LIMIT``)."""
-    terms = []
-    for a in audits:
-        if a.kind in ROW_KINDS:
-            terms.append(f"count(*) FILTER (WHERE {a.predicate()})")
+    """One query, one row: the offending-row count of every row-wise and ``unique`` audit
+    in ``audits`` (one column each, in order); ``None`` when none is of those kinds.
+
+    One scan of ``relation``: with a ``unique`` audit, grouped by its key (and
+    ``interval_column``), the row-wise counts summed over the groups and the duplicates
+    counted from the groups holding more than one row; every further ``unique`` audit is
+    one more GROUP BY subquery.  Samples are fetched only for the audits that fail
+    (:meth:`Audit.query` with ``LIMIT``)."""
+    checked = [a for a in audits if a.kind in ROW_KINDS or a.kind == "unique"]
+    first = next((a for a in checked if a.kind == "unique"), None)
+    if first is None:
+        if not checked:
+            return None
+        terms = ", ".join(f"count(*) FILTER (WHERE {a.predicate()})" for a in checked)
+        return f"SELECT {terms} FROM {relation} AS t"
+    inner, outer = ["count(*) AS _seeknal_n"], []
+    for k, a in enumerate(checked):
+        if a is first:
+            outer.append("coalesce(sum(_seeknal_n) FILTER (WHERE _seeknal_n > 1), 0)")
         elif a.kind == "unique":
-            terms.append(f"({a.duplicates_sql(relation, interval_column)})")
-    if not terms:
-        return None
-    return f"SELECT {', '.join(terms)} FROM {relation} AS t"
+            outer.append(f"({a.duplicates_sql(relation, interval_column)})")
+        else:
+            inner.append(f"count(*) FILTER (WHERE {a.predicate()}) AS _seeknal_r{k}")
+            outer.append(f"coalesce(sum(_seeknal_r{k}), 0)")
+    keys = ", ".join(_q(c) for c in (*first.columns, *((interval_column,) if interval_column else ())))
+    return (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {relation} AS t "
+            f"GROUP BY {keys}) AS g")
 
 
 @dataclass(frozen=True)
