@@ -22,6 +22,7 @@ from .common import Session
 from .interrupt import interrupting
 
 if TYPE_CHECKING:
+    from ..engines import EnginePool
     from ..runner import NodePlan, NodeResult, Plan, RunResult
 
 MAX_ERRORS = 5  # failure lines printed; the rest are counted
@@ -136,8 +137,9 @@ def is_terminal() -> bool:
 
 # -- during and after --------------------------------------------------------------------------
 def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | None = None,
-            extra: dict | None = None) -> int:
-    """Run the plan with progress, print the summary; the exit code (1 if any failed)."""
+            extra: dict | None = None, engines: EnginePool | None = None) -> int:
+    """Run the plan with progress, print the summary; the exit code (1 if any failed).
+    ``engines``: the pool that prepared the plan (the caller closes it), else the run's own."""
     run_id = uuid.uuid4().hex[:12]
     busy = any(node_plan.due or node_plan.full_refresh for node_plan in plan.nodes)
     if not as_json:
@@ -150,14 +152,15 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
         return 0
     with interrupting(interrupt_open_engines):  # Ctrl-C stops a running query at once
         if as_json:
-            result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
+            result = runner.execute(plan, sess.project, sess.store, engine=engines, origin=origin,
+                                    run_id=run_id)
         elif is_terminal():
             with RichProgress(sess) as progress:
-                result = runner.execute(plan, sess.project, sess.store, progress=progress,
-                                        origin=origin, run_id=run_id)
+                result = runner.execute(plan, sess.project, sess.store, engine=engines,
+                                        progress=progress, origin=origin, run_id=run_id)
         else:
-            result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
-                                    origin=origin, run_id=run_id)
+            result = runner.execute(plan, sess.project, sess.store, engine=engines,
+                                    progress=PlainProgress(sess), origin=origin, run_id=run_id)
     if as_json:
         render.echo_json({**result_json(plan, result, run_id), **(extra or {})})
     else:
