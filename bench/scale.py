@@ -1,6 +1,6 @@
 """Cost that grows with the project: whole `seeknal` processes on generated projects of
 10, 100, 1,000 and 3,000 daily nodes (one YAML file each, a tree of ref()s over one
-source), printing seconds and the growth factor against the 10-node project.
+source, a DuckDB table of a week of hourly rows, so readiness asks its watermark), printing seconds and the growth factor against the 10-node project.
 
 Timed per size: `intervals pending` (7 days due per node; first call with a cold load
 cache, then the best of 3), `intervals complete --interval D` for every node, and
@@ -22,6 +22,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+import duckdb
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli import timed as cli_timed  # noqa: E402  (bench/cli.py: one whole-process timer)
@@ -46,6 +48,12 @@ def make_project(root: Path, n: int) -> None:
     (root / "seeknal" / "transforms").mkdir(parents=True)
     (root / "seeknal_project.yml").write_text(f"name: scale_{n}\n")
     (root / "seeknal" / "sources" / "events.yml").write_text("raw_events: {time_column: ts}\n")
+    # the source's rows, hourly through the due week: its readiness watermark is a real query
+    (root / "target").mkdir()
+    con = duckdb.connect(str(root / "target" / "warehouse.duckdb"))
+    con.execute("CREATE TABLE raw_events AS SELECT range AS ts FROM range(TIMESTAMP '2024-01-01', "
+                "TIMESTAMP '2024-01-08', INTERVAL 1 HOUR)")
+    con.close()
     for i in range(n):
         upstream = "raw_events" if i == 0 else f"{{{{ ref('node_{(i - 1) // 2}') }}}}"
         (root / "seeknal" / "transforms" / f"node_{i}.yml").write_text(NODE.format(i=i, upstream=upstream))
