@@ -153,14 +153,15 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
     with interrupting(interrupt_open_engines):  # Ctrl-C stops a running query at once
         if as_json:
             result = runner.execute(plan, sess.project, sess.store, engine=engines, origin=origin,
-                                    run_id=run_id)
+                                    run_id=run_id, describe=False)
         elif is_terminal():
             with RichProgress(sess) as progress:
                 result = runner.execute(plan, sess.project, sess.store, engine=engines,
-                                        progress=progress, origin=origin, run_id=run_id)
+                                        progress=progress, origin=origin, run_id=run_id, describe=False)
         else:
             result = runner.execute(plan, sess.project, sess.store, engine=engines,
-                                    progress=PlainProgress(sess), origin=origin, run_id=run_id)
+                                    progress=PlainProgress(sess), origin=origin, run_id=run_id,
+                                    describe=False)
     if as_json:
         render.echo_json({**result_json(plan, result, run_id), **(extra or {})})
     else:

@@ -9,8 +9,7 @@ recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``ru
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
 from .execute import FLUSH_SECONDS, WHOLE_TABLE, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
-from .policy import (DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run,
-                     run_engines)
+from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run, run_engines
 from .readiness import Mark, ReadinessError, Waiting, hold_back, source_watermarks
 from .restate import restate, restatement_impact
 

@@ -177,7 +177,8 @@ def run_engines(project: Project, nodes: Iterable[str] | None = None, engine: En
     closes it): ``engine`` handed in, ``options`` for opening the others.  Nodes over files
     only never open the project's DuckDB file (no lock to share with other workers)."""
     selected = [project.nodes[n] for n in project.topological_order(nodes)]
-    return EnginePool(project, engine, options, database=any(uses_database(project, node) for node in selected))
+    return EnginePool(project, engine, options,
+                      database=any(uses_database(project, node) for node in selected))
 
 
 def run(
