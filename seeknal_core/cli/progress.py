@@ -18,7 +18,7 @@ from ..engines import interrupt_open_engines
 from ..intervals import Pair
 from ..runner.execute import describe_failure
 from . import render
-from .common import Session
+from .common import Session, Window, prepare_nodes
 from .interrupt import interrupting
 
 if TYPE_CHECKING:
@@ -167,6 +167,23 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
     else:
         summary(sess, result)
     return 0 if result.ok else 1
+
+
+def prepare_and_execute(sess: Session, names: list[str] | None, window: Window, *, as_json: bool = False,
+                        extra: dict | None = None, **options: Any) -> int:
+    """``prepare_nodes`` (the one door) then ``execute``, over one pool of engines: readiness,
+    input digests and the writes share one DuckDB connection, so a process opens the file
+    once.  A plan over files only keeps prepare's own pool (its readiness may read the file,
+    its run does not: no lock taken for it)."""
+    from ..runner import run_engines
+
+    engines = run_engines(sess.project, names)
+    try:
+        plan = prepare_nodes(sess, names, window, engines=engines if engines.database else None,
+                             **options).plan
+        return execute(sess, plan, as_json=as_json, extra=extra, engines=engines)
+    finally:
+        engines.close()
 
 
 def node_audit(node, name: str):

@@ -63,17 +63,8 @@ def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, last
             click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
             click.echo(f"Total: {render.plural(plan.total_intervals, 'interval')} (dry run: nothing ran).")
         return 0
-    from ..runner import run_engines
-
-    # one pool for readiness and the run: the DuckDB file opened once per process (a
-    # plan over files only keeps prepare's own pool: readiness may read the file, the run not)
-    engines = run_engines(sess.project, names)
-    try:
-        plan = prepare_nodes(sess, names, window, mode=mode, engines=engines if engines.database else None,
-                             **options).plan
-        return progress.execute(sess, plan, as_json=as_json, extra=extra, engines=engines)
-    finally:
-        engines.close()
+    return progress.prepare_and_execute(sess, names, window, as_json=as_json, extra=extra, mode=mode,
+                                        **options)
 
 
 def _restate_first(sess: Session, nodes: tuple[str, ...], window: Window, reason: str, dry_run: bool,
