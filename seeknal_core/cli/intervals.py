@@ -327,15 +327,17 @@ def backfill_command(node: str, start: str | None, end: str | None, last: str | 
     sess = session()
     spec = _with_schedule(sess, sess.node(node), schedule)
     check_schedule(spec, schedule)
-    plan = prepare_nodes(sess, [spec.name], Window(start, end, last), mode="backfill", batch_size=batch_size,
-                         dry_run=dry_run, ignore_readiness=ignore_readiness).plan
-    if dry_run:
-        if as_json:
-            render.echo_json(progress.plan_json(sess, plan))
-        else:
-            click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
-        return 0
-    return progress.execute(sess, plan, as_json=as_json)
+    window = Window(start, end, last)
+    options = {"batch_size": batch_size, "ignore_readiness": ignore_readiness}
+    if not dry_run:
+        return progress.prepare_and_execute(sess, [spec.name], window, as_json=as_json, mode="backfill",
+                                            **options)
+    plan = prepare_nodes(sess, [spec.name], window, mode="backfill", dry_run=True, **options).plan
+    if as_json:
+        render.echo_json(progress.plan_json(sess, plan))
+    else:
+        click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
+    return 0
 
 
 # -- complete -------------------------------------------------------------------------------------

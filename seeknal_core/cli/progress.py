@@ -18,10 +18,11 @@ from ..engines import interrupt_open_engines
 from ..intervals import Pair
 from ..runner.execute import describe_failure
 from . import render
-from .common import Session
+from .common import Session, Window, prepare_nodes
 from .interrupt import interrupting
 
 if TYPE_CHECKING:
+    from ..engines import EnginePool
     from ..runner import NodePlan, NodeResult, Plan, RunResult
 
 MAX_ERRORS = 5  # failure lines printed; the rest are counted
@@ -136,8 +137,9 @@ def is_terminal() -> bool:
 
 # -- during and after --------------------------------------------------------------------------
 def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | None = None,
-            extra: dict | None = None) -> int:
-    """Run the plan with progress, print the summary; the exit code (1 if any failed)."""
+            extra: dict | None = None, engines: EnginePool | None = None) -> int:
+    """Run the plan with progress, print the summary; the exit code (1 if any failed).
+    ``engines``: the pool that prepared the plan (the caller closes it), else the run's own."""
     run_id = uuid.uuid4().hex[:12]
     busy = any(node_plan.due or node_plan.full_refresh for node_plan in plan.nodes)
     if not as_json:
@@ -150,19 +152,38 @@ def execute(sess: Session, plan: Plan, *, as_json: bool = False, origin: str | N
         return 0
     with interrupting(interrupt_open_engines):  # Ctrl-C stops a running query at once
         if as_json:
-            result = runner.execute(plan, sess.project, sess.store, origin=origin, run_id=run_id)
+            result = runner.execute(plan, sess.project, sess.store, engine=engines, origin=origin,
+                                    run_id=run_id, describe=False)
         elif is_terminal():
             with RichProgress(sess) as progress:
-                result = runner.execute(plan, sess.project, sess.store, progress=progress,
-                                        origin=origin, run_id=run_id)
+                result = runner.execute(plan, sess.project, sess.store, engine=engines,
+                                        progress=progress, origin=origin, run_id=run_id, describe=False)
         else:
-            result = runner.execute(plan, sess.project, sess.store, progress=PlainProgress(sess),
-                                    origin=origin, run_id=run_id)
+            result = runner.execute(plan, sess.project, sess.store, engine=engines,
+                                    progress=PlainProgress(sess), origin=origin, run_id=run_id,
+                                    describe=False)
     if as_json:
         render.echo_json({**result_json(plan, result, run_id), **(extra or {})})
     else:
         summary(sess, result)
     return 0 if result.ok else 1
+
+
+def prepare_and_execute(sess: Session, names: list[str] | None, window: Window, *, as_json: bool = False,
+                        extra: dict | None = None, **options: Any) -> int:
+    """``prepare_nodes`` (the one door) then ``execute``, over one pool of engines: readiness,
+    input digests and the writes share one DuckDB connection, so a process opens the file
+    once.  A plan over files only keeps prepare's own pool (its readiness may read the file,
+    its run does not: no lock taken for it)."""
+    from ..runner import run_engines
+
+    engines = run_engines(sess.project, names)
+    try:
+        plan = prepare_nodes(sess, names, window, engines=engines if engines.database else None,
+                             **options).plan
+        return execute(sess, plan, as_json=as_json, extra=extra, engines=engines)
+    finally:
+        engines.close()
 
 
 def node_audit(node, name: str):

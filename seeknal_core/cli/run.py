@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
 from . import render
 from .common import Session, Window, prepare_nodes, project_option, session
 from .restate import node_names, restate_json, restate_lines, restate_options
 from .restate import restate as restate_intervals
-
-if TYPE_CHECKING:
-    from ..runner import Plan
 
 DEFAULT_REASON = "seeknal run --restate"
 
@@ -52,28 +47,31 @@ def run_command(nodes: tuple[str, ...], start: str | None, end: str | None, last
     options = {"batch_size": batch_size, "include_open": include_open, "ignore_readiness": ignore_readiness}
     extra: dict = {}
     if restate:
-        plan, extra = _restate_first(sess, nodes, window, reason or DEFAULT_REASON, dry_run, as_json, options)
-        if plan is None:
+        impact, extra = _restate_first(sess, nodes, window, reason or DEFAULT_REASON, dry_run, as_json)
+        if impact is None:
             return 0
+        names, mode = impact, "restate"
     else:
+        names = node_names(sess, nodes)
         mode = "backfill" if backfill or window or keys else "run"
-        plan = prepare_nodes(sess, node_names(sess, nodes), window, mode=mode, partitions=keys,
-                             dry_run=dry_run, **options).plan
-    if not dry_run:
-        return progress.execute(sess, plan, as_json=as_json, extra=extra)
-    if as_json:
-        render.echo_json(progress.plan_json(sess, plan, each=each))
-    else:
-        click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
-        click.echo(f"Total: {render.plural(plan.total_intervals, 'interval')} (dry run: nothing ran).")
-    return 0
+        options["partitions"] = keys
+    if dry_run:
+        plan = prepare_nodes(sess, names, window, mode=mode, dry_run=True, **options).plan
+        if as_json:
+            render.echo_json(progress.plan_json(sess, plan, each=each))
+        else:
+            click.echo("\n".join(progress.plan_lines(sess, plan, dry_run=True)))
+            click.echo(f"Total: {render.plural(plan.total_intervals, 'interval')} (dry run: nothing ran).")
+        return 0
+    return progress.prepare_and_execute(sess, names, window, as_json=as_json, extra=extra, mode=mode,
+                                        **options)
 
 
 def _restate_first(sess: Session, nodes: tuple[str, ...], window: Window, reason: str, dry_run: bool,
-                   as_json: bool, options: dict) -> tuple[Plan | None, dict]:
-    """Restate (dry: only report), then plan the re-run of every affected node; (plan, JSON extra).
+                   as_json: bool) -> tuple[list[str] | None, dict]:
+    """Restate (dry: only report); (the nodes to re-run, JSON extra).
 
-    No plan when there is nothing to re-run or on a dry run (the restatement is all it shows).
+    None when there is nothing to re-run or on a dry run (the restatement is all it shows).
     ``on_change`` is applied before anything is restated (``fail`` restates nothing)."""
     from ..runner import apply_on_change
 
@@ -89,8 +87,7 @@ def _restate_first(sess: Session, nodes: tuple[str, ...], window: Window, reason
         if as_json:
             render.echo_json(report)
         return None, {}
-    return (prepare_nodes(sess, list(impact), window, mode="restate", **options).plan,
-            {"restated": report})
+    return list(impact), {"restated": report}
 
 
 def _keys(partitions: str | None) -> list[str] | None:

@@ -120,21 +120,36 @@ class LoadCache:
 
 
 def _well_formed(raw: Any) -> bool:
-    """Whether ``raw`` has this version's shape, down to every entry (types and lengths)."""
+    """Whether ``raw`` (decoded JSON: its keys are strings) has this version's shape, down
+    to every entry (types and lengths).  Checked by ``type``, in bulk where it can be: a
+    3,000-node project's cache has ~9,000 entries, read by every command."""
     if not isinstance(raw, dict) or raw.get("version") != VERSION:
         return False
-    tables = {"yaml": lambda v: True,
-              "files": lambda v: isinstance(v, list) and len(v) == 4 and isinstance(v[3], str)
-              and all(isinstance(x, int) and not isinstance(x, bool) for x in v[:3]),
-              "scan": lambda v: isinstance(v, list) and len(v) == 3 and isinstance(v[2], str | None)
-              and all(isinstance(x, list) and all(isinstance(y, str) for y in x) for x in v[:2]),
-              "normalized": lambda v: isinstance(v, str), "tokens": lambda v: isinstance(v, str)}
+    tables = {"files": _file_entry, "scan": _scan_entry, "normalized": _text_entry, "tokens": _text_entry}
     for name in ("yaml", "files", *_sql.MEMO):
-        table, valid = raw.get(name) or {}, tables.get(name, lambda v: True)
-        if not isinstance(table, dict) or not all(
-                isinstance(k, str) and valid(v) for k, v in table.items()):
+        table = raw.get(name) or {}
+        if type(table) is not dict:
+            return False
+        valid = tables.get(name)
+        if valid is not None and not all(map(valid, table.values())):
             return False
     return True
+
+
+def _file_entry(v: Any) -> bool:
+    """``[mtime_ns, size, inode, content key]`` (ints, not booleans)."""
+    return (type(v) is list and len(v) == 4 and type(v[3]) is str
+            and {type(v[0]), type(v[1]), type(v[2])} == {int})
+
+
+def _scan_entry(v: Any) -> bool:
+    """``[refs, tables, time column or None]``."""
+    return (type(v) is list and len(v) == 3 and (v[2] is None or type(v[2]) is str)
+            and type(v[0]) is list and type(v[1]) is list and set(map(type, v[0] + v[1])) <= {str})
+
+
+def _text_entry(v: Any) -> bool:
+    return type(v) is str
 
 
 def open_cache(target_dir: Path) -> LoadCache:

@@ -9,7 +9,7 @@ recomputed, and why.  Every door (CLI, Dagster) goes through ``prepare`` or ``ru
 from .common import MAX_INTERVALS, WAITING_FOR_UPSTREAM, Mode, Pair, PlanError, Reason
 from .execute import FLUSH_SECONDS, WHOLE_TABLE, NodeResult, Progress, RunResult, execute
 from .plan import CHANGED_NOTE, NodePlan, Plan, node_bounds, partition_interval, plan, time_sources
-from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run
+from .policy import DefinitionsChanged, Prepared, apply_on_change, changed_line, prepare, run, run_engines
 from .readiness import Mark, ReadinessError, Waiting, hold_back, source_watermarks
 from .restate import restate, restatement_impact
 
@@ -18,5 +18,5 @@ __all__ = [
     "Mark", "NodePlan", "NodeResult", "Pair", "Plan", "PlanError", "Prepared", "Progress", "ReadinessError",
     "Reason", "RunResult", "WHOLE_TABLE", "Waiting", "apply_on_change", "changed_line", "execute",
     "hold_back", "node_bounds", "partition_interval", "plan",
-    "prepare", "restate", "restatement_impact", "run", "source_watermarks", "time_sources",
+    "prepare", "restate", "restatement_impact", "run", "run_engines", "source_watermarks", "time_sources",
 ]

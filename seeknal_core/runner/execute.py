@@ -122,12 +122,14 @@ def execute(
     progress: Progress | None = None,
     origin: str | None = None,
     run_id: str | None = None,
+    describe: bool = True,
 ) -> RunResult:
     """Run the plan: per node, per batch, write then mark complete; isolate failures.
 
     ``engine`` hands in the caller's engine(s) (one, a mapping by name, or the caller's
     ``EnginePool``, which it then closes itself); the engines a node needs beyond those
-    are opened on first use and closed before returning."""
+    are opened on first use and closed before returning.  ``describe``: read each written
+    output's columns (``NodeResult.columns``, Dagster's table schema; the CLI shows none)."""
     progress = progress or Progress()
     owned = not isinstance(engine, EnginePool)
     engines = EnginePool(project, engine, database=plan_uses_database(project, the_plan)) if owned else engine
@@ -160,7 +162,7 @@ def execute(
                     failed_nodes[node_plan.node] = IntervalSet.from_pairs(p for p, _ in result.failures)
             else:
                 continue
-            if result.done or (node_plan.full_refresh and not result.failures):
+            if describe and (result.done or (node_plan.full_refresh and not result.failures)):
                 result.columns = _output_columns(engines.for_node(node), node)
             progress.node_finished(result)
     except _Stop as stop:  # recorded once where it happened; nothing later could succeed

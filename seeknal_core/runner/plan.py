@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .. import grid
 from ..intervals import IntervalSet
 from ..project import Project, TransformNode
-from ..project.sql import infer_time_column, table_references
+from ..project.sql import analyse
 from ..reasons import PLAN_MODES
 from ..schedule import Schedule
 from ..timeutil import EPOCH, UTC, TimeLike, from_epoch, get_zone, to_epoch
@@ -181,12 +181,13 @@ def time_sources(project: Project, name: str) -> list[tuple[str, str]]:
 
 def undeclared_time_tables(project: Project, node: TransformNode) -> list[tuple[str, str]]:
     """(table, column) of each table the node's SQL reads that is neither a source nor a
-    node, with the column its own ``>= '{{ start }}'`` filter compares (none without one)."""
-    column = infer_time_column(node.sql)
+    node, with the column its own ``>= '{{ start }}'`` filter compares (none without one):
+    the scan loading did, kept by the load cache (no scanner runs in a run's process)."""
+    _refs, tables, column = analyse(node.sql)
     if column is None:
         return []
     known = project.relation_names
-    return [(t, column) for t in dict.fromkeys(table_references(node.sql)) if t.lower() not in known]
+    return [(t, column) for t in dict.fromkeys(tables) if t.lower() not in known]
 
 
 def key_format(node: TransformNode) -> str:

@@ -138,8 +138,10 @@ def prepare(
     """The plan of a run with every policy applied (see the module's steps); a dry run
     changes nothing (no change plan recorded, no start recorded, never refused).
 
-    ``engines``: the pool execution will use (start inference reads through it); without
-    one, engines opened for inference are closed before returning.  ``plan_options`` go
+    ``engines``: the pool execution will use (``run_engines``; start inference and
+    readiness read through it, so a process opens the project's DuckDB file once), left
+    set to open later engines on the file only when the plan writes through it; without
+    one, engines opened here are closed before returning.  ``plan_options`` go
     to ``plan.plan`` (``start``, ``end``, ``partitions``, ``intervals``, ``batch_size``,
     ``include_open``); ``ignore_readiness`` runs what the clock made due, data or not."""
     names = None if nodes is None else list(nodes)
@@ -161,10 +163,22 @@ def prepare(
                 due = [project.nodes[p.node] for p in the_plan.nodes if p.due]
                 pool.database = needs_database(project, due)
             hold_back(project, the_plan, pool)
+        if engines is not None:
+            engines.database = plan_uses_database(project, the_plan)
     finally:
         if engines is None:
             pool.close()
     return Prepared(plan=the_plan, notes=notes)
+
+
+def run_engines(project: Project, nodes: Iterable[str] | None = None, engine: Engine | Mapping[str, Engine]
+                | None = None, options: EngineOptions | None = None) -> EnginePool:
+    """The one pool of engines for ``prepare`` then ``execute`` over ``nodes`` (the caller
+    closes it): ``engine`` handed in, ``options`` for opening the others.  Nodes over files
+    only never open the project's DuckDB file (no lock to share with other workers)."""
+    selected = [project.nodes[n] for n in project.topological_order(nodes)]
+    return EnginePool(project, engine, options,
+                      database=any(uses_database(project, node) for node in selected))
 
 
 def run(
@@ -183,13 +197,9 @@ def run(
     result carries the plan and the run-level notes."""
     if request.get("nodes") is not None:
         request["nodes"] = list(request["nodes"])
-    selected = [project.nodes[n] for n in project.topological_order(request.get("nodes"))]
-    # nodes over files only never open the project's DuckDB file (no lock to share)
-    pool = EnginePool(project, engine, engine_options,
-                      database=any(uses_database(project, node) for node in selected))
+    pool = run_engines(project, request.get("nodes"), engine, engine_options)
     try:
         prepared = prepare(project, store, engines=pool, **request)
-        pool.database = plan_uses_database(project, prepared.plan)
         result = execute(prepared.plan, project, store, engine=pool, progress=progress, origin=origin,
                          run_id=run_id)
     finally:
@@ -234,4 +244,4 @@ def apply_changes(
 
 
 __all__ = ["DefinitionsChanged", "Prepared", "apply_changes", "apply_on_change", "changed_line",
-           "infer_starts", "prepare", "run"]
+           "infer_starts", "prepare", "run", "run_engines"]
