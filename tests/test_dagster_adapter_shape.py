@@ -263,3 +263,40 @@ def test_lineage_of_one_scope_equals_a_reduction_per_column(sql: str, schema: di
     per_column = {column: {t: sorted(cols) for t, cols in sorted(changes.reads(query, [column]).items()) if cols}
                   for column in query.known_outputs}
     assert changes.column_lineage(query) == per_column
+
+
+
+@pytest.mark.parametrize(("sql", "answered"), [
+    ("SELECT t, n FROM raw WHERE t >= TIMESTAMP '2024-01-01' AND t < TIMESTAMP '2024-01-02'", True),
+    ("SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS total FROM hourly "
+     "WHERE hour >= TIMESTAMP '2024-01-01' GROUP BY date_trunc('day', hour)", True),
+    ("SELECT h.a AS a, d.b + h.c AS x FROM h JOIN d ON h.k = d.k WHERE d.z > 1 GROUP BY h.a, d.b + h.c "
+     "HAVING count(*) > 1", True),
+    ("SELECT x.a AS a, x.b FROM t AS x WHERE x.c > 1", True),
+    ("SELECT a, count(*) AS n FROM t GROUP BY a", True),
+    ('SELECT "A", "Bb" AS c FROM "T"', True),
+    ("SELECT A, b FROM T WHERE C > 1", True),
+    ("SELECT 1 AS one, a FROM t", True),
+    # declined by the shortcut: qualifying decides
+    ("SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS n FROM hourly GROUP BY ALL", False),
+    ("SELECT h.a AS a, d.b + h.c AS x FROM h JOIN d ON h.k = d.k GROUP BY 1, 2", False),
+    ("SELECT a, b AS bb FROM h JOIN d USING (k) WHERE z > 1", False),
+    ("SELECT upper(name) AS nm, amount * 2 AS amt FROM orders "
+     "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts) = 1", False),
+    ("SELECT a + 1 AS b, b + 1 AS c FROM t", False),
+    ("SELECT a + 1 AS b FROM t WHERE b > 0", False),
+    ("SELECT sum(v) AS v, day FROM hourly GROUP BY day", False),
+    ("SELECT a FROM t ORDER BY a", False),
+    ("SELECT a + 1 FROM t", False),
+    ("SELECT a FROM t WHERE b IN (SELECT b FROM u)", False),
+    ("SELECT s.f AS f FROM t", False),
+    ("SELECT * FROM t", False),
+])
+def test_lineage_read_without_qualifying_is_the_qualified_one(sql: str, answered: bool) -> None:
+    """The load's lineage shortcut (no ``qualify``) answers exactly as ``seeknal plan``'s
+    analysis, or declines and the analysis answers."""
+    schema = {"raw": ("t", "n"), "hourly": ("hour", "n", "v"), "h": ("a", "c", "k"), "d": ("b", "k", "z"),
+              "orders": ("name", "amount", "id", "ts"), "t": ("a", "b", "c")}
+    query = changes.analyse(sql, "duckdb", schema)
+    assert changes.lineage(sql, "duckdb", schema) == (query.known_outputs, changes.column_lineage(query))
+    assert (changes.unqualified_lineage(sql) is not None) is answered
