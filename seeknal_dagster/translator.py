@@ -333,7 +333,29 @@ class RestatedShownFailed(dg.AutomationCondition):
 def _due_when_upstream_complete(ignored: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
     """A finished interval to compute, once every upstream interval it covers is complete:
     every dep counts except ``ignored`` (those that are not incremental transforms)."""
-    return _interval_due() & _upstream_complete(ignored)
+    return SnapshotOnce(operands=(_interval_due() & _upstream_complete(ignored)).operands)
+
+
+#: Dagster's ``AND`` condition class (not exported: the type of an ``&``)
+AndAutomationCondition = type(dg.AutomationCondition.missing() & dg.AutomationCondition.in_progress())
+
+
+class SnapshotOnce(AndAutomationCondition):
+    """An ``AND`` condition shared by many assets: Dagster snapshots each asset's condition
+    when it serves the code location (a non-serialisable condition is sent as its tree:
+    ~25 nodes, each with a hashed id), and the snapshot of a root condition depends only on
+    the condition, so one shared object computes it once (0.4 s of a 2,000-node load)."""
+
+    def get_snapshot(self, *, parent_unique_id: str | None = None, index: int | None = None):
+        if parent_unique_id is not None or index is not None:
+            return super().get_snapshot(parent_unique_id=parent_unique_id, index=index)
+        if "_snapshot" not in self.__dict__:
+            self.__dict__["_snapshot"] = super().get_snapshot()
+        return self.__dict__["_snapshot"]
+
+    def get_node_snapshot(self, unique_id: str):
+        snapshot = super().get_node_snapshot(unique_id)  # named as the AND it is, for the UI
+        return snapshot._replace(class_name=AndAutomationCondition.__name__)
 
 
 def _upstream_complete(ignored: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:

@@ -300,3 +300,29 @@ def test_lineage_read_without_qualifying_is_the_qualified_one(sql: str, answered
     query = changes.analyse(sql, "duckdb", schema)
     assert changes.lineage(sql, "duckdb", schema) == (query.known_outputs, changes.column_lineage(query))
     assert (changes.unqualified_lineage(sql) is not None) is answered
+
+
+def test_nodes_with_the_same_non_incremental_deps_share_one_automation_condition(tmp_path: Path) -> None:
+    """One condition object per set of ignored deps (sources, tables), snapshotted once,
+    the snapshot Dagster takes of the plain ``&`` (the UI shows the same tree)."""
+    nodes = NODES + textwrap.dedent("""\
+    hourly2:
+      schedule: "@hourly"
+      sql: SELECT date_trunc('hour', ts) AS hour, count(*) AS n FROM raw
+        WHERE ts >= TIMESTAMP '{{ start }}' AND ts < TIMESTAMP '{{ end }}' GROUP BY ALL
+      time_column: hour
+    daily2:
+      schedule: "@daily"
+      sql: SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS n
+        FROM {{ ref('hourly2') }} WHERE hour >= TIMESTAMP '{{ start }}' AND hour < TIMESTAMP '{{ end }}'
+        GROUP BY ALL
+      time_column: day
+    """)
+    root = make_project(tmp_path / "p", nodes)
+    graph = build_definitions(root).resolve_asset_graph()
+    cond = {k: graph.get(dg.AssetKey(k)).automation_condition for k in ("daily", "daily2")}
+    assert cond["daily"] is cond["daily2"]  # (the hourly ones add their own readiness of raw)
+    plain = dg.AutomationCondition.missing() & dg.AutomationCondition.missing()
+    rebuilt = type(plain)(operands=cond["daily"].operands)
+    assert cond["daily"].get_snapshot() == rebuilt.get_snapshot()
+    assert cond["daily"].get_snapshot() is cond["daily2"].get_snapshot()
