@@ -236,7 +236,7 @@ def column_lineage(query: Query) -> dict[str, dict[str, list[str]]] | None:
     if any(not c.table and len(s.sources) > 1 for s in scopes for c in s.columns):
         return None  # an unqualified column over several sources: ``reads`` counts it from each
     single = _single_scope_reads(query.tree, scopes)
-    return _by_column(outputs, lambda column: single[column] if single is not None else reads(query, [column]))
+    return _by_column(outputs, lambda col: single[col] if single is not None else reads(query, [col]))
 
 
 def _by_column(outputs: Iterable[str], read_of) -> dict[str, dict[str, list[str]]] | None:
