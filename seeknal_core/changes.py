@@ -236,13 +236,82 @@ def column_lineage(query: Query) -> dict[str, dict[str, list[str]]] | None:
     if any(not c.table and len(s.sources) > 1 for s in scopes for c in s.columns):
         return None  # an unqualified column over several sources: ``reads`` counts it from each
     single = _single_scope_reads(query.tree, scopes)
+    return _by_column(outputs, lambda col: single[col] if single is not None else reads(query, [col]))
+
+
+def _by_column(outputs: Iterable[str], read_of) -> dict[str, dict[str, list[str]]] | None:
     out: dict[str, dict[str, list[str]]] = {}
     for column in outputs:
-        read = single[column] if single is not None else reads(query, [column])
+        read = read_of(column)
         if read is None or any(ALL in cols for cols in read.values()):
             return None
         out[column] = {table: sorted(cols) for table, cols in sorted(read.items()) if cols}
     return out
+
+
+def lineage(sql: str, dialect: str = "duckdb", schema: Mapping[str, Iterable[str]] | None = None
+            ) -> tuple[tuple[str, ...] | None, dict[str, dict[str, list[str]]] | None]:
+    """``(analyse(...).known_outputs, column_lineage(analyse(...)))``: the common query (one
+    SELECT over named tables, every column it reads attributable without qualifying) is read
+    from its parse tree alone; qualifying it (``analyse``) would cost twice the parse."""
+    quick = unqualified_lineage(sql, dialect)
+    if quick is not None:
+        return quick
+    query = analyse(sql, dialect, schema, text=sql)
+    return query.known_outputs, column_lineage(query)
+
+
+def unqualified_lineage(sql: str, dialect: str = "duckdb"
+                        ) -> tuple[tuple[str, ...], dict[str, dict[str, list[str]]] | None] | None:
+    """``lineage`` of a query whose qualified tree would only add table names to its
+    columns, or None (not that case: ask ``analyse``).  Declined: CTEs, subqueries, set
+    operations, ``*``, unnamed outputs, table functions, ``USING``/``NATURAL`` joins,
+    positional or ``ALL``/rollup grouping, an unqualified column over several tables, under
+    a qualifier that is not a table of the query or that the scope cannot attribute (in
+    HAVING or QUALIFY), and a column named like an output that is not that column
+    (qualifying would expand the alias)."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    tree = _parse(sql, dialect)
+    if not isinstance(tree, exp.Select) or tree.args.get("with"):
+        return None
+    if any(j.args.get("using") or j.args.get("method") for j in tree.args.get("joins") or ()):
+        return None
+    group = tree.args.get("group")
+    if group is not None and (any(v for k, v in group.args.items() if k != "expressions")
+                              or any(isinstance(e, exp.Literal) for e in group.expressions)):
+        return None
+    projections = tree.expressions
+    if not projections or any(not isinstance(p, (exp.Column, exp.Alias)) or p.is_star or not p.alias_or_name
+                              for p in projections):
+        return None
+    try:
+        scopes = traverse_scope(tree)
+    except SqlglotError:
+        return None
+    if len(scopes) != 1:
+        return None
+    sources = scopes[0].sources
+    if not sources or not all(isinstance(s, exp.Table) and isinstance(s.this, exp.Identifier)
+                              for s in sources.values()):
+        return None
+    if {id(c) for c in tree.find_all(exp.Column)} != {id(c) for c in scopes[0].columns}:
+        return None  # the scope leaves out unqualified columns it cannot attribute (HAVING, QUALIFY)
+    renamed = {p.alias.lower() for p in projections if isinstance(p, exp.Alias) and not (
+        isinstance(p.this, exp.Column) and not p.this.table and p.this.name.lower() == p.alias.lower())}
+    for column in scopes[0].columns:
+        if isinstance(column.this, exp.Star):
+            return None
+        if column.table:
+            if column.table not in sources:
+                return None
+        elif len(sources) > 1 or column.name.lower() in renamed:
+            return None
+    single = _single_scope_reads(tree, scopes)
+    if single is None:
+        return None
+    outputs = tuple(p.alias_or_name.lower() for p in projections)
+    return outputs, _by_column(outputs, single.get)
 
 
 def _single_scope_reads(tree: exp.Query, scopes: list) -> dict[str, dict[str, set[str]]] | None:

@@ -161,16 +161,32 @@ def build_asset_checks(
     project: Project | ProjectSpecs | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
 ) -> list[dg.AssetChecksDefinition]:
     """One ``seeknal_in_sync`` check per incremental node (full-refresh nodes have no
-    intervals to disagree about)."""
+    intervals to disagree about), as a few subsettable ``multi_asset_check``s of at most
+    ``CHECKS_PER_DEFINITION`` checks each: one op per node would cost a definition per node
+    (~0.65 ms each), and one op for all of them makes every asset job Dagster builds
+    quadratic in the node count (each of the op's inputs scans all its check keys)."""
     specs = as_specs(project, translator)
     project = specs.project
     nodes = {spec.key: project.nodes[name] for name, spec in specs.specs.items()
              if spec.partitions_def is not None}
-    if not nodes:
-        return []
+    pdefs = {spec.key: spec.partitions_def for spec in specs.specs.values()}  # the assets' own
+    keys = list(nodes)
+    chunks = [keys[i:i + CHECKS_PER_DEFINITION] for i in range(0, len(keys), CHECKS_PER_DEFINITION)]
+    return [_in_sync_checks(project, {k: nodes[k] for k in chunk}, pdefs,
+                            "seeknal_in_sync_checks" + (f"_{i + 1}" if i else ""))
+            for i, chunk in enumerate(chunks)]
 
-    @dg.multi_asset_check(  # one definition for every node: loading stays fast at 2,000 nodes
-        name="seeknal_in_sync_checks", can_subset=True,
+
+#: checks per ``multi_asset_check``: loading 2,000 nodes is fastest between ~50 and ~200
+#: (bench/dagster_load_vs_dbt.py)
+CHECKS_PER_DEFINITION = 100
+
+
+def _in_sync_checks(project: Project, nodes: dict[dg.AssetKey, TransformNode],
+                    pdefs: dict[dg.AssetKey, dg.PartitionsDefinition | None], name: str
+                    ) -> dg.AssetChecksDefinition:
+    @dg.multi_asset_check(
+        name=name, can_subset=True,
         specs=[dg.AssetCheckSpec(
             CHECK_NAME, asset=key, blocking=False,
             description="Fails, naming the partitions, while Dagster's materialised partitions and "
@@ -178,7 +194,6 @@ def build_asset_checks(
         ) for key in nodes],
     )
     def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
-        pdefs = {spec.key: spec.partitions_def for spec in specs.specs.values()}  # the assets' own
         with state_store(project) as store:
             for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
                 status = sync_status(store, context.instance, nodes[check_key.asset_key], check_key.asset_key,
@@ -189,7 +204,7 @@ def build_asset_checks(
                     description=status.description(), metadata=status.metadata(),
                 )
 
-    return [_checks]
+    return _checks
 
 
 __all__ = ["CHECKS_SENSOR", "CHECK_NAME", "RECONCILE_SENSOR", "RESTATEMENT_SENSOR", "SyncStatus",

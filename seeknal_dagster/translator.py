@@ -185,9 +185,12 @@ class SeeknalTranslator:
         in, not at midnight with a retry.  Every label reads true as shown."""
         if not node.is_incremental or node.schedule is None:
             return None
-        upstream = [self.get_asset_key(project.nodes[n]) for n in node.depends_on
-                    if n in project.nodes and project.nodes[n].is_incremental]
-        return with_inputs_ready(_interval_due() & _upstream_complete(tuple(upstream)), node, project, self)
+        # the deps that are not incremental transforms (sources, tables) are ignored: one
+        # condition object for every node with the same such deps (most share one), so a
+        # 2,000-node project builds, snapshots and serialises a handful, not 2,000
+        ignored = tuple(self.key_of(project, n) for n in node.depends_on
+                        if not (n in project.nodes and project.nodes[n].is_incremental))
+        return with_inputs_ready(_due_when_upstream_complete(ignored), node, project, self)
 
     def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
         """Overdue when, at a tick, the last materialisation is older than one interval:
@@ -327,15 +330,45 @@ class RestatedShownFailed(dg.AutomationCondition):
 
 
 @functools.lru_cache(maxsize=1024)
-def _upstream_complete(upstream: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
+def _due_when_upstream_complete(ignored: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
+    """A finished interval to compute, once every upstream interval it covers is complete:
+    every dep counts except ``ignored`` (those that are not incremental transforms)."""
+    return SnapshotOnce(operands=(_interval_due() & _upstream_complete(ignored)).operands)
+
+
+#: Dagster's ``AND`` condition class (not exported: the type of an ``&``)
+AndAutomationCondition = type(dg.AutomationCondition.missing() & dg.AutomationCondition.in_progress())
+
+
+class SnapshotOnce(AndAutomationCondition):
+    """An ``AND`` condition shared by many assets: Dagster snapshots each asset's condition
+    when it serves the code location (a non-serialisable condition is sent as its tree:
+    ~25 nodes, each with a hashed id), and the snapshot of a root condition depends only on
+    the condition, so one shared object computes it once (0.4 s of a 2,000-node load)."""
+
+    def get_snapshot(self, *, parent_unique_id: str | None = None, index: int | None = None):
+        if parent_unique_id is not None or index is not None:
+            return super().get_snapshot(parent_unique_id=parent_unique_id, index=index)
+        if "_snapshot" not in self.__dict__:
+            self.__dict__["_snapshot"] = super().get_snapshot()
+        return self.__dict__["_snapshot"]
+
+    def get_node_snapshot(self, unique_id: str):
+        snapshot = super().get_node_snapshot(unique_id)  # named as the AND it is, for the UI
+        return snapshot._replace(class_name=AndAutomationCondition.__name__)
+
+
+def _upstream_complete(ignored: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
     """Every upstream interval the partition covers is materialised and not failed,
     restated or running (labelled on the negation, so the label reads true)."""
     c = dg.AutomationCondition
     incomplete = (c.missing() | c.execution_failed() | c.in_progress()).with_label(
         "missing, failed or running")
-    any_incomplete = c.any_deps_match(incomplete).allow(dg.AssetSelection.assets(*upstream)).with_label(
-        "an upstream interval incomplete")
-    return (~any_incomplete).with_label("all upstream intervals complete")
+    any_incomplete = c.any_deps_match(incomplete)
+    if ignored:
+        any_incomplete = any_incomplete.ignore(dg.AssetSelection.assets(*ignored))
+    return (~any_incomplete.with_label("an upstream interval incomplete")).with_label(
+        "all upstream intervals complete")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -378,3 +378,64 @@ def test_the_private_check_target_is_where_audits_py_takes_it_from() -> None:
     exported = [n for n in dir(dg) if getattr(dg, n) is CheckTarget]
     assert not exported, (f"dagster now exports the check target as dg.{exported[0]}: use it in "
                           "seeknal_dagster/audits.py and drop PRIVATE")
+
+@pytest.mark.parametrize(("sql", "answered"), [
+    ("SELECT t, n FROM raw WHERE t >= TIMESTAMP '2024-01-01' AND t < TIMESTAMP '2024-01-02'", True),
+    ("SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS total FROM hourly "
+     "WHERE hour >= TIMESTAMP '2024-01-01' GROUP BY date_trunc('day', hour)", True),
+    ("SELECT h.a AS a, d.b + h.c AS x FROM h JOIN d ON h.k = d.k WHERE d.z > 1 GROUP BY h.a, d.b + h.c "
+     "HAVING count(*) > 1", True),
+    ("SELECT x.a AS a, x.b FROM t AS x WHERE x.c > 1", True),
+    ("SELECT a, count(*) AS n FROM t GROUP BY a", True),
+    ('SELECT "A", "Bb" AS c FROM "T"', True),
+    ("SELECT A, b FROM T WHERE C > 1", True),
+    ("SELECT 1 AS one, a FROM t", True),
+    # declined by the shortcut: qualifying decides
+    ("SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS n FROM hourly GROUP BY ALL", False),
+    ("SELECT h.a AS a, d.b + h.c AS x FROM h JOIN d ON h.k = d.k GROUP BY 1, 2", False),
+    ("SELECT a, b AS bb FROM h JOIN d USING (k) WHERE z > 1", False),
+    ("SELECT upper(name) AS nm, amount * 2 AS amt FROM orders "
+     "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts) = 1", False),
+    ("SELECT a + 1 AS b, b + 1 AS c FROM t", False),
+    ("SELECT a + 1 AS b FROM t WHERE b > 0", False),
+    ("SELECT sum(v) AS v, day FROM hourly GROUP BY day", False),
+    ("SELECT a FROM t ORDER BY a", False),
+    ("SELECT a + 1 FROM t", False),
+    ("SELECT a FROM t WHERE b IN (SELECT b FROM u)", False),
+    ("SELECT s.f AS f FROM t", False),
+    ("SELECT * FROM t", False),
+])
+def test_lineage_read_without_qualifying_is_the_qualified_one(sql: str, answered: bool) -> None:
+    """The load's lineage shortcut (no ``qualify``) answers exactly as ``seeknal plan``'s
+    analysis, or declines and the analysis answers."""
+    schema = {"raw": ("t", "n"), "hourly": ("hour", "n", "v"), "h": ("a", "c", "k"), "d": ("b", "k", "z"),
+              "orders": ("name", "amount", "id", "ts"), "t": ("a", "b", "c")}
+    query = changes.analyse(sql, "duckdb", schema)
+    assert changes.lineage(sql, "duckdb", schema) == (query.known_outputs, changes.column_lineage(query))
+    assert (changes.unqualified_lineage(sql) is not None) is answered
+
+
+def test_nodes_with_the_same_non_incremental_deps_share_one_automation_condition(tmp_path: Path) -> None:
+    """One condition object per set of ignored deps (sources, tables), snapshotted once,
+    the snapshot Dagster takes of the plain ``&`` (the UI shows the same tree)."""
+    nodes = NODES + textwrap.dedent("""\
+    hourly2:
+      schedule: "@hourly"
+      sql: SELECT date_trunc('hour', ts) AS hour, count(*) AS n FROM raw
+        WHERE ts >= TIMESTAMP '{{ start }}' AND ts < TIMESTAMP '{{ end }}' GROUP BY ALL
+      time_column: hour
+    daily2:
+      schedule: "@daily"
+      sql: SELECT CAST(date_trunc('day', hour) AS TIMESTAMP) AS day, sum(n) AS n
+        FROM {{ ref('hourly2') }} WHERE hour >= TIMESTAMP '{{ start }}' AND hour < TIMESTAMP '{{ end }}'
+        GROUP BY ALL
+      time_column: day
+    """)
+    root = make_project(tmp_path / "p", nodes)
+    graph = build_definitions(root).resolve_asset_graph()
+    cond = {k: graph.get(dg.AssetKey(k)).automation_condition for k in ("daily", "daily2")}
+    assert cond["daily"] is cond["daily2"]  # (the hourly ones add their own readiness of raw)
+    plain = dg.AutomationCondition.missing() & dg.AutomationCondition.missing()
+    rebuilt = type(plain)(operands=cond["daily"].operands)
+    assert cond["daily"].get_snapshot() == rebuilt.get_snapshot()
+    assert cond["daily"].get_snapshot() is cond["daily2"].get_snapshot()

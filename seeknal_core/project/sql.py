@@ -371,9 +371,8 @@ def _lineage(name: str, sql: str, dialect: str, schema: dict[str, list[str]]) ->
         rendered = placeholder_sql(name, sql)
     except ProjectError:
         return [None, None]
-    query = changes.analyse(rendered, dialect, schema, text=rendered)
-    outputs = query.known_outputs
-    return [list(outputs) if outputs is not None else None, changes.column_lineage(query)]
+    outputs, by_column = changes.lineage(rendered, dialect, schema)
+    return [list(outputs) if outputs is not None else None, by_column]
 
 
 def parse_error(name: str, sql: str) -> str | None:
