@@ -9,7 +9,7 @@ package, so the CLI stays free of Dagster.
 
 from .apply import APPLY_JOB, build_apply_job
 from .assets import POOL, build_assets, build_source_specs
-from .checks import CHECK_NAME, CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR, build_asset_checks
+from .checks import CHECK_NAME, CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR
 from .component import SeeknalProjectComponent
 from .definitions import build_definitions
 from .resource import SeeknalResource
@@ -28,7 +28,6 @@ __all__ = [
     "SeeknalResource",
     "SeeknalTranslator",
     "build_apply_job",
-    "build_asset_checks",
     "build_assets",
     "build_definitions",
     "build_jobs",

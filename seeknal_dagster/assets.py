@@ -34,6 +34,7 @@ from seeknal_core.state import StateError, StateStore, open_store
 from seeknal_core.timeutil import from_epoch, to_epoch
 
 from .audits import audit_check_specs, audit_events
+from .checks import in_sync_check_spec, in_sync_results
 from .partitions import partitioned
 from .resource import SeeknalResource
 from .translator import RESTATEMENT_TAG, ProjectSpecs, SeeknalTranslator, project_specs, slug
@@ -361,11 +362,15 @@ class SeeknalStep:
         return self.specs.project.topological_order([by_key[k] for k in context.selected_asset_keys])
 
     def run(self, context: dg.AssetExecutionContext, seeknal: SeeknalResource) -> Iterator[Any]:
-        if RESTATEMENT_TAG in context.run.tags:  # a restatement's display run: fail, compute nothing
-            raise restated_failure(context.run.tags)
+        """The selected nodes, then the selected ``seeknal_in_sync`` checks of the step's
+        nodes (after the nodes ran, also when some failed: their verdict is the truth the
+        run leaves behind; when only checks are selected, nothing is materialised)."""
         project = self.specs.project
         selected = self.selected(context)
-        failed: list[tuple[str, BaseException]] = []
+        failed: list[tuple[str, dg.Failure]] = []
+        if RESTATEMENT_TAG in context.run.tags:  # a restatement's display run: fail, compute nothing
+            failed.append(("", restated_failure(context.run.tags)))
+            selected = []
         blocked: set[str] = set()
         for name in selected:
             if name in blocked:
@@ -378,10 +383,13 @@ class SeeknalStep:
                 if waited:  # waiting for its data: skipped, and so are its downstream
                     blocked.update(project.downstream(name))
             except dg.Failure as exc:
-                if len(selected) == 1:
-                    raise
                 failed.append((name, exc))
                 blocked.update(project.downstream(name))
+        if context.selected_asset_check_keys:
+            with seeknal.state_store(project) as store:
+                yield from in_sync_results(context, store, self.specs, self.names)
+        if len(failed) == 1 and len(selected) <= 1:
+            raise failed[0][1]
         if failed:
             raise dg.Failure(
                 description="; ".join(exc.description or name for name, exc in failed),
@@ -403,6 +411,7 @@ def build_assets(
     upstream_retry_seconds: float = 60.0,
     spark_resource_key: str | None = None,
     execute: Execute | None = None,
+    in_sync_checks: bool = True,
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     """Source specs plus the transforms, as one subsettable ``multi_asset`` per group of
     nodes sharing a partitions definition, backfill policy and pool.  Each step takes the
@@ -413,7 +422,8 @@ def build_assets(
     whose upstream intervals are not complete yet (two schedules firing at the same
     tick) waits before it fails.  ``spark_resource_key`` (``"pyspark"``): Spark nodes take
     their session from that resource (a dagster-pyspark ``PySparkResource``) instead of
-    starting one.
+    starting one.  ``in_sync_checks``: each incremental node's ``seeknal_in_sync`` check
+    (checks.py) is declared on its ``multi_asset`` and reported by its step.
     """
     if spark_resource_key not in (None, SPARK_RESOURCE_KEY):
         raise ValueError(f"spark_resource_key={spark_resource_key!r}: use {SPARK_RESOURCE_KEY!r} or None")
@@ -433,7 +443,8 @@ def build_assets(
     retry = {"upstream_retries": upstream_retries, "upstream_retry_seconds": upstream_retry_seconds}
     for (pdef, policy, group_pool, session), names in groups.items():
         out.append(_group_asset(specs, names, pdef, policy, group_pool, taken,
-                                session and spark_resource_key is not None, execute or run_step, retry))
+                                session and spark_resource_key is not None, execute or run_step, retry,
+                                in_sync_checks))
     return out
 
 
@@ -447,7 +458,8 @@ def _group_name(names: Sequence[str], taken: set[str]) -> str:
 
 
 def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str | None, taken: set[str],
-                 spark: bool, execute: Execute, retry: Mapping[str, Any]) -> dg.AssetsDefinition:
+                 spark: bool, execute: Execute, retry: Mapping[str, Any], in_sync: bool
+                 ) -> dg.AssetsDefinition:
     """One ``multi_asset`` over ``names``: its resources are typed parameters (``seeknal``,
     and ``pyspark`` for Spark nodes when dagster-pyspark provides the session)."""
     if spark:
@@ -467,7 +479,9 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
             name=_group_name(names, taken),
             specs=[specs.specs[n].replace_attributes(skippable=True) for n in names],  # waiting: no output
             check_specs=[c for n in names for c in audit_check_specs(
-                specs.project.nodes[n], specs.specs[n].key, pdef)] or None,
+                specs.project.nodes[n], specs.specs[n].key, pdef)]
+            + ([in_sync_check_spec(specs.specs[n].key) for n in names] if in_sync and pdef is not None else [])
+            or None,
             partitions_def=pdef,
             backfill_policy=policy,
             pool=pool,

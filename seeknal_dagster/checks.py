@@ -6,8 +6,12 @@ restatement not yet recomputed, a definition change not yet applied) would other
 invisible.  One unpartitioned check per incremental node,
 ``seeknal_in_sync``, compares the whole asset:
 
-* as a regular ``@asset_check`` (executable from the UI, and run with the asset's
-  materialisations), and
+* in the asset's own step: its spec is declared on the node's ``multi_asset``
+  (assets.py), beside the audits' specs, so a run that materialises the node reports the
+  verdict after the node ran, also when it failed, and the check alone (executed from the
+  UI) runs the step without materialising anything (the ``multi_asset`` is subsettable);
+  no op or definition of its own (a 2,000-node load pays nothing extra for the checks but
+  their specs), and
 * runlessly: the ``seeknal_checks`` sensor emits ``AssetCheckEvaluation``s whenever the
   node's state revision or the asset's latest materialisation changes, so the check's
   status follows the truth without launching anything.
@@ -16,17 +20,15 @@ Unpartitioned, because partitioned asset checks are a preview feature in Dagster
 and one verdict per asset ("3 partitions out of sync: ...") is what a reader needs.
 """
 
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from seeknal_core.intervals import IntervalSet
-from seeknal_core.project import Project, TransformNode
+from seeknal_core.project import TransformNode
 from seeknal_core.state import StateStore
 
-from .assets import as_specs, state_store
 from .partitions import keys_for_intervals
 from .translator import ProjectSpecs, SeeknalTranslator
 
@@ -157,55 +159,35 @@ def check_evaluation(status: SyncStatus, asset_key: dg.AssetKey) -> dg.AssetChec
     )
 
 
-def build_asset_checks(
-    project: Project | ProjectSpecs | str | os.PathLike[str], *, translator: SeeknalTranslator | None = None
-) -> list[dg.AssetChecksDefinition]:
-    """One ``seeknal_in_sync`` check per incremental node (full-refresh nodes have no
-    intervals to disagree about), as a few subsettable ``multi_asset_check``s of at most
-    ``CHECKS_PER_DEFINITION`` checks each: one op per node would cost a definition per node
-    (~0.65 ms each), and one op for all of them makes every asset job Dagster builds
-    quadratic in the node count (each of the op's inputs scans all its check keys)."""
-    specs = as_specs(project, translator)
-    project = specs.project
-    nodes = {spec.key: project.nodes[name] for name, spec in specs.specs.items()
-             if spec.partitions_def is not None}
-    pdefs = {spec.key: spec.partitions_def for spec in specs.specs.values()}  # the assets' own
-    keys = list(nodes)
-    chunks = [keys[i:i + CHECKS_PER_DEFINITION] for i in range(0, len(keys), CHECKS_PER_DEFINITION)]
-    return [_in_sync_checks(project, {k: nodes[k] for k in chunk}, pdefs,
-                            "seeknal_in_sync_checks" + (f"_{i + 1}" if i else ""))
-            for i, chunk in enumerate(chunks)]
-
-
-#: checks per ``multi_asset_check``: loading 2,000 nodes is fastest between ~50 and ~200
-#: (bench/dagster_load_vs_dbt.py)
-CHECKS_PER_DEFINITION = 100
-
-
-def _in_sync_checks(project: Project, nodes: dict[dg.AssetKey, TransformNode],
-                    pdefs: dict[dg.AssetKey, dg.PartitionsDefinition | None], name: str
-                    ) -> dg.AssetChecksDefinition:
-    @dg.multi_asset_check(
-        name=name, can_subset=True,
-        specs=[dg.AssetCheckSpec(
-            CHECK_NAME, asset=key, blocking=False,
-            description="Fails, naming the partitions, while Dagster's materialised partitions and "
-                        "seeknal's completed intervals disagree or a restatement is pending.",
-        ) for key in nodes],
+def in_sync_check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    """The check's spec, declared on the node's ``multi_asset``: non-blocking (a
+    disagreement is news, not a reason to stop downstream) and unpartitioned."""
+    return dg.AssetCheckSpec(
+        CHECK_NAME, asset=asset_key, blocking=False,
+        description="Fails, naming the partitions, while Dagster's materialised partitions and "
+                    "seeknal's completed intervals disagree, a restatement is pending, or the "
+                    "definition changed since its intervals were computed (then run the "
+                    "seeknal_apply_changes job or `seeknal plan --apply`).",
     )
-    def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
-        with state_store(project) as store:
-            for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
-                status = sync_status(store, context.instance, nodes[check_key.asset_key], check_key.asset_key,
-                                     partitions_def=pdefs[check_key.asset_key])
-                yield dg.AssetCheckResult(
-                    asset_key=check_key.asset_key, check_name=CHECK_NAME,
-                    passed=status.passed, severity=dg.AssetCheckSeverity.ERROR,
-                    description=status.description(), metadata=status.metadata(),
-                )
 
-    return _checks
+
+def in_sync_results(context: dg.AssetExecutionContext, store: StateStore, specs: ProjectSpecs,
+                    names: Sequence[str]) -> Iterator[dg.AssetCheckResult]:
+    """The selected ``seeknal_in_sync`` checks of the step's nodes ``names``, as results:
+    what the step yields after its nodes ran (or alone, when only checks are selected)."""
+    selected = {k.asset_key for k in context.selected_asset_check_keys if k.name == CHECK_NAME}
+    for name in names:
+        spec = specs.specs[name]
+        if spec.key not in selected:
+            continue
+        status = sync_status(store, context.instance, specs.project.nodes[name], spec.key,
+                             partitions_def=spec.partitions_def)
+        yield dg.AssetCheckResult(
+            asset_key=spec.key, check_name=CHECK_NAME, passed=status.passed,
+            severity=dg.AssetCheckSeverity.ERROR, description=status.description(),
+            metadata=status.metadata(),
+        )
 
 
 __all__ = ["CHECKS_SENSOR", "CHECK_NAME", "RECONCILE_SENSOR", "RESTATEMENT_SENSOR", "SyncStatus",
-           "running_sensors", "build_asset_checks", "check_evaluation", "sync_status"]
+           "check_evaluation", "in_sync_check_spec", "in_sync_results", "running_sensors", "sync_status"]

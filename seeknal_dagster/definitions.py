@@ -21,7 +21,6 @@ from seeknal_core.project import Project
 
 from .apply import build_apply_job
 from .assets import DUCKDB_RESOURCE_KEY, POOL, SPARK_RESOURCE_KEY, Execute, as_project, build_assets
-from .checks import build_asset_checks
 from .readiness import build_watermarks_sensor
 from .resource import SEEKNAL_RESOURCE_KEY, SeeknalResource
 from .schedules import build_jobs, build_schedules
@@ -105,8 +104,8 @@ def build_definitions(
             upstream_retries=0 if translator.automation else upstream_retries,
             upstream_retry_seconds=upstream_retry_seconds,
             spark_resource_key=SPARK_RESOURCE_KEY if spark is not None else None,
+            in_sync_checks=checks,
         ),
-        asset_checks=build_asset_checks(specs) if checks else [],
         sensors=[*(build_sensors(
             specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,

@@ -143,6 +143,10 @@ def test_single_key_runs_exactly_its_interval(project_root: Path, instance) -> N
     [mat] = materializations(result, "hourly")
     assert mat.metadata["run/intervals"].value == 1 and mat.metadata["rows"].value == 1
     assert mat.metadata["interval_start"].value == "2024-01-02T05:00:00+00:00"
+    # the step reports its in-sync check after the materialisation is stored
+    [check] = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == ("seeknal_in_sync", True), check.description
+    assert check.metadata["in_sync_count"].value == 1
 
 
 def test_key_range_is_one_run_and_equals_the_one_shot_result(project_root: Path, instance) -> None:
@@ -198,6 +202,9 @@ def test_failed_interval_fails_the_run_and_is_recorded(project_root: Path, insta
     # the hours that did complete show as materialised, the bad one does not
     assert instance.get_materialized_partitions(dg.AssetKey("hourly")) == {
         "2024-01-01-00:00", "2024-01-01-01:00", "2024-01-01-03:00"}
+    # the failed step still reports its in-sync check: both sides agree on those three hours
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["in_sync_count"].value == 3, check.description
 
 
 def test_downstream_fails_when_upstream_intervals_are_missing(project_root: Path, instance) -> None:

@@ -131,8 +131,10 @@ def test_one_check_spec_per_audit_with_its_blocking_flag(root: Path) -> None:
         name: graph.get(daily).partitions_def for name in DAILY_CHECKS}
     assert "no NULL in day, n" in specs["not_null"].description
     assert "still materializes" in specs["at_most_144_a_day"].description
-    # the checks are declared on the node's asset step, so that step reports them
-    assert {k.name for k in graph.get(daily).assets_def.check_keys} == set(DAILY_CHECKS)
+    # the checks, seeknal_in_sync too, are declared on the node's asset step, so that step
+    # reports them; the in-sync check is unpartitioned (one verdict for the whole asset)
+    assert {k.name for k in graph.get(daily).assets_def.check_keys} == {*DAILY_CHECKS, CHECK_NAME}
+    assert specs[CHECK_NAME].partitions_def is None
     # a node without audits has none; an unpartitioned one gets unpartitioned checks
     assert {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("daily_total")} == {CHECK_NAME}
     [summary] = [graph.get(k) for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("summary")]

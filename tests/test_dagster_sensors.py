@@ -173,6 +173,10 @@ def test_restatement_runs_replace_rows_and_resolve(project_root: Path, instance)
         failed = daemon.launch(request, ok=False)
         [error] = [e.step_failure_data.error.message for e in failed.all_events if e.is_step_failure]
         assert "Failure: restated: late data" in error and "shown Failed until recomputed" in error
+        # the display run's step reports the in-sync check before it fails: a restatement waits
+        [check] = failed.get_asset_check_evaluations()
+        assert check.asset_key == request.asset_selection[0] and not check.passed
+        assert "restated partition(s) waiting to be re-materialised" in check.description
     assert {k for k, v in statuses(defs, instance, HOURLY).items() if v == "FAILED"} == {
         "2024-01-02-05:00", "2024-01-02-06:00"}
     assert statuses(defs, instance, DAILY) == {"2024-01-01": "MATERIALIZED", "2024-01-02": "FAILED"}
@@ -187,6 +191,8 @@ def test_restatement_runs_replace_rows_and_resolve(project_root: Path, instance)
 
     run = daemon.launch(request)
     assert run.success
+    [check] = run.get_asset_check_evaluations()  # recomputed by the run: in sync again
+    assert check.passed and check.metadata["in_sync_count"].value == 48, check.description
     assert query(project_root, "SELECT * FROM hourly") == one_shot(project_root, "hourly", t(2024, 1, 1), t(2024, 1, 3))
     assert set(statuses(defs, instance, HOURLY).values()) == {"MATERIALIZED"}
 
@@ -237,10 +243,12 @@ def test_check_reports_drift_until_reconciled(project_root: Path, instance) -> N
     runner.run(project, store, mode="backfill", nodes=["hourly"], start=t(2024, 1, 1),
                end=t(2024, 1, 1, 3), now=t(2024, 1, 5))
 
-    # the real @asset_check, executed in a run: complete in seeknal only -> fails, naming them
-    result = dg.materialize(list(defs.assets) + list(defs.asset_checks), instance=instance,
+    # the check alone, executed in a run (as from the UI): its asset's step reports it and
+    # materialises nothing; complete in seeknal only -> fails, naming them
+    result = dg.materialize(list(defs.assets), instance=instance,
                             selection=dg.AssetSelection.checks(dg.AssetCheckKey(HOURLY, CHECK_NAME)),
                             resources=defs.resources)
+    assert not result.get_asset_materialization_events()
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert "3 partition(s) complete in seeknal but not materialised in Dagster" in evaluation.description
