@@ -164,10 +164,8 @@ def in_sync_check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     disagreement is news, not a reason to stop downstream) and unpartitioned."""
     return dg.AssetCheckSpec(
         CHECK_NAME, asset=asset_key, blocking=False,
-        description="Fails, naming the partitions, while Dagster's materialised partitions and "
-                    "seeknal's completed intervals disagree, a restatement is pending, or the "
-                    "definition changed since its intervals were computed (then run the "
-                    "seeknal_apply_changes job or `seeknal plan --apply`).",
+        description="Fails, naming the partitions, while Dagster and seeknal disagree, a restatement "
+                    "is pending or a definition change is not applied (seeknal_apply_changes).",
     )
 
 
