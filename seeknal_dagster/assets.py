@@ -471,6 +471,10 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         def compute(context: dg.AssetExecutionContext, seeknal: SeeknalResource) -> Iterator[Any]:
             yield from execute(context, seeknal=seeknal, step=SeeknalStep(specs, tuple(names), None, retry))
 
+    check_specs = [c for n in names
+                   for c in audit_check_specs(specs.project.nodes[n], specs.specs[n].key, pdef)]
+    if in_sync and pdef is not None:  # incremental nodes: intervals to agree about
+        check_specs += [in_sync_check_spec(specs.specs[n].key) for n in names]
     # backfill_policy is "beta" and partitioned checks a "preview" in 1.13: not worth a warning each
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -478,10 +482,7 @@ def _group_asset(specs: ProjectSpecs, names: list[str], pdef, policy, pool: str 
         return dg.multi_asset(
             name=_group_name(names, taken),
             specs=[specs.specs[n].replace_attributes(skippable=True) for n in names],  # waiting: no output
-            check_specs=[c for n in names for c in audit_check_specs(
-                specs.project.nodes[n], specs.specs[n].key, pdef)]
-            + ([in_sync_check_spec(specs.specs[n].key) for n in names] if in_sync and pdef is not None else [])
-            or None,
+            check_specs=check_specs or None,
             partitions_def=pdef,
             backfill_policy=policy,
             pool=pool,
