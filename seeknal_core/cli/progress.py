@@ -42,8 +42,10 @@ class PlainProgress(runner.Progress):
         click.echo(f"  {node}  {where}  {'✗' if error else '✓'} {status}")
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
 class _Bar:
+    """One node's bar: its rich task and the counts it shows."""
+
     task: Any
     batches: int
     total: int

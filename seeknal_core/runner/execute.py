@@ -41,7 +41,7 @@ class Progress:
     def node_finished(self, result: NodeResult) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
 class NodeResult:
     node: str
     done: list[Pair] = field(default_factory=list)
@@ -86,7 +86,7 @@ def _plain(value):
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class RunResult:
     nodes: list[NodeResult]
     seconds: float

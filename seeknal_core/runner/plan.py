@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..state import NodeState
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
 class NodePlan:
     """What one node will do: the intervals due (as runs, with why), or a full refresh."""
 
@@ -77,7 +77,7 @@ class NodePlan:
         }
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Plan:
     mode: Mode
     now: dt.datetime

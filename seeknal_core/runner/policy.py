@@ -45,7 +45,7 @@ class DefinitionsChanged(SeeknalError):
     """``on_change: fail`` and a selected node's definition changed: nothing ran."""
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
 class Prepared:
     """A plan with the policies applied, and their run-level ``notes`` (the change plan
     ``on_change: apply`` recorded)."""

@@ -101,7 +101,7 @@ def interval_label(node, pair: Pair) -> str:
     return local.strftime("%Y-%m-%d %H:%M")
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
 class Verification:
     """What ``verify`` found (and, unless a dry run, restated)."""
 
