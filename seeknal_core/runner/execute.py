@@ -23,8 +23,8 @@ from ..reasons import Mode, recorded_mode
 from ..templating import compile_sql, render_sql
 from ..timeutil import from_epoch
 from .common import WAITING_FOR_UPSTREAM, Pair
+from .digests import read_digests
 from .plan import NodePlan, Plan, partition_key
-from .verify import read_digests
 
 if TYPE_CHECKING:
     from ..state import StateStore

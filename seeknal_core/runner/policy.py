@@ -34,7 +34,6 @@ from ..timeutil import TimeLike, from_epoch, get_zone
 from .execute import Progress, RunResult, execute, plan_uses_database
 from .plan import Plan, plan, time_sources
 from .readiness import hold_back, needs_database
-from .verify import verify_windows
 
 if TYPE_CHECKING:
     from ..state import NodeState, StateStore
@@ -148,7 +147,11 @@ def prepare(
     notes = apply_on_change(project, store, names, now=now, dry_run=dry_run)
     pool = engines if engines is not None else EnginePool(project)
     try:
-        if not dry_run:  # `verify: 7d`: late data in that window is restated before planning
+        # `verify: 7d`: late data in that window is restated before planning (only a project
+        # that verifies imports that policy)
+        if not dry_run and any(getattr(n, "verify", None) for n in project.nodes.values()):
+            from .verify import verify_windows
+
             notes += verify_windows(project, store, names, pool, now=now)
         states = store.load()
         starts, inferred = infer_starts(project, states, names, pool,
