@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -28,12 +28,12 @@ class CliError(SeeknalError):
 
 
 # -- the session: project, store, clock -----------------------------------------------------
-@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
-class Session:
+class Session:  # a plain class: a dataclass costs every process ~0.1 ms to create
     """The project a command works on, loaded on first use."""
 
-    project_path: str = "."
-    _now: dt.datetime | None = None
+    def __init__(self, project_path: str = ".") -> None:
+        self.project_path = project_path
+        self._now: dt.datetime | None = None
 
     @cached_property
     def project(self) -> Project:

@@ -24,7 +24,6 @@ each door shows them its own way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engines import Engine, EngineOptions, EnginePool, QueryError, uses_database
@@ -44,13 +43,13 @@ class DefinitionsChanged(SeeknalError):
     """``on_change: fail`` and a selected node's definition changed: nothing ran."""
 
 
-@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
-class Prepared:
+class Prepared:  # a plain class: a dataclass costs every process ~0.1 ms to create
     """A plan with the policies applied, and their run-level ``notes`` (the change plan
     ``on_change: apply`` recorded)."""
 
-    plan: Plan
-    notes: list[str] = field(default_factory=list)
+    def __init__(self, plan: Plan, notes: list[str] | None = None) -> None:
+        self.plan = plan
+        self.notes = notes if notes is not None else []
 
 
 def changed_line(names: Sequence[str]) -> str:
