@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..engines import EngineError, EnginePool, engine_kind
@@ -99,17 +98,16 @@ class Waiting:  # a plain class: a dataclass costs every process ~0.1 ms to crea
                 else from_epoch(instant).astimezone(get_zone(timezone)).isoformat()}
 
 
-@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
-class Watermarks:
+class Watermarks:  # a plain class: a dataclass costs every process ~0.1 ms to create
     """Each source's readiness, asked once per command and kept (``marks``), through the
     engine of the node that reads it (``sql`` readiness runs in that engine's SQL).
     ``queries`` counts the queries made."""
 
-    project: Project
-    engines: EnginePool
-    marks: dict[tuple[str, str, str], Mark] = field(default_factory=dict)
-    queries: int = 0
-    cache: WatermarkCache | None = None
+    def __init__(self, project: Project, engines: EnginePool) -> None:
+        self.project, self.engines = project, engines
+        self.marks: dict[tuple[str, str, str], Mark] = {}
+        self.queries = 0
+        self.cache: WatermarkCache | None = None
 
     def mark(self, source: SourceNode, node: TransformNode) -> Mark:
         ready = source.readiness
