@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, NoReturn
 
 from .errors import ProjectError, SeeknalError, did_you_mean
-from .lexer import one_query
+from .lexer import LazyPattern, one_query
 from .timeutil import get_zone, to_utc
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .project import TransformNode
 
 VARIABLES = ("start", "end", "start_date", "end_date", "start_ts", "end_ts", "ref", "this")
-_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+_UNDEFINED = LazyPattern(r"'([^']+)' is undefined")  # error messages only
 
 
 #: the kinds a node id may name before its dot (``ref('transform.x')``)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import SeeknalError
 
@@ -31,6 +30,8 @@ def get_zone(name: str) -> dt.tzinfo:
         raise ValueError(f"invalid timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'")
     if name.upper() == "UTC":
         return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # ~2.5 ms at import: UTC projects never need it
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

@@ -9,7 +9,6 @@ ISO instant) replaces the clock for every command.
 from __future__ import annotations
 
 import importlib
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 import click
 
 from ..errors import SeeknalError
+from ..lexer import LazyPattern
 from .common import Session, project_option
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -103,7 +103,7 @@ def _guarded(call: Any) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
-_OUT_OF_CALENDAR = re.compile(r"year -?\d+ is out of range|date value out of range|"
+_OUT_OF_CALENDAR = LazyPattern(r"year -?\d+ is out of range|date value out of range|"
                               r"must have magnitude <=|out of range for (?:date|datetime)")
 
 

@@ -17,6 +17,7 @@ import click
 
 from .. import grid
 from ..intervals import IntervalSet, Pair
+from ..lexer import LazyPattern
 from ..project import TransformNode
 from ..reasons import Mode
 from ..timeutil import UTC, format_local, from_epoch, get_zone, to_utc
@@ -173,7 +174,7 @@ def audit_warnings(history: Sequence[Mapping[str, Any]]) -> list[tuple[Pair, str
 #: audit failure runs printed per node; the rest are counted (``--json`` lists them all)
 MAX_AUDIT_RUNS = 20
 #: ``audit <name> failed: N rows`` (then maybe ``; samples: ...``): N is the offending-row count
-_AUDIT_COUNT = re.compile(r"(audit .+? failed: )(\d+) rows?(?=$|; samples: )", re.S)
+_AUDIT_COUNT = LazyPattern(r"(audit .+? failed: )(\d+) rows?(?=$|; samples: )", re.S)
 
 
 def audit_runs(failures: Iterable[tuple[Pair, Any, str]], node: TransformNode

@@ -1,7 +1,7 @@
 """Late data: digests of what each interval read, and verifying them later.
 
 When a batch runs, ``execute`` records with its completion a digest of every source the
-node reads directly that has a time column (``digest_sources``): per interval, the rows,
+node reads directly that has a time column (``digests.digest_sources``): per interval, the rows,
 the newest time and an order-independent checksum, from ONE grouped query per source per
 batch (``Engine.digests``).  The digest is taken just before the batch's write, so rows
 landing in between make the stored digest older than the data (verification restates
@@ -22,13 +22,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..engines import EngineError, EnginePool
-from ..errors import ProjectError
+from ..engines import EnginePool
 from ..intervals import IntervalSet
-from ..project import Project, SourceNode
+from ..project import Project
 from ..timeutil import TimeLike, from_epoch, get_zone, to_epoch
 from .common import Pair
-from .plan import grid_pairs, node_bounds, overlapping_pairs, range_bounds, undeclared_time_tables
+from .digests import digest_sources, read_digests
+from .plan import grid_pairs, node_bounds, overlapping_pairs, range_bounds
 
 if TYPE_CHECKING:
     from ..engines.base import Digest
@@ -36,48 +36,6 @@ if TYPE_CHECKING:
 
 #: at most this many changed intervals are named in one restatement's reason
 REASON_ITEMS = 5
-
-
-def digest_sources(project: Project, name: str) -> list[tuple[str, str]]:
-    """(source, time column) of each source the node reads directly and can place in time:
-    declared sources with a ``time_column``, and tables its SQL reads without declaring
-    them, with the column of its own ``>= '{{ start }}'`` filter.  (Upstream nodes are
-    covered by their own digests: a restatement there cascades here.)"""
-    node = project.nodes[name]
-    out: dict[str, str] = {}
-    for dep in node.depends_on:
-        source = project.sources.get(dep)
-        if source is not None and source.time_column:
-            out[dep] = source.time_column
-    for table, column in undeclared_time_tables(project, node):
-        out.setdefault(table, column)
-    return sorted(out.items())
-
-
-def source_node(project: Project, name: str) -> SourceNode:
-    return project.sources.get(name) or SourceNode(name=name, table=name)
-
-
-def read_digests(engine, project: Project, node_name: str, intervals: list[Pair]
-                 ) -> tuple[dict[Pair, dict[str, Digest]], list[str]]:
-    """Digests of the node's ``digest_sources`` over ``intervals`` through ``engine``, one
-    grouped query per source: (interval -> source -> digest, a line per source that could
-    not be read).  An engine without ``digests`` gives none."""
-    compute = getattr(engine, "digests", None)
-    out: dict[Pair, dict[str, Digest]] = {p: {} for p in intervals}
-    problems: list[str] = []
-    if compute is None or not intervals:
-        return out, problems
-    node = project.nodes[node_name]
-    for source, column in digest_sources(project, node_name):
-        try:
-            found = compute(source_node(project, source), column, node.timezone, intervals)
-        except (EngineError, ProjectError) as exc:
-            problems.append(f"{source}: {' '.join(str(exc).split())}")
-            continue
-        for pair, digest in found.items():
-            out[pair][source] = digest
-    return out, problems
 
 
 def describe_change(source: str, old: Digest, new: Digest) -> str | None:
@@ -101,7 +59,7 @@ def interval_label(node, pair: Pair) -> str:
     return local.strftime("%Y-%m-%d %H:%M")
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # never compared or printed: fewer methods to generate at start-up
 class Verification:
     """What ``verify`` found (and, unless a dry run, restated)."""
 
@@ -266,4 +224,4 @@ def verify_windows(project: Project, store: StateStore, nodes: Iterable[str] | N
     return notes
 
 
-__all__ = ["Verification", "describe_change", "digest_sources", "read_digests", "verify", "verify_windows"]
+__all__ = ["Verification", "describe_change", "digest_sources", "verify", "verify_windows"]

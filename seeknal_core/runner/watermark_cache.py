@@ -13,7 +13,6 @@ content is ignored, writes are atomic, and a failed write never fails a command.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import time
@@ -93,6 +92,8 @@ def source_files(location: str | None, database: Path | None) -> list[str] | Non
         return [str(database), str(database) + ".wal"]
     if "://" in location:
         return None
+    import glob  # only file sources need it
+
     return sorted(glob.glob(location)) if glob.has_magic(location) else [location]
 
 
