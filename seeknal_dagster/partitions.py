@@ -98,7 +98,7 @@ def partitions_def_for(
                 "(the first partition begins at the first tick at or after it)"
             )
     else:
-        name = getattr(node_or_schedule, "name", repr(node_or_schedule))
+        name = getattr(node_or_schedule, "name", None) or repr(node_or_schedule)  # repr only if no name
         label = f"node '{name}'"
         schedule = getattr(node_or_schedule, "schedule", None)
         if schedule is None:
