@@ -125,9 +125,12 @@ from seeknal_core.state import open_store
 project = load_project(sys.argv[2])
 store = open_store(project.root, project.state_config)
 store.load()
+import inspect
+# the per-interval planner took the store; the pure one takes its loaded states
+OLD = list(inspect.signature(runner.plan).parameters)[1] == "store"
 
 def document():
-    plan = runner.plan(project, store.load(), now=sys.argv[3], mode=sys.argv[4])
+    plan = runner.plan(project, store if OLD else store.load(), now=sys.argv[3], mode=sys.argv[4])
     return plan, json.dumps({**plan.to_dict(project), "total_intervals": plan.total_intervals})
 
 t = time.perf_counter()
