@@ -85,7 +85,6 @@ def build_definitions(
         translator = copy.copy(translator)
         translator.automation = automation == "conditions"
     specs = project_specs(project, translator, nodes=nodes)  # once: every builder below reads these
-    database = project.database_path
     schedules = automation == "schedules"
     jobs = build_jobs(specs) if (schedules or sensors) else []
     spark = _pyspark_resource(project)
@@ -97,7 +96,7 @@ def build_definitions(
     automation_sensor = build_automation_sensor(
         specs, minimum_interval_seconds=sensor_interval_seconds,
         use_user_code_server=True) if translator.automation else None
-    duckdb = duckdb or DuckDBResource(database=str(database))
+    duckdb = duckdb or DuckDBResource(database=str(project.database_path))
     return dg.Definitions(
         assets=build_assets(
             specs, pool=pool, execute=execute,

@@ -103,14 +103,19 @@ def engine_kind(name: str) -> EngineKind:
     return kind
 
 
+def _imported(target: str) -> Any:
+    """What a "module:name" target of an ``EngineKind`` names, its module imported now."""
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)
+
+
 def syntax_error(node: TransformNode, sql: str) -> str | None:
     """Why ``sql`` (the node's rendered query) does not parse in its engine, or None (also
     when the engine offers no cheap parser: ``EngineKind.syntax``)."""
     target = engine_kind(node.engine).syntax
     if target is None:
         return None
-    module, _, name = target.partition(":")
-    return getattr(import_module(module), name)(sql)
+    return _imported(target)(sql)
 
 
 def output_layout(node: TransformNode) -> str:
@@ -142,8 +147,7 @@ def open_engine(kind: str, project: Project, **options: Any) -> Engine:
     """A new engine of ``kind`` for ``project``; the caller closes it.  ``options`` go to
     the implementation (``connection=``, ``in_memory=`` for an engine that reads the
     project database; ``session=`` for one with a ``session_resource``)."""
-    module, _, name = engine_kind(kind).target.partition(":")
-    engine = getattr(import_module(module), name)(project, **options)
+    engine = _imported(engine_kind(kind).target)(project, **options)
     _OPEN.add(engine)
     return engine
 

@@ -614,8 +614,7 @@ class DuckDBEngine:
         key = (node.name, interval_column)
         cached = self._aggregates.get(key)
         if cached is None or cached[0] is not audits:
-            built = [a for a in audits if a.kind in ROW_KINDS or a.kind == "unique"]
-            cached = self._aggregates[key] = (audits, aggregate_sql(built, _RELATION, interval_column)
+            cached = self._aggregates[key] = (audits, aggregate_sql(audits, _RELATION, interval_column)
                                               .split(_RELATION), {})
         _, parts, prepared = cached
         if type(staged) is not _TableStaged or interval_column is not None:

@@ -148,7 +148,7 @@ def prepare(
     try:
         # `verify: 7d`: late data in that window is restated before planning (only a project
         # that verifies imports that policy)
-        if not dry_run and any(getattr(n, "verify", None) for n in project.nodes.values()):
+        if not dry_run and any(n.verify for n in project.nodes.values()):
             from .verify import verify_windows
 
             notes += verify_windows(project, store, names, pool, now=now)

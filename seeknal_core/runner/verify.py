@@ -215,7 +215,7 @@ def verify_windows(project: Project, store: StateStore, nodes: Iterable[str] | N
     """``verify:`` on ``seeknal run``: each selected node that sets it verifies that window
     first; the run-level notes (one line when something was restated)."""
     windows = {n: project.nodes[n].verify for n in project.topological_order(nodes)
-               if getattr(project.nodes[n], "verify", None)}
+               if project.nodes[n].verify}
     if not windows:
         return []
     found = verify(project, store, list(windows), windows=windows, now=now, engines=engines)
@@ -224,4 +224,4 @@ def verify_windows(project: Project, store: StateStore, nodes: Iterable[str] | N
     return notes
 
 
-__all__ = ["Verification", "describe_change", "digest_sources", "verify", "verify_windows"]
+__all__ = ["Verification", "describe_change", "verify", "verify_windows"]

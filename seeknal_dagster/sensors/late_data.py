@@ -17,7 +17,8 @@ from typing import Any
 import dagster as dg
 
 from seeknal_core.project import Project
-from seeknal_core.runner.verify import Verification, digest_sources, verify
+from seeknal_core.runner.digests import digest_sources
+from seeknal_core.runner.verify import Verification, verify
 from seeknal_core.state import StateStore
 
 LATE_DATA_SENSOR = "seeknal_late_data"
