@@ -16,7 +16,8 @@ import dagster as dg
 import duckdb
 import pytest
 from spark_env import spark  # noqa: F401  (fixture)
-from test_runner import GUARD, make_project, open_all, rows
+from test_dagster_assets import execute
+from test_runner import DAILY, make_project, open_all, rows
 
 from seeknal_core import runner
 from seeknal_core.runner.verify import verify
@@ -25,18 +26,12 @@ from seeknal_core.state import JsonStateStore, PostgresStateStore
 SEEKNAL = str(Path(sys.executable).with_name("seeknal"))
 NOW = "2024-01-06T00:00:00Z"
 
-NODES = f"""
-daily:
-  schedule: "@daily"
-  sql: |
-    SELECT CAST(ts AS DATE) AS day, k, count(*) AS n, sum(v) AS v FROM raw
-    WHERE ts >= '{{{{ start }}}}' AND ts < '{{{{ end }}}}' {GUARD} GROUP BY ALL
-  time_column: day
+NODES = DAILY + """\
 totals:
   schedule: "@daily"
   sql: |
-    SELECT day, sum(n) AS n, sum(v) AS v FROM {{{{ ref('daily') }}}}
-    WHERE day >= '{{{{ start }}}}' AND day < '{{{{ end }}}}' GROUP BY ALL
+    SELECT day, sum(n) AS n, sum(v) AS v FROM {{ ref('daily') }}
+    WHERE day >= '{{ start }}' AND day < '{{ end }}' GROUP BY ALL
   time_column: day
 """
 
@@ -54,14 +49,6 @@ def seeknal(root: Path, *args: str, now: str = NOW) -> subprocess.CompletedProce
     env = {**os.environ, "SEEKNAL_NOW": now}
     return subprocess.run([SEEKNAL, *args, "--project-path", str(root)], capture_output=True, text=True,
                           env=env)
-
-
-def execute(root: Path, sql: str) -> None:
-    con = duckdb.connect(str(root / "target" / "warehouse.duckdb"))
-    try:
-        con.execute(sql)
-    finally:
-        con.close()
 
 
 def days(pairs) -> list[str]:
