@@ -76,3 +76,18 @@ def test_the_job_can_be_left_out(tmp_path):
     names = {j.name for j in build_definitions(root, apply_job=False).resolve_all_job_defs()}
     assert APPLY_JOB not in names
     assert APPLY_JOB in {j.name for j in build_definitions(root).resolve_all_job_defs()}
+
+
+def test_sql_that_does_not_parse_fails_the_job_with_the_cli_line_and_records_nothing(tmp_path):
+    """The parse check lives in the runner's change plan, so the Dagster door refuses
+    broken SQL as `seeknal plan --apply` does: the same line, nothing recorded."""
+    root = chain(tmp_path / "p")
+    run(root, "run", "--backfill")
+    edit_hourly(root, "AND v > 0", "AND v > 0 AND (v")
+    before = (root / "target" / "run_state.json").read_bytes()
+    result, _ = apply(root, reason="broken")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "node 'hourly'" in message and "its SQL does not parse" in message and "nothing was recorded" in message
+    assert (root / "target" / "run_state.json").read_bytes() == before
