@@ -86,7 +86,7 @@ def build_definitions(
         translator.automation = automation == "conditions"
     specs = project_specs(project, translator, nodes=nodes)  # once: every builder below reads these
     schedules = automation == "schedules"
-    jobs = build_jobs(specs) if (schedules or sensors) else []
+    jobs = build_jobs(specs) if schedules else []
     spark = _pyspark_resource(project)
     # None: no source declares readiness.  The automation conditions read its observations
     # (a source never observed is not ready), so it comes with them even when sensors=False
@@ -108,7 +108,7 @@ def build_definitions(
         sensors=[*(build_sensors(
             specs, minimum_interval_seconds=sensor_interval_seconds,
             max_partitions_per_tick=max_partitions_per_tick, include_checks=checks,
-            jobs=jobs or None, restatement_display=restatement_display, recompute_restatements=schedules,
+            restatement_display=restatement_display, recompute_restatements=schedules,
         ) if sensors else []), *([watermarks] if watermarks and (sensors or translator.automation) else []),
             *([automation_sensor] if automation_sensor else [])],
         jobs=[*jobs, build_apply_job(project, pool=pool)] if apply_job else jobs,

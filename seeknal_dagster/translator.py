@@ -190,7 +190,10 @@ class SeeknalTranslator:
         # 2,000-node project builds, snapshots and serialises a handful, not 2,000
         ignored = tuple(self.key_of(project, n) for n in node.depends_on
                         if not (n in project.nodes and project.nodes[n].is_incremental))
-        return with_inputs_ready(_due_when_upstream_complete(ignored), node, project, self)
+        shared = _due_when_upstream_complete(ignored)
+        condition = with_inputs_ready(shared, node, project, self)
+        # a node reading a source with readiness has its own condition, served trimmed too
+        return condition if condition is shared else SnapshotOnce(operands=condition.operands)
 
     def get_freshness_policy(self, node: TransformNode) -> dg.FreshnessPolicy | None:
         """Overdue when, at a tick, the last materialisation is older than one interval:
@@ -341,21 +344,34 @@ AndAutomationCondition = type(dg.AutomationCondition.missing() & dg.AutomationCo
 
 
 class SnapshotOnce(AndAutomationCondition):
-    """An ``AND`` condition shared by many assets: Dagster snapshots each asset's condition
-    when it serves the code location (a non-serialisable condition is sent as its tree:
-    ~25 nodes, each with a hashed id), and the snapshot of a root condition depends only on
-    the condition, so one shared object computes it once (0.4 s of a 2,000-node load)."""
+    """An ``AND`` condition, most often shared by many assets: Dagster snapshots each asset's
+    condition when it serves the code location (a non-serialisable condition is sent as its
+    tree: ~25 nodes, each with a hashed id), and the snapshot of a root condition depends
+    only on the condition, so one shared object computes it once (0.4 s of a 2,000-node load).
+
+    The tree sent is what the asset page reads of it (``shown_snapshot``): the code
+    location evaluates the condition itself, and each evaluation carries its full tree."""
 
     def get_snapshot(self, *, parent_unique_id: str | None = None, index: int | None = None):
         if parent_unique_id is not None or index is not None:
             return super().get_snapshot(parent_unique_id=parent_unique_id, index=index)
         if "_snapshot" not in self.__dict__:
-            self.__dict__["_snapshot"] = super().get_snapshot()
+            self.__dict__["_snapshot"] = shown_snapshot(super().get_snapshot())
         return self.__dict__["_snapshot"]
 
     def get_node_snapshot(self, unique_id: str):
         snapshot = super().get_node_snapshot(unique_id)  # named as the AND it is, for the UI
         return snapshot._replace(class_name=AndAutomationCondition.__name__)
+
+
+def shown_snapshot(snapshot: Any, root: bool = True) -> Any:
+    """A condition's snapshot as the UI reads it from an asset definition: its label and
+    expanded label (Dagster's ``get_expanded_label``, which stops at a child's label), so a
+    labelled node below the root keeps no children.  A 2,000-asset code location serialises
+    one per asset: 2.1 KB instead of 7.3 KB each, about 0.5 s less at 2,000 assets."""
+    if not root and snapshot.node_snapshot.label is not None:
+        return snapshot._replace(children=[])
+    return snapshot._replace(children=[shown_snapshot(c, root=False) for c in snapshot.children])
 
 
 def _upstream_complete(ignored: tuple[dg.AssetKey, ...]) -> dg.AutomationCondition:
@@ -429,4 +445,4 @@ def project_specs(project: Project, translator: SeeknalTranslator | None = None,
 
 
 __all__ = ["ProjectSpecs", "SeeknalTranslator", "group_name_for", "partitions_def_of", "project_specs",
-           "slug"]
+           "shown_snapshot", "slug"]

@@ -175,6 +175,48 @@ def test_seeknal_automation_sensor_runs_by_default_and_requests_finished_interva
     assert evaluate(dt.datetime(2024, 1, 1, 4, 51, tzinfo=dt.UTC))[0] == set()
 
 
+CONDITION_LABELS = """
+query ($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    ... on AssetNode { automationCondition { label expandedLabel } }
+  }
+}
+"""
+
+
+def test_the_served_condition_reads_on_the_asset_page_as_the_full_tree(tmp_path: Path) -> None:
+    """The code location sends a condition's tree trimmed to what the asset page reads
+    (``translator.shown_snapshot``): its label and expanded label, through Dagster's own
+    GraphQL, are those of the full tree."""
+    from dagster._core.definitions.declarative_automation.serialized_objects import get_expanded_label
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import instance_for_test
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+    from dagster_harness import write_code_location
+
+    root = make_project(tmp_path / "p")
+    condition = build_definitions(root).resolve_assets_def(HOURLY).specs_by_key[HOURLY].automation_condition
+    full = dg.AutomationCondition.get_snapshot(condition)  # Dagster's own, every node
+    served = condition.get_snapshot()
+
+    def size(snapshot) -> int:
+        return 1 + sum(size(c) for c in snapshot.children)
+
+    assert size(served) < size(full) / 2
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(
+        python_file=str(write_code_location(root)), attribute="defs", working_directory=str(root)))
+    with instance_for_test() as instance, \
+            WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process_context:
+        shown = execute_dagster_graphql(process_context.create_request_context(), CONDITION_LABELS,
+                                        {"assetKey": {"path": ["hourly"]}}).data["assetNodeOrError"]
+    assert shown["automationCondition"] == {"label": full.node_snapshot.label,
+                                            "expandedLabel": list(get_expanded_label(full))}
+    assert "(finished interval to compute)" in shown["automationCondition"]["expandedLabel"]
+
+
 def test_a_day_is_requested_once_its_24_hours_are_in_not_before(tmp_path: Path, instance) -> None:
     defs = build_definitions(make_project(tmp_path / "p"))
     evaluate = evaluator(defs, instance)

@@ -652,6 +652,32 @@ def test_fingerprints_are_kept_by_the_load_cache(tmp_path):
     assert _load_in_process(root, probe) == first.replace("(0, ", "(1, ", 1)  # read from the cache
 
 
+def test_column_lineage_survives_a_command_that_does_not_read_it(tmp_path):
+    """Dagster's load memoises each node's column lineage; a CLI command after an edit
+    (which rewrites the cache, and never asks for lineage) keeps the other nodes' entries,
+    so Dagster's next load analyses only the edited SQL."""
+    import json
+
+    root = make_project(tmp_path, {
+        "transforms/a.yml": "a: {sql: \"SELECT 1 AS x\"}\n",
+        "transforms/b.yml": "b: {sql: \"SELECT x FROM {{ ref('a') }}\"}\n",
+    })
+    (root / "target").mkdir()
+    cache = root / "target" / "project_cache.json"
+    lineage = "[str(lineage.column_lineage(p, n)) for n in ('a', 'b')]"
+    code = ("import sys; from seeknal_core.project import load_project, lineage;"
+            f"p = load_project({str(root)!r}); print({lineage})")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert len(json.loads(cache.read_text())["lineage"]) == 2
+    (root / "seeknal" / "transforms" / "a.yml").write_text("a: {sql: \"SELECT 2 AS x\"}\n")
+    _load_in_process(root, "p.node('a').sql")  # as every command does: learns a.yml, writes the cache
+    assert len(json.loads(cache.read_text())["lineage"]) == 2  # kept: it never read them
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    # the next lineage reader keeps only what it used: b's entry (unchanged text and schema)
+    # and a's new one
+    assert len(json.loads(cache.read_text())["lineage"]) == 2
+
+
 def test_load_cache_trusts_old_stats_and_sees_every_edit(tmp_path):
     import json
     import os

@@ -99,8 +99,11 @@ class LoadCache:
         doc = {"version": VERSION, "yaml": {k: v for k, v in self.yaml.items() if k in self.used},
                "files": {k: v for k, v in self.files.items() if k in self.used_files}}
         for name, table in _sql.MEMO.items():
-            # fingerprints asked for by another command of this project stay (plan, run)
-            keep = _sql.USED[name] | (set(self._loaded.get(name, ())) if name == "normalized" else set())
+            # fingerprints asked for by another command of this project stay (plan, run),
+            # and a table this process never read stays whole: `seeknal run` after an edit
+            # keeps the column lineage Dagster's load computed (else its next load is cold)
+            used = _sql.USED[name]
+            keep = (used | set(self._loaded.get(name, ()))) if name == "normalized" or not used else used
             doc[name] = {k: v for k, v in table.items() if k in keep}
         import tempfile  # with random and shutil, ~20 ms: only when writing
 

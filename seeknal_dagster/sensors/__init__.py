@@ -24,7 +24,6 @@ so tests drive them directly; each tick returns what it did as its result.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -33,7 +32,6 @@ from seeknal_core.project import Project
 
 from ..assets import as_specs, state_store
 from ..checks import CHECKS_SENSOR, RECONCILE_SENSOR, RESTATEMENT_SENSOR
-from ..schedules import AssetJob, build_jobs, job_names
 from ..translator import ProjectSpecs, SeeknalTranslator
 from .checks import checks_tick
 from .common import MAX_PARTITIONS_PER_TICK, dump_cursor, latest_materialization_times, load_cursor
@@ -53,7 +51,6 @@ def build_sensors(
     minimum_interval_seconds: int = 30,
     max_partitions_per_tick: int = MAX_PARTITIONS_PER_TICK,
     include_checks: bool = True,
-    jobs: Sequence[AssetJob] | None = None,
     restatements_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     reconcile_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     late_data_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
@@ -64,9 +61,9 @@ def build_sensors(
 ) -> list[dg.SensorDefinition]:
     """The reconciliation, restatement and (with ``include_checks``) checks sensors.
 
-    The restatement sensor targets the partitioned jobs (``schedules.build_jobs``; pass
-    the same ``jobs`` the schedules use), one per grid, as a sensor cannot target assets
-    of different grids.  ``restatement_display``: ``"failed"`` (restated partitions show
+    The restatement sensor targets the partitioned assets: its runs go through Dagster's
+    implicit asset job (one job for every grid, no job of seeknal's own to build and
+    snapshot at load).  ``restatement_display``: ``"failed"`` (restated partitions show
     Failed until recomputed) or ``"observation"`` (no failing runs);
     ``recompute_restatements``: the sensor also recomputes them (``automation:
     schedules``; under automation conditions the assets' condition does).
@@ -76,10 +73,10 @@ def build_sensors(
                          + " or ".join(repr(d) for d in RESTATEMENT_DISPLAYS))
     specs = as_specs(project, translator)
     project, keys = specs.project, specs.keys
-    node_jobs = job_names(specs)
-    if not node_jobs:
+    partitioned = [spec.key for spec in specs.specs.values()
+                   if isinstance(spec.partitions_def, dg.TimeWindowPartitionsDefinition)]
+    if not partitioned:
         return []
-    jobs = list(jobs) if jobs is not None else build_jobs(specs)
 
     def sensor(name: str, default_status: dg.DefaultSensorStatus, description: str, **options: Any):
         """``dg.sensor`` with the interval every seeknal sensor shares."""
@@ -120,9 +117,10 @@ def build_sensors(
             "Shows restated partitions Failed, with the reason, until recomputed (one failing "
             "run per asset and range, tagged seeknal/restatement)"
             + ("; requests their recompute and resolves them once re-materialised."
-               if recompute_restatements else "; the automation condition recomputes them."), jobs=jobs)
+               if recompute_restatements else "; the automation condition recomputes them."),
+            asset_selection=dg.AssetSelection.assets(*partitioned))
     def restatements(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        r = tick(restatement_tick, context, jobs=node_jobs, display=restatement_display,
+        r = tick(restatement_tick, context, display=restatement_display,
                  recompute=recompute_restatements, translator=specs.translator)
         return result(context, r.cursor, r.messages, "no restatement to request", run_requests=r.run_requests)
 

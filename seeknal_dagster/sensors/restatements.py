@@ -1,7 +1,8 @@
 """``seeknal_restatements``: restated partitions show Failed, then are recomputed.
 
 Display (``display="failed"``, the default): a new pending restatement becomes one run
-per contiguous partition range, tagged ``seeknal/restatement`` (id), ``seeknal/reason``
+per contiguous partition range (through Dagster's implicit asset job: the sensor targets
+the assets), tagged ``seeknal/restatement`` (id), ``seeknal/reason``
 and ``seeknal/actor``, whose asset step fails at once with ``restated: <reason>``
 (assets.py).  Open-source Dagster cannot wipe one partition, but it draws a partition
 whose latest planned run failed as Failed until its next materialisation: so the
@@ -34,7 +35,6 @@ from seeknal_core.state import StateStore
 
 from ..assets import ACTOR_TAG, REASON_TAG, RESTATEMENT_TAG, asset_keys
 from ..partitions import keys_for_intervals
-from ..schedules import job_names
 from ..translator import SeeknalTranslator
 from .common import (
     PARTITION_RANGE_END_TAG,
@@ -79,7 +79,6 @@ def _range_keys(pdef: dg.PartitionsDefinition, ranges: Sequence[Sequence[str]]) 
 
 def restatement_run_request(
     asset_key: dg.AssetKey, restatement_id: str, attempt: int, first: str, last: str, reason: str = "",
-    job_name: str | None = None,
 ) -> dg.RunRequest:
     """One recompute run for one contiguous range: a partition key, or the range tags
     Dagster's single-run backfills use (the asset reads the whole window at once)."""
@@ -87,18 +86,18 @@ def restatement_run_request(
     if reason:
         tags[REASON_TAG] = reason[:200]
     run_key = f"seeknal-restatement:{restatement_id}:{attempt}:{asset_key.to_user_string()}:{first}:{last}"
-    return _ranged(dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key], tags=tags),
+    return _ranged(dg.RunRequest(run_key=run_key, asset_selection=[asset_key], tags=tags),
                    first, last)
 
 
 def display_run_request(asset_key: dg.AssetKey, restatement_id: str, first: str, last: str,
-                        reason: str, actor: str, job_name: str | None = None) -> dg.RunRequest:
+                        reason: str, actor: str) -> dg.RunRequest:
     """The run that shows one contiguous restated range Failed: its step fails with the
     reason (assets.py), and Dagster does not retry it."""
     tags = {RESTATEMENT_TAG: restatement_id, REASON_TAG: (reason or "no reason given")[:200],
             ACTOR_TAG: actor[:200], **_NO_RETRIES}
     run_key = f"seeknal-restated:{restatement_id}:{asset_key.to_user_string()}:{first}:{last}"
-    return _ranged(dg.RunRequest(run_key=run_key, job_name=job_name, asset_selection=[asset_key], tags=tags),
+    return _ranged(dg.RunRequest(run_key=run_key, asset_selection=[asset_key], tags=tags),
                    first, last)
 
 
@@ -116,7 +115,6 @@ def restatement_tick(
     cursor: Mapping[str, Any],
     *,
     keys: Mapping[str, dg.AssetKey] | None = None,
-    jobs: Mapping[str, str] | None = None,
     now: float | None = None,
     relaunch_after: float = 600.0,
     max_attempts: int = 3,
@@ -138,7 +136,6 @@ def restatement_tick(
     """
     keys = keys or asset_keys(project, translator)
     pdef_of = NodePartitions(project, translator)
-    jobs = jobs if jobs is not None else job_names(project)
     now = time.time() if now is None else now
     tracked: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (cursor.get("tracked") or {}).items()}
     pending = {r.id: r for r in store.pending_restatements()
@@ -171,7 +168,7 @@ def restatement_tick(
                 continue
             entry.update(shown="done", sent_at=now)
             requests += [restatement_run_request(asset_key, rid, entry["attempt"], a, b,
-                                                 entry.get("reason", ""), jobs.get(node.name))
+                                                 entry.get("reason", ""))
                          for a, b in entry["ranges"]]
             messages.append(f"restatement {rid} of {node.name}: shown Failed; recompute requested")
             continue
@@ -205,8 +202,8 @@ def restatement_tick(
         else:
             entry["attempt"] += 1
         entry["sent_at"] = now
-        requests += [restatement_run_request(asset_key, rid, entry["attempt"], a, b, entry.get("reason", ""),
-                                             jobs.get(node.name)) for a, b in entry["ranges"]]
+        requests += [restatement_run_request(asset_key, rid, entry["attempt"], a, b, entry.get("reason", ""))
+                     for a, b in entry["ranges"]]
 
     for rid, restatement in pending.items():
         if rid in tracked:
@@ -228,11 +225,11 @@ def restatement_tick(
         if show:
             tracked[rid]["shown"] = "requested"
             requests += [display_run_request(keys[node.name], rid, a, b, restatement.reason,
-                                             restatement.actor, jobs.get(node.name)) for a, b in ranges]
+                                             restatement.actor) for a, b in ranges]
             messages.append(f"restatement {rid} of {node.name}: {len(ranges)} run(s) show "
                             f"{len(_range_keys(pdef, ranges))} partition(s) Failed until recomputed")
         else:
-            requests += [restatement_run_request(keys[node.name], rid, 1, a, b, restatement.reason,
-                                                 jobs.get(node.name)) for a, b in ranges]
+            requests += [restatement_run_request(keys[node.name], rid, 1, a, b, restatement.reason)
+                         for a, b in ranges]
             messages.append(f"restatement {rid} of {node.name}: requested {len(ranges)} run(s)")
     return RestatementResult(requests, {"tracked": tracked}, resolved, messages)
