@@ -30,13 +30,26 @@ _CLAUSES = (("with", "CTEs"), ("from", "source"), ("joins", "join"), ("where", "
             ("distinct", "distinct"), ("order", "order"), ("limit", "limit"))
 
 
+#: the keys sqlglot's parser records a node's place in the SQL text under
+_POSITION = frozenset({"line", "col", "start", "end"})
+
+
 @lru_cache(maxsize=4096)
 def _parse(sql: str, dialect: str) -> exp.Query | None:
+    """The query's tree, without the source positions of its nodes: nothing here reads
+    them, and every copy of the tree (qualifying, a reduction per column) would copy them
+    (2.6x the cost of a copy without)."""
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
     except SqlglotError:
         return None
-    return tree if isinstance(tree, exp.Query) else None
+    if not isinstance(tree, exp.Query):
+        return None
+    for node in tree.walk():
+        meta = node._meta
+        if meta is not None and meta.keys() <= _POSITION:
+            node._meta = None
+    return tree
 
 
 def _flat(sql: str, dialect: str) -> str:

@@ -24,6 +24,7 @@ import dagster as dg
 
 from seeknal_core.engines import DEFAULT_ENGINE, engine_kind
 from seeknal_core.project import Project, SourceNode, TransformNode
+from seeknal_core.project.cache import save_learned
 from seeknal_core.project.lineage import column_lineage
 from seeknal_core.schedule import Schedule
 
@@ -437,11 +438,13 @@ def project_specs(project: Project, translator: SeeknalTranslator | None = None,
     translator = translator or SeeknalTranslator()
     names = project.topological_order(nodes) if nodes is not None else project.topological_order()
     read = {d for n in names for d in project.nodes[n].depends_on} if nodes is not None else project.sources
-    return ProjectSpecs(
+    specs = ProjectSpecs(
         project=project, translator=translator,
         specs={n: translator.get_asset_spec(project.nodes[n], project) for n in names},
         sources={n: translator.get_asset_spec(s, project) for n, s in project.sources.items() if n in read},
     )
+    save_learned(project.root)  # the lineage and fingerprints just computed: the next load is warm
+    return specs
 
 
 __all__ = ["ProjectSpecs", "SeeknalTranslator", "group_name_for", "partitions_def_of", "project_specs",

@@ -208,10 +208,13 @@ def test_column_lineage_is_plans_and_absent_when_sql_is_not_analysable(tmp_path:
 
 
 def test_warm_load_parses_no_sql(tmp_path: Path) -> None:
-    """Lineage comes from the load cache on a warm load: sqlglot is not even imported."""
+    """Lineage comes from the load cache on a warm load: sqlglot is not even imported.
+    The cold load writes the cache as soon as its definitions are built: each process here
+    ends like a code server that is killed (no exit handlers run)."""
     root = make_project(tmp_path / "p")
-    code = ("import sys; from seeknal_dagster import build_definitions; "
-            f"build_definitions({str(root)!r}).resolve_asset_graph(); print('sqlglot' in sys.modules)")
+    code = ("import os, sys; from seeknal_dagster import build_definitions; "
+            f"build_definitions({str(root)!r}).resolve_asset_graph(); print('sqlglot' in sys.modules); "
+            "sys.stdout.flush(); os._exit(0)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     cold = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

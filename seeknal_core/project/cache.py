@@ -166,6 +166,15 @@ def open_cache(target_dir: Path) -> LoadCache:
     return cache
 
 
+def save_learned(root: Path) -> None:
+    """Write what this process learned about the project at ``root`` now, not only at
+    exit: a Dagster code server computes every node's column lineage and fingerprint while
+    loading, then runs until it is killed (it outlives SIGTERM), so its exit never comes."""
+    cache = _OPEN.get(root / "target")
+    if cache is not None:
+        cache.save()
+
+
 def _save_all() -> None:
     for cache in _OPEN.values():
         cache.save()
