@@ -126,6 +126,9 @@ def reduce(query: Query, keep: Iterable[str]) -> exp.Query | None:
     tree = query.tree.copy()
     if not _reducible(tree):
         return tree
+    group = tree.args.get("group")
+    if group is not None and group.args.get("all"):  # its keys are projections: name them
+        tree.set("group", exp.Group(expressions=[p.unalias().copy() for p in group_all_keys(tree)]))
     wanted = {k.lower() for k in keep}
     kept = [p for p in tree.expressions
             if (ALL if isinstance(p, exp.Star) or p.is_star else p.alias_or_name.lower()) in wanted]
@@ -134,6 +137,13 @@ def reduce(query: Query, keep: Iterable[str]) -> exp.Query | None:
         return pushdown_projections(tree)
     except SqlglotError:
         return tree
+
+
+def group_all_keys(select: exp.Select) -> list[exp.Expression]:
+    """The projections ``GROUP BY ALL`` groups by: those without an aggregate (DuckDB's
+    rule).  A reduction to some columns keeps these keys, so the rows it describes stay
+    the query's rows (dropping ``date_trunc('day', t) AS day`` must not drop its grouping)."""
+    return [p for p in select.expressions if p.find(exp.AggFunc) is None]
 
 
 def _text(tree: exp.Expression | None) -> str | None:
@@ -248,7 +258,7 @@ def column_lineage(query: Query) -> dict[str, dict[str, list[str]]] | None:
         return None
     if any(not c.table and len(s.sources) > 1 for s in scopes for c in s.columns):
         return None  # an unqualified column over several sources: ``reads`` counts it from each
-    single = _single_scope_reads(query.tree, scopes)
+    single = scoped_reads(query.tree, scopes)
     return _by_column(outputs, lambda col: single[col] if single is not None else reads(query, [col]))
 
 
@@ -279,7 +289,7 @@ def unqualified_lineage(sql: str, dialect: str = "duckdb"
     """``lineage`` of a query whose qualified tree would only add table names to its
     columns, or None (not that case: ask ``analyse``).  Declined: CTEs, subqueries, set
     operations, ``*``, unnamed outputs, table functions, ``USING``/``NATURAL`` joins,
-    positional or ``ALL``/rollup grouping, an unqualified column over several tables, under
+    positional or rollup grouping, an unqualified column over several tables, under
     a qualifier that is not a table of the query or that the scope cannot attribute (in
     HAVING or QUALIFY), and a column named like an output that is not that column
     (qualifying would expand the alias)."""
@@ -291,7 +301,7 @@ def unqualified_lineage(sql: str, dialect: str = "duckdb"
     if any(j.args.get("using") or j.args.get("method") for j in tree.args.get("joins") or ()):
         return None
     group = tree.args.get("group")
-    if group is not None and (any(v for k, v in group.args.items() if k != "expressions")
+    if group is not None and (any(v for k, v in group.args.items() if k not in ("expressions", "all"))
                               or any(isinstance(e, exp.Literal) for e in group.expressions)):
         return None
     projections = tree.expressions
@@ -320,51 +330,104 @@ def unqualified_lineage(sql: str, dialect: str = "duckdb"
                 return None
         elif len(sources) > 1 or column.name.lower() in renamed:
             return None
-    single = _single_scope_reads(tree, scopes)
+    single = scoped_reads(tree, scopes)
     if single is None:
         return None
     outputs = tuple(p.alias_or_name.lower() for p in projections)
     return outputs, _by_column(outputs, single.get)
 
 
-def _single_scope_reads(tree: exp.Query, scopes: list) -> dict[str, dict[str, set[str]]] | None:
-    """``reads(query, [column])`` for every output column at once, for the common query with
-    one scope over tables only (no subquery, CTE or set operation): the reduction to one
-    column keeps that projection and the clauses that choose rows, so its reads are the
-    projection's columns plus the columns outside every projection (the slow path's
-    answer, a reduction per column, is what tests compare it with).  None: not that case."""
-    if len(scopes) != 1 or not isinstance(tree, exp.Select) or not _reducible(tree) or tree.args.get("order"):
-        return None  # ORDER BY may name an output alias: the reduction decides
-    scope = scopes[0]
-    if not all(isinstance(src, exp.Table) for src in scope.sources.values()):
-        return None
-    tables = {alias: src.name.lower() for alias, src in scope.sources.items()}
+def scoped_reads(tree: exp.Query, scopes: list) -> dict[str, dict[str, set[str]]] | None:
+    """``reads(query, [column])`` for every output column at once, without a reduction per
+    column: the reduction keeps that projection and every clause that chooses rows, and
+    pushes down into derived tables, CTEs and ``UNION ALL`` branches only the projections
+    it reads (their own row-choosing clauses stay).  So a column reads its projection's
+    columns plus the columns outside every projection of its scope, and through a derived
+    source the same of the projections it names, scope by scope.  None: not a query of
+    that shape (DISTINCT, ``UNION``/``INTERSECT``/``EXCEPT``, ORDER BY, positional or
+    ``ALL``/rollup grouping, subqueries in expressions, table functions, ``*``, a column
+    whose source is not a selected table or derived table): the reductions decide.  Tests
+    hold it equal to the reductions on both kinds."""
+    from sqlglot.optimizer.scope import Scope
 
-    def add(found: dict[str, set[str]], column: exp.Column) -> bool:
-        if isinstance(column.this, exp.Star):
+    root = scopes[-1]
+    if not isinstance(tree, exp.Select) or root.expression is not tree:
+        return None
+    if any(s.subquery_scopes or s.udtf_scopes for s in scopes):
+        return None
+    memo: dict[tuple[int, frozenset[str]], dict[str, set[str]] | None] = {}
+
+    def merge(into: dict[str, set[str]], found: dict[str, set[str]] | None) -> bool:
+        if found is None:
             return False
-        owners = [tables[column.table]] if column.table in tables else (
-            [] if column.table else list(tables.values()))
-        for owner in owners:
-            found[owner].add(column.name.lower())
+        for table, cols in found.items():
+            into.setdefault(table, set()).update(cols)
         return True
 
-    in_projection: set[int] = set()
-    by_output: dict[str, dict[str, set[str]]] = {}
-    for projection in tree.expressions:
-        if isinstance(projection, exp.Star) or projection.is_star:
-            return None
-        found: dict[str, set[str]] = {name: set() for name in tables.values()}
-        for column in projection.find_all(exp.Column):
-            in_projection.add(id(column))
-            if not add(found, column):
+    def scope_reads(scope, keep: frozenset[str]) -> dict[str, set[str]] | None:
+        key = (id(scope), keep)
+        if key not in memo:
+            memo[key] = None  # a scope reached from itself is not that shape
+            memo[key] = _reads_of(scope, keep)
+        return memo[key]
+
+    def _reads_of(scope, keep: frozenset[str]) -> dict[str, set[str]] | None:
+        node = scope.expression
+        if isinstance(node, exp.SetOperation):
+            if not isinstance(node, exp.Union) or node.args.get("distinct") or any(
+                    node.args.get(k) for k in ("order", "limit", "offset")):
                 return None
-        by_output[projection.alias_or_name.lower()] = found
-    rows: dict[str, set[str]] = {name: set() for name in tables.values()}
-    for column in scope.columns:
-        if id(column) not in in_projection and not add(rows, column):
+            positions = [i for i, name in enumerate(node.named_selects) if name.lower() in keep]
+            found: dict[str, set[str]] = {}
+            for branch in scope.set_operation_scopes:
+                names = branch.expression.named_selects
+                if len(names) != len(node.named_selects) or not merge(
+                        found, scope_reads(branch, frozenset(names[i].lower() for i in positions))):
+                    return None
+            return found
+        if not isinstance(node, exp.Select) or not _reducible(node) or node.args.get("order"):
+            return None  # ORDER BY may name an output alias: the reduction decides
+        group = node.args.get("group")
+        if group is not None and (any(v for k, v in group.args.items() if k not in ("expressions", "all"))
+                                  or any(isinstance(e, exp.Literal) for e in group.expressions)):
             return None
-    return {name: {t: cols | rows[t] for t, cols in found.items()} for name, found in by_output.items()}
+        # ``GROUP BY ALL``: the reduction names its keys, so their columns choose rows
+        keys = {id(p) for p in group_all_keys(node)} if group is not None and group.args.get("all") else set()
+        selected = {alias: source for alias, (_, source) in scope.selected_sources.items()}
+        tables = {a: src.name.lower() for a, src in selected.items() if isinstance(src, exp.Table)}
+        found = {name: set() for name in tables.values()}
+        need: dict[str, set[str]] = {alias: set() for alias in selected if alias not in tables}
+        in_projection: set[int] = set()
+        kept = []
+        for projection in node.expressions:
+            if isinstance(projection, exp.Star) or projection.is_star:
+                return None
+            columns = list(projection.find_all(exp.Column))
+            in_projection.update(id(c) for c in columns)
+            if projection.alias_or_name.lower() in keep or id(projection) in keys:
+                kept += columns
+        for column in kept + [c for c in scope.columns if id(c) not in in_projection]:
+            owner = column.table or (next(iter(selected)) if len(selected) == 1 else None)
+            if isinstance(column.this, exp.Star) or owner not in selected:
+                return None
+            if owner in tables:
+                found[tables[owner]].add(column.name.lower())
+            else:
+                need[owner].add(column.name.lower())
+        for alias, names in need.items():
+            if not isinstance(selected[alias], Scope) or not merge(
+                    found, scope_reads(selected[alias], frozenset(names))):
+                return None
+        return found
+
+    out: dict[str, dict[str, set[str]]] = {}
+    for projection in tree.expressions:
+        name = projection.alias_or_name.lower()
+        read = scope_reads(root, frozenset({name}))
+        if read is None:
+            return None
+        out[name] = read
+    return out
 
 
 @dataclass(frozen=True)

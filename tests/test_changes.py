@@ -75,3 +75,18 @@ def test_distinct_and_unparseable_sql_are_treated_conservatively():
     broken = c.classify("SELECT FROM WHERE (", "SELECT FROM WHERE ((")
     assert broken.changed and broken.breaking
     assert c.propagate(c.analyse("SELECT FROM WHERE ("), {"x": c.Effect(False, frozenset({"a"}))}).rows
+
+
+def test_group_by_all_keys_choose_rows():
+    """``GROUP BY ALL`` groups by the projections without an aggregate: changing such a key
+    changes every row and every column, and an upstream change to a column a key reads
+    reaches every downstream column (a reduction names the keys before dropping any)."""
+    old = "SELECT date_trunc('hour', t) AS t, sum(n) AS n FROM raw GROUP BY ALL"
+    change = c.classify(old, old.replace("'hour'", "'day'"))
+    assert change.rows and change.modified == ("t", "n")
+    daily = 'SELECT CAST(hour AS DATE) AS day, sum(amount) AS revenue FROM "hourly" GROUP BY ALL'
+    query = c.analyse(daily, schema=HOURLY_COLUMNS)
+    assert c.column_lineage(query) == {"day": {"hourly": ["hour"]}, "revenue": {"hourly": ["amount", "hour"]}}
+    assert c.propagate(query, {"hourly": c.Effect(False, frozenset({"hour"}))}) == c.Effect(True, frozenset({c.ALL}))
+    assert c.propagate(query, {"hourly": c.Effect(False, frozenset({"amount"}))}) == c.Effect(
+        False, frozenset({"revenue"}))
