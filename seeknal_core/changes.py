@@ -296,8 +296,8 @@ def unqualified_lineage(sql: str, dialect: str = "duckdb"
     from sqlglot.optimizer.scope import traverse_scope
 
     tree = _parse(sql, dialect)
-    if not isinstance(tree, exp.Select) or tree.args.get("with"):
-        return None
+    if not isinstance(tree, exp.Select) or tree.args.get("with") or tree.find(exp.Subquery, exp.SetOperation):
+        return None  # more than one scope: found here without walking the scopes
     if any(j.args.get("using") or j.args.get("method") for j in tree.args.get("joins") or ()):
         return None
     group = tree.args.get("group")
