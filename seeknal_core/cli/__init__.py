@@ -29,6 +29,7 @@ COMMANDS = {
     "init": ("init", "init_command"),
     "intervals": ("intervals", "intervals"),
     "plan": ("plan", "plan_command"),
+    "prepare": ("prepare", "prepare_command"),
     "run": ("run", "run_command"),
     "state": ("state", "state"),
 }
