@@ -9,6 +9,8 @@ and so rebuild the same definitions from the same files.
 from __future__ import annotations
 
 import copy
+import functools
+import gc
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,27 @@ from .translator import SeeknalTranslator, project_specs
 AUTOMATION = "conditions"
 
 
+def collection_paused(build):
+    """``build`` with CPython's automatic garbage collection paused while it runs.  A
+    2,000-node load creates about a million objects that live on (specs, conditions,
+    definitions), and each full collection during the build scans them all again: eight
+    of them cost ~0.6 s of a 2,000-node cold load and ~0.3 s of a warm one.  The cyclic
+    garbage of the build (parse trees it analysed) waits for the first collection after."""
+
+    @functools.wraps(build)
+    def paused(*args, **kwargs):
+        if not gc.isenabled():
+            return build(*args, **kwargs)
+        gc.disable()
+        try:
+            return build(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
+
+@collection_paused
 def build_definitions(
     project_path: str | os.PathLike[str] | Project,
     *,

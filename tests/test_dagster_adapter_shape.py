@@ -482,3 +482,37 @@ def test_nodes_with_the_same_non_incremental_deps_share_one_automation_condition
     rebuilt = type(plain)(operands=cond["daily"].operands)
     assert cond["daily"].get_snapshot() == shown_snapshot(rebuilt.get_snapshot())
     assert cond["daily"].get_snapshot() is cond["daily2"].get_snapshot()
+
+
+def test_no_garbage_collection_runs_while_definitions_build(tmp_path: Path) -> None:
+    """A build pauses CPython's automatic collections (each full one rescans every object
+    the load made) and leaves the collector as it found it, on or off."""
+    import gc
+
+    root = make_project(tmp_path / "p")
+    collections: list[int] = []
+    seen: list[int] = []  # collections so far, at each spec the build asks for
+
+    class Counting(SeeknalTranslator):
+        def get_asset_spec(self, node, project):
+            seen.append(len(collections))
+            return super().get_asset_spec(node, project)
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(record)
+    try:
+        gc.set_threshold(1)  # without the pause, nearly every allocation would collect
+        build_definitions(root, translator=Counting())
+        assert gc.isenabled()
+        gc.disable()
+        build_definitions(root)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(record)
+    assert len(seen) > 3 and len(set(seen)) == 1, seen
