@@ -110,7 +110,8 @@ class LoadCache:
         try:
             fd, tmp = tempfile.mkstemp(prefix=".project_cache.", suffix=".tmp", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(doc, out, default=_encode, separators=(",", ":"))
+                # dumps, not dump: dump streams through json's pure-Python encoder (3x slower)
+                out.write(json.dumps(doc, default=_encode, separators=(",", ":")))
             os.replace(tmp, self.path)
         except (OSError, TypeError, ValueError):
             try:
