@@ -24,9 +24,12 @@ with its defaults (asset checks, sensors, automation conditions, the apply job) 
 Trials alternate the order of the two sides (odd trials: seeknal first; even: dbt
 first); the 1-minute load average (/proc/loadavg) is read after each timed process.
 
-Not timed: generating the projects, `dbt parse` (dagster-dbt loads a prepared manifest
-in production), one untimed warm-up load of each kind (so .pyc files and the OS page
-cache are warm for both sides).
+Not timed in the loads: generating the projects, `dbt parse` (dagster-dbt loads a
+prepared manifest in production), one untimed warm-up load of each kind (so .pyc files
+and the OS page cache are warm for both sides).  `dbt parse` and its seeknal peer,
+`seeknal prepare` (which writes the load cache a warm load reads), are each timed once,
+and a last table sets a fresh checkout's first load on both sides side by side: seeknal
+cold, `dbt parse` plus dagster-dbt's load.
 
 ``--audits K`` gives every model K column tests on both sides (seeknal audits ``not_null``
 on ``n`` / ``t``..., dbt ``not_null`` data tests on the same columns), so seeknal's checks per
@@ -147,6 +150,18 @@ def dbt_parse(dbt_python: str, root: Path) -> float:
     elapsed = time.perf_counter() - t
     if proc.returncode or not (root / "target" / "manifest.json").exists():
         raise SystemExit(f"dbt parse failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def seeknal_prepare(seeknal_python: str, root: Path) -> float:
+    """``seeknal prepare`` on a project without a load cache: seeknal's ``dbt parse``."""
+    (root / "target" / "project_cache.json").unlink(missing_ok=True)
+    t = time.perf_counter()
+    proc = subprocess.run([seeknal_python, "-m", "seeknal_core.cli", "prepare", "-p", str(root)],
+                          capture_output=True, text=True, cwd=root, env=_env(seeknal_python), check=False)
+    elapsed = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"seeknal prepare failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return elapsed
 
 
@@ -276,6 +291,7 @@ def run_size(n: int, args, work: Path) -> dict:
     assert len(models) == n, len(models)
     cache = sk / "target" / "project_cache.json"
     (sk / "target").mkdir(exist_ok=True)
+    prepare_s = seeknal_prepare(args.seeknal_python, sk)
 
     def seeknal(mode: str, cold: bool) -> dict:
         if cold:
@@ -314,7 +330,7 @@ def run_size(n: int, args, work: Path) -> dict:
         print(f"  N={n} trial {trial + 1}/{args.trials} ({'seeknal' if trial % 2 == 0 else 'dbt'} first), "
               f"ready s: " + ", ".join(f"{k} {v[-1]['ready']:.2f}" for k, v in rows.items())
               + f"; load avg {loadavg1():.2f}", file=sys.stderr, flush=True)
-    return {"n": n, "dbt_parse_s": parse_s, "trials": rows,
+    return {"n": n, "dbt_parse_s": parse_s, "seeknal_prepare_s": prepare_s, "trials": rows,
             "counts": {"seeknal": {k: check_s[k] for k in COUNT_KEYS},
                        "seeknal_assets_only": {k: check_a[k] for k in COUNT_KEYS},
                        "dbt": {k: check_d[k] for k in COUNT_KEYS}}}
@@ -346,7 +362,8 @@ def summarise(res: dict) -> dict:
     """Medians per kind of load; 'over_bare' subtracts the median bare import of the same
     venv; 'over_bare_paired' is the median of per-trial differences (same trial's bare)."""
     t = res["trials"]
-    out: dict = {"n": res["n"], "dbt_parse_s": res["dbt_parse_s"]}
+    out: dict = {"n": res["n"], "dbt_parse_s": res["dbt_parse_s"],
+                 "seeknal_prepare_s": res.get("seeknal_prepare_s")}
     for label in ("bare_seeknal_venv", "bare_dbt_venv"):
         out[label] = {m: med(t[label], m) for m in METRICS}
     for label in LOADS:
@@ -386,6 +403,14 @@ def report(summaries: list[dict]) -> str:
                          f"| {r['ready_over_bare'] / d['ready_over_bare']:.2f} "
                          f"| {r['cpu_ready'] / d['cpu_ready']:.2f} "
                          f"| {r['cpu_ready_over_bare'] / d['cpu_ready_over_bare']:.2f} |")
+    lines += ["", "| N | fresh checkout: seeknal cold load s | `dbt parse` + dagster-dbt load s | ratio "
+              "| `seeknal prepare` s | `dbt parse` s | ratio |", "|---|---|---|---|---|---|---|"]
+    for s in summaries:  # each prepare step timed once, wall; the loads are the medians above
+        cold, fresh_dbt = s["seeknal_cold"]["ready"], s["dbt_parse_s"] + s["dbt"]["ready"]
+        prep = s.get("seeknal_prepare_s")
+        lines.append(f"| {s['n']:,} | {cold:.2f} | {fresh_dbt:.2f} | {cold / fresh_dbt:.2f} | "
+                     + (f"{prep:.2f} | {s['dbt_parse_s']:.2f} | {prep / s['dbt_parse_s']:.2f} |"
+                        if prep is not None else f"| {s['dbt_parse_s']:.2f} | |"))
     if len(summaries) == 2:
         a, b = summaries
         lines += ["", f"| growth {a['n']:,} -> {b['n']:,} | ready | ready over bare | CPU over bare |",
