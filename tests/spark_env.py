@@ -143,11 +143,25 @@ def spark_connect(tmp_path_factory):
             time.sleep(0.5)
         yield f"sc://127.0.0.1:{port}"
     finally:
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            while _alive(pid):
-                try:  # reap it when it is our child's child already gone
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-                time.sleep(0.2)
+        _stop(pid)
+
+
+def _stop(pid: int, grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL once ``grace`` seconds pass without the JVM exiting: its
+    shutdown hooks sometimes hang (seen once: 9 minutes asleep on a lock after SIGTERM),
+    and a session's teardown must end."""
+    deadline, sig = time.monotonic() + grace, signal.SIGTERM
+    while _alive(pid):
+        if sig is not None:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            sig = None
+        try:  # reap it when it is our child's child already gone
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if deadline is not None and time.monotonic() > deadline:
+            deadline, sig = None, signal.SIGKILL
+        time.sleep(0.2)
