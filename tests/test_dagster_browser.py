@@ -187,7 +187,7 @@ def counts(text: str) -> dict[str, int]:
 def test_the_ui_shows_automation_restated_partitions_and_per_partition_rows(tmp_path: Path) -> None:
     ensure_chromium()
     root = make_project(tmp_path / "proj", NODES, days=7)
-    write_code_location(root, LOCATION)
+    write_code_location(root, LOCATION, "sensor_interval_seconds=5")  # ticks every 5 s: the waits end sooner
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)

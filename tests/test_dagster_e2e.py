@@ -104,7 +104,7 @@ def wait_for_stats(server, ready: Callable[[dict], bool]) -> dict:
 def test_dagster_dev_runs_a_ui_backfill_end_to_end(tmp_path: Path) -> None:
     started = time.monotonic()
     root = make_project(tmp_path / "proj", CHAIN, days=7)
-    write_code_location(root, LOCATION)
+    write_code_location(root, LOCATION, "sensor_interval_seconds=5")  # ticks every 5 s: the waits end sooner
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
