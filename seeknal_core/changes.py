@@ -126,9 +126,9 @@ def reduce(query: Query, keep: Iterable[str]) -> exp.Query | None:
     tree = query.tree.copy()
     if not _reducible(tree):
         return tree
-    group = tree.args.get("group")
-    if group is not None and group.args.get("all"):  # its keys are projections: name them
-        tree.set("group", exp.Group(expressions=[p.unalias().copy() for p in group_all_keys(tree)]))
+    keys = group_all_keys(tree)
+    if keys is not None:  # its keys are projections: name them
+        tree.set("group", exp.Group(expressions=[p.unalias().copy() for p in keys]))
     wanted = {k.lower() for k in keep}
     kept = [p for p in tree.expressions
             if (ALL if isinstance(p, exp.Star) or p.is_star else p.alias_or_name.lower()) in wanted]
@@ -139,11 +139,23 @@ def reduce(query: Query, keep: Iterable[str]) -> exp.Query | None:
         return tree
 
 
-def group_all_keys(select: exp.Select) -> list[exp.Expression]:
-    """The projections ``GROUP BY ALL`` groups by: those without an aggregate (DuckDB's
-    rule).  A reduction to some columns keeps these keys, so the rows it describes stay
-    the query's rows (dropping ``date_trunc('day', t) AS day`` must not drop its grouping)."""
+def group_all_keys(select: exp.Select) -> list[exp.Expression] | None:
+    """The projections a ``GROUP BY ALL`` groups by: those without an aggregate (DuckDB's
+    rule); None when the query does not group by ``ALL``.  A reduction to some columns
+    keeps these keys, so the rows it describes stay the query's rows (dropping
+    ``date_trunc('day', t) AS day`` must not drop its grouping)."""
+    group = select.args.get("group")
+    if group is None or not group.args.get("all"):
+        return None
     return [p for p in select.expressions if p.find(exp.AggFunc) is None]
+
+
+def _plain_grouping(select: exp.Select) -> bool:
+    """No grouping, or grouping by expressions or ``ALL``: not positional, rollup, cube or
+    grouping sets (a reduction would change what they group by)."""
+    group = select.args.get("group")
+    return group is None or not (any(v for k, v in group.args.items() if k not in ("expressions", "all"))
+                                 or any(isinstance(e, exp.Literal) for e in group.expressions))
 
 
 def _text(tree: exp.Expression | None) -> str | None:
@@ -300,10 +312,6 @@ def unqualified_lineage(sql: str, dialect: str = "duckdb"
         return None  # more than one scope: found here without walking the scopes
     if any(j.args.get("using") or j.args.get("method") for j in tree.args.get("joins") or ()):
         return None
-    group = tree.args.get("group")
-    if group is not None and (any(v for k, v in group.args.items() if k not in ("expressions", "all"))
-                              or any(isinstance(e, exp.Literal) for e in group.expressions)):
-        return None
     projections = tree.expressions
     if not projections or any(not isinstance(p, (exp.Column, exp.Alias)) or p.is_star or not p.alias_or_name
                               for p in projections):
@@ -345,7 +353,7 @@ def scoped_reads(tree: exp.Query, scopes: list) -> dict[str, dict[str, set[str]]
     columns plus the columns outside every projection of its scope, and through a derived
     source the same of the projections it names, scope by scope.  None: not a query of
     that shape (DISTINCT, ``UNION``/``INTERSECT``/``EXCEPT``, ORDER BY, positional or
-    ``ALL``/rollup grouping, subqueries in expressions, table functions, ``*``, a column
+    rollup grouping, subqueries in expressions, table functions, ``*``, a column
     whose source is not a selected table or derived table): the reductions decide.  Tests
     hold it equal to the reductions on both kinds."""
     from sqlglot.optimizer.scope import Scope
@@ -387,12 +395,10 @@ def scoped_reads(tree: exp.Query, scopes: list) -> dict[str, dict[str, set[str]]
             return found
         if not isinstance(node, exp.Select) or not _reducible(node) or node.args.get("order"):
             return None  # ORDER BY may name an output alias: the reduction decides
-        group = node.args.get("group")
-        if group is not None and (any(v for k, v in group.args.items() if k not in ("expressions", "all"))
-                                  or any(isinstance(e, exp.Literal) for e in group.expressions)):
+        if not _plain_grouping(node):
             return None
         # ``GROUP BY ALL``: the reduction names its keys, so their columns choose rows
-        keys = {id(p) for p in group_all_keys(node)} if group is not None and group.args.get("all") else set()
+        keys = {id(p) for p in group_all_keys(node) or ()}
         selected = {alias: source for alias, (_, source) in scope.selected_sources.items()}
         tables = {a: src.name.lower() for a, src in selected.items() if isinstance(src, exp.Table)}
         found = {name: set() for name in tables.values()}

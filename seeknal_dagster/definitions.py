@@ -38,8 +38,8 @@ def collection_paused(build):
     """``build`` with CPython's automatic garbage collection paused while it runs.  A
     2,000-node load creates about a million objects that live on (specs, conditions,
     definitions), and each full collection during the build scans them all again: eight
-    of them cost ~0.6 s of a 2,000-node cold load and ~0.3 s of a warm one.  The cyclic
-    garbage of the build (parse trees it analysed) waits for the first collection after."""
+    of them cost ~0.6 s of a 2,000-node cold load and ~0.3 s of a warm one.  Any garbage
+    cycle the build leaves waits for the first collection after it (measured: a handful)."""
 
     @functools.wraps(build)
     def paused(*args, **kwargs):
